@@ -1,0 +1,140 @@
+//! The application: shared state, the router with its middleware, and serving.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef, MatchedPath, Request};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::storage::Store;
+
+/// Header carrying the request id, set when the client did not send one.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Everything a handler may need; cheap to clone.
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub db: PgPool,
+    pub store: Store,
+    pub auth: Arc<Authenticator>,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The complete HTTP service: API, docs, operations endpoints and middleware.
+pub fn build_router(state: AppState) -> Router {
+    let (api, openapi) = crate::http::api_router().split_for_parts();
+    let openapi = crate::openapi::finish(openapi);
+    let timeout = state.config.http.request_timeout_secs;
+    let body_limit = state.config.http.body_limit_bytes;
+
+    let router = api
+        .merge(crate::http::ops::router())
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(move |req, next| enforce_timeout(timeout, req, next)))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track))
+        .with_state(state);
+
+    // Outermost last: ids are assigned before the span opens, panics become 500s inside it.
+    router
+        .layer(CatchPanicLayer::custom(|_| ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+fn request_span(request: &Request) -> Span {
+    let request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let route = request.extensions().get::<MatchedPath>().map_or("", MatchedPath::as_str);
+    let path = request.uri().path();
+    // Probes and scrapes would drown real traffic.
+    if matches!(path, "/healthz" | "/readyz" | "/metrics") {
+        tracing::debug_span!("request", request_id, method = %request.method(), route)
+    } else {
+        tracing::info_span!("request", request_id, method = %request.method(), route)
+    }
+}
+
+async fn enforce_timeout(seconds: u64, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(Duration::from_secs(seconds), next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(seconds).into_response(),
+    }
+}
+
+async fn route_not_found() -> ApiError {
+    ApiError::RouteNotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight
+/// requests finish (up to `grace`).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut stop_rx_for_grace = stop_rx.clone();
+    tokio::select! {
+        result = server => result,
+        () = async move {
+            let _ = stop_rx_for_grace.wait_for(|stopped| *stopped).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!("in-flight requests did not finish within the shutdown grace period");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested; draining in-flight requests");
+}
+
+/// 204 helper for handlers that return nothing.
+pub fn no_content() -> StatusCode {
+    StatusCode::NO_CONTENT
+}

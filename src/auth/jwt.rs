@@ -1,0 +1,251 @@
+//! JWT issuing and verification.
+//!
+//! Two trust roots, chosen by the token's `alg`:
+//! - HS256 tokens signed with Custodian's own secret (`custodian token issue`,
+//!   the demo), accepted only when a secret is configured or generated;
+//! - RS256/ES256 tokens of an OIDC issuer, verified with its JWKS.
+//!
+//! The algorithm decides the key source, never the other way round, so a token
+//! "signed" with HS256 using a public RSA key (key confusion) finds no HS256
+//! secret to match. `alg: none` is refused before any key is consulted. `iss`,
+//! `aud`, `exp` and `nbf` are required and checked.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::jwks::JwksCache;
+use super::{Credential, Principal, Role, roles_from_names};
+use crate::config::AuthConfig;
+
+/// File (inside the data dir) holding the generated HS256 secret.
+pub const GENERATED_SECRET_FILE: &str = "secrets/jwt-hs256.key";
+
+/// Why a JWT was refused; the message is safe to show to the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("token is malformed")]
+    Malformed,
+    #[error("token algorithm is not accepted")]
+    Algorithm,
+    #[error("token is signed with an unknown key")]
+    UnknownKey,
+    #[error("token signature is invalid")]
+    Signature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token issuer is not accepted")]
+    Issuer,
+    #[error("token audience is not accepted")]
+    Audience,
+    #[error("token lacks the claim `{0}`")]
+    MissingClaim(String),
+    #[error("the identity provider's keys are unavailable")]
+    KeysUnavailable,
+}
+
+impl From<jsonwebtoken::errors::Error> for TokenError {
+    fn from(error: jsonwebtoken::errors::Error) -> Self {
+        use jsonwebtoken::errors::ErrorKind;
+        match error.kind() {
+            ErrorKind::ExpiredSignature => Self::Expired,
+            ErrorKind::ImmatureSignature => Self::NotYetValid,
+            ErrorKind::InvalidIssuer => Self::Issuer,
+            ErrorKind::InvalidAudience => Self::Audience,
+            ErrorKind::InvalidSignature => Self::Signature,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => Self::Algorithm,
+            ErrorKind::MissingRequiredClaim(claim) => Self::MissingClaim(claim.clone()),
+            _ => Self::Malformed,
+        }
+    }
+}
+
+struct Hs256 {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+/// Verifies bearer JWTs and signs Custodian's own.
+pub struct Authenticator {
+    hs256: Option<Hs256>,
+    jwks: Option<JwksCache>,
+    issuer: String,
+    oidc_issuer: String,
+    audience: String,
+    roles_claim: String,
+    username_claim: String,
+    leeway: u64,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("hs256", &self.hs256.is_some())
+            .field("jwks", &self.jwks.is_some())
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize)]
+struct IssuedClaims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    sub: &'a str,
+    roles: Vec<&'static str>,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+    jti: String,
+}
+
+impl Authenticator {
+    /// Builds the verifier from settings. With neither a secret nor a JWKS source,
+    /// `generated_secret_dir` (the embedded data dir) receives a new HS256 secret on first use.
+    pub fn from_config(config: &AuthConfig, generated_secret_dir: Option<&Path>) -> Result<Self> {
+        let has_jwks = config.jwks_url.is_some() || config.jwks_file.is_some();
+        let secret = match (&config.hs256_secret, has_jwks, generated_secret_dir) {
+            (Some(secret), _, _) => Some(secret.clone()),
+            (None, false, Some(dir)) => Some(load_or_generate_secret(&dir.join(GENERATED_SECRET_FILE))?),
+            (None, false, None) => {
+                bail!("no token verification is configured: set auth.hs256_secret or auth.jwks_url (or auth.jwks_file)")
+            }
+            (None, true, _) => None,
+        };
+        let hs256 = secret.map(|s| Hs256 {
+            encoding: EncodingKey::from_secret(s.expose_secret().as_bytes()),
+            decoding: DecodingKey::from_secret(s.expose_secret().as_bytes()),
+        });
+        let jwks = if has_jwks {
+            Some(JwksCache::new(config.jwks_url.clone(), config.jwks_file.clone(), Duration::from_secs(config.jwks_cache_secs))?)
+        } else {
+            None
+        };
+        Ok(Self {
+            hs256,
+            jwks,
+            issuer: config.issuer.clone(),
+            oidc_issuer: config.oidc_issuer.clone().unwrap_or_else(|| config.issuer.clone()),
+            audience: config.audience.clone(),
+            roles_claim: config.roles_claim.clone(),
+            username_claim: config.username_claim.clone(),
+            leeway: config.leeway_secs,
+        })
+    }
+
+    /// Whether Custodian can sign tokens itself.
+    pub fn can_issue(&self) -> bool {
+        self.hs256.is_some()
+    }
+
+    /// Signs an HS256 token for `username` with `roles`, valid for `ttl`.
+    pub fn issue(&self, username: &str, roles: &[Role], ttl: Duration) -> Result<String> {
+        let Some(hs256) = &self.hs256 else {
+            bail!("Custodian cannot sign tokens: no HS256 secret is configured (tokens come from the OIDC issuer)");
+        };
+        let now = chrono::Utc::now().timestamp();
+        let ttl = i64::try_from(ttl.as_secs()).context("ttl too long")?;
+        let claims = IssuedClaims {
+            iss: &self.issuer,
+            aud: &self.audience,
+            sub: username,
+            roles: roles.iter().map(|r| r.as_str()).collect(),
+            iat: now,
+            nbf: now,
+            exp: now + ttl,
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &hs256.encoding)?)
+    }
+
+    /// Verifies a JWT and returns who it speaks for.
+    pub async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => TokenError::Algorithm,
+            _ => TokenError::Malformed,
+        })?;
+        let claims: Value = match header.alg {
+            Algorithm::HS256 => {
+                let hs256 = self.hs256.as_ref().ok_or(TokenError::Algorithm)?;
+                let validation = self.validation(Algorithm::HS256, &self.issuer);
+                jsonwebtoken::decode::<Value>(token, &hs256.decoding, &validation)?.claims
+            }
+            Algorithm::RS256 | Algorithm::ES256 => {
+                let jwks = self.jwks.as_ref().ok_or(TokenError::Algorithm)?;
+                let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
+                let (key, key_alg) = jwks.key(kid).await?;
+                if key_alg != header.alg {
+                    return Err(TokenError::Algorithm);
+                }
+                let validation = self.validation(header.alg, &self.oidc_issuer);
+                jsonwebtoken::decode::<Value>(token, &key, &validation)?.claims
+            }
+            _ => return Err(TokenError::Algorithm),
+        };
+        let username = claim_at(&claims, &self.username_claim)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| TokenError::MissingClaim(self.username_claim.clone()))?;
+        let roles = match claim_at(&claims, &self.roles_claim) {
+            Some(Value::Array(items)) => roles_from_names(items.iter().filter_map(Value::as_str)),
+            Some(Value::String(s)) => roles_from_names(s.split([' ', ','])),
+            _ => Vec::new(),
+        };
+        Ok(Principal { username: username.to_owned(), roles, credential: Credential::Jwt })
+    }
+
+    fn validation(&self, alg: Algorithm, issuer: &str) -> Validation {
+        let mut validation = Validation::new(alg);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = self.leeway;
+        validation
+    }
+}
+
+/// Looks up a claim by dotted path (`realm_access.roles`).
+fn claim_at<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(claims, |value, key| value.get(key))
+}
+
+fn load_or_generate_secret(path: &Path) -> Result<SecretString> {
+    if path.exists() {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let secret = text.trim().to_owned();
+        if secret.len() < 32 {
+            bail!("{} holds a secret shorter than 32 bytes", path.display());
+        }
+        return Ok(SecretString::from(secret));
+    }
+    let mut bytes = [0_u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    let secret = URL_SAFE_NO_PAD.encode(bytes);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(file, "{secret}")?;
+    tracing::info!(path = %path.display(), "generated a new HS256 signing secret");
+    Ok(SecretString::from(secret))
+}

@@ -1,0 +1,286 @@
+//! The `custodian` command line: run the service and administer it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::app::{self, AppState};
+use crate::audit::{self, NewEvent};
+use crate::auth::{Authenticator, Role};
+use crate::config::{self, Config, Overrides};
+use crate::db::Database;
+use crate::metrics::Metrics;
+
+/// Custodian: a governed research data registry for medical imaging.
+///
+/// Settings come from defaults, then the TOML file given with --config, then
+/// CUSTODIAN_* environment variables (nested with `__`, e.g.
+/// CUSTODIAN_DATABASE__URL), then flags.
+#[derive(Debug, Parser)]
+#[command(name = "custodian", version, about, long_about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command understands.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// TOML configuration file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory for the embedded database, generated secrets and local objects.
+    #[arg(long, global = true, value_name = "DIR", env = "CUSTODIAN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (starting the embedded PostgreSQL unless a database URL is set).
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the OpenAPI document to stdout.
+    Openapi,
+    /// Seed demo users, sites and cohorts, print demo tokens, and exit.
+    Demo,
+    /// Mint credentials.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Inspect the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", env = "CUSTODIAN_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Seed demo content and print demo tokens before serving.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a signed bearer token (HS256) for a user, for bootstrap and scripts.
+    ///
+    /// Uses the same data directory and configuration as `serve`, so the token
+    /// is accepted by a running server. The issue is recorded in the audit log.
+    Issue {
+        /// Username (the token's subject).
+        #[arg(long, value_name = "NAME")]
+        user: String,
+        /// Role(s): admin, steward, organizer, uploader, researcher. Repeat or separate with commas.
+        #[arg(long = "role", value_name = "ROLE", required = true, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Lifetime, e.g. 30m, 12h, 7d (default: auth.default_token_ttl).
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the whole hash chain; exits non-zero and names the first bad
+    /// sequence number when the log was tampered with.
+    Verify,
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let listen = match &cli.command {
+        Command::Serve(args) => args.listen,
+        _ => None,
+    };
+    let overrides = Overrides { data_dir: cli.global.data_dir.clone(), listen };
+    let config = Config::load(cli.global.config.as_deref(), &overrides)?;
+    crate::telemetry::init(&config.log);
+
+    match cli.command {
+        Command::Openapi => {
+            print!("{}", crate::openapi::to_json());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(args) => serve(config, args.demo).await,
+        Command::Migrate => {
+            let db = Database::open(&config).await?;
+            let result = db.migrate().await;
+            db.close().await?;
+            result?;
+            println!("migrations are up to date");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo => {
+            let (db, auth) = open_for_admin(&config).await?;
+            let result = crate::demo::seed(&db.pool).await;
+            db.close().await?;
+            result?;
+            print_demo_tokens(&auth, &config);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token(TokenCommand::Issue { user, roles, ttl }) => issue_token(&config, &user, &roles, ttl.as_deref()).await,
+        Command::Audit(AuditCommand::Verify) => {
+            let db = Database::open(&config).await?;
+            let report = audit::verify_chain(&db.pool).await;
+            db.close().await?;
+            let report = report?;
+            if report.ok {
+                println!("audit chain intact: {} events, head at sequence {}", report.events_checked, report.head_seq);
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!(
+                    "audit chain BROKEN at sequence {}: {} ({} events verified before it)",
+                    report.first_bad_seq.unwrap_or_default(),
+                    report.problem.as_deref().unwrap_or("unknown problem"),
+                    report.events_checked
+                );
+                Ok(ExitCode::from(2))
+            }
+        }
+    }
+}
+
+async fn open_for_admin(config: &Config) -> Result<(Database, Authenticator)> {
+    let db = Database::open(config).await?;
+    if config.database.migrate_on_start {
+        db.migrate().await?;
+    }
+    let auth = Authenticator::from_config(&config.auth, config.embedded_database().then_some(config.data_dir.as_path()))?;
+    Ok((db, auth))
+}
+
+async fn issue_token(config: &Config, user: &str, role_names: &[String], ttl: Option<&str>) -> Result<ExitCode> {
+    let mut roles = Vec::new();
+    for name in role_names {
+        let role = Role::parse(name.trim())
+            .with_context(|| format!("unknown role `{name}`; expected one of admin, steward, organizer, uploader, researcher"))?;
+        roles.push(role);
+    }
+    roles.sort();
+    roles.dedup();
+    let ttl_text = ttl.unwrap_or(&config.auth.default_token_ttl);
+    let ttl = config::parse_duration(ttl_text).with_context(|| format!("--ttl `{ttl_text}` is not a duration such as 12h"))?;
+    if user.trim().is_empty() {
+        bail!("--user must not be empty");
+    }
+    let (db, auth) = open_for_admin(config).await?;
+    let result = async {
+        let token = auth.issue(user, &roles, ttl)?;
+        let mut tx = db.pool.begin().await?;
+        audit::record(
+            &mut tx,
+            NewEvent::new("system:cli", "token.issue").target(format!("user:{user}")).details(json!({
+                "roles": crate::auth::role_names(&roles),
+                "ttl_seconds": ttl.as_secs(),
+            })),
+        )
+        .await?;
+        tx.commit().await?;
+        anyhow::Ok(token)
+    }
+    .await;
+    db.close().await?;
+    println!("{}", result?);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(config: Config, demo: bool) -> Result<ExitCode> {
+    let _lock = if config.embedded_database() { Some(lock_data_dir(&config)?) } else { None };
+    let db = Database::open(&config).await?;
+    let outcome = serve_with(&config, &db, demo).await;
+    if let Err(error) = db.close().await {
+        tracing::error!(error = format!("{error:#}"), "stopping the database failed");
+    }
+    outcome?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve_with(config: &Config, db: &Database, demo: bool) -> Result<()> {
+    if config.database.migrate_on_start {
+        db.migrate().await?;
+    }
+    let store = crate::storage::open(config)?;
+    let auth = Arc::new(Authenticator::from_config(
+        &config.auth,
+        config.embedded_database().then_some(config.data_dir.as_path()),
+    )?);
+    if demo {
+        crate::demo::seed(&db.pool).await?;
+    }
+    let state = AppState {
+        db: db.pool.clone(),
+        store,
+        auth: auth.clone(),
+        config: Arc::new(config.clone()),
+        metrics: Arc::new(Metrics::default()),
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, embedded_database = config.embedded_database(), "listening");
+    if demo {
+        print_demo_tokens(&auth, config);
+    }
+    println!("Custodian is listening on http://{address} (API docs: http://{address}/docs)");
+    app::serve(
+        listener,
+        app::build_router(state),
+        app::shutdown_signal(),
+        Duration::from_secs(config.http.shutdown_grace_secs),
+    )
+    .await?;
+    Ok(())
+}
+
+fn print_demo_tokens(auth: &Authenticator, config: &Config) {
+    if !auth.can_issue() {
+        println!("Demo content is seeded; sign in through your identity provider (no HS256 secret to sign demo tokens).");
+        return;
+    }
+    let ttl = Duration::from_secs(7 * 24 * 3600);
+    match crate::demo::tokens(auth, ttl) {
+        Ok(tokens) => {
+            println!("Demo users and bearer tokens (valid 7 days):");
+            for (user, token) in &tokens {
+                println!("  {:<7} {:<11} {token}", user.username, user.role.as_str());
+            }
+            println!(
+                "Try: curl -H \"Authorization: Bearer <token>\" http://{}/api/v1/cohorts",
+                config.listen
+            );
+        }
+        Err(error) => eprintln!("could not sign demo tokens: {error:#}"),
+    }
+}
+
+/// One `serve` per data directory: a second one would fight over the cluster.
+fn lock_data_dir(config: &Config) -> Result<std::fs::File> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let path = config.data_dir.join("custodian.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            bail!("another `custodian serve` is using {}", config.data_dir.display())
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e).context("locking the data directory"),
+    }
+}

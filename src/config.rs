@@ -1,0 +1,470 @@
+//! Settings: defaults → TOML file → `CUSTODIAN_…` environment (nested with `__`) → flags.
+//!
+//! Every section rejects unknown keys, secrets are [`SecretString`]s that never
+//! print, and [`Config::validate`] turns every bad value into a message that
+//! names the setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of every environment variable Custodian reads.
+pub const ENV_PREFIX: &str = "CUSTODIAN_";
+
+/// The whole configuration of one Custodian node.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the embedded database, generated secrets and local objects live.
+    pub data_dir: PathBuf,
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    pub database: DatabaseConfig,
+    pub storage: StorageConfig,
+    pub auth: AuthConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database: DatabaseConfig::default(),
+            storage: StorageConfig::default(),
+            auth: AuthConfig::default(),
+            http: HttpConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// External PostgreSQL; when absent Custodian runs its own cluster under `<data_dir>/postgres`.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub url: Option<SecretString>,
+    pub max_connections: u32,
+    /// Apply pending migrations when `serve` starts.
+    pub migrate_on_start: bool,
+    /// Directory holding `initdb`, `pg_ctl` and `postgres` for the embedded cluster.
+    pub postgres_bin_dir: Option<PathBuf>,
+    /// Unprivileged account that runs the embedded cluster when Custodian runs as root.
+    pub embedded_user: Option<String>,
+    /// Seconds to wait for a pooled connection before failing a request.
+    pub acquire_timeout_secs: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 16,
+            migrate_on_start: true,
+            postgres_bin_dir: None,
+            embedded_user: None,
+            acquire_timeout_secs: 10,
+        }
+    }
+}
+
+/// Which object store holds the bytes.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    Local,
+    S3,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub kind: StorageKind,
+    /// Root of the local store; defaults to `<data_dir>/objects`.
+    pub path: Option<PathBuf>,
+    pub s3: S3Config,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { kind: StorageKind::Local, path: None, s3: S3Config::default() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    pub bucket: Option<String>,
+    pub region: Option<String>,
+    /// Endpoint of an S3-compatible service (MinIO, Ceph, Garage…); AWS when absent.
+    pub endpoint: Option<String>,
+    pub access_key_id: Option<String>,
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub secret_access_key: Option<SecretString>,
+    /// Permit plain-HTTP endpoints (inside a hospital network, for example).
+    pub allow_http: bool,
+    /// Address buckets as `endpoint/bucket` rather than `bucket.endpoint`.
+    pub path_style: bool,
+    /// Prefix under which Custodian keeps its objects inside the bucket.
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `iss` of tokens Custodian signs itself, and the accepted issuer of HS256 tokens.
+    pub issuer: String,
+    /// `aud` every token must carry.
+    pub audience: String,
+    /// Shared HS256 secret (at least 32 bytes). Generated into the data dir when
+    /// neither this nor a JWKS source is configured.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub hs256_secret: Option<SecretString>,
+    /// OIDC issuer's JWKS document (RS256 / ES256 keys).
+    pub jwks_url: Option<String>,
+    /// The same JWKS document read from a file (offline installations).
+    pub jwks_file: Option<PathBuf>,
+    /// `iss` of tokens verified against the JWKS; defaults to `issuer`.
+    pub oidc_issuer: Option<String>,
+    /// Claim (dotted path allowed, e.g. `realm_access.roles`) holding role names.
+    pub roles_claim: String,
+    /// Claim naming the user; `sub` by default.
+    pub username_claim: String,
+    /// How long fetched JWKS keys are trusted before a refresh.
+    pub jwks_cache_secs: u64,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// Lifetime of tokens made by `custodian token issue` when `--ttl` is not given.
+    pub default_token_ttl: String,
+    /// Longest lifetime a personal API token may have, in days.
+    pub max_api_token_days: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "custodian".into(),
+            audience: "custodian".into(),
+            hs256_secret: None,
+            jwks_url: None,
+            jwks_file: None,
+            oidc_issuer: None,
+            roles_claim: "roles".into(),
+            username_claim: "sub".into(),
+            jwks_cache_secs: 300,
+            leeway_secs: 30,
+            default_token_ttl: "12h".into(),
+            max_api_token_days: 365,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest accepted request body for JSON endpoints, in bytes.
+    pub body_limit_bytes: usize,
+    /// Requests running longer than this are answered with 503 `timeout`.
+    pub request_timeout_secs: u64,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { body_limit_bytes: 1024 * 1024, request_timeout_secs: 30, shutdown_grace_secs: 30 }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// `tracing` filter directives, e.g. `info,custodian=debug`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, filter: "info".into() }
+    }
+}
+
+/// Values given on the command line; they win over every other source.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+}
+
+/// A setting that cannot be used, named by its dotted key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Parse(String),
+    #[error("configuration: `{key}` {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+impl Config {
+    /// Reads defaults, the optional TOML file, the environment and the flags, then validates.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::load_from(file, Env::prefixed(ENV_PREFIX).split("__"), overrides)
+    }
+
+    fn load_from(file: Option<&Path>, env: Env, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new().merge(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Parse(format!("file {} does not exist", path.display())));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // Variables such as CUSTODIAN_POSTGRES_BIN are not settings; only keys the
+        // schema knows are taken, and unknown ones under known sections still fail.
+        let mut config: Config = figment
+            .merge(env.filter(|key| {
+                let top = key.as_str().split('.').next().unwrap_or_default();
+                TOP_LEVEL_KEYS.contains(&top)
+            }))
+            .extract()
+            .map_err(|e| ConfigError::Parse(describe_figment_error(&e)))?;
+        if let Some(dir) = &overrides.data_dir {
+            config.data_dir.clone_from(dir);
+        }
+        if let Some(listen) = overrides.listen {
+            config.listen = listen;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| Err(ConfigError::Invalid { key, problem: problem.to_owned() });
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty");
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1");
+        }
+        if let Some(url) = &self.database.url {
+            let url = url.expose_secret();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return invalid("database.url", "must be a postgres:// or postgresql:// URL");
+            }
+        }
+        if self.storage.kind == StorageKind::S3 && self.storage.s3.bucket.as_deref().unwrap_or("").is_empty() {
+            return invalid("storage.s3.bucket", "is required when storage.kind is \"s3\"");
+        }
+        if let Some(endpoint) = &self.storage.s3.endpoint
+            && url::Url::parse(endpoint).is_err()
+        {
+            return invalid("storage.s3.endpoint", "is not a valid URL");
+        }
+        if let Some(secret) = &self.auth.hs256_secret
+            && secret.expose_secret().len() < 32
+        {
+            return invalid("auth.hs256_secret", "must be at least 32 bytes long");
+        }
+        if let Some(url) = &self.auth.jwks_url
+            && url::Url::parse(url).is_err()
+        {
+            return invalid("auth.jwks_url", "is not a valid URL");
+        }
+        if self.auth.jwks_url.is_some() && self.auth.jwks_file.is_some() {
+            return invalid("auth.jwks_url", "cannot be combined with auth.jwks_file");
+        }
+        if self.auth.audience.is_empty() {
+            return invalid("auth.audience", "must not be empty");
+        }
+        if self.auth.issuer.is_empty() {
+            return invalid("auth.issuer", "must not be empty");
+        }
+        if parse_duration(&self.auth.default_token_ttl).is_err() {
+            return invalid("auth.default_token_ttl", "is not a duration such as \"12h\" or \"30m\"");
+        }
+        if self.auth.max_api_token_days == 0 {
+            return invalid("auth.max_api_token_days", "must be at least 1");
+        }
+        if self.http.body_limit_bytes < 1024 {
+            return invalid("http.body_limit_bytes", "must be at least 1024");
+        }
+        if self.http.request_timeout_secs == 0 {
+            return invalid("http.request_timeout_secs", "must be at least 1");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
+            return invalid("log.filter", "is not a valid tracing filter");
+        }
+        Ok(())
+    }
+
+    /// Whether Custodian runs its own PostgreSQL cluster.
+    pub fn embedded_database(&self) -> bool {
+        self.database.url.is_none()
+    }
+
+    /// Root of the local object store.
+    pub fn objects_dir(&self) -> PathBuf {
+        self.storage.path.clone().unwrap_or_else(|| self.data_dir.join("objects"))
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.http.request_timeout_secs)
+    }
+}
+
+const TOP_LEVEL_KEYS: &[&str] = &["data_dir", "listen", "database", "storage", "auth", "http", "log"];
+
+/// Parses `90s`, `15m`, `12h`, `30d` and the other forms `humantime` knows.
+pub fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(text)
+}
+
+fn describe_figment_error(error: &figment::Error) -> String {
+    error
+        .clone()
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let origin = e.metadata.as_ref().map(|m| m.name.to_string()).unwrap_or_default();
+            let kind = e.kind.to_string();
+            match (key.is_empty(), origin.is_empty()) {
+                (true, true) => kind,
+                (true, false) => format!("{kind} (from {origin})"),
+                (false, true) => format!("`{key}`: {kind}"),
+                (false, false) => format!("`{key}`: {kind} (from {origin})"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[allow(clippy::ref_option)]
+fn ser_secret_opt<S: serde::Serializer>(value: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    // Only used to seed figment with defaults, where secrets are always absent.
+    match value {
+        Some(secret) => s.serialize_some(secret.expose_secret()),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load_in_jail(jail: &Jail, file: Option<&str>) -> Result<Config, ConfigError> {
+        let path = file.map(|body| {
+            jail.create_file("custodian.toml", body).unwrap();
+            jail.directory().join("custodian.toml")
+        });
+        Config::load(path.as_deref(), &Overrides::default())
+    }
+
+    #[test]
+    fn defaults_are_embedded_and_local() {
+        Jail::expect_with(|jail| {
+            let config = load_in_jail(jail, None).unwrap();
+            assert!(config.embedded_database());
+            assert_eq!(config.storage.kind, StorageKind::Local);
+            assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+            assert_eq!(config.objects_dir(), PathBuf::from("./data/objects"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_file_and_flags_override_environment() {
+        Jail::expect_with(|jail| {
+            jail.set_env("CUSTODIAN_LISTEN", "0.0.0.0:9000");
+            jail.set_env("CUSTODIAN_DATABASE__MAX_CONNECTIONS", "4");
+            let file = "listen = \"127.0.0.1:7000\"\n[database]\nmax_connections = 2\nmigrate_on_start = false\n";
+            let config = load_in_jail(jail, Some(file)).unwrap();
+            assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
+            assert_eq!(config.database.max_connections, 4);
+            assert!(!config.database.migrate_on_start);
+
+            let flags = Overrides { listen: Some("127.0.0.1:1".parse().unwrap()), data_dir: Some("/srv/x".into()) };
+            let config = Config::load(Some(&jail.directory().join("custodian.toml")), &flags).unwrap();
+            assert_eq!(config.listen.to_string(), "127.0.0.1:1");
+            assert_eq!(config.data_dir, PathBuf::from("/srv/x"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_named_in_the_error() {
+        Jail::expect_with(|jail| {
+            let err = load_in_jail(jail, Some("[database]\nmax_conections = 3\n")).unwrap_err().to_string();
+            assert!(err.contains("max_conections"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_nested_environment_key_is_an_error() {
+        Jail::expect_with(|jail| {
+            jail.set_env("CUSTODIAN_STORAGE__BUCKKET", "x");
+            let err = load_in_jail(jail, None).unwrap_err().to_string();
+            assert!(err.contains("buckket"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_values_get_messages_naming_the_setting() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("CUSTODIAN_LISTEN", "not-an-address", "listen"),
+            ("CUSTODIAN_DATABASE__MAX_CONNECTIONS", "0", "database.max_connections"),
+            ("CUSTODIAN_DATABASE__URL", "mysql://x", "database.url"),
+            ("CUSTODIAN_STORAGE__KIND", "s3", "storage.s3.bucket"),
+            ("CUSTODIAN_STORAGE__KIND", "ftp", "kind"),
+            ("CUSTODIAN_AUTH__HS256_SECRET", "short", "auth.hs256_secret"),
+            ("CUSTODIAN_AUTH__DEFAULT_TOKEN_TTL", "soon", "auth.default_token_ttl"),
+            ("CUSTODIAN_LOG__FORMAT", "xml", "format"),
+        ];
+        for (var, value, key) in cases {
+            Jail::expect_with(|jail| {
+                jail.set_env(var, value);
+                let err = load_in_jail(jail, None).unwrap_err().to_string();
+                assert!(err.contains(key), "{var}={value}: {err}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        Jail::expect_with(|jail| {
+            jail.set_env("CUSTODIAN_DATABASE__URL", "postgres://u:hunter2-password@db/x");
+            jail.set_env("CUSTODIAN_AUTH__HS256_SECRET", "a-very-long-shared-secret-of-32-bytes-or-more");
+            let config = load_in_jail(jail, None).unwrap();
+            let printed = format!("{config:?}");
+            assert!(!printed.contains("hunter2"), "{printed}");
+            assert!(!printed.contains("a-very-long-shared-secret"), "{printed}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_config_file_is_reported() {
+        let err = Config::load(Some(Path::new("/nonexistent/custodian.toml")), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/custodian.toml"));
+    }
+}

@@ -1,0 +1,178 @@
+//! The one error type of the HTTP API.
+//!
+//! Every 4xx/5xx answer is an [`ErrorBody`] with a stable kebab-case `code`.
+//! Internal causes (database, storage, anything `anyhow`) are logged with their
+//! details and answered with a generic message: nothing internal, and never a
+//! value from a request, leaks into a response.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An error answered to an API client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is syntactically fine but asks for something invalid.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The JSON body could not be read (malformed, wrong type, unknown field).
+    #[error("invalid request body: {0}")]
+    InvalidBody(String),
+    /// A query-string parameter could not be read.
+    #[error("invalid query parameter: {0}")]
+    InvalidQuery(String),
+    /// A path parameter could not be read.
+    #[error("invalid path parameter: {0}")]
+    InvalidPath(String),
+    /// The body is not of a media type this endpoint accepts.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// No or unusable credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Authenticated, but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The named kind of thing does not exist (or is not visible to the caller).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// No such route.
+    #[error("no route for this path")]
+    RouteNotFound,
+    #[error("method not allowed for this path")]
+    MethodNotAllowed,
+    /// The request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The body is larger than the endpoint accepts.
+    #[error("request body exceeds the size limit of this endpoint")]
+    PayloadTooLarge,
+    /// The request took longer than the configured timeout.
+    #[error("the request did not complete within {0} seconds")]
+    Timeout(u64),
+    /// A dependency (database, object store) is unreachable.
+    #[error("{0}")]
+    Unavailable(&'static str),
+    #[error("internal error")]
+    Database(#[from] sqlx::Error),
+    #[error("internal error")]
+    Storage(#[from] object_store::Error),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) | Self::InvalidBody(_) | Self::InvalidQuery(_) | Self::InvalidPath(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Timeout(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Database(sqlx::Error::PoolTimedOut) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Database(_) | Self::Storage(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable, kebab-case code clients can match on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad-request",
+            Self::InvalidBody(_) => "invalid-body",
+            Self::InvalidQuery(_) => "invalid-query",
+            Self::InvalidPath(_) => "invalid-path",
+            Self::UnsupportedMediaType(_) => "unsupported-media-type",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) | Self::RouteNotFound => "not-found",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::Conflict(_) => "conflict",
+            Self::PayloadTooLarge => "payload-too-large",
+            Self::Timeout(_) => "timeout",
+            Self::Unavailable(_) | Self::Database(sqlx::Error::PoolTimedOut) => "unavailable",
+            Self::Database(_) | Self::Storage(_) | Self::Internal(_) => "internal",
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `not-found`, `invalid-body`, `forbidden`.
+    #[schema(example = "invalid-body")]
+    pub code: &'static str,
+    /// Human-readable explanation naming the problem.
+    #[schema(example = "invalid request body: unknown field `nmae`")]
+    pub message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            // Logged inside the request span, so the request id travels with it.
+            tracing::error!(error = ?self, code = self.code(), "request failed");
+        }
+        let message = match &self {
+            Self::Database(sqlx::Error::PoolTimedOut) => "the database is busy; retry shortly".to_owned(),
+            _ => self.to_string(),
+        };
+        let mut response = (status, Json(ErrorBody { code: self.code(), message })).into_response();
+        if matches!(self, Self::Unauthorized(_)) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => {
+                Self::UnsupportedMediaType("expected a request body with content type application/json".into())
+            }
+            JsonRejection::BytesRejection(ref inner) if inner.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::PayloadTooLarge
+            }
+            other => Self::InvalidBody(other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::InvalidQuery(rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::InvalidPath(rejection.body_text())
+    }
+}
+
+/// Maps named constraint violations to API errors (`on_constraint("cohort_slug_key", …)`).
+pub trait ResultExt<T> {
+    fn on_constraint(self, name: &str, map: impl FnOnce() -> ApiError) -> Result<T, ApiError>;
+}
+
+impl<T, E: Into<ApiError>> ResultExt<T> for Result<T, E> {
+    fn on_constraint(self, name: &str, map: impl FnOnce() -> ApiError) -> Result<T, ApiError> {
+        self.map_err(|e| match e.into() {
+            ApiError::Database(sqlx::Error::Database(db)) if db.constraint() == Some(name) => map(),
+            other => other,
+        })
+    }
+}
+
+/// Result of a handler.
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;

@@ -1,0 +1,28 @@
+//! The HTTP API: one router per area, nested under `/api/v1`.
+//!
+//! Every public route is registered through `utoipa_axum::routes!`, so the
+//! documented path is the served path. Operations endpoints (`/healthz`,
+//! `/readyz`, `/metrics`) are deliberately outside the contract.
+
+pub mod audit;
+pub mod cohorts;
+pub mod extract;
+pub mod me;
+pub mod ops;
+pub mod tokens;
+
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::app::AppState;
+
+/// All documented routes.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::base()).nest(
+        "/api/v1",
+        OpenApiRouter::new()
+            .merge(me::router())
+            .merge(tokens::router())
+            .merge(audit::router())
+            .merge(cohorts::router()),
+    )
+}

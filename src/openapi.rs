@@ -1,0 +1,75 @@
+//! The OpenAPI 3.1 contract, generated from the handlers themselves.
+//!
+//! `openapi/openapi.json` is this document, committed; a test fails when it is
+//! stale (`UPDATE_OPENAPI=1 cargo test openapi` regenerates it), and
+//! `custodian openapi` prints it.
+
+use utoipa::openapi::OpenApi as OpenApiDoc;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// Tag names, one per area.
+pub mod tags {
+    pub const AUTH: &str = "auth";
+    pub const AUDIT: &str = "audit";
+    pub const REGISTRY: &str = "registry";
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Custodian",
+        // Pinned: the contract changes when the API does, not with every release.
+        version = "1",
+        description = "A governed research data registry for medical imaging: catalog, discovery, access governance and release of pseudonymized imaging cohorts.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    modifiers(&SecurityAddon),
+    components(schemas(crate::error::ErrorBody)),
+    tags(
+        (name = tags::AUTH, description = "Who is calling: the caller and personal API tokens"),
+        (name = tags::AUDIT, description = "The append-only, hash-chained audit log"),
+        (name = tags::REGISTRY, description = "Sites and cohorts"),
+    )
+)]
+pub struct ApiDoc;
+
+impl ApiDoc {
+    /// The document the routers add their paths to.
+    pub fn base() -> OpenApiDoc {
+        Self::openapi()
+    }
+}
+
+struct SecurityAddon;
+
+impl Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT or cst_ API token")
+                    .description(Some("A JWT (Custodian HS256 or OIDC RS256/ES256) or a personal API token"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Final touches after the routers contributed their paths.
+pub fn finish(openapi: OpenApiDoc) -> OpenApiDoc {
+    openapi
+}
+
+/// The complete document, as served at `/openapi.json`.
+pub fn document() -> OpenApiDoc {
+    finish(crate::http::api_router().into_openapi())
+}
+
+/// The document as committed: pretty JSON with a trailing newline.
+pub fn to_json() -> String {
+    document().to_pretty_json().expect("the OpenAPI document serialises") + "\n"
+}

@@ -1,0 +1,77 @@
+//! Object storage: every byte Custodian keeps outside PostgreSQL.
+//!
+//! One `Arc<dyn ObjectStore>` chosen by configuration — the local filesystem
+//! under `<data_dir>/objects` by default, any S3-compatible bucket in production —
+//! and the one place where object keys are built.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use secrecy::ExposeSecret;
+
+use crate::config::{Config, StorageKind};
+
+/// The store shared by every part of Custodian.
+pub type Store = Arc<dyn ObjectStore>;
+
+/// Opens the configured store, creating the local root when needed.
+pub fn open(config: &Config) -> Result<Store> {
+    match config.storage.kind {
+        StorageKind::Local => {
+            let root = config.objects_dir();
+            std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+            let store = LocalFileSystem::new_with_prefix(&root)
+                .with_context(|| format!("opening the object store at {}", root.display()))?
+                // Writes land in a temporary file first and are renamed into place.
+                .with_automatic_cleanup(true);
+            Ok(Arc::new(store))
+        }
+        StorageKind::S3 => {
+            let s3 = &config.storage.s3;
+            let mut builder = AmazonS3Builder::new()
+                .with_bucket_name(s3.bucket.clone().unwrap_or_default())
+                .with_allow_http(s3.allow_http)
+                .with_virtual_hosted_style_request(!s3.path_style);
+            if let Some(region) = &s3.region {
+                builder = builder.with_region(region);
+            }
+            if let Some(endpoint) = &s3.endpoint {
+                builder = builder.with_endpoint(endpoint);
+            }
+            if let Some(key) = &s3.access_key_id {
+                builder = builder.with_access_key_id(key);
+            }
+            if let Some(secret) = &s3.secret_access_key {
+                builder = builder.with_secret_access_key(secret.expose_secret());
+            }
+            let store: Store = Arc::new(builder.build().context("configuring the S3 object store")?);
+            Ok(match s3.prefix.as_deref().filter(|p| !p.is_empty()) {
+                Some(prefix) => Arc::new(PrefixStore::new(store, prefix)),
+                None => store,
+            })
+        }
+    }
+}
+
+/// Keys of the objects Custodian writes. Nothing else builds a key.
+pub mod keys {
+    use super::Path;
+
+    /// An object that never exists, looked up to prove the store answers.
+    pub fn readiness_probe() -> Path {
+        Path::from("system/readiness-probe")
+    }
+}
+
+/// Proves the store is reachable: a lookup that answers "not found" counts as reachable.
+pub async fn check(store: &dyn ObjectStore) -> Result<(), object_store::Error> {
+    match store.head(&keys::readiness_probe()).await {
+        Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
