@@ -81,7 +81,12 @@ pub enum TokenCommand {
         #[arg(long, value_name = "NAME")]
         user: String,
         /// Role(s): admin, steward, organizer, uploader, researcher. Repeat or separate with commas.
-        #[arg(long = "role", value_name = "ROLE", required = true, value_delimiter = ',')]
+        #[arg(
+            long = "role",
+            value_name = "ROLE",
+            required = true,
+            value_delimiter = ','
+        )]
         roles: Vec<String>,
         /// Lifetime, e.g. 30m, 12h, 7d (default: auth.default_token_ttl).
         #[arg(long, value_name = "DURATION")]
@@ -102,7 +107,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => args.listen,
         _ => None,
     };
-    let overrides = Overrides { data_dir: cli.global.data_dir.clone(), listen };
+    let overrides = Overrides {
+        data_dir: cli.global.data_dir.clone(),
+        listen,
+    };
     let config = Config::load(cli.global.config.as_deref(), &overrides)?;
     crate::telemetry::init(&config.log);
 
@@ -128,14 +136,19 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             print_demo_tokens(&auth, &config);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Token(TokenCommand::Issue { user, roles, ttl }) => issue_token(&config, &user, &roles, ttl.as_deref()).await,
+        Command::Token(TokenCommand::Issue { user, roles, ttl }) => {
+            issue_token(&config, &user, &roles, ttl.as_deref()).await
+        }
         Command::Audit(AuditCommand::Verify) => {
             let db = Database::open(&config).await?;
             let report = audit::verify_chain(&db.pool).await;
             db.close().await?;
             let report = report?;
             if report.ok {
-                println!("audit chain intact: {} events, head at sequence {}", report.events_checked, report.head_seq);
+                println!(
+                    "audit chain intact: {} events, head at sequence {}",
+                    report.events_checked, report.head_seq
+                );
                 Ok(ExitCode::SUCCESS)
             } else {
                 println!(
@@ -155,11 +168,21 @@ async fn open_for_admin(config: &Config) -> Result<(Database, Authenticator)> {
     if config.database.migrate_on_start {
         db.migrate().await?;
     }
-    let auth = Authenticator::from_config(&config.auth, config.embedded_database().then_some(config.data_dir.as_path()))?;
+    let auth = Authenticator::from_config(
+        &config.auth,
+        config
+            .embedded_database()
+            .then_some(config.data_dir.as_path()),
+    )?;
     Ok((db, auth))
 }
 
-async fn issue_token(config: &Config, user: &str, role_names: &[String], ttl: Option<&str>) -> Result<ExitCode> {
+async fn issue_token(
+    config: &Config,
+    user: &str,
+    role_names: &[String],
+    ttl: Option<&str>,
+) -> Result<ExitCode> {
     let mut roles = Vec::new();
     for name in role_names {
         let role = Role::parse(name.trim())
@@ -169,7 +192,8 @@ async fn issue_token(config: &Config, user: &str, role_names: &[String], ttl: Op
     roles.sort();
     roles.dedup();
     let ttl_text = ttl.unwrap_or(&config.auth.default_token_ttl);
-    let ttl = config::parse_duration(ttl_text).with_context(|| format!("--ttl `{ttl_text}` is not a duration such as 12h"))?;
+    let ttl = config::parse_duration(ttl_text)
+        .with_context(|| format!("--ttl `{ttl_text}` is not a duration such as 12h"))?;
     if user.trim().is_empty() {
         bail!("--user must not be empty");
     }
@@ -179,10 +203,12 @@ async fn issue_token(config: &Config, user: &str, role_names: &[String], ttl: Op
         let mut tx = db.pool.begin().await?;
         audit::record(
             &mut tx,
-            NewEvent::new("system:cli", "token.issue").target(format!("user:{user}")).details(json!({
-                "roles": crate::auth::role_names(&roles),
-                "ttl_seconds": ttl.as_secs(),
-            })),
+            NewEvent::new("system:cli", "token.issue")
+                .target(format!("user:{user}"))
+                .details(json!({
+                    "roles": crate::auth::role_names(&roles),
+                    "ttl_seconds": ttl.as_secs(),
+                })),
         )
         .await?;
         tx.commit().await?;
@@ -195,7 +221,11 @@ async fn issue_token(config: &Config, user: &str, role_names: &[String], ttl: Op
 }
 
 async fn serve(config: Config, demo: bool) -> Result<ExitCode> {
-    let _lock = if config.embedded_database() { Some(lock_data_dir(&config)?) } else { None };
+    let _lock = if config.embedded_database() {
+        Some(lock_data_dir(&config)?)
+    } else {
+        None
+    };
     let db = Database::open(&config).await?;
     let outcome = serve_with(&config, &db, demo).await;
     if let Err(error) = db.close().await {
@@ -213,7 +243,9 @@ async fn serve_with(config: &Config, db: &Database, demo: bool) -> Result<()> {
     let store = crate::storage::open(config)?;
     let auth = Arc::new(Authenticator::from_config(
         &config.auth,
-        config.embedded_database().then_some(config.data_dir.as_path()),
+        config
+            .embedded_database()
+            .then_some(config.data_dir.as_path()),
     )?);
     if demo {
         crate::demo::seed(&db.pool).await?;
@@ -246,10 +278,12 @@ async fn serve_with(config: &Config, db: &Database, demo: bool) -> Result<()> {
 
 fn print_demo_tokens(auth: &Authenticator, config: &Config) {
     if !auth.can_issue() {
-        println!("Demo content is seeded; sign in through your identity provider (no HS256 secret to sign demo tokens).");
+        println!(
+            "Demo content is seeded; sign in through your identity provider (no HS256 secret to sign demo tokens)."
+        );
         return;
     }
-    let ttl = Duration::from_secs(7 * 24 * 3600);
+    let ttl = Duration::from_hours(7 * 24);
     match crate::demo::tokens(auth, ttl) {
         Ok(tokens) => {
             println!("Demo users and bearer tokens (valid 7 days):");
@@ -279,7 +313,10 @@ fn lock_data_dir(config: &Config) -> Result<std::fs::File> {
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => {
-            bail!("another `custodian serve` is using {}", config.data_dir.display())
+            bail!(
+                "another `custodian serve` is using {}",
+                config.data_dir.display()
+            )
         }
         Err(std::fs::TryLockError::Error(e)) => Err(e).context("locking the data directory"),
     }

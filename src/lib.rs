@@ -3,31 +3,31 @@
 //! Data flows ingest → de-identification → catalog → discovery → access →
 //! extracts; `audit`, `auth`, `storage` and `db` are services shared by all.
 
-/// Settings from defaults, file, environment and flags.
-pub mod config;
-/// The one API error type and its JSON body.
-pub mod error;
-/// Logging setup.
-pub mod telemetry;
-/// Prometheus metrics.
-pub mod metrics;
-/// PostgreSQL: pool, embedded cluster, migrations.
-pub mod db;
-/// Object storage and its keys.
-pub mod storage;
-/// Authentication (JWT, JWKS, API tokens) and roles.
-pub mod auth;
-/// The hash-chained audit log.
-pub mod audit;
-/// Sites and cohorts.
-pub mod registry;
-/// HTTP routers, one per area.
-pub mod http;
-/// The OpenAPI contract.
-pub mod openapi;
 /// Application state, router and serving.
 pub mod app;
+/// The hash-chained audit log.
+pub mod audit;
+/// Authentication (JWT, JWKS, API tokens) and roles.
+pub mod auth;
 /// Command-line interface.
 pub mod cli;
+/// Settings from defaults, file, environment and flags.
+pub mod config;
+/// PostgreSQL: pool, embedded cluster, migrations.
+pub mod db;
 /// Demo users, sites and cohorts for a first look.
 pub mod demo;
+/// The one API error type and its JSON body.
+pub mod error;
+/// HTTP routers, one per area.
+pub mod http;
+/// Prometheus metrics.
+pub mod metrics;
+/// The OpenAPI contract.
+pub mod openapi;
+/// Sites and cohorts.
+pub mod registry;
+/// Object storage and its keys.
+pub mod storage;
+/// Logging setup.
+pub mod telemetry;

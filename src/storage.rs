@@ -7,11 +7,11 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use secrecy::ExposeSecret;
 
 use crate::config::{Config, StorageKind};
@@ -24,7 +24,8 @@ pub fn open(config: &Config) -> Result<Store> {
     match config.storage.kind {
         StorageKind::Local => {
             let root = config.objects_dir();
-            std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+            std::fs::create_dir_all(&root)
+                .with_context(|| format!("creating {}", root.display()))?;
             let store = LocalFileSystem::new_with_prefix(&root)
                 .with_context(|| format!("opening the object store at {}", root.display()))?
                 // Writes land in a temporary file first and are renamed into place.
@@ -49,7 +50,8 @@ pub fn open(config: &Config) -> Result<Store> {
             if let Some(secret) = &s3.secret_access_key {
                 builder = builder.with_secret_access_key(secret.expose_secret());
             }
-            let store: Store = Arc::new(builder.build().context("configuring the S3 object store")?);
+            let store: Store =
+                Arc::new(builder.build().context("configuring the S3 object store")?);
             Ok(match s3.prefix.as_deref().filter(|p| !p.is_empty()) {
                 Some(prefix) => Arc::new(PrefixStore::new(store, prefix)),
                 None => store,

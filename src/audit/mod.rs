@@ -34,7 +34,12 @@ pub struct NewEvent<'a> {
 
 impl<'a> NewEvent<'a> {
     pub fn new(actor: Actor<'a>, action: &'a str) -> Self {
-        Self { actor, action, target: None, details: Value::Object(serde_json::Map::new()) }
+        Self {
+            actor,
+            action,
+            target: None,
+            details: Value::Object(serde_json::Map::new()),
+        }
     }
 
     #[must_use]
@@ -100,9 +105,13 @@ pub async fn record(tx: &mut PgConnection, event: NewEvent<'_>) -> Result<i64, s
     )
     .execute(&mut *tx)
     .await?;
-    sqlx::query!("update audit_head set seq = $1, hash = $2 where singleton", seq, &hash[..])
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "update audit_head set seq = $1, hash = $2 where singleton",
+        seq,
+        &hash[..]
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(seq)
 }
 
@@ -121,7 +130,10 @@ pub struct EventFilter {
 }
 
 /// Events matching `filter`, in chain order.
-pub async fn list_events(db: impl PgExecutor<'_>, filter: &EventFilter) -> Result<Vec<AuditEvent>, sqlx::Error> {
+pub async fn list_events(
+    db: impl PgExecutor<'_>,
+    filter: &EventFilter,
+) -> Result<Vec<AuditEvent>, sqlx::Error> {
     let (target_exact, target_prefix) = match filter.target.as_deref() {
         Some(t) if t.ends_with('*') => (None, Some(format!("{}%", escape_like(&t[..t.len() - 1])))),
         Some(t) => (Some(t.to_owned()), None),
@@ -166,5 +178,7 @@ pub async fn list_events(db: impl PgExecutor<'_>, filter: &EventFilter) -> Resul
 }
 
 fn escape_like(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }

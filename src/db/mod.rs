@@ -30,13 +30,12 @@ pub struct Database {
 impl Database {
     /// Connects to the configured server, or starts the embedded cluster first.
     pub async fn open(config: &Config) -> Result<Self> {
-        let (options, embedded) = match &config.database.url {
-            Some(url) => {
-                let options = PgConnectOptions::from_str(url.expose_secret())
-                    .context("database.url is not a valid PostgreSQL URL")?;
-                (options, None)
-            }
-            None => {
+        let (options, embedded) = if let Some(url) = &config.database.url {
+            let options = PgConnectOptions::from_str(url.expose_secret())
+                .context("database.url is not a valid PostgreSQL URL")?;
+            (options, None)
+        } else {
+            {
                 let cluster = EmbeddedPostgres::start(
                     &config.data_dir.join("postgres"),
                     &EmbeddedOptions {
@@ -75,5 +74,8 @@ impl Database {
 
 /// Applies pending migrations to `pool`.
 pub async fn migrate(pool: &PgPool) -> Result<()> {
-    MIGRATOR.run(pool).await.context("applying database migrations")
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("applying database migrations")
 }

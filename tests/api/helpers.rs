@@ -1,0 +1,387 @@
+//! The test application: a real PostgreSQL database per test (a throwaway
+//! cluster started from the system's binaries when `DATABASE_URL` is unset),
+//! a real object store on disk, and the real router driven in-process.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use bytes::Bytes;
+use custodian::app::{AppState, build_router};
+use custodian::auth::{Authenticator, Role};
+use custodian::config::Config;
+use custodian::db::embedded::{EmbeddedOptions, EmbeddedPostgres};
+use custodian::metrics::Metrics;
+use http_body_util::BodyExt;
+use secrecy::SecretString;
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use std::str::FromStr;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+/// HS256 secret of every test app.
+pub const TEST_SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
+
+struct TestServer {
+    admin: PgConnectOptions,
+    /// URL of the server without a database name, for child processes.
+    url: url::Url,
+    template: String,
+}
+
+static SERVER: OnceLock<TestServer> = OnceLock::new();
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+
+fn server() -> &'static TestServer {
+    SERVER.get_or_init(|| {
+        // Runs once, on its own runtime: each #[tokio::test] has a runtime of its own.
+        std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(start_server())
+        })
+        .join()
+        .expect("starting the test database server")
+    })
+}
+
+async fn start_server() -> TestServer {
+    let (admin, url) = if let Ok(url) = std::env::var("DATABASE_URL") {
+        (
+            PgConnectOptions::from_str(&url).expect("DATABASE_URL is a PostgreSQL URL"),
+            url::Url::parse(&url).expect("DATABASE_URL is a URL"),
+        )
+    } else {
+        {
+            let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("pg");
+            let cluster = EmbeddedPostgres::start(
+                &root,
+                &EmbeddedOptions {
+                    install_if_missing: true,
+                    ..EmbeddedOptions::default()
+                },
+            )
+            .await
+            .expect(
+                "starting the throwaway PostgreSQL cluster (are the server binaries installed?)",
+            );
+            cluster
+                .stop_when_process_exits(std::process::id())
+                .expect("watching the test process");
+            let url = url::Url::parse_with_params(
+                &format!(
+                    "postgres://{}@localhost/postgres",
+                    custodian::db::embedded::DB_NAME
+                ),
+                [("host", cluster.socket_dir().to_str().unwrap())],
+            )
+            .unwrap();
+            (cluster.connect_options_for("postgres"), url)
+        }
+    };
+    let admin = admin.database("postgres").disable_statement_logging();
+    let mut conn = PgConnection::connect_with(&admin)
+        .await
+        .expect("connecting to the test server");
+    drop_leftovers(&mut conn).await;
+    let pid = std::process::id();
+    let template = format!("custodian_tpl_{pid}");
+    exec(&mut conn, &format!("create database {template}")).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(admin.clone().database(&template))
+        .await
+        .unwrap();
+    custodian::db::migrate(&pool)
+        .await
+        .expect("migrating the template database");
+    pool.close().await;
+    conn.close().await.unwrap();
+    TestServer {
+        admin,
+        url,
+        template,
+    }
+}
+
+/// Drops databases of earlier test runs whose process is gone.
+async fn drop_leftovers(conn: &mut PgConnection) {
+    let names: Vec<String> =
+        sqlx::query_scalar("select datname from pg_database where datname like 'custodian\\_t%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    for name in names {
+        let pid = name
+            .trim_start_matches("custodian_tpl_")
+            .trim_start_matches("custodian_t_")
+            .split('_')
+            .next()
+            .unwrap_or("");
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            exec(
+                conn,
+                &format!("drop database if exists {name} with (force)"),
+            )
+            .await;
+        }
+    }
+}
+
+async fn exec(conn: &mut PgConnection, sql: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// A fresh, migrated database of its own.
+pub async fn fresh_database() -> (PgPool, String) {
+    let server = server();
+    let name = format!(
+        "custodian_t_{}_{}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut conn = PgConnection::connect_with(&server.admin).await.unwrap();
+    exec(
+        &mut conn,
+        &format!("create database {name} template {}", server.template),
+    )
+    .await;
+    conn.close().await.unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(20)
+        .connect_with(server.admin.clone().database(&name))
+        .await
+        .unwrap();
+    (pool, name)
+}
+
+/// URL of `database` on the test server, for child processes.
+pub fn database_url(database: &str) -> String {
+    let mut url = server().url.clone();
+    url.set_path(&format!("/{database}"));
+    url.to_string()
+}
+
+/// Connection options of the test server's superuser for `database`.
+pub fn superuser_options(database: &str) -> PgConnectOptions {
+    server().admin.clone().database(database)
+}
+
+/// The application under test.
+pub struct TestApp {
+    pub router: Router,
+    pub state: AppState,
+    pub db: PgPool,
+    pub db_name: String,
+    _objects: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        Self::with_config(|_| {}).await
+    }
+
+    /// A test app whose configuration `adjust` may change.
+    #[allow(clippy::field_reassign_with_default)]
+    pub async fn with_config(adjust: impl FnOnce(&mut Config)) -> Self {
+        if std::env::var_os("TEST_LOG").is_some() {
+            custodian::telemetry::init(&custodian::config::LogConfig::default());
+        }
+        let (db, db_name) = fresh_database().await;
+        let objects = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.data_dir = objects.path().to_path_buf();
+        config.database.url = Some(SecretString::from("postgres://unused-in-tests"));
+        config.auth.hs256_secret = Some(SecretString::from(TEST_SECRET));
+        adjust(&mut config);
+        let auth = Authenticator::from_config(&config.auth, None).expect("test auth config");
+        let state = AppState {
+            db: db.clone(),
+            store: custodian::storage::open(&config).expect("test object store"),
+            auth: Arc::new(auth),
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::default()),
+        };
+        Self {
+            router: build_router(state.clone()),
+            state,
+            db,
+            db_name,
+            _objects: objects,
+        }
+    }
+
+    /// A Custodian-signed JWT for `user` with `roles`, valid for an hour.
+    pub fn token(&self, user: &str, roles: &[Role]) -> String {
+        self.state
+            .auth
+            .issue(user, roles, std::time::Duration::from_hours(1))
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> TestResponse {
+        self.send(Method::GET, path, token, None).await
+    }
+
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> TestResponse {
+        self.send(
+            Method::POST,
+            path,
+            token,
+            Some(Body::from(body.to_string())),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> TestResponse {
+        self.send(Method::DELETE, path, token, None).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Body>,
+    ) -> TestResponse {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let has_body = body.is_some();
+        if has_body {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        self.call(request.body(body.unwrap_or_else(Body::empty)).unwrap())
+            .await
+    }
+
+    /// Sends any request through the full middleware stack.
+    pub async fn call(&self, request: Request<Body>) -> TestResponse {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Actions recorded in the audit log, in order.
+    pub async fn audit_actions(&self) -> Vec<String> {
+        sqlx::query_scalar("select action from audit_event order by seq")
+            .fetch_all(&self.db)
+            .await
+            .unwrap()
+    }
+}
+
+/// Another session holding the audit chain head: audited actions wait until it is released.
+pub struct ChainHold(PgConnection);
+
+impl ChainHold {
+    pub async fn release(mut self) {
+        sqlx::raw_sql("rollback")
+            .execute(&mut self.0)
+            .await
+            .unwrap();
+    }
+}
+
+impl TestApp {
+    /// Locks the audit chain head from another session, so audited requests stay in flight.
+    pub async fn hold_audit_chain(&self) -> ChainHold {
+        let mut conn = PgConnection::connect_with(&superuser_options(&self.db_name))
+            .await
+            .unwrap();
+        sqlx::raw_sql("begin; select * from audit_head for update;")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        ChainHold(conn)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let name = self.db_name.clone();
+        let admin = server().admin.clone();
+        // Best effort, off the test's runtime; leftovers are dropped by the next run.
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(mut conn) = PgConnection::connect_with(&admin).await {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "drop database if exists {name} with (force)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        });
+    }
+}
+
+/// A response read to its end.
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    #[track_caller]
+    pub fn assert_status(&self, expected: StatusCode) -> &Self {
+        assert_eq!(
+            self.status,
+            expected,
+            "unexpected status; body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// Asserts an error response with `status` and `code`, returning its message.
+    #[track_caller]
+    pub fn assert_error(&self, status: StatusCode, code: &str) -> String {
+        self.assert_status(status);
+        let body = self.json();
+        assert_eq!(body["code"], code, "{body}");
+        assert_eq!(
+            self.headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            Some("application/json"),
+            "error bodies are JSON"
+        );
+        body["message"].as_str().expect("error message").to_owned()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}

@@ -1,0 +1,11 @@
+//! API tests: one binary, real PostgreSQL, real object stores.
+
+mod api_tokens;
+mod audit;
+mod auth_jwt;
+mod cohorts;
+mod embedded;
+mod errors;
+mod helpers;
+mod openapi;
+mod ops;
