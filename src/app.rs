@@ -48,32 +48,21 @@ pub fn build_router(state: AppState) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(move |req, next| {
-            enforce_timeout(timeout, req, next)
-        }))
+        .layer(middleware::from_fn(move |req, next| enforce_timeout(timeout, req, next)))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(
-            state.metrics.clone(),
-            crate::metrics::track,
-        ))
+        .layer(middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track))
         .with_state(state);
 
     // Outermost last: ids are assigned before the span opens, panics become 500s inside it.
     router
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
-        }))
+        .layer(CatchPanicLayer::custom(|_| ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
 fn request_span(request: &Request) -> Span {
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
+    let request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
     let path = request.uri().path();
     // Probes and scrapes would drown real traffic.
     if matches!(path, "/healthz" | "/readyz" | "/metrics") {

@@ -81,12 +81,7 @@ pub enum TokenCommand {
         #[arg(long, value_name = "NAME")]
         user: String,
         /// Role(s): admin, steward, organizer, uploader, researcher. Repeat or separate with commas.
-        #[arg(
-            long = "role",
-            value_name = "ROLE",
-            required = true,
-            value_delimiter = ','
-        )]
+        #[arg(long = "role", value_name = "ROLE", required = true, value_delimiter = ',')]
         roles: Vec<String>,
         /// Lifetime, e.g. 30m, 12h, 7d (default: auth.default_token_ttl).
         #[arg(long, value_name = "DURATION")]
@@ -107,10 +102,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => args.listen,
         _ => None,
     };
-    let overrides = Overrides {
-        data_dir: cli.global.data_dir.clone(),
-        listen,
-    };
+    let overrides = Overrides { data_dir: cli.global.data_dir.clone(), listen };
     let config = Config::load(cli.global.config.as_deref(), &overrides)?;
     crate::telemetry::init(&config.log);
 
@@ -145,10 +137,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             db.close().await?;
             let report = report?;
             if report.ok {
-                println!(
-                    "audit chain intact: {} events, head at sequence {}",
-                    report.events_checked, report.head_seq
-                );
+                println!("audit chain intact: {} events, head at sequence {}", report.events_checked, report.head_seq);
                 Ok(ExitCode::SUCCESS)
             } else {
                 println!(
@@ -168,25 +157,17 @@ async fn open_for_admin(config: &Config) -> Result<(Database, Authenticator)> {
     if config.database.migrate_on_start {
         db.migrate().await?;
     }
-    let auth = Authenticator::from_config(
-        &config.auth,
-        config
-            .embedded_database()
-            .then_some(config.data_dir.as_path()),
-    )?;
+    let auth =
+        Authenticator::from_config(&config.auth, config.embedded_database().then_some(config.data_dir.as_path()))?;
     Ok((db, auth))
 }
 
-async fn issue_token(
-    config: &Config,
-    user: &str,
-    role_names: &[String],
-    ttl: Option<&str>,
-) -> Result<ExitCode> {
+async fn issue_token(config: &Config, user: &str, role_names: &[String], ttl: Option<&str>) -> Result<ExitCode> {
     let mut roles = Vec::new();
     for name in role_names {
-        let role = Role::parse(name.trim())
-            .with_context(|| format!("unknown role `{name}`; expected one of admin, steward, organizer, uploader, researcher"))?;
+        let role = Role::parse(name.trim()).with_context(|| {
+            format!("unknown role `{name}`; expected one of admin, steward, organizer, uploader, researcher")
+        })?;
         roles.push(role);
     }
     roles.sort();
@@ -203,12 +184,10 @@ async fn issue_token(
         let mut tx = db.pool.begin().await?;
         audit::record(
             &mut tx,
-            NewEvent::new("system:cli", "token.issue")
-                .target(format!("user:{user}"))
-                .details(json!({
-                    "roles": crate::auth::role_names(&roles),
-                    "ttl_seconds": ttl.as_secs(),
-                })),
+            NewEvent::new("system:cli", "token.issue").target(format!("user:{user}")).details(json!({
+                "roles": crate::auth::role_names(&roles),
+                "ttl_seconds": ttl.as_secs(),
+            })),
         )
         .await?;
         tx.commit().await?;
@@ -221,11 +200,7 @@ async fn issue_token(
 }
 
 async fn serve(config: Config, demo: bool) -> Result<ExitCode> {
-    let _lock = if config.embedded_database() {
-        Some(lock_data_dir(&config)?)
-    } else {
-        None
-    };
+    let _lock = if config.embedded_database() { Some(lock_data_dir(&config)?) } else { None };
     let db = Database::open(&config).await?;
     let outcome = serve_with(&config, &db, demo).await;
     if let Err(error) = db.close().await {
@@ -243,9 +218,7 @@ async fn serve_with(config: &Config, db: &Database, demo: bool) -> Result<()> {
     let store = crate::storage::open(config)?;
     let auth = Arc::new(Authenticator::from_config(
         &config.auth,
-        config
-            .embedded_database()
-            .then_some(config.data_dir.as_path()),
+        config.embedded_database().then_some(config.data_dir.as_path()),
     )?);
     if demo {
         crate::demo::seed(&db.pool).await?;
@@ -257,9 +230,8 @@ async fn serve_with(config: &Config, db: &Database, demo: bool) -> Result<()> {
         config: Arc::new(config.clone()),
         metrics: Arc::new(Metrics::default()),
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, embedded_database = config.embedded_database(), "listening");
     if demo {
@@ -290,10 +262,7 @@ fn print_demo_tokens(auth: &Authenticator, config: &Config) {
             for (user, token) in &tokens {
                 println!("  {:<7} {:<11} {token}", user.username, user.role.as_str());
             }
-            println!(
-                "Try: curl -H \"Authorization: Bearer <token>\" http://{}/api/v1/cohorts",
-                config.listen
-            );
+            println!("Try: curl -H \"Authorization: Bearer <token>\" http://{}/api/v1/cohorts", config.listen);
         }
         Err(error) => eprintln!("could not sign demo tokens: {error:#}"),
     }
@@ -313,10 +282,7 @@ fn lock_data_dir(config: &Config) -> Result<std::fs::File> {
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => {
-            bail!(
-                "another `custodian serve` is using {}",
-                config.data_dir.display()
-            )
+            bail!("another `custodian serve` is using {}", config.data_dir.display())
         }
         Err(std::fs::TryLockError::Error(e)) => Err(e).context("locking the data directory"),
     }

@@ -94,11 +94,7 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self {
-            kind: StorageKind::Local,
-            path: None,
-            s3: S3Config::default(),
-        }
+        Self { kind: StorageKind::Local, path: None, s3: S3Config::default() }
     }
 }
 
@@ -183,11 +179,7 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self {
-            body_limit_bytes: 1024 * 1024,
-            request_timeout_secs: 30,
-            shutdown_grace_secs: 30,
-        }
+        Self { body_limit_bytes: 1024 * 1024, request_timeout_secs: 30, shutdown_grace_secs: 30 }
     }
 }
 
@@ -209,10 +201,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            format: LogFormat::Text,
-            filter: "info".into(),
-        }
+        Self { format: LogFormat::Text, filter: "info".into() }
     }
 }
 
@@ -238,18 +227,11 @@ impl Config {
         Self::load_from(file, Env::prefixed(ENV_PREFIX).split("__"), overrides)
     }
 
-    fn load_from(
-        file: Option<&Path>,
-        env: Env,
-        overrides: &Overrides,
-    ) -> Result<Self, ConfigError> {
+    fn load_from(file: Option<&Path>, env: Env, overrides: &Overrides) -> Result<Self, ConfigError> {
         let mut figment = Figment::new().merge(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.is_file() {
-                return Err(ConfigError::Parse(format!(
-                    "file {} does not exist",
-                    path.display()
-                )));
+                return Err(ConfigError::Parse(format!("file {} does not exist", path.display())));
             }
             figment = figment.merge(Toml::file_exact(path));
         }
@@ -258,13 +240,7 @@ impl Config {
         let mut config: Config = figment
             .merge(env.filter(|key| {
                 let key = key.as_str();
-                let top = key
-                    .split('.')
-                    .next()
-                    .unwrap_or_default()
-                    .split("__")
-                    .next()
-                    .unwrap_or_default();
+                let top = key.split('.').next().unwrap_or_default().split("__").next().unwrap_or_default();
                 TOP_LEVEL_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
             }))
             .extract()
@@ -281,12 +257,7 @@ impl Config {
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, problem: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                problem: problem.to_owned(),
-            })
-        };
+        let invalid = |key, problem: &str| Err(ConfigError::Invalid { key, problem: problem.to_owned() });
         if self.data_dir.as_os_str().is_empty() {
             return invalid("data_dir", "must not be empty");
         }
@@ -299,13 +270,8 @@ impl Config {
                 return invalid("database.url", "must be a postgres:// or postgresql:// URL");
             }
         }
-        if self.storage.kind == StorageKind::S3
-            && self.storage.s3.bucket.as_deref().unwrap_or("").is_empty()
-        {
-            return invalid(
-                "storage.s3.bucket",
-                "is required when storage.kind is \"s3\"",
-            );
+        if self.storage.kind == StorageKind::S3 && self.storage.s3.bucket.as_deref().unwrap_or("").is_empty() {
+            return invalid("storage.s3.bucket", "is required when storage.kind is \"s3\"");
         }
         if let Some(endpoint) = &self.storage.s3.endpoint
             && url::Url::parse(endpoint).is_err()
@@ -332,10 +298,7 @@ impl Config {
             return invalid("auth.issuer", "must not be empty");
         }
         if parse_duration(&self.auth.default_token_ttl).is_err() {
-            return invalid(
-                "auth.default_token_ttl",
-                "is not a duration such as \"12h\" or \"30m\"",
-            );
+            return invalid("auth.default_token_ttl", "is not a duration such as \"12h\" or \"30m\"");
         }
         if self.auth.max_api_token_days == 0 {
             return invalid("auth.max_api_token_days", "must be at least 1");
@@ -359,10 +322,7 @@ impl Config {
 
     /// Root of the local object store.
     pub fn objects_dir(&self) -> PathBuf {
-        self.storage
-            .path
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("objects"))
+        self.storage.path.clone().unwrap_or_else(|| self.data_dir.join("objects"))
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -370,9 +330,7 @@ impl Config {
     }
 }
 
-const TOP_LEVEL_KEYS: &[&str] = &[
-    "data_dir", "listen", "database", "storage", "auth", "http", "log",
-];
+const TOP_LEVEL_KEYS: &[&str] = &["data_dir", "listen", "database", "storage", "auth", "http", "log"];
 
 /// Parses `90s`, `15m`, `12h`, `30d` and the other forms `humantime` knows.
 pub fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {
@@ -385,11 +343,7 @@ fn describe_figment_error(error: &figment::Error) -> String {
         .into_iter()
         .map(|e| {
             let key = e.path.join(".");
-            let origin = e
-                .metadata
-                .as_ref()
-                .map(|m| m.name.to_string())
-                .unwrap_or_default();
+            let origin = e.metadata.as_ref().map(|m| m.name.to_string()).unwrap_or_default();
             let kind = e.kind.to_string();
             match (key.is_empty(), origin.is_empty()) {
                 (true, true) => kind,
@@ -403,10 +357,7 @@ fn describe_figment_error(error: &figment::Error) -> String {
 }
 
 #[allow(clippy::ref_option)]
-fn ser_secret_opt<S: serde::Serializer>(
-    value: &Option<SecretString>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
+fn ser_secret_opt<S: serde::Serializer>(value: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
     // Only used to seed figment with defaults, where secrets are always absent.
     match value {
         Some(secret) => s.serialize_some(secret.expose_secret()),
@@ -451,12 +402,8 @@ mod tests {
             assert_eq!(config.database.max_connections, 4);
             assert!(!config.database.migrate_on_start);
 
-            let flags = Overrides {
-                listen: Some("127.0.0.1:1".parse().unwrap()),
-                data_dir: Some("/srv/x".into()),
-            };
-            let config =
-                Config::load(Some(&jail.directory().join("custodian.toml")), &flags).unwrap();
+            let flags = Overrides { listen: Some("127.0.0.1:1".parse().unwrap()), data_dir: Some("/srv/x".into()) };
+            let config = Config::load(Some(&jail.directory().join("custodian.toml")), &flags).unwrap();
             assert_eq!(config.listen.to_string(), "127.0.0.1:1");
             assert_eq!(config.data_dir, PathBuf::from("/srv/x"));
             Ok(())
@@ -466,9 +413,7 @@ mod tests {
     #[test]
     fn unknown_key_in_file_is_named_in_the_error() {
         Jail::expect_with(|jail| {
-            let err = load_in_jail(jail, Some("[database]\nmax_conections = 3\n"))
-                .unwrap_err()
-                .to_string();
+            let err = load_in_jail(jail, Some("[database]\nmax_conections = 3\n")).unwrap_err().to_string();
             assert!(err.contains("max_conections"), "{err}");
             Ok(())
         });
@@ -488,20 +433,12 @@ mod tests {
     fn invalid_values_get_messages_naming_the_setting() {
         let cases: &[(&str, &str, &str)] = &[
             ("CUSTODIAN_LISTEN", "not-an-address", "listen"),
-            (
-                "CUSTODIAN_DATABASE__MAX_CONNECTIONS",
-                "0",
-                "database.max_connections",
-            ),
+            ("CUSTODIAN_DATABASE__MAX_CONNECTIONS", "0", "database.max_connections"),
             ("CUSTODIAN_DATABASE__URL", "mysql://x", "database.url"),
             ("CUSTODIAN_STORAGE__KIND", "s3", "storage.s3.bucket"),
             ("CUSTODIAN_STORAGE__KIND", "ftp", "kind"),
             ("CUSTODIAN_AUTH__HS256_SECRET", "short", "auth.hs256_secret"),
-            (
-                "CUSTODIAN_AUTH__DEFAULT_TOKEN_TTL",
-                "soon",
-                "auth.default_token_ttl",
-            ),
+            ("CUSTODIAN_AUTH__DEFAULT_TOKEN_TTL", "soon", "auth.default_token_ttl"),
             ("CUSTODIAN_LOG__FORMAT", "xml", "format"),
         ];
         for (var, value, key) in cases {
@@ -517,14 +454,8 @@ mod tests {
     #[test]
     fn secrets_never_appear_in_debug_output() {
         Jail::expect_with(|jail| {
-            jail.set_env(
-                "CUSTODIAN_DATABASE__URL",
-                "postgres://u:hunter2-password@db/x",
-            );
-            jail.set_env(
-                "CUSTODIAN_AUTH__HS256_SECRET",
-                "a-very-long-shared-secret-of-32-bytes-or-more",
-            );
+            jail.set_env("CUSTODIAN_DATABASE__URL", "postgres://u:hunter2-password@db/x");
+            jail.set_env("CUSTODIAN_AUTH__HS256_SECRET", "a-very-long-shared-secret-of-32-bytes-or-more");
             let config = load_in_jail(jail, None).unwrap();
             let printed = format!("{config:?}");
             assert!(!printed.contains("hunter2"), "{printed}");
@@ -535,11 +466,7 @@ mod tests {
 
     #[test]
     fn missing_config_file_is_reported() {
-        let err = Config::load(
-            Some(Path::new("/nonexistent/custodian.toml")),
-            &Overrides::default(),
-        )
-        .unwrap_err();
+        let err = Config::load(Some(Path::new("/nonexistent/custodian.toml")), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/custodian.toml"));
     }
 }

@@ -20,31 +20,11 @@ pub struct DemoUser {
 }
 
 pub const USERS: &[DemoUser] = &[
-    DemoUser {
-        username: "alice",
-        display_name: "Alice Admin",
-        role: Role::Admin,
-    },
-    DemoUser {
-        username: "sam",
-        display_name: "Sam Steward",
-        role: Role::Steward,
-    },
-    DemoUser {
-        username: "olga",
-        display_name: "Olga Organizer",
-        role: Role::Organizer,
-    },
-    DemoUser {
-        username: "ulrich",
-        display_name: "Ulrich Uploader",
-        role: Role::Uploader,
-    },
-    DemoUser {
-        username: "rita",
-        display_name: "Rita Researcher",
-        role: Role::Researcher,
-    },
+    DemoUser { username: "alice", display_name: "Alice Admin", role: Role::Admin },
+    DemoUser { username: "sam", display_name: "Sam Steward", role: Role::Steward },
+    DemoUser { username: "olga", display_name: "Olga Organizer", role: Role::Organizer },
+    DemoUser { username: "ulrich", display_name: "Ulrich Uploader", role: Role::Uploader },
+    DemoUser { username: "rita", display_name: "Rita Researcher", role: Role::Researcher },
 ];
 
 const SITES: &[(&str, &str, &str)] = &[
@@ -86,21 +66,15 @@ pub async fn seed(pool: &PgPool) -> Result<()> {
     let mut tx = pool.begin().await?;
     let mut created = Vec::new();
     for user in USERS {
-        let exists = sqlx::query_scalar!(
-            "select exists (select 1 from app_user where username = $1) as \"e!\"",
-            user.username
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+        let exists =
+            sqlx::query_scalar!("select exists (select 1 from app_user where username = $1) as \"e!\"", user.username)
+                .fetch_one(&mut *tx)
+                .await?;
         if !exists {
             upsert_user(&mut *tx, user.username, &[user.role]).await?;
-            sqlx::query!(
-                "update app_user set display_name = $2 where username = $1",
-                user.username,
-                user.display_name
-            )
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query!("update app_user set display_name = $2 where username = $1", user.username, user.display_name)
+                .execute(&mut *tx)
+                .await?;
             created.push(format!("user:{}", user.username));
         }
     }
@@ -136,11 +110,8 @@ pub async fn seed(pool: &PgPool) -> Result<()> {
         }
     }
     if !created.is_empty() {
-        audit::record(
-            &mut tx,
-            NewEvent::new("system:demo", "demo.seed").details(json!({ "created": created })),
-        )
-        .await?;
+        audit::record(&mut tx, NewEvent::new("system:demo", "demo.seed").details(json!({ "created": created })))
+            .await?;
     }
     tx.commit().await?;
     Ok(())
@@ -148,8 +119,5 @@ pub async fn seed(pool: &PgPool) -> Result<()> {
 
 /// Bearer tokens for the demo users, valid for `ttl`.
 pub fn tokens(auth: &Authenticator, ttl: Duration) -> Result<Vec<(&'static DemoUser, String)>> {
-    USERS
-        .iter()
-        .map(|u| Ok((u, auth.issue(u.username, &[u.role], ttl)?)))
-        .collect()
+    USERS.iter().map(|u| Ok((u, auth.issue(u.username, &[u.role], ttl)?))).collect()
 }

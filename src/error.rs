@@ -67,10 +67,9 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_)
-            | Self::InvalidBody(_)
-            | Self::InvalidQuery(_)
-            | Self::InvalidPath(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::InvalidBody(_) | Self::InvalidQuery(_) | Self::InvalidPath(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -81,9 +80,7 @@ impl ApiError {
             Self::Timeout(_) | Self::Unavailable(_) | Self::Database(sqlx::Error::PoolTimedOut) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::Database(_) | Self::Storage(_) | Self::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Self::Database(_) | Self::Storage(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -127,23 +124,12 @@ impl IntoResponse for ApiError {
             tracing::error!(error = ?self, code = self.code(), "request failed");
         }
         let message = match &self {
-            Self::Database(sqlx::Error::PoolTimedOut) => {
-                "the database is busy; retry shortly".to_owned()
-            }
+            Self::Database(sqlx::Error::PoolTimedOut) => "the database is busy; retry shortly".to_owned(),
             _ => self.to_string(),
         };
-        let mut response = (
-            status,
-            Json(ErrorBody {
-                code: self.code(),
-                message,
-            }),
-        )
-            .into_response();
+        let mut response = (status, Json(ErrorBody { code: self.code(), message })).into_response();
         if matches!(self, Self::Unauthorized(_)) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -152,12 +138,10 @@ impl IntoResponse for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
-            JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType(
-                "expected a request body with content type application/json".into(),
-            ),
-            JsonRejection::BytesRejection(ref inner)
-                if inner.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-            {
+            JsonRejection::MissingJsonContentType(_) => {
+                Self::UnsupportedMediaType("expected a request body with content type application/json".into())
+            }
+            JsonRejection::BytesRejection(ref inner) if inner.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Self::PayloadTooLarge
             }
             other => Self::InvalidBody(other.body_text()),

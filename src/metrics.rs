@@ -43,42 +43,17 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("custodian");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ])
+            Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
         });
         let pool_size = Gauge::<u64, AtomicU64>::default();
         let pool_idle = Gauge::<u64, AtomicU64>::default();
         let pool_max = Gauge::<u64, AtomicU64>::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
-        registry.register(
-            "http_request_duration_seconds",
-            "Time to answer HTTP requests",
-            latency.clone(),
-        );
-        registry.register(
-            "db_pool_connections",
-            "Open database connections",
-            pool_size.clone(),
-        );
-        registry.register(
-            "db_pool_idle_connections",
-            "Idle database connections",
-            pool_idle.clone(),
-        );
-        registry.register(
-            "db_pool_max_connections",
-            "Configured database pool size",
-            pool_max.clone(),
-        );
-        Self {
-            registry,
-            requests,
-            latency,
-            pool_size,
-            pool_idle,
-            pool_max,
-        }
+        registry.register("http_request_duration_seconds", "Time to answer HTTP requests", latency.clone());
+        registry.register("db_pool_connections", "Open database connections", pool_size.clone());
+        registry.register("db_pool_idle_connections", "Idle database connections", pool_idle.clone());
+        registry.register("db_pool_max_connections", "Configured database pool size", pool_max.clone());
+        Self { registry, requests, latency, pool_size, pool_idle, pool_max }
     }
 }
 
@@ -86,22 +61,15 @@ impl Metrics {
     /// Renders every metric in the Prometheus text format.
     pub fn render(&self, pool: &PgPool) -> String {
         self.pool_size.set(u64::from(pool.size()));
-        self.pool_idle
-            .set(u64::try_from(pool.num_idle()).unwrap_or(u64::MAX));
-        self.pool_max
-            .set(u64::from(pool.options().get_max_connections()));
+        self.pool_idle.set(u64::try_from(pool.num_idle()).unwrap_or(u64::MAX));
+        self.pool_max.set(u64::from(pool.options().get_max_connections()));
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
 
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        let labels = RequestLabels {
-            method: method.to_owned(),
-            route: route.to_owned(),
-            status,
-        };
+        let labels = RequestLabels { method: method.to_owned(), route: route.to_owned(), status };
         self.requests.get_or_create(&labels).inc();
         self.latency.get_or_create(&labels).observe(seconds);
     }
@@ -109,25 +77,14 @@ impl Metrics {
 
 /// Middleware recording every request under its route template (not its raw path,
 /// which would explode the label space and could carry identifiers).
-pub async fn track(
-    State(metrics): State<std::sync::Arc<Metrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn track(State(metrics): State<std::sync::Arc<Metrics>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     // The route is known only after routing; the request span opened before it.
     tracing::Span::current().record("route", route.as_str());
     let response = next.run(request).await;
-    metrics.observe(
-        &method,
-        &route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+    metrics.observe(&method, &route, response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }

@@ -52,9 +52,7 @@ impl Modify for SecurityAddon {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT or cst_ API token")
-                    .description(Some(
-                        "A JWT (Custodian HS256 or OIDC RS256/ES256) or a personal API token",
-                    ))
+                    .description(Some("A JWT (Custodian HS256 or OIDC RS256/ES256) or a personal API token"))
                     .build(),
             ),
         );
@@ -73,8 +71,5 @@ pub fn document() -> OpenApiDoc {
 
 /// The document as committed: pretty JSON with a trailing newline.
 pub fn to_json() -> String {
-    document()
-        .to_pretty_json()
-        .expect("the OpenAPI document serialises")
-        + "\n"
+    document().to_pretty_json().expect("the OpenAPI document serialises") + "\n"
 }

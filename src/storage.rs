@@ -7,11 +7,11 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ObjectStore, ObjectStoreExt};
 use secrecy::ExposeSecret;
 
 use crate::config::{Config, StorageKind};
@@ -24,8 +24,7 @@ pub fn open(config: &Config) -> Result<Store> {
     match config.storage.kind {
         StorageKind::Local => {
             let root = config.objects_dir();
-            std::fs::create_dir_all(&root)
-                .with_context(|| format!("creating {}", root.display()))?;
+            std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
             let store = LocalFileSystem::new_with_prefix(&root)
                 .with_context(|| format!("opening the object store at {}", root.display()))?
                 // Writes land in a temporary file first and are renamed into place.
@@ -50,8 +49,7 @@ pub fn open(config: &Config) -> Result<Store> {
             if let Some(secret) = &s3.secret_access_key {
                 builder = builder.with_secret_access_key(secret.expose_secret());
             }
-            let store: Store =
-                Arc::new(builder.build().context("configuring the S3 object store")?);
+            let store: Store = Arc::new(builder.build().context("configuring the S3 object store")?);
             Ok(match s3.prefix.as_deref().filter(|p| !p.is_empty()) {
                 Some(prefix) => Arc::new(PrefixStore::new(store, prefix)),
                 None => store,
@@ -64,16 +62,15 @@ pub fn open(config: &Config) -> Result<Store> {
 pub mod keys {
     use super::Path;
 
-    /// An object that never exists, looked up to prove the store answers.
-    pub fn readiness_probe() -> Path {
-        Path::from("system/readiness-probe")
+    /// Prefix of Custodian's own bookkeeping objects; listed to prove the store answers.
+    pub fn system_prefix() -> Path {
+        Path::from("system")
     }
 }
 
-/// Proves the store is reachable: a lookup that answers "not found" counts as reachable.
+/// Proves the store is reachable and the bucket exists: listing a small prefix
+/// succeeds (possibly empty) only then. A lookup of a missing key would not do:
+/// S3 answers a missing bucket and a missing key with the same bare 404.
 pub async fn check(store: &dyn ObjectStore) -> Result<(), object_store::Error> {
-    match store.head(&keys::readiness_probe()).await {
-        Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(e) => Err(e),
-    }
+    store.list_with_delimiter(Some(&keys::system_prefix())).await.map(|_| ())
 }

@@ -11,22 +11,13 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::config::{LogConfig, LogFormat};
 
 /// Quiet defaults for chatty dependencies, appended to the configured filter.
-const DEPENDENCY_DIRECTIVES: &[&str] = &[
-    "sqlx=warn",
-    "hyper_util=warn",
-    "h2=warn",
-    "tower=warn",
-    "reqwest=warn",
-];
+const DEPENDENCY_DIRECTIVES: &[&str] = &["sqlx=warn", "hyper_util=warn", "h2=warn", "tower=warn", "reqwest=warn"];
 
 /// Installs the global subscriber; later calls are ignored (tests call it repeatedly).
 pub fn init(config: &LogConfig) {
     let mut filter = EnvFilter::try_new(&config.filter).unwrap_or_else(|_| EnvFilter::new("info"));
     for directive in DEPENDENCY_DIRECTIVES {
-        if !config
-            .filter
-            .contains(directive.split('=').next().unwrap_or_default())
-        {
+        if !config.filter.contains(directive.split('=').next().unwrap_or_default()) {
             filter = filter.add_directive(directive.parse().expect("static directive"));
         }
     }

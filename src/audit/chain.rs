@@ -82,8 +82,7 @@ fn write_scalar(value: &Value, out: &mut Vec<u8>) {
 
 /// Truncates a time to the microsecond precision the database keeps.
 pub fn to_micros(time: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(time.timestamp_micros())
-        .expect("a current time is representable")
+    DateTime::from_timestamp_micros(time.timestamp_micros()).expect("a current time is representable")
 }
 
 #[cfg(test)]
@@ -99,12 +98,8 @@ mod tests {
     #[test]
     fn canonical_json_sorts_keys_at_every_depth_and_drops_whitespace() {
         let value: Value =
-            serde_json::from_str(r#"{ "b": 1, "a": { "z": [1, {"y": 2, "x": "é"}], "c": null } }"#)
-                .unwrap();
-        assert_eq!(
-            canonical(&value),
-            r#"{"a":{"c":null,"z":[1,{"x":"é","y":2}]},"b":1}"#
-        );
+            serde_json::from_str(r#"{ "b": 1, "a": { "z": [1, {"y": 2, "x": "é"}], "c": null } }"#).unwrap();
+        assert_eq!(canonical(&value), r#"{"a":{"c":null,"z":[1,{"x":"é","y":2}]},"b":1}"#);
     }
 
     #[test]
@@ -123,26 +118,11 @@ mod tests {
         let other_details = json!({"k": "w"});
         let variants = [
             EventContent { seq: 2, ..base },
-            EventContent {
-                actor: "bob",
-                ..base
-            },
-            EventContent {
-                action: "token.revoke",
-                ..base
-            },
-            EventContent {
-                target: None,
-                ..base
-            },
-            EventContent {
-                details: &other_details,
-                ..base
-            },
-            EventContent {
-                occurred_at: base.occurred_at + chrono::Duration::microseconds(1),
-                ..base
-            },
+            EventContent { actor: "bob", ..base },
+            EventContent { action: "token.revoke", ..base },
+            EventContent { target: None, ..base },
+            EventContent { details: &other_details, ..base },
+            EventContent { occurred_at: base.occurred_at + chrono::Duration::microseconds(1), ..base },
         ];
         for variant in variants {
             assert_ne!(h, link(&GENESIS, &variant), "{variant:?}");

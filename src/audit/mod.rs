@@ -34,12 +34,7 @@ pub struct NewEvent<'a> {
 
 impl<'a> NewEvent<'a> {
     pub fn new(actor: Actor<'a>, action: &'a str) -> Self {
-        Self {
-            actor,
-            action,
-            target: None,
-            details: Value::Object(serde_json::Map::new()),
-        }
+        Self { actor, action, target: None, details: Value::Object(serde_json::Map::new()) }
     }
 
     #[must_use]
@@ -75,9 +70,7 @@ pub struct AuditEvent {
 #[tracing::instrument(skip_all, fields(action = event.action), err)]
 pub async fn record(tx: &mut PgConnection, event: NewEvent<'_>) -> Result<i64, sqlx::Error> {
     // The row lock on the head orders all writers; it is held until `tx` ends.
-    let head = sqlx::query!("select seq, hash from audit_head where singleton for update")
-        .fetch_one(&mut *tx)
-        .await?;
+    let head = sqlx::query!("select seq, hash from audit_head where singleton for update").fetch_one(&mut *tx).await?;
     let seq = head.seq + 1;
     let occurred_at = chain::to_micros(Utc::now());
     let hash = chain::link(
@@ -105,13 +98,7 @@ pub async fn record(tx: &mut PgConnection, event: NewEvent<'_>) -> Result<i64, s
     )
     .execute(&mut *tx)
     .await?;
-    sqlx::query!(
-        "update audit_head set seq = $1, hash = $2 where singleton",
-        seq,
-        &hash[..]
-    )
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query!("update audit_head set seq = $1, hash = $2 where singleton", seq, &hash[..]).execute(&mut *tx).await?;
     Ok(seq)
 }
 
@@ -130,10 +117,7 @@ pub struct EventFilter {
 }
 
 /// Events matching `filter`, in chain order.
-pub async fn list_events(
-    db: impl PgExecutor<'_>,
-    filter: &EventFilter,
-) -> Result<Vec<AuditEvent>, sqlx::Error> {
+pub async fn list_events(db: impl PgExecutor<'_>, filter: &EventFilter) -> Result<Vec<AuditEvent>, sqlx::Error> {
     let (target_exact, target_prefix) = match filter.target.as_deref() {
         Some(t) if t.ends_with('*') => (None, Some(format!("{}%", escape_like(&t[..t.len() - 1])))),
         Some(t) => (Some(t.to_owned()), None),
@@ -178,7 +162,5 @@ pub async fn list_events(
 }
 
 fn escape_like(text: &str) -> String {
-    text.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
+    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }

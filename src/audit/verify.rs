@@ -28,12 +28,8 @@ pub struct VerifyReport {
 pub async fn verify_chain(pool: &PgPool) -> Result<VerifyReport, sqlx::Error> {
     // One snapshot for the whole walk, so concurrent appends cannot look like damage.
     let mut tx = pool.begin().await?;
-    sqlx::query!("set transaction isolation level repeatable read, read only")
-        .execute(&mut *tx)
-        .await?;
-    let head = sqlx::query!("select seq, hash from audit_head where singleton")
-        .fetch_one(&mut *tx)
-        .await?;
+    sqlx::query!("set transaction isolation level repeatable read, read only").execute(&mut *tx).await?;
+    let head = sqlx::query!("select seq, hash from audit_head where singleton").fetch_one(&mut *tx).await?;
 
     let mut prev_hash = GENESIS.to_vec();
     let mut expected_seq = 1_i64;
@@ -59,18 +55,10 @@ pub async fn verify_chain(pool: &PgPool) -> Result<VerifyReport, sqlx::Error> {
         }
         for row in rows {
             if row.seq != expected_seq {
-                return Ok(broken(
-                    expected_seq,
-                    format!("event {expected_seq} is missing"),
-                    checked,
-                ));
+                return Ok(broken(expected_seq, format!("event {expected_seq} is missing"), checked));
             }
             if row.prev_hash != prev_hash {
-                return Ok(broken(
-                    row.seq,
-                    "prev_hash does not match the previous event".into(),
-                    checked,
-                ));
+                return Ok(broken(row.seq, "prev_hash does not match the previous event".into(), checked));
             }
             let computed = chain::link(
                 &prev_hash,
@@ -84,11 +72,7 @@ pub async fn verify_chain(pool: &PgPool) -> Result<VerifyReport, sqlx::Error> {
                 },
             );
             if computed[..] != row.hash[..] {
-                return Ok(broken(
-                    row.seq,
-                    "content does not match its hash".into(),
-                    checked,
-                ));
+                return Ok(broken(row.seq, "content does not match its hash".into(), checked));
             }
             checked += 1;
             prev_hash = row.hash;
@@ -99,24 +83,10 @@ pub async fn verify_chain(pool: &PgPool) -> Result<VerifyReport, sqlx::Error> {
     let last = expected_seq - 1;
     if last != head.seq {
         let seq = last.min(head.seq) + 1;
-        return Ok(broken(
-            seq,
-            format!("the chain ends at {last} but its head records {}", head.seq),
-            checked,
-        ));
+        return Ok(broken(seq, format!("the chain ends at {last} but its head records {}", head.seq), checked));
     }
     if head.hash != prev_hash {
-        return Ok(broken(
-            last.max(1),
-            "the chain head's hash does not match the last event".into(),
-            checked,
-        ));
+        return Ok(broken(last.max(1), "the chain head's hash does not match the last event".into(), checked));
     }
-    Ok(VerifyReport {
-        ok: true,
-        events_checked: checked,
-        head_seq: head.seq,
-        first_bad_seq: None,
-        problem: None,
-    })
+    Ok(VerifyReport { ok: true, events_checked: checked, head_seq: head.seq, first_bad_seq: None, problem: None })
 }

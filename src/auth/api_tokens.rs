@@ -38,11 +38,7 @@ pub fn generate() -> NewToken {
     let mut bytes = [0_u8; 32];
     aws_lc_rs::rand::fill(&mut bytes).expect("the system random generator failed");
     let secret = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
-    NewToken {
-        hash: hash(&secret),
-        prefix: secret[..SHOWN_PREFIX_LEN].to_owned(),
-        secret,
-    }
+    NewToken { hash: hash(&secret), prefix: secret[..SHOWN_PREFIX_LEN].to_owned(), secret }
 }
 
 fn hash(secret: &str) -> Vec<u8> {
@@ -98,11 +94,7 @@ pub async fn authenticate(pool: &PgPool, secret: &str) -> Result<Principal, ApiE
 }
 
 /// Creates or refreshes the user row behind a principal, returning its id.
-pub async fn upsert_user(
-    db: impl PgExecutor<'_>,
-    username: &str,
-    roles: &[Role],
-) -> Result<Uuid, sqlx::Error> {
+pub async fn upsert_user(db: impl PgExecutor<'_>, username: &str, roles: &[Role]) -> Result<Uuid, sqlx::Error> {
     sqlx::query_scalar!(
         "insert into app_user (username, roles) values ($1, $2)
          on conflict (username) do update set roles = excluded.roles
@@ -149,10 +141,7 @@ pub async fn insert_token(
 }
 
 /// Tokens of `username`, newest first.
-pub async fn list_tokens(
-    db: impl PgExecutor<'_>,
-    username: &str,
-) -> Result<Vec<TokenRecord>, sqlx::Error> {
+pub async fn list_tokens(db: impl PgExecutor<'_>, username: &str) -> Result<Vec<TokenRecord>, sqlx::Error> {
     let rows = sqlx::query!(
         "select t.api_token_id, t.name, t.token_prefix, t.roles, t.created_at, t.expires_at, t.revoked_at, t.last_used_at
          from api_token t join app_user u using (user_id)
@@ -178,10 +167,7 @@ pub async fn list_tokens(
 }
 
 /// Owner of a token and whether it is already revoked.
-pub async fn token_owner(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-) -> Result<Option<(String, bool)>, sqlx::Error> {
+pub async fn token_owner(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<(String, bool)>, sqlx::Error> {
     let row = sqlx::query!(
         "select u.username, t.revoked_at is not null as \"revoked!\"
          from api_token t join app_user u using (user_id) where t.api_token_id = $1",
@@ -194,12 +180,9 @@ pub async fn token_owner(
 
 /// Marks a token revoked; later requests with it are refused.
 pub async fn revoke_token(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "update api_token set revoked_at = now() where api_token_id = $1 and revoked_at is null",
-        id
-    )
-    .execute(tx)
-    .await?;
+    sqlx::query!("update api_token set revoked_at = now() where api_token_id = $1 and revoked_at is null", id)
+        .execute(tx)
+        .await?;
     Ok(())
 }
 

@@ -43,10 +43,7 @@ impl JwksCache {
             file,
             ttl,
             client,
-            keys: RwLock::new(Keys {
-                by_kid: HashMap::new(),
-                fetched_at: None,
-            }),
+            keys: RwLock::new(Keys { by_kid: HashMap::new(), fetched_at: None }),
             last_attempt: Mutex::new(None),
         })
     }
@@ -90,33 +87,21 @@ impl JwksCache {
                     })
                     .collect::<HashMap<_, _>>();
                 tracing::info!(keys = by_kid.len(), "refreshed the JWKS");
-                *self.keys.write().await = Keys {
-                    by_kid,
-                    fetched_at: Some(Instant::now()),
-                };
+                *self.keys.write().await = Keys { by_kid, fetched_at: Some(Instant::now()) };
             }
-            Err(error) => tracing::warn!(
-                error = format!("{error:#}"),
-                "JWKS refresh failed; keeping the previous keys"
-            ),
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "JWKS refresh failed; keeping the previous keys");
+            }
         }
     }
 
     async fn fetch(&self) -> Result<JwkSet> {
         if let Some(path) = &self.file {
-            let text = tokio::fs::read_to_string(path)
-                .await
-                .with_context(|| format!("reading {}", path.display()))?;
+            let text = tokio::fs::read_to_string(path).await.with_context(|| format!("reading {}", path.display()))?;
             return serde_json::from_str(&text).context("parsing the JWKS file");
         }
         let url = self.url.as_deref().context("no JWKS source")?;
-        let response = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .context("fetching the JWKS")?
-            .error_for_status()?;
+        let response = self.client.get(url).send().await.context("fetching the JWKS")?.error_for_status()?;
         response.json::<JwkSet>().await.context("parsing the JWKS")
     }
 }
@@ -125,9 +110,7 @@ impl JwksCache {
 fn algorithm_of(jwk: &Jwk) -> Option<Algorithm> {
     let from_key = match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => Algorithm::RS256,
-        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
-            Algorithm::ES256
-        }
+        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => Algorithm::ES256,
         _ => return None,
     };
     match jwk.common.key_algorithm {

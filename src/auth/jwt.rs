@@ -118,13 +118,9 @@ impl Authenticator {
         let has_jwks = config.jwks_url.is_some() || config.jwks_file.is_some();
         let secret = match (&config.hs256_secret, has_jwks, generated_secret_dir) {
             (Some(secret), _, _) => Some(secret.clone()),
-            (None, false, Some(dir)) => {
-                Some(load_or_generate_secret(&dir.join(GENERATED_SECRET_FILE))?)
-            }
+            (None, false, Some(dir)) => Some(load_or_generate_secret(&dir.join(GENERATED_SECRET_FILE))?),
             (None, false, None) => {
-                bail!(
-                    "no token verification is configured: set auth.hs256_secret or auth.jwks_url (or auth.jwks_file)"
-                )
+                bail!("no token verification is configured: set auth.hs256_secret or auth.jwks_url (or auth.jwks_file)")
             }
             (None, true, _) => None,
         };
@@ -145,10 +141,7 @@ impl Authenticator {
             hs256,
             jwks,
             issuer: config.issuer.clone(),
-            oidc_issuer: config
-                .oidc_issuer
-                .clone()
-                .unwrap_or_else(|| config.issuer.clone()),
+            oidc_issuer: config.oidc_issuer.clone().unwrap_or_else(|| config.issuer.clone()),
             audience: config.audience.clone(),
             roles_claim: config.roles_claim.clone(),
             username_claim: config.username_claim.clone(),
@@ -164,9 +157,7 @@ impl Authenticator {
     /// Signs an HS256 token for `username` with `roles`, valid for `ttl`.
     pub fn issue(&self, username: &str, roles: &[Role], ttl: Duration) -> Result<String> {
         let Some(hs256) = &self.hs256 else {
-            bail!(
-                "Custodian cannot sign tokens: no HS256 secret is configured (tokens come from the OIDC issuer)"
-            );
+            bail!("Custodian cannot sign tokens: no HS256 secret is configured (tokens come from the OIDC issuer)");
         };
         let now = chrono::Utc::now().timestamp();
         let ttl = i64::try_from(ttl.as_secs()).context("ttl too long")?;
@@ -180,11 +171,7 @@ impl Authenticator {
             exp: now + ttl,
             jti: uuid::Uuid::new_v4().to_string(),
         };
-        Ok(jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &hs256.encoding,
-        )?)
+        Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &hs256.encoding)?)
     }
 
     /// Verifies a JWT and returns who it speaks for.
@@ -220,11 +207,7 @@ impl Authenticator {
             Some(Value::String(s)) => roles_from_names(s.split([' ', ','])),
             _ => Vec::new(),
         };
-        Ok(Principal {
-            username: username.to_owned(),
-            roles,
-            credential: Credential::Jwt,
-        })
+        Ok(Principal { username: username.to_owned(), roles, credential: Credential::Jwt })
     }
 
     fn validation(&self, alg: Algorithm, issuer: &str) -> Validation {
@@ -241,14 +224,12 @@ impl Authenticator {
 
 /// Looks up a claim by dotted path (`realm_access.roles`).
 fn claim_at<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.')
-        .try_fold(claims, |value, key| value.get(key))
+    path.split('.').try_fold(claims, |value, key| value.get(key))
 }
 
 fn load_or_generate_secret(path: &Path) -> Result<SecretString> {
     if path.exists() {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let secret = text.trim().to_owned();
         if secret.len() < 32 {
             bail!("{} holds a secret shorter than 32 bytes", path.display());
@@ -256,8 +237,7 @@ fn load_or_generate_secret(path: &Path) -> Result<SecretString> {
         return Ok(SecretString::from(secret));
     }
     let mut bytes = [0_u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes)
-        .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
     let secret = URL_SAFE_NO_PAD.encode(bytes);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;

@@ -25,9 +25,7 @@ use crate::error::ApiError;
 pub use jwt::Authenticator;
 
 /// What a person may do in Custodian; project membership decides data access.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Runs the registry: sites, cohorts, users' tokens.
@@ -43,13 +41,7 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
-        Role::Admin,
-        Role::Steward,
-        Role::Organizer,
-        Role::Uploader,
-        Role::Researcher,
-    ];
+    pub const ALL: [Role; 5] = [Role::Admin, Role::Steward, Role::Organizer, Role::Uploader, Role::Researcher];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -101,10 +93,7 @@ impl Principal {
             return Ok(());
         }
         let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-        Err(ApiError::Forbidden(format!(
-            "this action needs one of the roles: {}",
-            names.join(", ")
-        )))
+        Err(ApiError::Forbidden(format!("this action needs one of the roles: {}", names.join(", "))))
     }
 }
 
@@ -121,26 +110,19 @@ where
             .headers
             .get(AUTHORIZATION)
             .ok_or_else(|| ApiError::Unauthorized("missing bearer credential".into()))?;
-        let value = header
-            .to_str()
-            .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
+        let value = header.to_str().map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
         let credential = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
             .map(str::trim)
             .filter(|c| !c.is_empty())
-            .ok_or_else(|| {
-                ApiError::Unauthorized("Authorization header must use the Bearer scheme".into())
-            })?;
+            .ok_or_else(|| ApiError::Unauthorized("Authorization header must use the Bearer scheme".into()))?;
         if api_tokens::looks_like_api_token(credential) {
             let pool = PgPool::from_ref(state);
             return api_tokens::authenticate(&pool, credential).await;
         }
         let authenticator = Arc::<Authenticator>::from_ref(state);
-        authenticator
-            .verify(credential)
-            .await
-            .map_err(|e| ApiError::Unauthorized(e.to_string()))
+        authenticator.verify(credential).await.map_err(|e| ApiError::Unauthorized(e.to_string()))
     }
 }
 

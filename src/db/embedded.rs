@@ -75,11 +75,7 @@ impl EmbeddedPostgres {
                 );
             }
         }
-        let run_as = if running_as_root()? {
-            Some(unprivileged_account(options.user.as_deref())?)
-        } else {
-            None
-        };
+        let run_as = if running_as_root()? { Some(unprivileged_account(options.user.as_deref())?) } else { None };
         let cluster = Self {
             bin_dir,
             pgdata: root.join("data"),
@@ -110,10 +106,7 @@ impl EmbeddedPostgres {
 
     /// Connection options for another database of the same cluster.
     pub fn connect_options_for(&self, database: &str) -> PgConnectOptions {
-        PgConnectOptions::new()
-            .socket(&self.run_dir)
-            .username(DB_NAME)
-            .database(database)
+        PgConnectOptions::new().socket(&self.run_dir).username(DB_NAME).database(database)
     }
 
     /// Directory holding the cluster's Unix socket.
@@ -138,10 +131,7 @@ impl EmbeddedPostgres {
             .status()
             .context("running pg_ctl stop")?;
         if !status.success() {
-            bail!(
-                "pg_ctl stop failed ({status}); see {}",
-                self.log_file.display()
-            );
+            bail!("pg_ctl stop failed ({status}); see {}", self.log_file.display());
         }
         Ok(())
     }
@@ -152,9 +142,7 @@ impl EmbeddedPostgres {
             return Ok(());
         }
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.stop())
-            .await
-            .context("pg_ctl stop panicked")?
+        tokio::task::spawn_blocking(move || this.stop()).await.context("pg_ctl stop panicked")?
     }
 
     /// Starts a watcher process that stops the cluster once process `pid` has exited,
@@ -190,10 +178,7 @@ impl EmbeddedPostgres {
             if let Some(data_dir) = root.parent() {
                 let mode = std::fs::metadata(data_dir)?.permissions().mode();
                 if mode & 0o001 == 0 {
-                    std::fs::set_permissions(
-                        data_dir,
-                        std::fs::Permissions::from_mode(mode | 0o001),
-                    )?;
+                    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(mode | 0o001))?;
                 }
             }
             for dir in root.ancestors().skip(2) {
@@ -232,46 +217,28 @@ impl EmbeddedPostgres {
                 .pg_command("initdb")
                 .arg("-D")
                 .arg(&self.pgdata)
-                .args([
-                    "-U",
-                    DB_NAME,
-                    "--auth-local=trust",
-                    "--auth-host=reject",
-                    "--encoding=UTF8",
-                    "--locale=C",
-                ])
+                .args(["-U", DB_NAME, "--auth-local=trust", "--auth-host=reject", "--encoding=UTF8", "--locale=C"])
                 .arg("--no-instructions")
                 .output()
                 .context("running initdb")?;
             if !output.status.success() {
-                bail!(
-                    "initdb failed: {}",
-                    String::from_utf8_lossy(&output.stderr).trim()
-                );
+                bail!("initdb failed: {}", String::from_utf8_lossy(&output.stderr).trim());
             }
         }
         match self.postmaster()? {
             Postmaster::Running(pid) => {
-                tracing::info!(
-                    pid,
-                    "adopting the embedded PostgreSQL cluster that is already running"
-                );
+                tracing::info!(pid, "adopting the embedded PostgreSQL cluster that is already running");
                 return Ok(self);
             }
             Postmaster::Stale(pid) => {
                 // The pid file names a process that is gone (or a zombie nobody reaped):
                 // a crash leftover, which would otherwise block the start.
-                tracing::warn!(
-                    pid,
-                    "removing a stale postmaster.pid left by an earlier crash"
-                );
-                std::fs::remove_file(self.pgdata.join("postmaster.pid"))
-                    .context("removing stale postmaster.pid")?;
+                tracing::warn!(pid, "removing a stale postmaster.pid left by an earlier crash");
+                std::fs::remove_file(self.pgdata.join("postmaster.pid")).context("removing stale postmaster.pid")?;
                 for leftover in [".s.PGSQL.5432.lock", ".s.PGSQL.5432"] {
                     let path = self.run_dir.join(leftover);
                     if path.exists() {
-                        std::fs::remove_file(&path)
-                            .with_context(|| format!("removing stale {}", path.display()))?;
+                        std::fs::remove_file(&path).with_context(|| format!("removing stale {}", path.display()))?;
                     }
                 }
             }
@@ -314,23 +281,15 @@ impl EmbeddedPostgres {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Postmaster::Absent),
             Err(e) => return Err(e).context("reading postmaster.pid"),
         };
-        let Some(pid) = text
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse::<u32>().ok())
-        else {
+        let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<u32>().ok()) else {
             return Ok(Postmaster::Stale(0));
         };
         // /proc/<pid>/stat: "<pid> (<comm>) <state> ..."; a zombie (Z) or dead (X) process is gone.
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let alive = stat.rsplit_once(") ").is_some_and(|(head, rest)| {
-            head.contains("(postgres") && !rest.starts_with('Z') && !rest.starts_with('X')
-        });
-        Ok(if alive {
-            Postmaster::Running(pid)
-        } else {
-            Postmaster::Stale(pid)
-        })
+        let alive = stat
+            .rsplit_once(") ")
+            .is_some_and(|(head, rest)| head.contains("(postgres") && !rest.starts_with('Z') && !rest.starts_with('X'));
+        Ok(if alive { Postmaster::Running(pid) } else { Postmaster::Stale(pid) })
     }
 
     async fn ensure_database(&self) -> Result<()> {
@@ -347,31 +306,21 @@ impl EmbeddedPostgres {
                 Err(e) => return Err(e).context("connecting to the embedded PostgreSQL"),
             }
         };
-        let exists: bool =
-            sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
-                .bind(DB_NAME)
-                .fetch_one(&mut conn)
-                .await?;
+        let exists: bool = sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+            .bind(DB_NAME)
+            .fetch_one(&mut conn)
+            .await?;
         if !exists {
-            sqlx::query(sqlx::AssertSqlSafe(format!("create database {DB_NAME}")))
-                .execute(&mut conn)
-                .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("create database {DB_NAME}"))).execute(&mut conn).await?;
         }
         conn.close().await?;
         Ok(())
     }
 
     fn pg_command(&self, tool: &str) -> Command {
-        let program: OsString = if tool == "sh" {
-            "sh".into()
-        } else {
-            self.bin_dir.join(tool).into()
-        };
+        let program: OsString = if tool == "sh" { "sh".into() } else { self.bin_dir.join(tool).into() };
         let mut command = Command::new(program);
-        command
-            .env("LC_ALL", "C")
-            .env_remove("PGDATA")
-            .env_remove("PGHOST");
+        command.env("LC_ALL", "C").env_remove("PGDATA").env_remove("PGHOST");
         if let Some(account) = &self.run_as {
             command.uid(account.uid).gid(account.gid).current_dir("/");
         }
@@ -380,11 +329,7 @@ impl EmbeddedPostgres {
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {
-    if path.is_absolute() {
-        Ok(path.to_path_buf())
-    } else {
-        Ok(std::env::current_dir()?.join(path))
-    }
+    if path.is_absolute() { Ok(path.to_path_buf()) } else { Ok(std::env::current_dir()?.join(path)) }
 }
 
 /// Finds the newest PostgreSQL server binaries on this machine.
@@ -439,29 +384,16 @@ fn install_postgres() -> Result<()> {
             c.arg("-n").arg(args[0]);
             c
         };
-        command
-            .args(&args[1..])
-            .env("DEBIAN_FRONTEND", "noninteractive");
+        command.args(&args[1..]).env("DEBIAN_FRONTEND", "noninteractive");
         command
     };
     if !Path::new("/usr/bin/apt-get").exists() {
-        bail!(
-            "PostgreSQL is not installed and this is not a Debian-like system; install PostgreSQL's server package"
-        );
+        bail!("PostgreSQL is not installed and this is not a Debian-like system; install PostgreSQL's server package");
     }
-    tracing::warn!(
-        "PostgreSQL server binaries not found; installing the `postgresql` package with apt-get"
-    );
+    tracing::warn!("PostgreSQL server binaries not found; installing the `postgresql` package with apt-get");
     for args in [
         &["apt-get", "update", "-q"][..],
-        &[
-            "apt-get",
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            "postgresql",
-        ][..],
+        &["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"][..],
     ] {
         let status = sudo(args).status().context("running apt-get")?;
         if !status.success() {
@@ -476,16 +408,9 @@ fn install_postgres() -> Result<()> {
 
 /// Whether the effective user is root, read from `/proc/self/status`.
 pub fn running_as_root() -> Result<bool> {
-    let status =
-        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    let uid_line = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .context("no Uid line in /proc/self/status")?;
-    let effective = uid_line
-        .split_whitespace()
-        .nth(2)
-        .context("malformed Uid line")?;
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).context("no Uid line in /proc/self/status")?;
+    let effective = uid_line.split_whitespace().nth(2).context("malformed Uid line")?;
     Ok(effective == "0")
 }
 
@@ -495,10 +420,7 @@ fn unprivileged_account(preferred: Option<&str>) -> Result<Account> {
         None => vec!["postgres", "nobody"],
     };
     for name in &candidates {
-        let output = Command::new("getent")
-            .args(["passwd", name])
-            .output()
-            .context("running getent")?;
+        let output = Command::new("getent").args(["passwd", name]).output().context("running getent")?;
         if !output.status.success() {
             continue;
         }
@@ -509,17 +431,9 @@ fn unprivileged_account(preferred: Option<&str>) -> Result<Account> {
         }
         let (uid, gid) = (fields[2].parse::<u32>()?, fields[3].parse::<u32>()?);
         if uid == 0 {
-            bail!(
-                "database.embedded_user `{name}` is root; PostgreSQL must run as an unprivileged account"
-            );
+            bail!("database.embedded_user `{name}` is root; PostgreSQL must run as an unprivileged account");
         }
-        return Ok(Account {
-            name: (*name).to_owned(),
-            uid,
-            gid,
-        });
+        return Ok(Account { name: (*name).to_owned(), uid, gid });
     }
-    bail!(
-        "none of the accounts {candidates:?} exists to run the embedded PostgreSQL as; set database.embedded_user"
-    )
+    bail!("none of the accounts {candidates:?} exists to run the embedded PostgreSQL as; set database.embedded_user")
 }

@@ -74,8 +74,5 @@ impl Database {
 
 /// Applies pending migrations to `pool`.
 pub async fn migrate(pool: &PgPool) -> Result<()> {
-    MIGRATOR
-        .run(pool)
-        .await
-        .context("applying database migrations")
+    MIGRATOR.run(pool).await.context("applying database migrations")
 }

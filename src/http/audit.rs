@@ -15,9 +15,7 @@ use crate::error::{ApiError, ErrorBody, Result};
 use crate::openapi::tags;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list_audit_events))
-        .routes(routes!(verify_audit_chain))
+    OpenApiRouter::new().routes(routes!(list_audit_events)).routes(routes!(verify_audit_chain))
 }
 
 const READERS: &[Role] = &[Role::Steward, Role::Admin];
@@ -73,16 +71,12 @@ pub async fn list_audit_events(
     principal.require_any(READERS)?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::InvalidQuery(format!(
-            "`limit` must be between 1 and {MAX_LIMIT}"
-        )));
+        return Err(ApiError::InvalidQuery(format!("`limit` must be between 1 and {MAX_LIMIT}")));
     }
     if let (Some(since), Some(until)) = (query.since, query.until)
         && since >= until
     {
-        return Err(ApiError::InvalidQuery(
-            "`since` must be before `until`".into(),
-        ));
+        return Err(ApiError::InvalidQuery("`since` must be before `until`".into()));
     }
     let filter = EventFilter {
         actor: query.actor,
@@ -100,10 +94,7 @@ pub async fn list_audit_events(
     } else {
         None
     };
-    Ok(AppJson(AuditEventListResponse {
-        events,
-        next_after_seq,
-    }))
+    Ok(AppJson(AuditEventListResponse { events, next_after_seq }))
 }
 
 /// Verify the whole hash chain.
@@ -122,10 +113,7 @@ pub async fn list_audit_events(
         (status = "5XX", description = "Server error", body = ErrorBody),
     )
 )]
-pub async fn verify_audit_chain(
-    State(state): State<AppState>,
-    principal: Principal,
-) -> Result<AppJson<VerifyReport>> {
+pub async fn verify_audit_chain(State(state): State<AppState>, principal: Principal) -> Result<AppJson<VerifyReport>> {
     principal.require_any(READERS)?;
     Ok(AppJson(audit::verify_chain(&state.db).await?))
 }

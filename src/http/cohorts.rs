@@ -78,13 +78,8 @@ pub struct CreateSiteRequest {
         (status = "5XX", description = "Server error", body = ErrorBody),
     )
 )]
-pub async fn list_cohorts(
-    State(state): State<AppState>,
-    _principal: Principal,
-) -> Result<AppJson<CohortListResponse>> {
-    Ok(AppJson(CohortListResponse {
-        cohorts: db::list_cohorts(&state.db).await?,
-    }))
+pub async fn list_cohorts(State(state): State<AppState>, _principal: Principal) -> Result<AppJson<CohortListResponse>> {
+    Ok(AppJson(CohortListResponse { cohorts: db::list_cohorts(&state.db).await? }))
 }
 
 /// Get one cohort.
@@ -105,9 +100,7 @@ pub async fn find_cohort(
     _principal: Principal,
     AppPath(slug): AppPath<String>,
 ) -> Result<AppJson<Cohort>> {
-    let cohort = db::get_cohort_by_slug(&state.db, &slug)
-        .await?
-        .ok_or(ApiError::NotFound("cohort"))?;
+    let cohort = db::get_cohort_by_slug(&state.db, &slug).await?.ok_or(ApiError::NotFound("cohort"))?;
     Ok(AppJson(cohort))
 }
 
@@ -131,9 +124,7 @@ pub async fn create_cohort(
 ) -> Result<(StatusCode, AppJson<Cohort>)> {
     principal.require_any(&[Role::Admin, Role::Organizer])?;
     if !principal.has_role(Role::Admin) && request.tier != Tier::Open {
-        return Err(ApiError::Forbidden(
-            "organizers may only create open cohorts".into(),
-        ));
+        return Err(ApiError::Forbidden("organizers may only create open cohorts".into()));
     }
     if !valid_slug(&request.slug) {
         return Err(ApiError::BadRequest(
@@ -142,15 +133,11 @@ pub async fn create_cohort(
     }
     let title = request.title.trim();
     if title.is_empty() || title.chars().count() > 200 {
-        return Err(ApiError::BadRequest(
-            "`title` must be 1 to 200 characters".into(),
-        ));
+        return Err(ApiError::BadRequest("`title` must be 1 to 200 characters".into()));
     }
     let threshold = request.suppression_threshold.unwrap_or(10);
     if threshold < 1 {
-        return Err(ApiError::BadRequest(
-            "`suppression_threshold` must be at least 1".into(),
-        ));
+        return Err(ApiError::BadRequest("`suppression_threshold` must be at least 1".into()));
     }
     let new = NewCohort {
         slug: &request.slug,
@@ -164,20 +151,16 @@ pub async fn create_cohort(
         suppression_threshold: threshold,
     };
     let mut tx = state.db.begin().await?;
-    let cohort = db::insert_cohort(&mut tx, &new)
-        .await
-        .on_constraint("cohort_slug_key", || {
-            ApiError::Conflict(format!("a cohort with slug `{}` exists", request.slug))
-        })?;
+    let cohort = db::insert_cohort(&mut tx, &new).await.on_constraint("cohort_slug_key", || {
+        ApiError::Conflict(format!("a cohort with slug `{}` exists", request.slug))
+    })?;
     audit::record(
         &mut tx,
-        NewEvent::new(&principal.username, "cohort.create")
-            .target(format!("cohort:{}", cohort.slug))
-            .details(json!({
-                "tier": cohort.tier,
-                "source": cohort.source,
-                "suppression_threshold": cohort.suppression_threshold,
-            })),
+        NewEvent::new(&principal.username, "cohort.create").target(format!("cohort:{}", cohort.slug)).details(json!({
+            "tier": cohort.tier,
+            "source": cohort.source,
+            "suppression_threshold": cohort.suppression_threshold,
+        })),
     )
     .await?;
     tx.commit().await?;
@@ -196,13 +179,8 @@ pub async fn create_cohort(
         (status = "5XX", description = "Server error", body = ErrorBody),
     )
 )]
-pub async fn list_sites(
-    State(state): State<AppState>,
-    _principal: Principal,
-) -> Result<AppJson<SiteListResponse>> {
-    Ok(AppJson(SiteListResponse {
-        sites: db::list_sites(&state.db).await?,
-    }))
+pub async fn list_sites(State(state): State<AppState>, _principal: Principal) -> Result<AppJson<SiteListResponse>> {
+    Ok(AppJson(SiteListResponse { sites: db::list_sites(&state.db).await? }))
 }
 
 /// Register a site (admins).
@@ -225,29 +203,21 @@ pub async fn create_site(
 ) -> Result<(StatusCode, AppJson<Site>)> {
     principal.require_any(&[Role::Admin])?;
     if !valid_site_code(&request.code) {
-        return Err(ApiError::BadRequest(
-            "`code` must be 1–63 lowercase letters, digits, `-` or `_`".into(),
-        ));
+        return Err(ApiError::BadRequest("`code` must be 1–63 lowercase letters, digits, `-` or `_`".into()));
     }
     let name = request.name.trim();
     if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::BadRequest(
-            "`name` must be 1 to 200 characters".into(),
-        ));
+        return Err(ApiError::BadRequest("`name` must be 1 to 200 characters".into()));
     }
     if let Some(country) = &request.country
         && !(country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase()))
     {
-        return Err(ApiError::BadRequest(
-            "`country` must be an ISO 3166-1 alpha-2 code such as `DE`".into(),
-        ));
+        return Err(ApiError::BadRequest("`country` must be an ISO 3166-1 alpha-2 code such as `DE`".into()));
     }
     let mut tx = state.db.begin().await?;
     let site = db::insert_site(&mut tx, &request.code, name, request.country.as_deref())
         .await
-        .on_constraint("site_code_key", || {
-            ApiError::Conflict(format!("a site with code `{}` exists", request.code))
-        })?;
+        .on_constraint("site_code_key", || ApiError::Conflict(format!("a site with code `{}` exists", request.code)))?;
     audit::record(
         &mut tx,
         NewEvent::new(&principal.username, "site.create")

@@ -46,10 +46,5 @@ pub async fn find_me(principal: Principal) -> Result<Json<MeResponse>> {
         Credential::Jwt => ("jwt", None),
         Credential::ApiToken(id) => ("api-token", Some(id)),
     };
-    Ok(Json(MeResponse {
-        username: principal.username,
-        roles: principal.roles,
-        credential,
-        api_token_id,
-    }))
+    Ok(Json(MeResponse { username: principal.username, roles: principal.roles, credential, api_token_id }))
 }

@@ -12,10 +12,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
 }
 
 /// The process is up.
@@ -25,28 +22,17 @@ async fn healthz() -> impl IntoResponse {
 
 /// The database and the object store answer.
 async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    sqlx::query_scalar!("select 1 as \"one!\"")
-        .fetch_one(&state.db)
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "readiness: database unreachable");
-            ApiError::Unavailable("the database is unreachable")
-        })?;
-    crate::storage::check(state.store.as_ref())
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "readiness: object store unreachable");
-            ApiError::Unavailable("the object store is unreachable")
-        })?;
+    sqlx::query_scalar!("select 1 as \"one!\"").fetch_one(&state.db).await.map_err(|e| {
+        tracing::warn!(error = %e, "readiness: database unreachable");
+        ApiError::Unavailable("the database is unreachable")
+    })?;
+    crate::storage::check(state.store.as_ref()).await.map_err(|e| {
+        tracing::warn!(error = %e, "readiness: object store unreachable");
+        ApiError::Unavailable("the object store is unreachable")
+    })?;
     Ok(Json(json!({ "status": "ready" })))
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(
-            CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(&state.db),
-    )
+    ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render(&state.db))
 }

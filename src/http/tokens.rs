@@ -19,9 +19,7 @@ use crate::error::{ApiError, ErrorBody, Result};
 use crate::openapi::tags;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create_token, list_tokens))
-        .routes(routes!(revoke_token))
+    OpenApiRouter::new().routes(routes!(create_token, list_tokens)).routes(routes!(revoke_token))
 }
 
 const DEFAULT_DAYS: u32 = 90;
@@ -122,26 +120,18 @@ pub async fn create_token(
     }
     let name = request.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::BadRequest(
-            "`name` must be 1 to 100 characters".into(),
-        ));
+        return Err(ApiError::BadRequest("`name` must be 1 to 100 characters".into()));
     }
     let max_days = state.config.auth.max_api_token_days;
-    let days = request
-        .expires_in_days
-        .unwrap_or(DEFAULT_DAYS.min(max_days));
+    let days = request.expires_in_days.unwrap_or(DEFAULT_DAYS.min(max_days));
     if days == 0 || days > max_days {
-        return Err(ApiError::BadRequest(format!(
-            "`expires_in_days` must be between 1 and {max_days}"
-        )));
+        return Err(ApiError::BadRequest(format!("`expires_in_days` must be between 1 and {max_days}")));
     }
     let roles = match request.roles {
         None => principal.roles.clone(),
         Some(requested) => {
             if let Some(missing) = requested.iter().find(|r| !principal.has_role(**r)) {
-                return Err(ApiError::Forbidden(format!(
-                    "you do not hold the role `{missing}` to give it to a token"
-                )));
+                return Err(ApiError::Forbidden(format!("you do not hold the role `{missing}` to give it to a token")));
             }
             crate::auth::roles_from_names(requested.iter().map(|r| r.as_str()))
         }
@@ -151,29 +141,20 @@ pub async fn create_token(
 
     let mut tx = state.db.begin().await?;
     let user_id = api_tokens::upsert_user(&mut *tx, &principal.username, &principal.roles).await?;
-    let record =
-        api_tokens::insert_token(&mut tx, user_id, name, &token, &roles, expires_at).await?;
+    let record = api_tokens::insert_token(&mut tx, user_id, name, &token, &roles, expires_at).await?;
     audit::record(
         &mut tx,
-        NewEvent::new(&principal.username, "token.create")
-            .target(format!("token:{}", record.id))
-            .details(json!({
-                "name": name,
-                "prefix": record.prefix,
-                "roles": crate::auth::role_names(&roles),
-                "expires_at": expires_at,
-            })),
+        NewEvent::new(&principal.username, "token.create").target(format!("token:{}", record.id)).details(json!({
+            "name": name,
+            "prefix": record.prefix,
+            "roles": crate::auth::role_names(&roles),
+            "expires_at": expires_at,
+        })),
     )
     .await?;
     tx.commit().await?;
 
-    Ok((
-        StatusCode::CREATED,
-        AppJson(CreateTokenResponse {
-            token: token.secret,
-            details: record.into(),
-        }),
-    ))
+    Ok((StatusCode::CREATED, AppJson(CreateTokenResponse { token: token.secret, details: record.into() })))
 }
 
 /// List the caller's API tokens (never their secrets).
@@ -188,14 +169,9 @@ pub async fn create_token(
         (status = "5XX", description = "Server error", body = ErrorBody),
     )
 )]
-pub async fn list_tokens(
-    State(state): State<AppState>,
-    principal: Principal,
-) -> Result<AppJson<TokenListResponse>> {
+pub async fn list_tokens(State(state): State<AppState>, principal: Principal) -> Result<AppJson<TokenListResponse>> {
     let tokens = api_tokens::list_tokens(&state.db, &principal.username).await?;
-    Ok(AppJson(TokenListResponse {
-        tokens: tokens.into_iter().map(Into::into).collect(),
-    }))
+    Ok(AppJson(TokenListResponse { tokens: tokens.into_iter().map(Into::into).collect() }))
 }
 
 /// Revoke an API token: the next request made with it is refused.
@@ -220,9 +196,7 @@ pub async fn revoke_token(
     AppPath(id): AppPath<Uuid>,
 ) -> Result<StatusCode> {
     let mut tx = state.db.begin().await?;
-    let (owner, revoked) = api_tokens::token_owner(&mut *tx, id)
-        .await?
-        .ok_or(ApiError::NotFound("token"))?;
+    let (owner, revoked) = api_tokens::token_owner(&mut *tx, id).await?.ok_or(ApiError::NotFound("token"))?;
     if owner != principal.username && !principal.has_role(Role::Admin) {
         // Other people's tokens are as invisible as missing ones.
         return Err(ApiError::NotFound("token"));

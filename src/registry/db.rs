@@ -29,10 +29,7 @@ pub async fn list_cohorts(db: impl PgExecutor<'_>) -> Result<Vec<Cohort>, sqlx::
     .await
 }
 
-pub async fn get_cohort_by_slug(
-    db: impl PgExecutor<'_>,
-    slug: &str,
-) -> Result<Option<Cohort>, sqlx::Error> {
+pub async fn get_cohort_by_slug(db: impl PgExecutor<'_>, slug: &str) -> Result<Option<Cohort>, sqlx::Error> {
     sqlx::query_as!(
         Cohort,
         r#"select cohort_id as id, slug, title, description, tier as "tier: Tier", design as "design: Design",
@@ -44,10 +41,7 @@ pub async fn get_cohort_by_slug(
     .await
 }
 
-pub async fn insert_cohort(
-    tx: &mut PgConnection,
-    new: &NewCohort<'_>,
-) -> Result<Cohort, sqlx::Error> {
+pub async fn insert_cohort(tx: &mut PgConnection, new: &NewCohort<'_>) -> Result<Cohort, sqlx::Error> {
     sqlx::query_as!(
         Cohort,
         r#"insert into cohort (slug, title, description, tier, design, source, license, citation, suppression_threshold)
@@ -69,12 +63,9 @@ pub async fn insert_cohort(
 }
 
 pub async fn list_sites(db: impl PgExecutor<'_>) -> Result<Vec<Site>, sqlx::Error> {
-    sqlx::query_as!(
-        Site,
-        "select site_id as id, code, name, country, created_at from site order by code"
-    )
-    .fetch_all(db)
-    .await
+    sqlx::query_as!(Site, "select site_id as id, code, name, country, created_at from site order by code")
+        .fetch_all(db)
+        .await
 }
 
 pub async fn insert_site(

@@ -81,9 +81,7 @@ pub fn valid_slug(slug: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 63
         && bytes[0].is_ascii_alphanumeric()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
 /// Whether `code` is a valid site code (lowercase letters, digits, `-`, `_`; 1–63 characters).
@@ -92,9 +90,7 @@ pub fn valid_site_code(code: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 63
         && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
 }
 
 #[cfg(test)]
@@ -106,14 +102,7 @@ mod tests {
         for ok in ["default", "brain-mri-2024", "a", "x1"] {
             assert!(valid_slug(ok), "{ok}");
         }
-        for bad in [
-            "",
-            "-lead",
-            "Upper",
-            "has space",
-            "under_score",
-            &"a".repeat(64),
-        ] {
+        for bad in ["", "-lead", "Upper", "has space", "under_score", &"a".repeat(64)] {
             assert!(!valid_slug(bad), "{bad}");
         }
     }

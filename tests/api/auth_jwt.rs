@@ -31,29 +31,18 @@ fn sign(alg: Algorithm, kid: Option<&str>, key: &EncodingKey, claims: &Value) ->
 }
 
 fn rsa_key(name: &str) -> EncodingKey {
-    let pem = std::fs::read(format!(
-        "{}/tests/api/fixtures/{name}.pem",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let pem = std::fs::read(format!("{}/tests/api/fixtures/{name}.pem", env!("CARGO_MANIFEST_DIR"))).unwrap();
     EncodingKey::from_rsa_pem(&pem).unwrap()
 }
 
 fn ec_key(name: &str) -> EncodingKey {
-    let pem = std::fs::read(format!(
-        "{}/tests/api/fixtures/{name}.pem",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let pem = std::fs::read(format!("{}/tests/api/fixtures/{name}.pem", env!("CARGO_MANIFEST_DIR"))).unwrap();
     EncodingKey::from_ec_pem(&pem).unwrap()
 }
 
 fn jwk(name: &str) -> Value {
-    let text = std::fs::read_to_string(format!(
-        "{}/tests/api/fixtures/{name}.jwk.json",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let text =
+        std::fs::read_to_string(format!("{}/tests/api/fixtures/{name}.jwk.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -117,19 +106,13 @@ async fn request_without_credentials_gets_401_with_a_bearer_challenge() {
     let app = TestApp::new().await;
     let response = app.get("/api/v1/me", None).await;
     response.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
-    assert_eq!(
-        response.headers.get(header::WWW_AUTHENTICATE).unwrap(),
-        "Bearer"
-    );
+    assert_eq!(response.headers.get(header::WWW_AUTHENTICATE).unwrap(), "Bearer");
 
     let basic = axum::http::Request::get("/api/v1/me")
         .header(header::AUTHORIZATION, "Basic YWxpY2U6c2VjcmV0")
         .body(axum::body::Body::empty())
         .unwrap();
-    let message = app
-        .call(basic)
-        .await
-        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let message = app.call(basic).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     assert!(message.contains("Bearer"), "{message}");
 }
 
@@ -141,13 +124,8 @@ async fn token_with_alg_none_is_rejected() {
         json!({ "iss": "custodian", "aud": "custodian", "sub": "mallory", "roles": ["admin"], "exp": now() + 600 })
             .to_string(),
     );
-    for token in [
-        format!("{header}.{payload}."),
-        format!("{header}.{payload}"),
-    ] {
-        me(&app, &token)
-            .await
-            .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    for token in [format!("{header}.{payload}."), format!("{header}.{payload}")] {
+        me(&app, &token).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
 }
 
@@ -156,23 +134,12 @@ async fn token_signed_with_a_wrong_key_is_rejected() {
     let app = TestApp::new().await;
     let mut claims = claims("mallory");
     claims["iss"] = "custodian".into();
-    let forged = sign(
-        Algorithm::HS256,
-        None,
-        &EncodingKey::from_secret(b"not-the-registry-secret-not-the-registry"),
-        &claims,
-    );
-    let message = me(&app, &forged)
-        .await
-        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let forged =
+        sign(Algorithm::HS256, None, &EncodingKey::from_secret(b"not-the-registry-secret-not-the-registry"), &claims);
+    let message = me(&app, &forged).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     assert_eq!(message, "token signature is invalid");
 
-    let genuine = sign(
-        Algorithm::HS256,
-        None,
-        &EncodingKey::from_secret(TEST_SECRET.as_bytes()),
-        &claims,
-    );
+    let genuine = sign(Algorithm::HS256, None, &EncodingKey::from_secret(TEST_SECRET.as_bytes()), &claims);
     me(&app, &genuine).await.assert_status(StatusCode::OK);
 }
 
@@ -231,34 +198,17 @@ async fn identity_provider_tokens_verify_against_its_jwks_with_rs256_and_es256()
     let jwks = Jwks::serve(vec![jwk("rsa-a"), jwk("ec-a")]).await;
     let app = oidc_app(&jwks).await;
 
-    let rs = sign(
-        Algorithm::RS256,
-        Some("rsa-a"),
-        &rsa_key("rsa-a"),
-        &claims("dr.jones"),
-    );
+    let rs = sign(Algorithm::RS256, Some("rsa-a"), &rsa_key("rsa-a"), &claims("dr.jones"));
     let body = me(&app, &rs).await.assert_status(StatusCode::OK).json();
     assert_eq!(body["username"], "dr.jones");
     assert_eq!(body["roles"], json!(["steward"]));
 
-    let es = sign(
-        Algorithm::ES256,
-        Some("ec-a"),
-        &ec_key("ec-a"),
-        &claims("dr.smith"),
-    );
+    let es = sign(Algorithm::ES256, Some("ec-a"), &ec_key("ec-a"), &claims("dr.smith"));
     me(&app, &es).await.assert_status(StatusCode::OK);
 
     // A token claiming a key's id but the other algorithm does not verify.
-    let mismatched = sign(
-        Algorithm::ES256,
-        Some("rsa-a"),
-        &ec_key("ec-a"),
-        &claims("mallory"),
-    );
-    me(&app, &mismatched)
-        .await
-        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let mismatched = sign(Algorithm::ES256, Some("rsa-a"), &ec_key("ec-a"), &claims("mallory"));
+    me(&app, &mismatched).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
 }
 
 #[tokio::test]
@@ -266,22 +216,11 @@ async fn hs256_token_is_refused_when_the_identity_provider_is_the_trust_root() {
     let jwks = Jwks::serve(vec![jwk("rsa-a")]).await;
     let app = oidc_app(&jwks).await;
     // Key confusion: an HS256 MAC keyed with the provider's public RSA key.
-    let public_pem = std::fs::read(format!(
-        "{}/tests/api/fixtures/rsa-a.pub.pem",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let public_pem = std::fs::read(format!("{}/tests/api/fixtures/rsa-a.pub.pem", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some("rsa-a".into());
-    let forged = jsonwebtoken::encode(
-        &header,
-        &claims("mallory"),
-        &EncodingKey::from_secret(&public_pem),
-    )
-    .unwrap();
-    let message = me(&app, &forged)
-        .await
-        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let forged = jsonwebtoken::encode(&header, &claims("mallory"), &EncodingKey::from_secret(&public_pem)).unwrap();
+    let message = me(&app, &forged).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     assert_eq!(message, "token algorithm is not accepted");
 }
 
@@ -289,41 +228,20 @@ async fn hs256_token_is_refused_when_the_identity_provider_is_the_trust_root() {
 async fn jwks_rotation_is_picked_up_when_a_token_names_a_new_kid() {
     let jwks = Jwks::serve(vec![jwk("rsa-a")]).await;
     let app = oidc_app(&jwks).await;
-    let old = sign(
-        Algorithm::RS256,
-        Some("rsa-a"),
-        &rsa_key("rsa-a"),
-        &claims("dr.jones"),
-    );
+    let old = sign(Algorithm::RS256, Some("rsa-a"), &rsa_key("rsa-a"), &claims("dr.jones"));
     me(&app, &old).await.assert_status(StatusCode::OK);
     me(&app, &old).await.assert_status(StatusCode::OK);
-    assert_eq!(
-        jwks.fetches.load(Ordering::SeqCst),
-        1,
-        "keys are cached between requests"
-    );
+    assert_eq!(jwks.fetches.load(Ordering::SeqCst), 1, "keys are cached between requests");
 
     // The provider rotates: a new key appears and the old one is retired.
     jwks.publish(vec![jwk("rsa-b")]);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let new = sign(
-        Algorithm::RS256,
-        Some("rsa-b"),
-        &rsa_key("rsa-b"),
-        &claims("dr.jones"),
-    );
+    let new = sign(Algorithm::RS256, Some("rsa-b"), &rsa_key("rsa-b"), &claims("dr.jones"));
     me(&app, &new).await.assert_status(StatusCode::OK);
     assert_eq!(jwks.fetches.load(Ordering::SeqCst), 2);
 
-    let unknown = sign(
-        Algorithm::RS256,
-        Some("rsa-z"),
-        &rsa_key("rsa-a"),
-        &claims("dr.jones"),
-    );
-    let message = me(&app, &unknown)
-        .await
-        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let unknown = sign(Algorithm::RS256, Some("rsa-z"), &rsa_key("rsa-a"), &claims("dr.jones"));
+    let message = me(&app, &unknown).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     assert_eq!(message, "token is signed with an unknown key");
 }
 
@@ -338,12 +256,7 @@ async fn jwks_can_be_read_from_a_file_for_offline_sites() {
         c.auth.oidc_issuer = Some(IDP.into());
     })
     .await;
-    let token = sign(
-        Algorithm::RS256,
-        Some("rsa-a"),
-        &rsa_key("rsa-a"),
-        &claims("dr.jones"),
-    );
+    let token = sign(Algorithm::RS256, Some("rsa-a"), &rsa_key("rsa-a"), &claims("dr.jones"));
     me(&app, &token).await.assert_status(StatusCode::OK);
 }
 
@@ -362,13 +275,10 @@ async fn roles_are_read_from_a_nested_claim_and_unknown_roles_are_ignored() {
     let mut c = claims("0b4f-opaque-subject");
     c["preferred_username"] = "dr.jones".into();
     c["realm_access"] = json!({ "roles": ["uploader", "offline_access", "researcher"] });
-    let body = me(
-        &app,
-        &sign(Algorithm::RS256, Some("rsa-a"), &rsa_key("rsa-a"), &c),
-    )
-    .await
-    .assert_status(StatusCode::OK)
-    .json();
+    let body = me(&app, &sign(Algorithm::RS256, Some("rsa-a"), &rsa_key("rsa-a"), &c))
+        .await
+        .assert_status(StatusCode::OK)
+        .json();
     assert_eq!(body["username"], "dr.jones");
     assert_eq!(body["roles"], json!(["uploader", "researcher"]));
 }
@@ -377,9 +287,6 @@ async fn roles_are_read_from_a_nested_claim_and_unknown_roles_are_ignored() {
 async fn caller_without_the_needed_role_gets_403() {
     let app = TestApp::new().await;
     let researcher = app.token("rita", &[Role::Researcher]);
-    let message = app
-        .get("/api/v1/audit", Some(&researcher))
-        .await
-        .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    let message = app.get("/api/v1/audit", Some(&researcher)).await.assert_error(StatusCode::FORBIDDEN, "forbidden");
     assert!(message.contains("steward"), "{message}");
 }

@@ -48,22 +48,14 @@ fn start(data_dir: &Path) -> Running {
     });
     // Ready means the listener is bound: the binary prints the address after binding.
     let base = rx.recv_timeout(Duration::from_mins(2)).unwrap_or_else(|_| {
-        let log =
-            std::fs::read_to_string(data_dir.join("postgres/postgres.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(data_dir.join("postgres/postgres.log")).unwrap_or_default();
         panic!("the server did not report its address; PostgreSQL log:\n{log}")
     });
     Running { child, base }
 }
 
 fn signal(pid: u32, signal: &str) {
-    assert!(
-        Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap().success());
 }
 
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
@@ -78,24 +70,15 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
 
 fn issue_token(data_dir: &Path) -> String {
     let output = command(data_dir)
-        .args([
-            "token", "issue", "--user", "alice", "--role", "admin", "--ttl", "1h",
-        ])
+        .args(["token", "issue", "--user", "alice", "--role", "admin", "--ttl", "1h"])
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
 fn data_dir() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new()
-        .prefix("emb")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap();
+    let dir = tempfile::Builder::new().prefix("emb").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     // Like any directory a hospital admin would choose: enterable by other accounts.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let data = dir.path().join("data");
@@ -109,11 +92,7 @@ async fn embedded_mode_starts_serves_stops_restarts_and_survives_a_crash() {
 
     // First start: initdb, migrations, a generated signing secret.
     let mut server = start(&data);
-    let ready = http
-        .get(format!("{}/readyz", server.base))
-        .send()
-        .await
-        .unwrap();
+    let ready = http.get(format!("{}/readyz", server.base)).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     let token = issue_token(&data);
     let created = http
@@ -127,36 +106,20 @@ async fn embedded_mode_starts_serves_stops_restarts_and_survives_a_crash() {
     let pgdata = data.join("postgres/data");
     assert!(pgdata.join("postmaster.pid").exists());
     if custodian::db::embedded::running_as_root().unwrap() {
-        assert_ne!(
-            std::fs::metadata(&pgdata).unwrap().uid(),
-            0,
-            "started as root, the cluster runs unprivileged"
-        );
+        assert_ne!(std::fs::metadata(&pgdata).unwrap().uid(), 0, "started as root, the cluster runs unprivileged");
     }
 
     // SIGTERM: a clean exit that also stops the cluster.
     signal(server.child.id(), "TERM");
     assert!(wait_exit(&mut server.child).success());
-    assert!(
-        !pgdata.join("postmaster.pid").exists(),
-        "the cluster was stopped"
-    );
+    assert!(!pgdata.join("postmaster.pid").exists(), "the cluster was stopped");
 
     // Restart with the same data: the cohort and the signing secret are still there.
     let mut server = start(&data);
-    let kept = http
-        .get(format!("{}/api/v1/cohorts/kept", server.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let kept = http.get(format!("{}/api/v1/cohorts/kept", server.base)).bearer_auth(&token).send().await.unwrap();
     assert_eq!(kept.status(), 200);
     let verify = command(&data).args(["audit", "verify"]).output().unwrap();
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
     assert!(String::from_utf8_lossy(&verify.stdout).contains("intact"));
 
     // A crash: the service and its database die without cleaning up.
@@ -166,23 +129,11 @@ async fn embedded_mode_starts_serves_stops_restarts_and_survives_a_crash() {
     let postmaster_pid: u32 = postmaster.lines().next().unwrap().trim().parse().unwrap();
     signal(postmaster_pid, "KILL");
     std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        pgdata.join("postmaster.pid").exists(),
-        "a stale pid file is left behind"
-    );
+    assert!(pgdata.join("postmaster.pid").exists(), "a stale pid file is left behind");
 
     let mut server = start(&data);
-    let kept = http
-        .get(format!("{}/api/v1/cohorts/kept", server.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        kept.status(),
-        200,
-        "recovered after the crash with the data intact"
-    );
+    let kept = http.get(format!("{}/api/v1/cohorts/kept", server.base)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(kept.status(), 200, "recovered after the crash with the data intact");
     signal(server.child.id(), "TERM");
     assert!(wait_exit(&mut server.child).success());
 }
@@ -191,10 +142,7 @@ async fn embedded_mode_starts_serves_stops_restarts_and_survives_a_crash() {
 async fn second_server_on_the_same_data_dir_is_refused() {
     let (_dir, data) = data_dir();
     let mut first = start(&data);
-    let second = command(&data)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
+    let second = command(&data).args(["serve", "--listen", "127.0.0.1:0"]).output().unwrap();
     assert!(!second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("another `custodian serve`"));
     signal(first.child.id(), "TERM");
@@ -235,18 +183,11 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop_tx.send(()).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !server.is_finished(),
-        "the server waits for the request in flight"
-    );
+    assert!(!server.is_finished(), "the server waits for the request in flight");
     // New connections are no longer accepted.
     assert!(reqwest::get(format!("{base}/healthz")).await.is_err());
 
     blocker.release().await;
     assert_eq!(in_flight.await.unwrap(), 201);
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
 }

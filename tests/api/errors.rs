@@ -22,14 +22,7 @@ fn json_request(method: Method, path: &str, token: &str, body: impl Into<Body>) 
 async fn malformed_json_gets_400_invalid_body() {
     let app = TestApp::new().await;
     let admin = app.token("alice", &[Role::Admin]);
-    let response = app
-        .call(json_request(
-            Method::POST,
-            "/api/v1/sites",
-            &admin,
-            "{\"code\": \"x\",",
-        ))
-        .await;
+    let response = app.call(json_request(Method::POST, "/api/v1/sites", &admin, "{\"code\": \"x\",")).await;
     response.assert_error(StatusCode::BAD_REQUEST, "invalid-body");
 }
 
@@ -38,11 +31,7 @@ async fn unknown_field_gets_400_naming_the_field() {
     let app = TestApp::new().await;
     let admin = app.token("alice", &[Role::Admin]);
     let message = app
-        .post_json(
-            "/api/v1/sites",
-            Some(&admin),
-            &json!({ "code": "x", "name": "X", "contry": "DE" }),
-        )
+        .post_json("/api/v1/sites", Some(&admin), &json!({ "code": "x", "name": "X", "contry": "DE" }))
         .await
         .assert_error(StatusCode::BAD_REQUEST, "invalid-body");
     assert!(message.contains("contry"), "{message}");
@@ -53,11 +42,7 @@ async fn wrong_type_gets_400_invalid_body() {
     let app = TestApp::new().await;
     let admin = app.token("alice", &[Role::Admin]);
     let message = app
-        .post_json(
-            "/api/v1/sites",
-            Some(&admin),
-            &json!({ "code": 7, "name": "X" }),
-        )
+        .post_json("/api/v1/sites", Some(&admin), &json!({ "code": 7, "name": "X" }))
         .await
         .assert_error(StatusCode::BAD_REQUEST, "invalid-body");
     assert!(message.contains("code"), "{message}");
@@ -68,11 +53,7 @@ async fn invalid_value_gets_400_bad_request_naming_the_field() {
     let app = TestApp::new().await;
     let admin = app.token("alice", &[Role::Admin]);
     let message = app
-        .post_json(
-            "/api/v1/sites",
-            Some(&admin),
-            &json!({ "code": "x", "name": "X", "country": "Germany" }),
-        )
+        .post_json("/api/v1/sites", Some(&admin), &json!({ "code": "x", "name": "X", "country": "Germany" }))
         .await
         .assert_error(StatusCode::BAD_REQUEST, "bad-request");
     assert!(message.contains("country"), "{message}");
@@ -86,9 +67,7 @@ async fn body_without_json_content_type_gets_415() {
         .header(header::AUTHORIZATION, format!("Bearer {admin}"))
         .body(Body::from(json!({ "code": "x", "name": "X" }).to_string()))
         .unwrap();
-    app.call(request)
-        .await
-        .assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type");
+    app.call(request).await.assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type");
 }
 
 #[tokio::test]
@@ -99,10 +78,8 @@ async fn oversized_body_gets_413_and_changes_nothing() {
     app.call(json_request(Method::POST, "/api/v1/sites", &admin, body))
         .await
         .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large");
-    let sites: i64 = sqlx::query_scalar("select count(*) from site where code = 'big'")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let sites: i64 =
+        sqlx::query_scalar("select count(*) from site where code = 'big'").fetch_one(&app.db).await.unwrap();
     assert_eq!(sites, 0);
 }
 
@@ -110,22 +87,16 @@ async fn oversized_body_gets_413_and_changes_nothing() {
 async fn bad_path_parameter_gets_400_invalid_path() {
     let app = TestApp::new().await;
     let token = app.token("rita", &[Role::Researcher]);
-    app.delete("/api/v1/tokens/not-a-uuid", Some(&token))
-        .await
-        .assert_error(StatusCode::BAD_REQUEST, "invalid-path");
+    app.delete("/api/v1/tokens/not-a-uuid", Some(&token)).await.assert_error(StatusCode::BAD_REQUEST, "invalid-path");
 }
 
 #[tokio::test]
 async fn unknown_route_and_unknown_cohort_get_404_not_found() {
     let app = TestApp::new().await;
     let token = app.token("rita", &[Role::Researcher]);
-    app.get("/api/v1/nothing-here", Some(&token))
-        .await
-        .assert_error(StatusCode::NOT_FOUND, "not-found");
-    let message = app
-        .get("/api/v1/cohorts/no-such-cohort", Some(&token))
-        .await
-        .assert_error(StatusCode::NOT_FOUND, "not-found");
+    app.get("/api/v1/nothing-here", Some(&token)).await.assert_error(StatusCode::NOT_FOUND, "not-found");
+    let message =
+        app.get("/api/v1/cohorts/no-such-cohort", Some(&token)).await.assert_error(StatusCode::NOT_FOUND, "not-found");
     assert_eq!(message, "cohort not found");
 }
 
@@ -143,13 +114,9 @@ async fn duplicate_gets_409_conflict() {
     let app = TestApp::new().await;
     let admin = app.token("alice", &[Role::Admin]);
     let site = json!({ "code": "uhb", "name": "UHB" });
-    app.post_json("/api/v1/sites", Some(&admin), &site)
-        .await
-        .assert_status(StatusCode::CREATED);
-    let message = app
-        .post_json("/api/v1/sites", Some(&admin), &site)
-        .await
-        .assert_error(StatusCode::CONFLICT, "conflict");
+    app.post_json("/api/v1/sites", Some(&admin), &site).await.assert_status(StatusCode::CREATED);
+    let message =
+        app.post_json("/api/v1/sites", Some(&admin), &site).await.assert_error(StatusCode::CONFLICT, "conflict");
     assert!(message.contains("uhb"), "{message}");
 }
 
@@ -160,17 +127,16 @@ async fn request_that_outlives_the_timeout_gets_503_timeout_and_leaves_nothing_b
     // Another session holds the audit chain head, so the audited insert must wait.
     let blocker = app.hold_audit_chain().await;
 
-    let cohort = json!({ "slug": "slow", "title": "T", "tier": "open", "design": "prospective", "source": "challenge" });
+    let cohort =
+        json!({ "slug": "slow", "title": "T", "tier": "open", "design": "prospective", "source": "challenge" });
     app.post_json("/api/v1/cohorts", Some(&admin), &cohort)
         .await
         .assert_error(StatusCode::SERVICE_UNAVAILABLE, "timeout");
 
     blocker.release().await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let cohorts: i64 = sqlx::query_scalar("select count(*) from cohort where slug = 'slow'")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let cohorts: i64 =
+        sqlx::query_scalar("select count(*) from cohort where slug = 'slow'").fetch_one(&app.db).await.unwrap();
     assert_eq!(cohorts, 0, "the abandoned transaction was rolled back");
 }
 
@@ -179,30 +145,18 @@ async fn unreachable_database_makes_readyz_503_unavailable_while_healthz_stays_u
     let app = TestApp::new().await;
     app.get("/readyz", None).await.assert_status(StatusCode::OK);
     app.db.close().await;
-    app.get("/readyz", None)
-        .await
-        .assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
-    app.get("/healthz", None)
-        .await
-        .assert_status(StatusCode::OK);
+    app.get("/readyz", None).await.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    app.get("/healthz", None).await.assert_status(StatusCode::OK);
 }
 
 #[tokio::test]
 async fn internal_failure_gets_500_without_internal_details() {
     let app = TestApp::new().await;
     let token = app.token("rita", &[Role::Researcher]);
-    let mut conn = PgConnection::connect_with(&superuser_options(&app.db_name))
-        .await
-        .unwrap();
-    sqlx::raw_sql("alter table cohort rename to cohort_moved")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    let mut conn = PgConnection::connect_with(&superuser_options(&app.db_name)).await.unwrap();
+    sqlx::raw_sql("alter table cohort rename to cohort_moved").execute(&mut conn).await.unwrap();
     let response = app.get("/api/v1/cohorts", Some(&token)).await;
     let message = response.assert_error(StatusCode::INTERNAL_SERVER_ERROR, "internal");
     assert_eq!(message, "internal error");
-    assert!(
-        !response.text().contains("relation"),
-        "no database detail leaks"
-    );
+    assert!(!response.text().contains("relation"), "no database detail leaks");
 }

@@ -40,11 +40,7 @@ fn server() -> &'static TestServer {
     SERVER.get_or_init(|| {
         // Runs once, on its own runtime: each #[tokio::test] has a runtime of its own.
         std::thread::spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(start_server())
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(start_server())
         })
         .join()
         .expect("starting the test database server")
@@ -62,23 +58,13 @@ async fn start_server() -> TestServer {
             let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("pg");
             let cluster = EmbeddedPostgres::start(
                 &root,
-                &EmbeddedOptions {
-                    install_if_missing: true,
-                    ..EmbeddedOptions::default()
-                },
+                &EmbeddedOptions { install_if_missing: true, ..EmbeddedOptions::default() },
             )
             .await
-            .expect(
-                "starting the throwaway PostgreSQL cluster (are the server binaries installed?)",
-            );
-            cluster
-                .stop_when_process_exits(std::process::id())
-                .expect("watching the test process");
+            .expect("starting the throwaway PostgreSQL cluster (are the server binaries installed?)");
+            cluster.stop_when_process_exits(std::process::id()).expect("watching the test process");
             let url = url::Url::parse_with_params(
-                &format!(
-                    "postgres://{}@localhost/postgres",
-                    custodian::db::embedded::DB_NAME
-                ),
+                &format!("postgres://{}@localhost/postgres", custodian::db::embedded::DB_NAME),
                 [("host", cluster.socket_dir().to_str().unwrap())],
             )
             .unwrap();
@@ -86,37 +72,24 @@ async fn start_server() -> TestServer {
         }
     };
     let admin = admin.database("postgres").disable_statement_logging();
-    let mut conn = PgConnection::connect_with(&admin)
-        .await
-        .expect("connecting to the test server");
+    let mut conn = PgConnection::connect_with(&admin).await.expect("connecting to the test server");
     drop_leftovers(&mut conn).await;
     let pid = std::process::id();
     let template = format!("custodian_tpl_{pid}");
     exec(&mut conn, &format!("create database {template}")).await;
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(admin.clone().database(&template))
-        .await
-        .unwrap();
-    custodian::db::migrate(&pool)
-        .await
-        .expect("migrating the template database");
+    let pool = PgPoolOptions::new().max_connections(1).connect_with(admin.clone().database(&template)).await.unwrap();
+    custodian::db::migrate(&pool).await.expect("migrating the template database");
     pool.close().await;
     conn.close().await.unwrap();
-    TestServer {
-        admin,
-        url,
-        template,
-    }
+    TestServer { admin, url, template }
 }
 
 /// Drops databases of earlier test runs whose process is gone.
 async fn drop_leftovers(conn: &mut PgConnection) {
-    let names: Vec<String> =
-        sqlx::query_scalar("select datname from pg_database where datname like 'custodian\\_t%'")
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap();
+    let names: Vec<String> = sqlx::query_scalar("select datname from pg_database where datname like 'custodian\\_t%'")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
     for name in names {
         let pid = name
             .trim_start_matches("custodian_tpl_")
@@ -125,42 +98,24 @@ async fn drop_leftovers(conn: &mut PgConnection) {
             .next()
             .unwrap_or("");
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            exec(
-                conn,
-                &format!("drop database if exists {name} with (force)"),
-            )
-            .await;
+            exec(conn, &format!("drop database if exists {name} with (force)")).await;
         }
     }
 }
 
 async fn exec(conn: &mut PgConnection, sql: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(conn)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 /// A fresh, migrated database of its own.
 pub async fn fresh_database() -> (PgPool, String) {
     let server = server();
-    let name = format!(
-        "custodian_t_{}_{}",
-        std::process::id(),
-        NEXT_DB.fetch_add(1, Ordering::Relaxed)
-    );
+    let name = format!("custodian_t_{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::Relaxed));
     let mut conn = PgConnection::connect_with(&server.admin).await.unwrap();
-    exec(
-        &mut conn,
-        &format!("create database {name} template {}", server.template),
-    )
-    .await;
+    exec(&mut conn, &format!("create database {name} template {}", server.template)).await;
     conn.close().await.unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(20)
-        .connect_with(server.admin.clone().database(&name))
-        .await
-        .unwrap();
+    let pool =
+        PgPoolOptions::new().max_connections(20).connect_with(server.admin.clone().database(&name)).await.unwrap();
     (pool, name)
 }
 
@@ -211,21 +166,12 @@ impl TestApp {
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
         };
-        Self {
-            router: build_router(state.clone()),
-            state,
-            db,
-            db_name,
-            _objects: objects,
-        }
+        Self { router: build_router(state.clone()), state, db, db_name, _objects: objects }
     }
 
     /// A Custodian-signed JWT for `user` with `roles`, valid for an hour.
     pub fn token(&self, user: &str, roles: &[Role]) -> String {
-        self.state
-            .auth
-            .issue(user, roles, std::time::Duration::from_hours(1))
-            .unwrap()
+        self.state.auth.issue(user, roles, std::time::Duration::from_hours(1)).unwrap()
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> TestResponse {
@@ -233,26 +179,14 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> TestResponse {
-        self.send(
-            Method::POST,
-            path,
-            token,
-            Some(Body::from(body.to_string())),
-        )
-        .await
+        self.send(Method::POST, path, token, Some(Body::from(body.to_string()))).await
     }
 
     pub async fn delete(&self, path: &str, token: Option<&str>) -> TestResponse {
         self.send(Method::DELETE, path, token, None).await
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Body>,
-    ) -> TestResponse {
+    async fn send(&self, method: Method, path: &str, token: Option<&str>, body: Option<Body>) -> TestResponse {
         let mut request = Request::builder().method(method).uri(path);
         if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
@@ -261,8 +195,7 @@ impl TestApp {
         if has_body {
             request = request.header(header::CONTENT_TYPE, "application/json");
         }
-        self.call(request.body(body.unwrap_or_else(Body::empty)).unwrap())
-            .await
+        self.call(request.body(body.unwrap_or_else(Body::empty)).unwrap()).await
     }
 
     /// Sends any request through the full middleware stack.
@@ -271,19 +204,12 @@ impl TestApp {
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        TestResponse {
-            status,
-            headers,
-            body,
-        }
+        TestResponse { status, headers, body }
     }
 
     /// Actions recorded in the audit log, in order.
     pub async fn audit_actions(&self) -> Vec<String> {
-        sqlx::query_scalar("select action from audit_event order by seq")
-            .fetch_all(&self.db)
-            .await
-            .unwrap()
+        sqlx::query_scalar("select action from audit_event order by seq").fetch_all(&self.db).await.unwrap()
     }
 }
 
@@ -292,23 +218,15 @@ pub struct ChainHold(PgConnection);
 
 impl ChainHold {
     pub async fn release(mut self) {
-        sqlx::raw_sql("rollback")
-            .execute(&mut self.0)
-            .await
-            .unwrap();
+        sqlx::raw_sql("rollback").execute(&mut self.0).await.unwrap();
     }
 }
 
 impl TestApp {
     /// Locks the audit chain head from another session, so audited requests stay in flight.
     pub async fn hold_audit_chain(&self) -> ChainHold {
-        let mut conn = PgConnection::connect_with(&superuser_options(&self.db_name))
-            .await
-            .unwrap();
-        sqlx::raw_sql("begin; select * from audit_head for update;")
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        let mut conn = PgConnection::connect_with(&superuser_options(&self.db_name)).await.unwrap();
+        sqlx::raw_sql("begin; select * from audit_head for update;").execute(&mut conn).await.unwrap();
         ChainHold(conn)
     }
 }
@@ -319,17 +237,12 @@ impl Drop for TestApp {
         let admin = server().admin.clone();
         // Best effort, off the test's runtime; leftovers are dropped by the next run.
         std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async {
                 if let Ok(mut conn) = PgConnection::connect_with(&admin).await {
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "drop database if exists {name} with (force)"
-                    )))
-                    .execute(&mut conn)
-                    .await;
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("drop database if exists {name} with (force)")))
+                        .execute(&mut conn)
+                        .await;
                 }
             });
         });
@@ -346,23 +259,14 @@ pub struct TestResponse {
 impl TestResponse {
     #[track_caller]
     pub fn assert_status(&self, expected: StatusCode) -> &Self {
-        assert_eq!(
-            self.status,
-            expected,
-            "unexpected status; body: {}",
-            String::from_utf8_lossy(&self.body)
-        );
+        assert_eq!(self.status, expected, "unexpected status; body: {}", String::from_utf8_lossy(&self.body));
         self
     }
 
     #[track_caller]
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     /// Asserts an error response with `status` and `code`, returning its message.
@@ -372,9 +276,7 @@ impl TestResponse {
         let body = self.json();
         assert_eq!(body["code"], code, "{body}");
         assert_eq!(
-            self.headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok()),
+            self.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
             Some("application/json"),
             "error bodies are JSON"
         );

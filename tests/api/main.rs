@@ -9,3 +9,5 @@ mod errors;
 mod helpers;
 mod openapi;
 mod ops;
+mod s3_server;
+mod storage_s3;

@@ -29,10 +29,7 @@ fn every_operation_documents_its_errors_and_security() {
                 responses.contains_key("4XX") && responses.contains_key("5XX"),
                 "{method} {path} documents its errors"
             );
-            assert!(
-                op["security"].is_array(),
-                "{method} {path} names its security"
-            );
+            assert!(op["security"].is_array(), "{method} {path} names its security");
             assert!(op["operationId"].is_string(), "{method} {path}");
         }
     }
@@ -41,11 +38,7 @@ fn every_operation_documents_its_errors_and_security() {
 #[tokio::test]
 async fn spec_and_offline_swagger_ui_are_served() {
     let app = TestApp::new().await;
-    let spec = app
-        .get("/openapi.json", None)
-        .await
-        .assert_status(StatusCode::OK)
-        .json();
+    let spec = app.get("/openapi.json", None).await.assert_status(StatusCode::OK).json();
     assert_eq!(spec["info"]["title"], "Custodian");
     assert!(spec["paths"]["/api/v1/audit/verify"].is_object());
     let docs = app.get("/docs/", None).await;
@@ -53,8 +46,5 @@ async fn spec_and_offline_swagger_ui_are_served() {
     assert!(docs.text().contains("swagger"), "Swagger UI page");
     let bundle = app.get("/docs/swagger-ui-bundle.js", None).await;
     bundle.assert_status(StatusCode::OK);
-    assert!(
-        bundle.body.len() > 100_000,
-        "the UI's assets are vendored into the binary"
-    );
+    assert!(bundle.body.len() > 100_000, "the UI's assets are vendored into the binary");
 }
