@@ -56,7 +56,7 @@ pub fn build_router(state: AppState) -> Router {
     // Outermost last: ids are assigned before the span opens, panics become 500s inside it.
     router
         .layer(CatchPanicLayer::custom(|_| ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span).on_request(()).on_response(log_response))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
@@ -69,6 +69,13 @@ fn request_span(request: &Request) -> Span {
         tracing::debug_span!("request", request_id, method = %request.method(), route = tracing::field::Empty)
     } else {
         tracing::info_span!("request", request_id, method = %request.method(), route = tracing::field::Empty)
+    }
+}
+
+/// One access-log line per request, inside its span (so with its request id and route).
+fn log_response(response: &Response, latency: Duration, span: &Span) {
+    if !span.is_disabled() {
+        tracing::info!(parent: span, status = response.status().as_u16(), latency_ms = latency.as_secs_f64() * 1000.0, "request finished");
     }
 }
 

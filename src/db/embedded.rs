@@ -76,6 +76,10 @@ impl EmbeddedPostgres {
             }
         }
         let run_as = if running_as_root()? { Some(unprivileged_account(options.user.as_deref())?) } else { None };
+        let root = match &run_as {
+            Some(account) => reachable_root(&root, account)?,
+            None => root,
+        };
         let cluster = Self {
             bin_dir,
             pgdata: root.join("data"),
@@ -179,24 +183,6 @@ impl EmbeddedPostgres {
                 let mode = std::fs::metadata(data_dir)?.permissions().mode();
                 if mode & 0o001 == 0 {
                     std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(mode | 0o001))?;
-                }
-            }
-            for dir in root.ancestors().skip(2) {
-                let meta = std::fs::metadata(dir)?;
-                let mode = meta.permissions().mode();
-                let can_enter = if meta.uid() == account.uid {
-                    mode & 0o100 != 0
-                } else if meta.gid() == account.gid {
-                    mode & 0o010 != 0
-                } else {
-                    mode & 0o001 != 0
-                };
-                if !can_enter {
-                    bail!(
-                        "the account `{}` that runs the embedded PostgreSQL cannot enter {}; make it traversable (chmod o+x) or choose another --data-dir",
-                        account.name,
-                        dir.display()
-                    );
                 }
             }
             for path in [root, &self.pgdata, &self.run_dir] {
@@ -330,6 +316,60 @@ impl EmbeddedPostgres {
 
 fn absolute(path: &Path) -> Result<PathBuf> {
     if path.is_absolute() { Ok(path.to_path_buf()) } else { Ok(std::env::current_dir()?.join(path)) }
+}
+
+/// Where the cluster can live so that `account` reaches it.
+///
+/// Normally `<data_dir>/postgres` itself. When a directory above the data dir
+/// shuts the account out (root's home is `0700`, say), the cluster moves to
+/// `/var/lib/custodian/embedded/<hash of the data dir>` and `<data_dir>/postgres`
+/// becomes a symlink to it, so the data dir still names its cluster and nothing
+/// of the operator's directory permissions is changed.
+fn reachable_root(root: &Path, account: &Account) -> Result<PathBuf> {
+    let resolved = if root.is_symlink() { std::fs::canonicalize(root)? } else { root.to_path_buf() };
+    let Some(blocked) = resolved.ancestors().skip(2).find(|dir| !can_enter(dir, account)) else {
+        return Ok(resolved);
+    };
+    if root.is_symlink() || (root.exists() && std::fs::read_dir(root)?.next().is_some()) {
+        bail!(
+            "the account `{}` that runs the embedded PostgreSQL cannot enter {}; make it traversable (chmod o+x) or choose another --data-dir",
+            account.name,
+            blocked.display()
+        );
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, root.as_os_str().as_encoded_bytes());
+    let base = Path::new("/var/lib/custodian/embedded");
+    let target = base.join(hex::encode(&digest.as_ref()[..8]));
+    std::fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
+    for dir in [base.parent().unwrap_or(base), base] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    }
+    if root.exists() {
+        std::fs::remove_dir(root)?;
+    }
+    if let Some(parent) = root.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::os::unix::fs::symlink(&target, root)
+        .with_context(|| format!("linking {} to {}", root.display(), target.display()))?;
+    tracing::warn!(
+        blocked = %blocked.display(),
+        cluster = %target.display(),
+        "the PostgreSQL account cannot enter the data directory; the cluster lives elsewhere, linked from the data directory"
+    );
+    Ok(target)
+}
+
+fn can_enter(dir: &Path, account: &Account) -> bool {
+    let Ok(meta) = std::fs::metadata(dir) else { return false };
+    let mode = meta.permissions().mode();
+    if meta.uid() == account.uid {
+        mode & 0o100 != 0
+    } else if meta.gid() == account.gid {
+        mode & 0o010 != 0
+    } else {
+        mode & 0o001 != 0
+    }
 }
 
 /// Finds the newest PostgreSQL server binaries on this machine.

@@ -78,7 +78,7 @@ fn issue_token(data_dir: &Path) -> String {
 }
 
 fn data_dir() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new().prefix("emb").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = tempfile::Builder::new().prefix("custodian-emb").tempdir().unwrap();
     // Like any directory a hospital admin would choose: enterable by other accounts.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let data = dir.path().join("data");
@@ -136,6 +136,74 @@ async fn embedded_mode_starts_serves_stops_restarts_and_survives_a_crash() {
     assert_eq!(kept.status(), 200, "recovered after the crash with the data intact");
     signal(server.child.id(), "TERM");
     assert!(wait_exit(&mut server.child).success());
+}
+
+#[test]
+fn cluster_moves_out_of_a_data_dir_its_account_cannot_enter_when_started_as_root() {
+    if !custodian::db::embedded::running_as_root().unwrap() {
+        eprintln!("skipped: only root hands the cluster to another account");
+        return;
+    }
+    // Like root's 0700 home directory.
+    let (dir, _) = data_dir();
+    let private = dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let data = private.join("data");
+    let output = command(&data).arg("migrate").output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let link = data.join("postgres");
+    assert!(link.is_symlink(), "the data dir links to its cluster");
+    let target = std::fs::read_link(&link).unwrap();
+    assert!(target.join("data/PG_VERSION").exists());
+    assert_eq!(std::fs::metadata(&private).unwrap().permissions().mode() & 0o777, 0o700, "permissions untouched");
+    // Started again, the same cluster is found through the link.
+    let again = command(&data).arg("migrate").output().unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    std::fs::remove_dir_all(target).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_carry_the_request_id_and_route_on_every_request_line() {
+    let (_dir, data) = data_dir();
+    let mut child = command(&data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("CUSTODIAN_LOG__FORMAT", "json")
+        .env("CUSTODIAN_LOG__FILTER", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "the server exited early");
+    }
+    let base = line.split("listening on ").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let response = reqwest::Client::new()
+        .get(format!("{base}/api/v1/cohorts/default"))
+        .header("x-request-id", "json-log-probe")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    signal(child.id(), "TERM");
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .collect();
+    let request_line = lines
+        .iter()
+        .find(|l| l["span"]["request_id"] == "json-log-probe")
+        .unwrap_or_else(|| panic!("no line with the request id in:\n{stderr}"));
+    assert_eq!(request_line["span"]["route"], "/api/v1/cohorts/{slug}");
+    assert_eq!(request_line["fields"]["status"], 401);
+    assert!(!stderr.contains("Bearer"), "credentials are never logged");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -55,7 +55,11 @@ async fn start_server() -> TestServer {
         )
     } else {
         {
-            let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("pg");
+            // A short path in the temporary directory: Unix socket paths are limited to
+            // 107 bytes, and a checkout can be anywhere (in root's 0700 home, say).
+            let checkout =
+                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, env!("CARGO_TARGET_TMPDIR").as_bytes());
+            let root = std::env::temp_dir().join(format!("custodian-test-pg-{}", hex::encode(&checkout.as_ref()[..6])));
             let cluster = EmbeddedPostgres::start(
                 &root,
                 &EmbeddedOptions { install_if_missing: true, ..EmbeddedOptions::default() },
