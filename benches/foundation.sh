@@ -16,14 +16,20 @@ BIN=target/release/custodian
 cargo build --release --quiet
 work=$(mktemp -d "${TMPDIR:-/tmp}/custodian-bench.XXXXXX")
 chmod 755 "$work"
-trap 'kill $pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+pid=""
+trap '[ -n "$pid" ] && kill $pid 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 export CUSTODIAN_LOG__FILTER=warn
 unset CUSTODIAN_DATABASE__URL || true
 
 now_ms() { date +%s%3N; }
 
-# Starts the server on $1 and prints the milliseconds until /readyz answers 200.
-start_and_time() {
+if curl -s -o /dev/null "http://127.0.0.1:$PORT/"; then
+    echo "port $PORT is already in use; stop what listens there or set PORT" >&2
+    exit 1
+fi
+
+# Starts the server on $1; sets $pid and $elapsed (milliseconds until /readyz answers 200).
+start_server() {
     t0=$(now_ms)
     "$BIN" --data-dir "$1" serve --listen "127.0.0.1:$PORT" >/dev/null 2>&1 &
     pid=$!
@@ -31,7 +37,7 @@ start_and_time() {
         kill -0 $pid 2>/dev/null || { echo "server died" >&2; exit 1; }
         sleep 0.01
     done
-    echo $(( $(now_ms) - t0 ))
+    elapsed=$(( $(now_ms) - t0 ))
 }
 
 stop() { kill -TERM $pid; wait $pid 2>/dev/null || true; }
@@ -40,16 +46,16 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+
 
 cold=""; warm=""
 for i in $(seq "$RUNS"); do
-    cold="$cold $(start_and_time "$work/cold-$i")"; stop
+    start_server "$work/cold-$i"; cold="$cold $elapsed"; stop
 done
 for i in $(seq "$RUNS"); do
-    warm="$warm $(start_and_time "$work/cold-1")"; stop
+    start_server "$work/cold-1"; warm="$warm $elapsed"; stop
 done
 cold_median=$(echo "$cold" | tr ' ' '\n' | sed '/^$/d' | median)
 warm_median=$(echo "$warm" | tr ' ' '\n' | sed '/^$/d' | median)
 
 # Throughput: one warm server, two kinds of credential, /healthz as the ceiling.
-start_and_time "$work/cold-1" >/dev/null
+start_server "$work/cold-1"
 jwt=$("$BIN" --data-dir "$work/cold-1" token issue --user bench --role researcher --ttl 1h)
 api_token=$(curl -fs -X POST "http://127.0.0.1:$PORT/api/v1/tokens" -H "Authorization: Bearer $jwt" \
     -H 'content-type: application/json' -d '{"name":"bench"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')

@@ -198,6 +198,16 @@ impl EmbeddedPostgres {
 
     fn init_and_start(mut self) -> Result<Self> {
         if !self.pgdata.join("PG_VERSION").exists() {
+            // Without PG_VERSION this is no cluster, only what an interrupted initdb left.
+            if std::fs::read_dir(&self.pgdata)?.next().is_some() {
+                tracing::warn!(pgdata = %self.pgdata.display(), "clearing the remains of an interrupted initdb");
+                std::fs::remove_dir_all(&self.pgdata)?;
+                std::fs::create_dir(&self.pgdata)?;
+                std::fs::set_permissions(&self.pgdata, std::fs::Permissions::from_mode(0o700))?;
+                if let Some(account) = &self.run_as {
+                    chown(&self.pgdata, Some(account.uid), Some(account.gid))?;
+                }
+            }
             tracing::info!(pgdata = %self.pgdata.display(), "initialising the embedded PostgreSQL cluster");
             let output = self
                 .pg_command("initdb")

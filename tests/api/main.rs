@@ -3,6 +3,7 @@
 mod api_tokens;
 mod audit;
 mod auth_jwt;
+mod cli;
 mod cohorts;
 mod embedded;
 mod errors;
