@@ -15,6 +15,8 @@ pub mod cli;
 pub mod config;
 /// PostgreSQL: pool, embedded cluster, migrations.
 pub mod db;
+/// De-identification at the door: PS3.15 profile, keyed pseudonyms, date shifts.
+pub mod deid;
 /// Demo users, sites and cohorts for a first look.
 pub mod demo;
 /// The one API error type and its JSON body.

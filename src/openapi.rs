@@ -13,6 +13,7 @@ pub mod tags {
     pub const AUTH: &str = "auth";
     pub const AUDIT: &str = "audit";
     pub const REGISTRY: &str = "registry";
+    pub const DEID: &str = "deid";
 }
 
 #[derive(OpenApi)]
@@ -30,6 +31,7 @@ pub mod tags {
         (name = tags::AUTH, description = "Who is calling: the caller and personal API tokens"),
         (name = tags::AUDIT, description = "The append-only, hash-chained audit log"),
         (name = tags::REGISTRY, description = "Sites and cohorts"),
+        (name = tags::DEID, description = "De-identification at the door: the PS3.15 profile Custodian applies"),
     )
 )]
 pub struct ApiDoc;

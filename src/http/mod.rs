@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod cohorts;
+pub mod deid;
 pub mod extract;
 pub mod me;
 pub mod ops;
@@ -23,6 +24,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(me::router())
             .merge(tokens::router())
             .merge(audit::router())
-            .merge(cohorts::router()),
+            .merge(cohorts::router())
+            .merge(deid::router()),
     )
 }

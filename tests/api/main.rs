@@ -5,6 +5,8 @@ mod audit;
 mod auth_jwt;
 mod cli;
 mod cohorts;
+mod deid;
+mod dicom_gen;
 mod embedded;
 mod errors;
 mod helpers;

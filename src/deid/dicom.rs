@@ -1,0 +1,521 @@
+//! The DICOM boundary: received bytes in, de-identified Part-10 bytes and
+//! catalog metadata out. No axum or sqlx here.
+//!
+//! The received bytes are parsed in memory, every attribute is handled by the
+//! profile (recursively inside sequences), private attributes are removed
+//! unless declared safe, and the result is encoded again in the same transfer
+//! syntax; pixel data is carried through byte for byte, never decoded. Error
+//! messages name tags, never values.
+
+use std::borrow::Cow;
+
+use chrono::{Duration, NaiveDate};
+use dicom_core::header::Header;
+use dicom_core::value::{DataSetSequence, Value};
+use dicom_core::{DataElement, Length, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::file::ReadPreamble;
+use dicom_object::mem::InMemElement;
+use dicom_object::meta::FileMetaTableBuilder;
+use dicom_object::{InMemDicomObject, OpenFileOptions};
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+use super::clean::clean_descriptor;
+use super::profile::{Action, BASIC_PROFILE_CODE, PROFILE, ProfileOption};
+use super::pseudonym::RegistryKey;
+
+/// Custodian's implementation class UID, written into every file meta group.
+pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.255734123019467839160389124466214372385";
+const IMPLEMENTATION_VERSION: &str = "CUSTODIAN_0_1";
+
+/// A private attribute that may stay: its creator and its element byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafePrivate {
+    /// Private creator string, e.g. `SIEMENS CSA HEADER`.
+    pub creator: String,
+    /// Group (odd).
+    pub group: u16,
+    /// Low byte of the element number (the creator's block is the high byte).
+    pub element: u8,
+}
+
+/// Settings of one de-identification run.
+#[derive(Debug)]
+pub struct DeidSettings<'a> {
+    pub key: &'a RegistryKey,
+    /// Site code that scopes local patient IDs.
+    pub site: &'a str,
+    /// Largest date shift in days.
+    pub max_shift_days: u32,
+    pub safe_private: &'a [SafePrivate],
+}
+
+/// Why a file was not accepted; the message names tags, never values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Rejection {
+    /// Stable code: `not-dicom`, `unsupported-transfer-syntax`, `malformed-dicom`,
+    /// `missing-attribute`, `encoding-failed`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Rejection {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+/// Why a de-identified file is held back for a steward.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineReason {
+    pub code: &'static str,
+    pub message: &'static str,
+}
+
+/// What the catalog records of a de-identified instance (all values already de-identified).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InstanceMeta {
+    pub subject: String,
+    pub date_shift_days: i64,
+    pub study_uid: String,
+    pub series_uid: String,
+    pub sop_uid: String,
+    pub sop_class_uid: String,
+    pub transfer_syntax: String,
+    pub modality: Option<String>,
+    pub body_part: Option<String>,
+    pub manufacturer: Option<String>,
+    pub model: Option<String>,
+    pub field_strength: Option<f64>,
+    pub slice_thickness: Option<f64>,
+    pub pixel_spacing: Option<(f64, f64)>,
+    pub rows: Option<u32>,
+    pub columns: Option<u32>,
+    pub frames: Option<u32>,
+    pub study_date: Option<NaiveDate>,
+    pub series_date: Option<NaiveDate>,
+    pub study_description: Option<String>,
+    pub series_description: Option<String>,
+    pub series_number: Option<i32>,
+    pub instance_number: Option<i32>,
+    pub sex: Option<String>,
+    pub age_years: Option<f64>,
+    pub birth_year: Option<i32>,
+    pub height_m: Option<f64>,
+    pub weight_kg: Option<f64>,
+    /// SOP Instance UIDs (registry form) of instances this one references (SEG, RTSTRUCT, SR…).
+    pub referenced_sop_uids: Vec<String>,
+}
+
+/// A de-identified instance.
+#[derive(Debug)]
+pub struct Deidentified {
+    /// The new Part-10 file.
+    pub bytes: Vec<u8>,
+    pub meta: InstanceMeta,
+    /// Set when the instance must wait for a steward (burned-in text).
+    pub quarantine: Option<QuarantineReason>,
+}
+
+struct Ctx<'a> {
+    settings: &'a DeidSettings<'a>,
+    shift_days: i64,
+    referenced: Vec<String>,
+}
+
+/// De-identifies one Part-10 file held in memory.
+pub fn deidentify(bytes: &[u8], settings: &DeidSettings<'_>) -> Result<Deidentified, Rejection> {
+    let preamble = bytes.len() >= 132 && &bytes[128..132] == b"DICM";
+    let bare = bytes.len() >= 4 && &bytes[..4] == b"DICM";
+    if !(preamble || bare) {
+        return Err(Rejection::new("not-dicom", "not a DICOM Part-10 file: the `DICM` marker is missing"));
+    }
+    let file = OpenFileOptions::new()
+        .read_preamble(if preamble { ReadPreamble::Always } else { ReadPreamble::Never })
+        .from_reader(bytes)
+        .map_err(|e| classify_read_error(&e))?;
+    let transfer_syntax = file.meta().transfer_syntax().trim_end_matches(['\0', ' ']).to_owned();
+    let sop_class_uid = file.meta().media_storage_sop_class_uid().trim_end_matches(['\0', ' ']).to_owned();
+    let dataset = file.into_inner();
+
+    for (tag, name) in [
+        (tags::STUDY_INSTANCE_UID, "Study Instance UID (0020,000D)"),
+        (tags::SERIES_INSTANCE_UID, "Series Instance UID (0020,000E)"),
+        (tags::SOP_INSTANCE_UID, "SOP Instance UID (0008,0018)"),
+        (tags::PATIENT_ID, "Patient ID (0010,0020)"),
+    ] {
+        if text(&dataset, tag).is_none() {
+            return Err(Rejection::new("missing-attribute", format!("the file has no {name}")));
+        }
+    }
+    let local_id = text(&dataset, tags::PATIENT_ID).unwrap_or_default();
+    let subject = settings.key.subject(settings.site, &local_id);
+    let shift_days = settings.key.date_shift_days(&subject, settings.max_shift_days);
+
+    // Facts that must be read before the profile removes their sources.
+    let age = age_at_study(&dataset);
+    let birth_year = date(&dataset, tags::PATIENT_BIRTH_DATE).map(|d| chrono::Datelike::year(&d));
+    let quarantine = burned_in_text(&dataset, &sop_class_uid);
+
+    let mut ctx = Ctx { settings, shift_days, referenced: Vec::new() };
+    let mut out = transform(dataset, &mut ctx, 0);
+    drop(local_id);
+
+    put_str(&mut out, tags::PATIENT_ID, VR::LO, &subject);
+    put_str(&mut out, tags::PATIENT_NAME, VR::PN, &subject);
+    if text(&out, tags::PATIENT_AGE).is_none()
+        && let Some(age) = &age
+    {
+        put_str(&mut out, tags::PATIENT_AGE, VR::AS, &age.0);
+    }
+    stamp_method(&mut out);
+
+    let meta = InstanceMeta {
+        subject: subject.clone(),
+        date_shift_days: shift_days,
+        study_uid: text(&out, tags::STUDY_INSTANCE_UID).unwrap_or_default(),
+        series_uid: text(&out, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
+        sop_uid: text(&out, tags::SOP_INSTANCE_UID).unwrap_or_default(),
+        sop_class_uid: sop_class_uid.clone(),
+        transfer_syntax: transfer_syntax.clone(),
+        modality: text(&out, tags::MODALITY),
+        body_part: text(&out, tags::BODY_PART_EXAMINED),
+        manufacturer: text(&out, tags::MANUFACTURER),
+        model: text(&out, tags::MANUFACTURER_MODEL_NAME),
+        field_strength: number(&out, tags::MAGNETIC_FIELD_STRENGTH),
+        slice_thickness: number(&out, tags::SLICE_THICKNESS),
+        pixel_spacing: numbers(&out, tags::PIXEL_SPACING).and_then(|v| Some((*v.first()?, *v.get(1)?))),
+        rows: number(&out, tags::ROWS).and_then(to_u32),
+        columns: number(&out, tags::COLUMNS).and_then(to_u32),
+        frames: number(&out, tags::NUMBER_OF_FRAMES).and_then(to_u32),
+        study_date: date(&out, tags::STUDY_DATE),
+        series_date: date(&out, tags::SERIES_DATE),
+        study_description: text(&out, tags::STUDY_DESCRIPTION),
+        series_description: text(&out, tags::SERIES_DESCRIPTION),
+        series_number: number(&out, tags::SERIES_NUMBER).and_then(to_i32),
+        instance_number: number(&out, tags::INSTANCE_NUMBER).and_then(to_i32),
+        sex: text(&out, tags::PATIENT_SEX),
+        age_years: age.map(|a| a.1),
+        birth_year,
+        height_m: number(&out, tags::PATIENT_SIZE),
+        weight_kg: number(&out, tags::PATIENT_WEIGHT),
+        referenced_sop_uids: std::mem::take(&mut ctx.referenced),
+    };
+
+    // A new file meta group: nothing of the sender's (AE titles, private
+    // information, implementation) survives.
+    let file_meta = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(sop_class_uid)
+        .media_storage_sop_instance_uid(meta.sop_uid.clone())
+        .transfer_syntax(transfer_syntax)
+        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
+        .implementation_version_name(IMPLEMENTATION_VERSION)
+        .build()
+        .map_err(|_| Rejection::new("encoding-failed", "the de-identified file meta group could not be built"))?;
+    let file = out.with_exact_meta(file_meta);
+    let mut encoded = Vec::with_capacity(bytes.len() + 512);
+    file.write_all(&mut encoded)
+        .map_err(|_| Rejection::new("encoding-failed", "the de-identified data set could not be encoded"))?;
+    Ok(Deidentified { bytes: encoded, meta, quarantine })
+}
+
+/// Records what was done, as PS3.15 asks: Patient Identity Removed, the
+/// method in words and as CID 7050 codes, and that dates were modified.
+fn stamp_method(out: &mut InMemDicomObject) {
+    put_str(out, tags::PATIENT_IDENTITY_REMOVED, VR::CS, "YES");
+    put_str(out, tags::LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED, VR::CS, "MODIFIED");
+    let method = format!(
+        "Custodian: PS3.15 {} Table E.1-1 Basic Profile; {}",
+        PROFILE.edition,
+        ProfileOption::APPLIED.iter().map(|o| o.code().1).collect::<Vec<_>>().join("; ")
+    );
+    put_str(out, tags::DEIDENTIFICATION_METHOD, VR::LO, &method[..method.len().min(64)]);
+    let codes = std::iter::once(BASIC_PROFILE_CODE)
+        .chain(ProfileOption::APPLIED.iter().map(|o| o.code()))
+        .map(|(value, meaning)| {
+            InMemDicomObject::from_element_iter([
+                DataElement::new(tags::CODE_VALUE, VR::SH, PrimitiveValue::from(value)),
+                DataElement::new(tags::CODING_SCHEME_DESIGNATOR, VR::SH, PrimitiveValue::from("DCM")),
+                DataElement::new(tags::CODE_MEANING, VR::LO, PrimitiveValue::from(meaning)),
+            ])
+        })
+        .collect::<Vec<_>>();
+    out.put(DataElement::new(
+        tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::new(codes, Length::UNDEFINED),
+    ));
+}
+
+fn classify_read_error(error: &dicom_object::ReadError) -> Rejection {
+    // The error's own text may quote values; only its shape is used.
+    let debug = format!("{error:?}");
+    if debug.contains("ReadMagicCode") || debug.contains("NotDicom") {
+        Rejection::new("not-dicom", "not a DICOM Part-10 file: the file meta group is missing")
+    } else if debug.contains("UnsupportedTransferSyntax") || debug.contains("UnrecognizedTransferSyntax") {
+        Rejection::new("unsupported-transfer-syntax", "the file's transfer syntax cannot be read by Custodian")
+    } else if debug.contains("ParseMetaDataSet") {
+        Rejection::new("malformed-dicom", "the file meta group (0002,xxxx) is truncated or malformed")
+    } else {
+        Rejection::new("malformed-dicom", "the data set is truncated or malformed")
+    }
+}
+
+/// Whether `uid` names a transfer syntax Custodian can parse.
+pub fn transfer_syntax_supported(uid: &str) -> bool {
+    TransferSyntaxRegistry.get(uid.trim_end_matches(['\0', ' '])).is_some_and(|ts| !ts.is_unsupported())
+}
+
+fn transform(dataset: InMemDicomObject, ctx: &mut Ctx<'_>, depth: usize) -> InMemDicomObject {
+    // Private creators of this data set, for the safe-private list.
+    let creators: Vec<(u16, u8, String)> = dataset
+        .iter()
+        .filter(|e| e.tag().group() % 2 == 1 && (0x10..=0xff).contains(&e.tag().element()))
+        .filter_map(|e| {
+            let block = u8::try_from(e.tag().element()).ok()?;
+            Some((e.tag().group(), block, e.to_str().ok()?.trim().to_owned()))
+        })
+        .collect();
+    let mut kept: Vec<InMemElement> = Vec::new();
+    for element in dataset {
+        let tag = element.tag();
+        if tag.element() == 0 {
+            continue; // group lengths are recomputed, never carried
+        }
+        if tag.group() % 2 == 1 {
+            if let Some(element) = keep_private(element, &creators, ctx) {
+                kept.push(element);
+            }
+            continue;
+        }
+        match PROFILE.rule(tag).map(|r| r.action) {
+            None | Some(Action::Keep) => kept.push(recurse(element, ctx, depth)),
+            Some(Action::Remove) => {}
+            Some(Action::Zero) => kept.push(zero(&element)),
+            Some(Action::Dummy) => kept.push(dummy(&element, ctx)),
+            Some(Action::Uid) => kept.push(remap_uid(element, ctx, depth)),
+            Some(Action::Clean) => kept.push(clean(element, ctx, depth)),
+        }
+    }
+    InMemDicomObject::from_element_iter(kept)
+}
+
+/// Keeps a private attribute only when its (creator, element) is declared safe.
+fn keep_private(element: InMemElement, creators: &[(u16, u8, String)], ctx: &Ctx<'_>) -> Option<InMemElement> {
+    let tag = element.tag();
+    let safe = ctx.settings.safe_private.iter().filter(|s| s.group == tag.group());
+    if (0x10..=0xff).contains(&tag.element()) {
+        // A creator stays when one of its safe elements might.
+        let name = element.to_str().ok()?.trim().to_owned();
+        return safe.clone().any(|s| s.creator == name).then_some(element);
+    }
+    let block = u8::try_from(tag.element() >> 8).ok()?;
+    #[allow(clippy::cast_possible_truncation)]
+    let low = tag.element() as u8;
+    let creator = creators.iter().find(|(g, b, _)| *g == tag.group() && *b == block).map(|(_, _, c)| c)?;
+    let allowed = safe.clone().any(|s| &s.creator == creator && s.element == low);
+    // Safe-listed values are numeric or coded by definition; text VRs stay out regardless.
+    (allowed && !matches!(element.vr(), VR::SQ)).then_some(element)
+}
+
+fn recurse(element: InMemElement, ctx: &mut Ctx<'_>, depth: usize) -> InMemElement {
+    if element.vr() != VR::SQ {
+        return element;
+    }
+    let tag = element.tag();
+    match element.into_value() {
+        Value::Sequence(seq) => {
+            let items: Vec<InMemDicomObject> =
+                seq.into_items().into_iter().map(|item| transform(item, ctx, depth + 1)).collect();
+            DataElement::new(tag, VR::SQ, DataSetSequence::new(items, Length::UNDEFINED))
+        }
+        other => DataElement::new(tag, VR::SQ, other),
+    }
+}
+
+fn zero(element: &InMemElement) -> InMemElement {
+    if element.vr() == VR::SQ {
+        return DataElement::new(element.tag(), VR::SQ, DataSetSequence::<InMemDicomObject>::empty());
+    }
+    DataElement::new(element.tag(), element.vr(), PrimitiveValue::Empty)
+}
+
+fn dummy(element: &InMemElement, ctx: &Ctx<'_>) -> InMemElement {
+    let tag = element.tag();
+    let vr = element.vr();
+    let value = match vr {
+        VR::SQ => return zero(element),
+        VR::UI => {
+            let original = element.to_str().map(Cow::into_owned).unwrap_or_default();
+            PrimitiveValue::from(ctx.settings.key.uid(&original))
+        }
+        VR::DA => PrimitiveValue::from("19000101"),
+        VR::DT => PrimitiveValue::from("19000101000000"),
+        VR::TM => PrimitiveValue::from("000000"),
+        VR::AS => PrimitiveValue::from("000Y"),
+        VR::DS | VR::IS => PrimitiveValue::from("0"),
+        VR::US | VR::SS | VR::UL | VR::SL | VR::FL | VR::FD | VR::OB | VR::OW | VR::UN | VR::OF | VR::OD => {
+            PrimitiveValue::Empty
+        }
+        _ => PrimitiveValue::from("ANONYMIZED"),
+    };
+    DataElement::new(tag, vr, value)
+}
+
+fn remap_uid(element: InMemElement, ctx: &mut Ctx<'_>, depth: usize) -> InMemElement {
+    if element.vr() == VR::SQ {
+        return recurse(element, ctx, depth);
+    }
+    let tag = element.tag();
+    let Ok(original) = element.to_str() else { return zero(&element) };
+    let original = original.trim_end_matches(['\0', ' ']).to_owned();
+    if original.is_empty() {
+        return DataElement::new(tag, VR::UI, PrimitiveValue::Empty);
+    }
+    let remapped: Vec<String> = original.split('\\').map(|uid| ctx.settings.key.uid(uid)).collect();
+    if tag == tags::REFERENCED_SOP_INSTANCE_UID {
+        ctx.referenced.extend(remapped.iter().cloned());
+    }
+    DataElement::new(tag, VR::UI, PrimitiveValue::from(remapped.join("\\")))
+}
+
+fn clean(element: InMemElement, ctx: &mut Ctx<'_>, depth: usize) -> InMemElement {
+    let tag = element.tag();
+    match element.vr() {
+        VR::SQ => recurse(element, ctx, depth),
+        VR::DA => match element.to_str() {
+            Ok(value) => {
+                let shifted: Option<Vec<String>> =
+                    value.trim().split('\\').map(|d| shift_date(d.trim(), ctx.shift_days)).collect();
+                match shifted {
+                    Some(values) => DataElement::new(tag, VR::DA, PrimitiveValue::from(values.join("\\"))),
+                    None => zero(&element),
+                }
+            }
+            Err(_) => zero(&element),
+        },
+        VR::DT => match element.to_str() {
+            Ok(value) => {
+                let value = value.trim();
+                match value.get(..8).and_then(|d| shift_date(d, ctx.shift_days)) {
+                    Some(day) => DataElement::new(tag, VR::DT, PrimitiveValue::from(format!("{day}{}", &value[8..]))),
+                    None => zero(&element),
+                }
+            }
+            Err(_) => zero(&element),
+        },
+        VR::TM => element,
+        VR::LO | VR::SH | VR::ST | VR::LT | VR::UT | VR::UC | VR::CS => match element.to_str() {
+            Ok(value) => {
+                let cleaned = clean_descriptor(&value);
+                let vr = element.vr();
+                if cleaned.is_empty() {
+                    DataElement::new(tag, vr, PrimitiveValue::Empty)
+                } else {
+                    DataElement::new(tag, vr, PrimitiveValue::from(cleaned))
+                }
+            }
+            Err(_) => zero(&element),
+        },
+        _ => zero(&element),
+    }
+}
+
+fn shift_date(value: &str, days: i64) -> Option<String> {
+    if value.is_empty() {
+        return Some(String::new());
+    }
+    let date = NaiveDate::parse_from_str(value.get(..8)?, "%Y%m%d").ok()?;
+    Some((date + Duration::days(days)).format("%Y%m%d").to_string())
+}
+
+fn put_str(dataset: &mut InMemDicomObject, tag: Tag, vr: VR, value: &str) {
+    dataset.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
+}
+
+fn text(dataset: &InMemDicomObject, tag: Tag) -> Option<String> {
+    let element = dataset.get(tag)?;
+    if element.vr() == VR::SQ {
+        return None;
+    }
+    let value = element.to_str().ok()?;
+    let value = value.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+fn numbers(dataset: &InMemDicomObject, tag: Tag) -> Option<Vec<f64>> {
+    let element = dataset.get(tag)?;
+    if element.vr() == VR::SQ {
+        return None;
+    }
+    element.value().to_multi_float64().ok().filter(|v| !v.is_empty())
+}
+
+fn number(dataset: &InMemDicomObject, tag: Tag) -> Option<f64> {
+    numbers(dataset, tag)?.first().copied().filter(|n| n.is_finite())
+}
+
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn to_u32(n: f64) -> Option<u32> {
+    (n >= 0.0 && n <= f64::from(u32::MAX) && n.fract() == 0.0).then_some(n as u32)
+}
+
+#[allow(clippy::cast_possible_truncation)]
+fn to_i32(n: f64) -> Option<i32> {
+    (n >= f64::from(i32::MIN) && n <= f64::from(i32::MAX) && n.fract() == 0.0).then_some(n as i32)
+}
+
+fn date(dataset: &InMemDicomObject, tag: Tag) -> Option<NaiveDate> {
+    let value = text(dataset, tag)?;
+    NaiveDate::parse_from_str(value.get(..8)?, "%Y%m%d").ok()
+}
+
+/// Age at the study as DICOM AS text and in years, from dates read before de-identification.
+#[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn age_at_study(dataset: &InMemDicomObject) -> Option<(String, f64)> {
+    let birth = date(dataset, tags::PATIENT_BIRTH_DATE)?;
+    let at = [tags::STUDY_DATE, tags::SERIES_DATE, tags::ACQUISITION_DATE, tags::CONTENT_DATE]
+        .into_iter()
+        .find_map(|t| date(dataset, t))?;
+    let days = (at - birth).num_days();
+    if days < 0 {
+        return None;
+    }
+    let years = days as f64 / 365.2425;
+    let text = if years >= 2.0 {
+        format!("{:03}Y", (years.floor() as u32).min(999))
+    } else if days >= 62 {
+        format!("{:03}M", (days as f64 / 30.436_875).floor() as u32)
+    } else {
+        format!("{days:03}D")
+    };
+    Some((text, years))
+}
+
+/// SOP classes of secondary captures, where text is often burned into pixels.
+const SECONDARY_CAPTURE_PREFIX: &str = "1.2.840.10008.5.1.4.1.1.7";
+/// Modalities where burned-in text is common.
+const TEXT_PRONE_MODALITIES: &[&str] = &["US", "SC", "OT", "XC", "ES", "GM", "SM", "DOC"];
+
+fn burned_in_text(dataset: &InMemDicomObject, sop_class_uid: &str) -> Option<QuarantineReason> {
+    let flag = text(dataset, tags::BURNED_IN_ANNOTATION).map(|v| v.to_ascii_uppercase());
+    if flag.as_deref() == Some("YES") {
+        return Some(QuarantineReason {
+            code: "burned-in-annotation",
+            message: "Burned In Annotation (0028,0301) is YES: text in the pixels may identify the patient",
+        });
+    }
+    if flag.as_deref() == Some("NO") {
+        return None;
+    }
+    let modality = text(dataset, tags::MODALITY).unwrap_or_default().to_ascii_uppercase();
+    if sop_class_uid.starts_with(SECONDARY_CAPTURE_PREFIX) || TEXT_PRONE_MODALITIES.contains(&modality.as_str()) {
+        return Some(QuarantineReason {
+            code: "burned-in-text-likely",
+            message: "secondary captures and this modality often carry burned-in text, and Burned In Annotation (0028,0301) does not say NO",
+        });
+    }
+    None
+}
