@@ -34,6 +34,7 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
+    pub ingest: Arc<crate::ingest::Ingestor>,
 }
 
 /// The complete HTTP service: API, docs, operations endpoints and middleware.

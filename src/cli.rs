@@ -223,7 +223,9 @@ async fn serve_with(config: &Config, db: &Database, demo: bool) -> Result<()> {
     if demo {
         crate::demo::seed(&db.pool).await?;
     }
+    let ingest = Arc::new(crate::ingest::Ingestor::new(config, db.pool.clone(), store.clone())?);
     let state = AppState {
+        ingest,
         db: db.pool.clone(),
         store,
         auth: auth.clone(),

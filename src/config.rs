@@ -29,6 +29,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
+    pub deid: DeidConfig,
+    pub ingest: IngestConfig,
 }
 
 impl Default for Config {
@@ -41,6 +43,66 @@ impl Default for Config {
             auth: AuthConfig::default(),
             http: HttpConfig::default(),
             log: LogConfig::default(),
+            deid: DeidConfig::default(),
+            ingest: IngestConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeidConfig {
+    /// Secret behind every pseudonym, UID and date shift (at least 32 bytes). Generated
+    /// into the data dir in embedded mode; required otherwise. Never change it: a new
+    /// key unlinks every later upload from the subjects already in the registry.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub registry_key: Option<SecretString>,
+    /// Largest per-subject date shift, in days back.
+    pub max_date_shift_days: u32,
+    /// Private attributes known to hold no identifying information.
+    pub safe_private: Vec<SafePrivateConfig>,
+}
+
+impl Default for DeidConfig {
+    fn default() -> Self {
+        Self { registry_key: None, max_date_shift_days: 3650, safe_private: Vec::new() }
+    }
+}
+
+/// One safe private attribute: `{ creator = "SIEMENS CSA HEADER", group = "0029", element = "08" }`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafePrivateConfig {
+    pub creator: String,
+    /// Odd group, four hex digits.
+    pub group: String,
+    /// Element within the creator's block, two hex digits.
+    pub element: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Largest single DICOM file accepted (413 beyond).
+    pub max_file_bytes: usize,
+    /// Largest upload request (one file, a multipart batch or a zip).
+    pub max_request_bytes: usize,
+    /// Most entries a zip may hold.
+    pub zip_max_entries: usize,
+    /// Most bytes a zip may expand to.
+    pub zip_max_expanded_bytes: u64,
+    /// Files de-identified in parallel within one request.
+    pub parallelism: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 256 * 1024 * 1024,
+            max_request_bytes: 1024 * 1024 * 1024,
+            zip_max_entries: 50_000,
+            zip_max_expanded_bytes: 4 * 1024 * 1024 * 1024,
+            parallelism: 4,
         }
     }
 }
@@ -309,6 +371,29 @@ impl Config {
         if self.http.request_timeout_secs == 0 {
             return invalid("http.request_timeout_secs", "must be at least 1");
         }
+        if let Some(key) = &self.deid.registry_key
+            && key.expose_secret().len() < 32
+        {
+            return invalid("deid.registry_key", "must be at least 32 bytes long");
+        }
+        if self.deid.max_date_shift_days == 0 {
+            return invalid("deid.max_date_shift_days", "must be at least 1");
+        }
+        for entry in &self.deid.safe_private {
+            let group = u16::from_str_radix(&entry.group, 16);
+            if entry.group.len() != 4 || !group.is_ok_and(|g| g % 2 == 1) {
+                return invalid("deid.safe_private", "group must be four hex digits of an odd (private) group");
+            }
+            if entry.element.len() != 2 || u8::from_str_radix(&entry.element, 16).is_err() {
+                return invalid("deid.safe_private", "element must be two hex digits");
+            }
+        }
+        if self.ingest.max_file_bytes == 0 || self.ingest.max_request_bytes < self.ingest.max_file_bytes {
+            return invalid("ingest.max_request_bytes", "must be at least ingest.max_file_bytes (and both above 0)");
+        }
+        if self.ingest.parallelism == 0 {
+            return invalid("ingest.parallelism", "must be at least 1");
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return invalid("log.filter", "is not a valid tracing filter");
         }
@@ -330,7 +415,7 @@ impl Config {
     }
 }
 
-const TOP_LEVEL_KEYS: &[&str] = &["data_dir", "listen", "database", "storage", "auth", "http", "log"];
+const TOP_LEVEL_KEYS: &[&str] = &["data_dir", "listen", "database", "storage", "auth", "http", "log", "deid", "ingest"];
 
 /// Parses `90s`, `15m`, `12h`, `30d` and the other forms `humantime` knows.
 pub fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {

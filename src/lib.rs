@@ -23,12 +23,16 @@ pub mod demo;
 pub mod error;
 /// HTTP routers, one per area.
 pub mod http;
+/// Ingest: uploads, STOW-RS and C-STORE into the catalog.
+pub mod ingest;
 /// Prometheus metrics.
 pub mod metrics;
 /// The OpenAPI contract.
 pub mod openapi;
 /// Sites and cohorts.
 pub mod registry;
+/// Secrets generated into the data dir.
+pub mod secrets;
 /// Object storage and its keys.
 pub mod storage;
 /// Logging setup.

@@ -14,6 +14,7 @@ pub mod tags {
     pub const AUDIT: &str = "audit";
     pub const REGISTRY: &str = "registry";
     pub const DEID: &str = "deid";
+    pub const INGEST: &str = "ingest";
 }
 
 #[derive(OpenApi)]
@@ -31,6 +32,7 @@ pub mod tags {
         (name = tags::AUTH, description = "Who is calling: the caller and personal API tokens"),
         (name = tags::AUDIT, description = "The append-only, hash-chained audit log"),
         (name = tags::REGISTRY, description = "Sites and cohorts"),
+        (name = tags::INGEST, description = "Upload sessions: files in, de-identified at the door, published on commit"),
         (name = tags::DEID, description = "De-identification at the door: the PS3.15 profile Custodian applies"),
     )
 )]

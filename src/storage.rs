@@ -62,6 +62,14 @@ pub fn open(config: &Config) -> Result<Store> {
 pub mod keys {
     use super::Path;
 
+    /// Prefix under which all de-identified instances live.
+    pub const INSTANCES: &str = "instances";
+
+    /// A de-identified instance, addressed by its registry UIDs.
+    pub fn instance(study_uid: &str, series_uid: &str, sop_uid: &str) -> Path {
+        Path::from(format!("{INSTANCES}/{study_uid}/{series_uid}/{sop_uid}.dcm"))
+    }
+
     /// Prefix of Custodian's own bookkeeping objects; listed to prove the store answers.
     pub fn system_prefix() -> Path {
         Path::from("system")

@@ -10,16 +10,12 @@
 //! secret to match. `alg: none` is refused before any key is consulted. `iss`,
 //! `aud`, `exp` and `nbf` are required and checked.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -118,7 +114,7 @@ impl Authenticator {
         let has_jwks = config.jwks_url.is_some() || config.jwks_file.is_some();
         let secret = match (&config.hs256_secret, has_jwks, generated_secret_dir) {
             (Some(secret), _, _) => Some(secret.clone()),
-            (None, false, Some(dir)) => Some(load_or_generate_secret(&dir.join(GENERATED_SECRET_FILE))?),
+            (None, false, Some(dir)) => Some(crate::secrets::load_or_generate(&dir.join(GENERATED_SECRET_FILE))?),
             (None, false, None) => {
                 bail!("no token verification is configured: set auth.hs256_secret or auth.jwks_url (or auth.jwks_file)")
             }
@@ -225,31 +221,4 @@ impl Authenticator {
 /// Looks up a claim by dotted path (`realm_access.roles`).
 fn claim_at<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(claims, |value, key| value.get(key))
-}
-
-fn load_or_generate_secret(path: &Path) -> Result<SecretString> {
-    if path.exists() {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let secret = text.trim().to_owned();
-        if secret.len() < 32 {
-            bail!("{} holds a secret shorter than 32 bytes", path.display());
-        }
-        return Ok(SecretString::from(secret));
-    }
-    let mut bytes = [0_u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
-    let secret = URL_SAFE_NO_PAD.encode(bytes);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    writeln!(file, "{secret}")?;
-    tracing::info!(path = %path.display(), "generated a new HS256 signing secret");
-    Ok(SecretString::from(secret))
 }

@@ -13,6 +13,7 @@
 use aws_lc_rs::hmac;
 
 /// The registry's secret pseudonymization key.
+#[derive(Clone)]
 pub struct RegistryKey(hmac::Key);
 
 impl std::fmt::Debug for RegistryKey {

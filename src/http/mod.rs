@@ -11,6 +11,7 @@ pub mod extract;
 pub mod me;
 pub mod ops;
 pub mod tokens;
+pub mod uploads;
 
 use utoipa_axum::router::OpenApiRouter;
 
@@ -25,6 +26,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(tokens::router())
             .merge(audit::router())
             .merge(cohorts::router())
-            .merge(deid::router()),
+            .merge(deid::router())
+            .merge(uploads::router()),
     )
 }

@@ -23,6 +23,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use tower::ServiceExt;
 
+/// Registry (pseudonymization) key of every test app.
+pub const TEST_REGISTRY_KEY: &str = "test-registry-key-test-registry-key-0123456789";
+
 /// HS256 secret of every test app.
 pub const TEST_SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
 
@@ -135,6 +138,46 @@ pub fn superuser_options(database: &str) -> PgConnectOptions {
     server().admin.clone().database(database)
 }
 
+static LOGS: OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = OnceLock::new();
+
+/// Everything the code under test logs, at every level, is kept for leak scans
+/// (and echoed to stderr with `TEST_LOG=1`).
+fn capture_logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = LogWriter(buffer.clone(), std::env::var_os("TEST_LOG").is_some());
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("trace,h2=info,hyper=info,hyper_util=info,rustls=info,aws_smithy=info")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buffer
+    })
+    .clone()
+}
+
+/// A copy of all log output so far.
+pub fn captured_logs() -> Vec<u8> {
+    capture_logs().lock().unwrap().clone()
+}
+
+#[derive(Clone)]
+struct LogWriter(Arc<std::sync::Mutex<Vec<u8>>>, bool);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        if self.1 {
+            std::io::stderr().write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The application under test.
 pub struct TestApp {
     pub router: Router,
@@ -152,20 +195,22 @@ impl TestApp {
     /// A test app whose configuration `adjust` may change.
     #[allow(clippy::field_reassign_with_default)]
     pub async fn with_config(adjust: impl FnOnce(&mut Config)) -> Self {
-        if std::env::var_os("TEST_LOG").is_some() {
-            custodian::telemetry::init(&custodian::config::LogConfig::default());
-        }
+        capture_logs();
         let (db, db_name) = fresh_database().await;
         let objects = tempfile::tempdir().unwrap();
         let mut config = Config::default();
         config.data_dir = objects.path().to_path_buf();
         config.database.url = Some(SecretString::from("postgres://unused-in-tests"));
         config.auth.hs256_secret = Some(SecretString::from(TEST_SECRET));
+        config.deid.registry_key = Some(SecretString::from(TEST_REGISTRY_KEY));
         adjust(&mut config);
         let auth = Authenticator::from_config(&config.auth, None).expect("test auth config");
+        let store = custodian::storage::open(&config).expect("test object store");
+        let ingest = custodian::ingest::Ingestor::new(&config, db.clone(), store.clone()).expect("test ingest");
         let state = AppState {
+            ingest: Arc::new(ingest),
             db: db.clone(),
-            store: custodian::storage::open(&config).expect("test object store"),
+            store,
             auth: Arc::new(auth),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),

@@ -14,3 +14,4 @@ mod openapi;
 mod ops;
 mod s3_server;
 mod storage_s3;
+mod uploads;

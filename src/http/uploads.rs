@@ -1,0 +1,366 @@
+//! Upload sessions over REST: open, add files, commit (or abort), read the report.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use futures::stream::{self, BoxStream, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::extract::{AppJson, AppPath};
+use crate::app::AppState;
+use crate::audit::{self, NewEvent};
+use crate::auth::{Principal, Role};
+use crate::error::{ApiError, ErrorBody, Result};
+use crate::ingest::sessions::{self, Session};
+use crate::ingest::{Counts, FileReport, Received, archive};
+use crate::openapi::tags;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_upload))
+        .routes(routes!(find_upload, abort_upload))
+        .routes(routes!(add_upload_files))
+        .routes(routes!(commit_upload))
+        // Upload bodies are limited by `ingest.*`, enforced while streaming.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+const UPLOADERS: &[Role] = &[Role::Uploader, Role::Admin];
+
+/// A new upload session.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUploadRequest {
+    /// Cohort slug the data joins (default `default`).
+    #[serde(default = "default_cohort")]
+    pub cohort: String,
+    /// Site code the data comes from (default `local`).
+    #[serde(default = "default_site")]
+    pub site: String,
+}
+
+fn default_cohort() -> String {
+    "default".into()
+}
+
+fn default_site() -> String {
+    "local".into()
+}
+
+/// A session with its per-file report.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadResponse {
+    #[serde(flatten)]
+    pub session: Session,
+    pub counts: Counts,
+    pub files: Vec<FileReport>,
+}
+
+/// The reports of the files of one request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadFilesResponse {
+    pub counts: Counts,
+    pub files: Vec<FileReport>,
+}
+
+/// The outcome of a commit.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommitResponse {
+    #[serde(flatten)]
+    pub session: Session,
+    /// Instances made visible by this commit.
+    pub published: i64,
+    pub counts: Counts,
+}
+
+async fn load_session(state: &AppState, principal: &Principal, id: Uuid, write: bool) -> Result<Session> {
+    let session = sessions::get_session(&state.db, id).await?.ok_or(ApiError::NotFound("upload session"))?;
+    let own = session.created_by == principal.username;
+    let allowed = own || principal.has_role(Role::Admin) || (!write && principal.has_role(Role::Steward));
+    if !allowed {
+        // Other people's sessions are as invisible as missing ones.
+        return Err(ApiError::NotFound("upload session"));
+    }
+    Ok(session)
+}
+
+/// Open an upload session for a cohort and a site.
+#[utoipa::path(
+    post,
+    path = "/uploads",
+    tag = tags::INGEST,
+    security(("bearer" = [])),
+    request_body = CreateUploadRequest,
+    responses(
+        (status = 201, description = "The open session", body = Session),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
+    )
+)]
+pub async fn create_upload(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppJson(request): AppJson<CreateUploadRequest>,
+) -> Result<(StatusCode, AppJson<Session>)> {
+    principal.require_any(UPLOADERS)?;
+    let mut tx = state.db.begin().await?;
+    let session =
+        sessions::create_session(&mut tx, &request.cohort, &request.site, &principal.username).await?.ok_or_else(
+            || ApiError::BadRequest(format!("no cohort `{}` with a site `{}`", request.cohort, request.site)),
+        )?;
+    audit::record(
+        &mut tx,
+        NewEvent::new(&principal.username, "upload.create")
+            .target(format!("upload:{}", session.id))
+            .details(json!({ "cohort": session.cohort, "site": session.site })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, AppJson(session)))
+}
+
+/// Get a session and its per-file report.
+#[utoipa::path(
+    get,
+    path = "/uploads/{id}",
+    tag = tags::INGEST,
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Session id")),
+    responses(
+        (status = 200, description = "The session", body = UploadResponse),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
+    )
+)]
+pub async fn find_upload(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<AppJson<UploadResponse>> {
+    let session = load_session(&state, &principal, id, false).await?;
+    let files = sessions::list_file_reports(&state.db, id).await?;
+    Ok(AppJson(UploadResponse { session, counts: Counts::of(&files), files }))
+}
+
+/// Add files to an open session.
+///
+/// The body is one Part-10 file (`application/dicom`), a zip archive
+/// (`application/zip`), or many files as `multipart/form-data` or
+/// `multipart/related` (parts may themselves be zips). Every file is
+/// de-identified before anything is written; each gets its own result, and a
+/// bad file never affects the others. Nothing becomes visible before commit.
+#[utoipa::path(
+    post,
+    path = "/uploads/{id}/files",
+    tag = tags::INGEST,
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Session id")),
+    request_body(
+        description = "A DICOM file, a zip archive, or a multipart batch of either",
+        content(
+            (Vec<u8> = "application/dicom"),
+            (Vec<u8> = "application/zip"),
+            (Vec<u8> = "multipart/form-data"),
+            (Vec<u8> = "multipart/related"),
+        )
+    ),
+    responses(
+        (status = 200, description = "One report per file received", body = UploadFilesResponse),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
+    )
+)]
+pub async fn add_upload_files(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppPath(id): AppPath<Uuid>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<AppJson<UploadFilesResponse>> {
+    let session = load_session(&state, &principal, id, true).await?;
+    if session.state != "open" {
+        return Err(ApiError::Conflict(format!("the upload session is {}, not open", session.state)));
+    }
+    let files = received_files(&state, &headers, body).await?;
+    let files = state.ingest.ingest_batch(&principal.username, &session.target(), files).await?;
+    Ok(AppJson(UploadFilesResponse { counts: Counts::of(&files), files }))
+}
+
+/// Commit a session: its stored instances become visible, all at once.
+#[utoipa::path(
+    post,
+    path = "/uploads/{id}/commit",
+    tag = tags::INGEST,
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Session id")),
+    responses(
+        (status = 200, description = "Committed", body = CommitResponse),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
+    )
+)]
+pub async fn commit_upload(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<AppJson<CommitResponse>> {
+    load_session(&state, &principal, id, true).await?;
+    let mut tx = state.db.begin().await?;
+    let (published, _) = sessions::close_session(&mut tx, id, true)
+        .await?
+        .map_err(|s| ApiError::Conflict(format!("the upload session is {s}, not open")))?;
+    let files = sessions::list_file_reports(&mut *tx, id).await?;
+    let counts = Counts::of(&files);
+    audit::record(
+        &mut tx,
+        NewEvent::new(&principal.username, "upload.commit")
+            .target(format!("upload:{id}"))
+            .details(json!({ "published": published, "counts": counts })),
+    )
+    .await?;
+    tx.commit().await?;
+    let session = sessions::get_session(&state.db, id).await?.ok_or(ApiError::NotFound("upload session"))?;
+    Ok(AppJson(CommitResponse { session, published, counts }))
+}
+
+/// Abort a session: nothing of it is ever published, its objects are deleted.
+#[utoipa::path(
+    delete,
+    path = "/uploads/{id}",
+    tag = tags::INGEST,
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Session id")),
+    responses(
+        (status = 204, description = "Aborted"),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
+    )
+)]
+pub async fn abort_upload(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<StatusCode> {
+    load_session(&state, &principal, id, true).await?;
+    let mut tx = state.db.begin().await?;
+    let (_, keys) = sessions::close_session(&mut tx, id, false)
+        .await?
+        .map_err(|s| ApiError::Conflict(format!("the upload session is {s}, not open")))?;
+    audit::record(
+        &mut tx,
+        NewEvent::new(&principal.username, "upload.abort")
+            .target(format!("upload:{id}"))
+            .details(json!({ "instances_dropped": keys.len() })),
+    )
+    .await?;
+    tx.commit().await?;
+    // After the commit: a failed delete leaves an unreferenced object for the sweep.
+    for key in keys {
+        if let Err(e) = object_store::ObjectStoreExt::delete(state.store.as_ref(), &key.into()).await {
+            tracing::warn!(error = %e, "deleting an aborted upload's object; the sweep will retry");
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+type Files = BoxStream<'static, Result<Received, ApiError>>;
+
+/// The files of a request body, by content type, with the configured limits.
+pub async fn received_files(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Files> {
+    let limits = state.ingest.limits.clone();
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "application/dicom" | "application/octet-stream" => {
+            let bytes = read_limited(body, limits.max_file_bytes).await?;
+            Ok(stream::iter([Ok(Received::File(bytes))]).boxed())
+        }
+        "application/zip" | "application/x-zip-compressed" => {
+            let bytes = read_limited(body, limits.max_request_bytes).await?;
+            let files = archive::unzip(bytes, &limits).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            Ok(stream::iter(files.into_iter().map(Ok)).boxed())
+        }
+        "multipart/form-data" | "multipart/related" => {
+            let boundary = multer::parse_boundary(content_type)
+                .map_err(|_| ApiError::BadRequest("the multipart body has no boundary".into()))?;
+            Ok(multipart_files(body, boundary, limits))
+        }
+        _ => Err(ApiError::UnsupportedMediaType(
+            "send application/dicom, application/zip, multipart/form-data or multipart/related".into(),
+        )),
+    }
+}
+
+async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::PayloadTooLarge),
+        Err(_) => Err(ApiError::BadRequest("the request body could not be read".into())),
+    }
+}
+
+/// Streams the parts of a multipart body, one file at a time; zip parts expand.
+fn multipart_files(body: Body, boundary: String, limits: crate::config::IngestConfig) -> Files {
+    let constraints =
+        multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limits.max_request_bytes as u64));
+    let multipart = multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    stream::unfold(Some((multipart, limits)), |state| async move {
+        let (mut multipart, limits) = state?;
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => return None,
+            Err(e) => return Some((vec![Err(multipart_error(&e))], None)),
+        };
+        let is_zip = field
+            .content_type()
+            .is_some_and(|m| m.essence_str() == "application/zip" || m.essence_str() == "application/x-zip-compressed");
+        let cap = if is_zip { limits.max_request_bytes } else { limits.max_file_bytes };
+        let mut field = field;
+        let mut data = Vec::new();
+        let mut size = 0_usize;
+        loop {
+            match field.chunk().await {
+                Ok(Some(chunk)) => {
+                    size += chunk.len();
+                    if size <= cap {
+                        data.extend_from_slice(&chunk);
+                    } else {
+                        data = Vec::new(); // keep reading to the part's end, keep nothing
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return Some((vec![Err(multipart_error(&e))], None)),
+            }
+        }
+        let items = if size > cap {
+            vec![Ok(Received::Unreadable {
+                size,
+                code: "file-too-large",
+                message: format!("the part is larger than the limit of {cap} bytes"),
+            })]
+        } else if is_zip {
+            match archive::unzip(bytes::Bytes::from(data), &limits) {
+                Ok(files) => files.into_iter().map(Ok).collect(),
+                Err(e) => vec![Ok(Received::Unreadable { size, code: "invalid-archive", message: e.to_string() })],
+            }
+        } else {
+            vec![Ok(Received::File(bytes::Bytes::from(data)))]
+        };
+        Some((items, Some((multipart, limits))))
+    })
+    .flat_map(stream::iter)
+    .boxed()
+}
+
+fn multipart_error(error: &multer::Error) -> ApiError {
+    match error {
+        multer::Error::StreamSizeExceeded { .. } => ApiError::PayloadTooLarge,
+        _ => ApiError::BadRequest("the multipart body is malformed or was cut off".into()),
+    }
+}

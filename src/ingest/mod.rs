@@ -1,0 +1,319 @@
+//! Ingest: received files → de-identification → object store → catalog.
+//!
+//! Rule: original bytes live only in memory, inside [`deid::deidentify`]'s
+//! call; nothing is written before de-identification. Per batch, every file
+//! is de-identified and its object written first (create-only, so a crash
+//! leaves at most an unreferenced object for the sweep), then one transaction
+//! records all rows, the per-file report and the audit event. Every path
+//! (REST sessions, STOW-RS, C-STORE) goes through [`ingest_batch`].
+
+pub mod archive;
+pub mod db;
+pub mod sessions;
+
+use std::sync::Arc;
+
+use aws_lc_rs::digest::{SHA256, digest};
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::PgPool;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::audit::{self, NewEvent};
+use crate::config::IngestConfig;
+use crate::deid::{self, DeidSettings, InstanceMeta, QuarantineReason, RegistryKey, SafePrivate};
+use crate::storage::{self, Store};
+
+/// Everything ingest needs, shared by all paths.
+pub struct Ingestor {
+    pub db: PgPool,
+    pub store: Store,
+    pub key: RegistryKey,
+    pub max_shift_days: u32,
+    pub safe_private: Vec<SafePrivate>,
+    pub limits: IngestConfig,
+}
+
+impl std::fmt::Debug for Ingestor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingestor").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+/// Where a batch goes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub session_id: Uuid,
+    pub cohort_id: Uuid,
+    pub site_id: Uuid,
+    pub site_code: String,
+}
+
+/// What happened to one received file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// De-identified and stored; published when the session commits.
+    Stored,
+    /// The same instance was already stored; nothing changed.
+    Duplicate,
+    /// Not accepted; `code` and `message` say why.
+    Rejected,
+    /// Stored de-identified but held back for a steward (burned-in text).
+    Quarantined,
+}
+
+/// The report of one file.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FileReport {
+    /// Position of the file in its session, from 1.
+    pub ordinal: i32,
+    pub outcome: Outcome,
+    /// Stable code for rejections and quarantines, e.g. `not-dicom`, `conflict`, `burned-in-annotation`.
+    pub code: Option<String>,
+    /// What is wrong; names tags, never values.
+    pub message: Option<String>,
+    /// Registry SOP Instance UID (never the original).
+    pub sop_uid: Option<String>,
+    /// Size of the file as received.
+    pub size_bytes: i64,
+}
+
+impl Refused {
+    fn new(size: usize, code: &str, message: impl Into<String>) -> Self {
+        Self { size, code: code.to_owned(), message: message.into(), sop_uid: None }
+    }
+
+    fn report(self, ordinal: i32) -> FileReport {
+        FileReport {
+            ordinal,
+            outcome: Outcome::Rejected,
+            code: Some(self.code),
+            message: Some(self.message),
+            sop_uid: self.sop_uid,
+            size_bytes: i64::try_from(self.size).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// A file after de-identification and storage, waiting for its rows. The
+/// de-identified bytes are already in the object store and not kept here, so
+/// memory does not grow with the number of files in a batch.
+pub(crate) struct Prepared {
+    pub size: usize,
+    pub meta: InstanceMeta,
+    pub quarantine: Option<QuarantineReason>,
+    pub stored_size: usize,
+    pub object_key: String,
+    pub sha256: Vec<u8>,
+}
+
+/// A file that was not accepted, before it has its ordinal.
+pub(crate) struct Refused {
+    pub size: usize,
+    pub code: String,
+    pub message: String,
+    pub sop_uid: Option<String>,
+}
+
+/// A received file: its bytes, or why it could not even be read.
+pub enum Received {
+    File(Bytes),
+    Unreadable { size: usize, code: &'static str, message: String },
+}
+
+/// Counts of a batch, for the audit log and responses.
+#[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
+pub struct Counts {
+    pub stored: u32,
+    pub duplicate: u32,
+    pub rejected: u32,
+    pub quarantined: u32,
+}
+
+impl Counts {
+    pub fn of(reports: &[FileReport]) -> Self {
+        let mut counts = Self::default();
+        for report in reports {
+            match report.outcome {
+                Outcome::Stored => counts.stored += 1,
+                Outcome::Duplicate => counts.duplicate += 1,
+                Outcome::Rejected => counts.rejected += 1,
+                Outcome::Quarantined => counts.quarantined += 1,
+            }
+        }
+        counts
+    }
+}
+
+/// Why a whole batch was refused; nothing of it is published.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("the upload session is {0}, not open")]
+    SessionClosed(String),
+    /// The request itself broke off (too large, malformed multipart, client gone).
+    #[error("{0}")]
+    Request(crate::error::ApiError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<BatchError> for crate::error::ApiError {
+    fn from(error: BatchError) -> Self {
+        match error {
+            BatchError::SessionClosed(_) => Self::Conflict(error.to_string()),
+            BatchError::Request(e) => e,
+            BatchError::Database(e) => Self::Database(e),
+        }
+    }
+}
+
+impl Ingestor {
+    /// The ingestor of a configured node.
+    pub fn new(config: &crate::config::Config, db: PgPool, store: Store) -> anyhow::Result<Self> {
+        Ok(Self {
+            db,
+            store,
+            key: deid::load_key(config)?,
+            max_shift_days: config.deid.max_date_shift_days,
+            safe_private: deid::safe_private(config),
+            limits: config.ingest.clone(),
+        })
+    }
+
+    /// De-identifies, stores and catalogs `files` for `target`, returning one report per file.
+    ///
+    /// Files are read from the stream and processed `limits.parallelism` at a
+    /// time; one bad file never affects the others. The catalog rows, the
+    /// reports and the audit event commit together, and only while the session
+    /// is still open.
+    pub async fn ingest_batch<S>(
+        self: &Arc<Self>,
+        actor: &str,
+        target: &Target,
+        files: S,
+    ) -> Result<Vec<FileReport>, BatchError>
+    where
+        S: futures::Stream<Item = Result<Received, crate::error::ApiError>> + Send,
+    {
+        let results: Vec<Result<Result<Prepared, Refused>, crate::error::ApiError>> = files
+            .map(|file| {
+                let this = Arc::clone(self);
+                let site = target.site_code.clone();
+                async move {
+                    match file {
+                        Ok(file) => Ok(this.prepare(file, site).await),
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .buffered(self.limits.parallelism)
+            .collect()
+            .await;
+        // A request that broke off records nothing; objects already written are
+        // unreferenced and left to the sweep.
+        let mut prepared = Vec::with_capacity(results.len());
+        for result in results {
+            prepared.push(result.map_err(BatchError::Request)?);
+        }
+
+        let mut tx = self.db.begin().await?;
+        let n = i32::try_from(prepared.len()).unwrap_or(i32::MAX);
+        let first = db::reserve_ordinals(&mut tx, target.session_id, n).await?.map_err(BatchError::SessionClosed)?;
+        let mut reports = Vec::with_capacity(prepared.len());
+        for (i, item) in prepared.into_iter().enumerate() {
+            let ordinal = first + i32::try_from(i).unwrap_or(i32::MAX);
+            let report = match item {
+                Ok(file) => db::record_instance(&mut tx, target, ordinal, &file).await?,
+                Err(refused) => refused.report(ordinal),
+            };
+            db::insert_file_report(&mut tx, target.session_id, &report).await?;
+            reports.push(report);
+        }
+        let counts = Counts::of(&reports);
+        audit::record(
+            &mut tx,
+            NewEvent::new(actor, "upload.files")
+                .target(format!("upload:{}", target.session_id))
+                .details(json!({ "files": reports.len(), "counts": counts })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(reports)
+    }
+
+    async fn prepare(&self, file: Received, site_code: String) -> Result<Prepared, Refused> {
+        let bytes = match file {
+            Received::File(bytes) => bytes,
+            Received::Unreadable { size: received, code, message } => {
+                return Err(Refused::new(received, code, message));
+            }
+        };
+        let size = bytes.len();
+        if size > self.limits.max_file_bytes {
+            return Err(Refused::new(
+                size,
+                "file-too-large",
+                format!("the file is larger than the limit of {} bytes", self.limits.max_file_bytes),
+            ));
+        }
+        // CPU-bound: off the async workers. The original bytes end their life in here.
+        let key = self.key.clone();
+        let safe_private = self.safe_private.clone();
+        let max_shift_days = self.max_shift_days;
+        let deid = tokio::task::spawn_blocking(move || {
+            let settings = DeidSettings { key: &key, site: &site_code, max_shift_days, safe_private: &safe_private };
+            deid::deidentify(&bytes, &settings)
+        })
+        .await
+        .map_err(|_| Refused::new(size, "malformed-dicom", "the file could not be processed"))?
+        .map_err(|rejection| Refused::new(size, rejection.code, rejection.message))?;
+
+        let sha256 = digest(&SHA256, &deid.bytes).as_ref().to_vec();
+        let stored_size = deid.bytes.len();
+        let key = storage::keys::instance(&deid.meta.study_uid, &deid.meta.series_uid, &deid.meta.sop_uid);
+        let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
+        match self.store.put_opts(&key, PutPayload::from(deid.bytes), options).await {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                // Written before (an earlier upload, or one that crashed before its rows):
+                // identical bytes are the same instance, anything else is a conflict.
+                let existing = match self.store.get(&key).await {
+                    Ok(result) => result.bytes().await,
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| {
+                    tracing::error!(error = %e, "reading an existing instance object");
+                    Refused::new(size, "storage-failed", "the object store could not be read")
+                })?;
+                if digest(&SHA256, &existing).as_ref() != sha256.as_slice() {
+                    return Err(conflict(size, &deid.meta.sop_uid));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "writing an instance object");
+                return Err(Refused::new(size, "storage-failed", "the object store refused the write"));
+            }
+        }
+        Ok(Prepared {
+            size,
+            meta: deid.meta,
+            quarantine: deid.quarantine,
+            stored_size,
+            object_key: key.to_string(),
+            sha256,
+        })
+    }
+}
+
+/// The message of a SOP Instance UID conflict.
+pub const CONFLICT_MESSAGE: &str =
+    "an instance with this SOP Instance UID (0008,0018) is already stored with different content";
+
+fn conflict(size: usize, sop_uid: &str) -> Refused {
+    Refused { sop_uid: Some(sop_uid.to_owned()), ..Refused::new(size, "conflict", CONFLICT_MESSAGE) }
+}
