@@ -200,9 +200,11 @@ async fn issue_token(config: &Config, user: &str, role_names: &[String], ttl: Op
 }
 
 async fn serve(config: Config, demo: bool) -> Result<ExitCode> {
+    // Installed first: a SIGTERM during start-up still stops everything cleanly.
+    let shutdown = app::shutdown_signal().context("installing signal handlers")?;
     let _lock = if config.embedded_database() { Some(lock_data_dir(&config)?) } else { None };
     let db = Database::open(&config).await?;
-    let outcome = serve_with(&config, &db, demo).await;
+    let outcome = serve_with(&config, &db, demo, shutdown).await;
     if let Err(error) = db.close().await {
         tracing::error!(error = format!("{error:#}"), "stopping the database failed");
     }
@@ -211,7 +213,12 @@ async fn serve(config: Config, demo: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve_with(config: &Config, db: &Database, demo: bool) -> Result<()> {
+async fn serve_with(
+    config: &Config,
+    db: &Database,
+    demo: bool,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     if config.database.migrate_on_start {
         db.migrate().await?;
     }
@@ -224,6 +231,14 @@ async fn serve_with(config: &Config, db: &Database, demo: bool) -> Result<()> {
         crate::demo::seed(&db.pool).await?;
     }
     let ingest = Arc::new(crate::ingest::Ingestor::new(config, db.pool.clone(), store.clone())?);
+    if config.ingest.sweep_interval_secs > 0 {
+        tokio::spawn(crate::ingest::sweep::run_periodically(
+            db.pool.clone(),
+            store.clone(),
+            Duration::from_secs(config.ingest.sweep_interval_secs),
+            Duration::from_secs(config.ingest.sweep_grace_secs),
+        ));
+    }
     let state = AppState {
         ingest,
         db: db.pool.clone(),
@@ -240,13 +255,8 @@ async fn serve_with(config: &Config, db: &Database, demo: bool) -> Result<()> {
         print_demo_tokens(&auth, config);
     }
     println!("Custodian is listening on http://{address} (API docs: http://{address}/docs)");
-    app::serve(
-        listener,
-        app::build_router(state),
-        app::shutdown_signal(),
-        Duration::from_secs(config.http.shutdown_grace_secs),
-    )
-    .await?;
+    app::serve(listener, app::build_router(state), shutdown, Duration::from_secs(config.http.shutdown_grace_secs))
+        .await?;
     Ok(())
 }
 

@@ -93,6 +93,10 @@ pub struct IngestConfig {
     pub zip_max_expanded_bytes: u64,
     /// Files de-identified in parallel within one request.
     pub parallelism: usize,
+    /// How often unreferenced objects are swept, in seconds (0: never).
+    pub sweep_interval_secs: u64,
+    /// How old an unreferenced object must be before the sweep deletes it.
+    pub sweep_grace_secs: u64,
 }
 
 impl Default for IngestConfig {
@@ -103,6 +107,8 @@ impl Default for IngestConfig {
             zip_max_entries: 50_000,
             zip_max_expanded_bytes: 4 * 1024 * 1024 * 1024,
             parallelism: 4,
+            sweep_interval_secs: 3600,
+            sweep_grace_secs: 3600,
         }
     }
 }

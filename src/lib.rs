@@ -9,6 +9,8 @@ pub mod app;
 pub mod audit;
 /// Authentication (JWT, JWKS, API tokens) and roles.
 pub mod auth;
+/// The imaging catalog as uploaders and stewards read it.
+pub mod catalog;
 /// Command-line interface.
 pub mod cli;
 /// Settings from defaults, file, environment and flags.

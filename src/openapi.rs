@@ -15,6 +15,7 @@ pub mod tags {
     pub const REGISTRY: &str = "registry";
     pub const DEID: &str = "deid";
     pub const INGEST: &str = "ingest";
+    pub const CATALOG: &str = "catalog";
 }
 
 #[derive(OpenApi)]
@@ -33,6 +34,7 @@ pub mod tags {
         (name = tags::AUDIT, description = "The append-only, hash-chained audit log"),
         (name = tags::REGISTRY, description = "Sites and cohorts"),
         (name = tags::INGEST, description = "Upload sessions: files in, de-identified at the door, published on commit"),
+        (name = tags::CATALOG, description = "Published studies, series and instances; the quarantine"),
         (name = tags::DEID, description = "De-identification at the door: the PS3.15 profile Custodian applies"),
     )
 )]

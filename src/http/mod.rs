@@ -5,8 +5,10 @@
 //! `/readyz`, `/metrics`) are deliberately outside the contract.
 
 pub mod audit;
+pub mod catalog;
 pub mod cohorts;
 pub mod deid;
+pub mod dicomweb;
 pub mod extract;
 pub mod me;
 pub mod ops;
@@ -19,7 +21,7 @@ use crate::app::AppState;
 
 /// All documented routes.
 pub fn api_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::base()).nest(
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::base()).merge(dicomweb::router()).nest(
         "/api/v1",
         OpenApiRouter::new()
             .merge(me::router())
@@ -27,6 +29,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(audit::router())
             .merge(cohorts::router())
             .merge(deid::router())
-            .merge(uploads::router()),
+            .merge(uploads::router())
+            .merge(catalog::router()),
     )
 }

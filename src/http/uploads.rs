@@ -286,14 +286,24 @@ pub async fn received_files(state: &AppState, headers: &HeaderMap, body: Body) -
             Ok(stream::iter(files.into_iter().map(Ok)).boxed())
         }
         "multipart/form-data" | "multipart/related" => {
-            let boundary = multer::parse_boundary(content_type)
-                .map_err(|_| ApiError::BadRequest("the multipart body has no boundary".into()))?;
+            let boundary = boundary(content_type)
+                .ok_or_else(|| ApiError::BadRequest("the multipart content type has no boundary".into()))?;
             Ok(multipart_files(body, boundary, limits))
         }
         _ => Err(ApiError::UnsupportedMediaType(
             "send application/dicom, application/zip, multipart/form-data or multipart/related".into(),
         )),
     }
+}
+
+/// The `boundary` parameter of a multipart content type (quoted or not).
+fn boundary(content_type: &str) -> Option<String> {
+    content_type.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        (name.trim().eq_ignore_ascii_case("boundary"))
+            .then(|| value.trim().trim_matches('"').to_owned())
+            .filter(|b| !b.is_empty())
+    })
 }
 
 async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes> {

@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod db;
 pub mod sessions;
+pub mod sweep;
 
 use std::sync::Arc;
 
@@ -51,6 +52,9 @@ pub struct Target {
     pub cohort_id: Uuid,
     pub site_id: Uuid,
     pub site_code: String,
+    /// When set (STOW-RS to `/studies/{study}`), instances of other studies are refused.
+    /// Registry form of the UID.
+    pub only_study: Option<String>,
 }
 
 /// What happened to one received file.
@@ -228,6 +232,15 @@ impl Ingestor {
         for (i, item) in prepared.into_iter().enumerate() {
             let ordinal = first + i32::try_from(i).unwrap_or(i32::MAX);
             let report = match item {
+                Ok(file) if target.only_study.as_ref().is_some_and(|study| *study != file.meta.study_uid) => {
+                    // Its object stays unreferenced and goes with the next sweep.
+                    Refused::new(
+                        file.size,
+                        "wrong-study",
+                        "the instance belongs to another study than the one addressed",
+                    )
+                    .report(ordinal)
+                }
                 Ok(file) => db::record_instance(&mut tx, target, ordinal, &file).await?,
                 Err(refused) => refused.report(ordinal),
             };

@@ -34,7 +34,13 @@ pub struct Session {
 impl Session {
     /// Where this session's files go.
     pub fn target(&self) -> Target {
-        Target { session_id: self.id, cohort_id: self.cohort_id, site_id: self.site_id, site_code: self.site.clone() }
+        Target {
+            session_id: self.id,
+            cohort_id: self.cohort_id,
+            site_id: self.site_id,
+            site_code: self.site.clone(),
+            only_study: None,
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 mod api_tokens;
 mod audit;
 mod auth_jwt;
+mod catalog;
 mod cli;
 mod cohorts;
 mod deid;
@@ -14,4 +15,5 @@ mod openapi;
 mod ops;
 mod s3_server;
 mod storage_s3;
+mod stow;
 mod uploads;

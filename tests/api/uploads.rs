@@ -289,3 +289,31 @@ async fn only_uploaders_open_sessions_and_only_their_owner_writes_to_them() {
         .await
         .assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type");
 }
+
+#[tokio::test]
+async fn the_sweep_removes_objects_no_row_points_to_once_they_are_old_enough() {
+    use object_store::ObjectStoreExt;
+    let app = TestApp::new().await;
+    let up = Uploader::new(&app);
+    let session = up.open().await;
+    up.send_files(&session, &[Instance::ct(1, 1, 1, 1).to_bytes()]).await;
+    up.commit(&session).await.assert_status(StatusCode::OK);
+    // A crash between writing an object and committing its row leaves this behind.
+    let orphan = custodian::storage::keys::instance("2.25.1", "2.25.2", "2.25.3");
+    app.state.store.put(&orphan, object_store::PutPayload::from_static(b"de-identified bytes")).await.unwrap();
+
+    let young = custodian::ingest::sweep::sweep_orphans(&app.db, &app.state.store, std::time::Duration::from_hours(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(young.deleted, 0, "a fresh object may belong to an upload in flight");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let swept = custodian::ingest::sweep::sweep_orphans(&app.db, &app.state.store, std::time::Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((swept.examined, swept.deleted), (2, 1));
+    assert!(app.state.store.head(&orphan).await.is_err());
+    assert_eq!(walk(&app.state.config.objects_dir()).len(), 1, "the committed instance keeps its object");
+    assert_eq!(app.audit_actions().await.last().unwrap(), "storage.sweep");
+}

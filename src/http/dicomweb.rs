@@ -1,0 +1,218 @@
+//! DICOMweb STOW-RS (PS3.18 §10.5): `POST /dicomweb/studies[/{study}]` with a
+//! `multipart/related; type="application/dicom"` body.
+//!
+//! Each request is its own upload session, committed at the end, so a STOW
+//! request publishes all its stored instances at once or none. The answer is
+//! the standard Store Instances Response Module as `application/dicom+json`:
+//! Referenced SOP Sequence (0008,1199) for stored instances, with Warning
+//! Reason (0008,1196) = B000 "coercion of data elements" because every
+//! instance is de-identified, and Failed SOP Sequence (0008,1198) with a
+//! Failure Reason (0008,1197). Original UIDs are never echoed back: references
+//! carry registry UIDs, failures only their reason and position.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::extract::{AppPath, AppQuery};
+use super::uploads::received_files;
+use crate::app::AppState;
+use crate::audit::{self, NewEvent};
+use crate::auth::{Principal, Role};
+use crate::error::{ApiError, ErrorBody, Result};
+use crate::ingest::sessions;
+use crate::ingest::{Counts, FileReport, Outcome};
+use crate::openapi::tags;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(store_instances))
+        .routes(routes!(store_study_instances))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+/// Where STOW-RS data goes.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StowQuery {
+    /// Cohort slug (default `default`).
+    pub cohort: Option<String>,
+    /// Site code (default `local`).
+    pub site: Option<String>,
+}
+
+/// Store instances (STOW-RS).
+#[utoipa::path(
+    post,
+    path = "/dicomweb/studies",
+    tag = tags::INGEST,
+    security(("bearer" = [])),
+    params(StowQuery),
+    request_body(description = "DICOM instances", content((Vec<u8> = "multipart/related"))),
+    responses(
+        (status = 200, description = "All instances stored (Store Instances Response Module, application/dicom+json)"),
+        (status = 202, description = "Some instances stored, some failed"),
+        (status = 409, description = "No instance could be stored"),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
+    )
+)]
+pub async fn store_instances(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppQuery(query): AppQuery<StowQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    stow(state, principal, query, None, headers, body).await
+}
+
+/// Store instances of one study (STOW-RS); instances of other studies fail.
+#[utoipa::path(
+    post,
+    path = "/dicomweb/studies/{study}",
+    tag = tags::INGEST,
+    security(("bearer" = [])),
+    params(("study" = String, Path, description = "Study Instance UID as the sender knows it"), StowQuery),
+    request_body(description = "DICOM instances", content((Vec<u8> = "multipart/related"))),
+    responses(
+        (status = 200, description = "All instances stored (Store Instances Response Module, application/dicom+json)"),
+        (status = 202, description = "Some instances stored, some failed"),
+        (status = 409, description = "No instance could be stored"),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
+    )
+)]
+pub async fn store_study_instances(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppPath(study): AppPath<String>,
+    AppQuery(query): AppQuery<StowQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    // Compared in registry form only; the original UID goes no further.
+    let only_study = state.ingest.key.uid(&study);
+    stow(state, principal, query, Some(only_study), headers, body).await
+}
+
+async fn stow(
+    state: AppState,
+    principal: Principal,
+    query: StowQuery,
+    only_study: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    principal.require_any(&[Role::Uploader, Role::Admin])?;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.to_ascii_lowercase().starts_with("multipart/related") {
+        return Err(ApiError::UnsupportedMediaType(
+            "STOW-RS takes multipart/related; type=\"application/dicom\"".into(),
+        ));
+    }
+    let cohort = query.cohort.unwrap_or_else(|| "default".into());
+    let site = query.site.unwrap_or_else(|| "local".into());
+    let mut tx = state.db.begin().await?;
+    let session = sessions::create_session(&mut tx, &cohort, &site, &principal.username)
+        .await?
+        .ok_or_else(|| ApiError::BadRequest(format!("no cohort `{cohort}` with a site `{site}`")))?;
+    audit::record(
+        &mut tx,
+        NewEvent::new(&principal.username, "upload.create")
+            .target(format!("upload:{}", session.id))
+            .details(json!({ "cohort": cohort, "site": site, "via": "stow-rs" })),
+    )
+    .await?;
+    tx.commit().await?;
+
+    let mut target = session.target();
+    target.only_study = only_study;
+    let files = match received_files(&state, &headers, body).await {
+        Ok(files) => files,
+        Err(e) => {
+            close(&state, &principal, session.id, false).await?;
+            return Err(e);
+        }
+    };
+    let reports = match state.ingest.ingest_batch(&principal.username, &target, files).await {
+        Ok(reports) => reports,
+        Err(e) => {
+            close(&state, &principal, session.id, false).await?;
+            return Err(e.into());
+        }
+    };
+    close(&state, &principal, session.id, true).await?;
+
+    let counts = Counts::of(&reports);
+    let status = if counts.rejected == 0 {
+        StatusCode::OK
+    } else if counts.stored + counts.duplicate + counts.quarantined > 0 {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::CONFLICT
+    };
+    let mut response = (status, store_response(&reports).to_string()).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/dicom+json"));
+    Ok(response)
+}
+
+async fn close(state: &AppState, principal: &Principal, id: uuid::Uuid, commit: bool) -> Result<()> {
+    let mut tx = state.db.begin().await?;
+    let (published, keys) = sessions::close_session(&mut tx, id, commit)
+        .await?
+        .map_err(|s| ApiError::Conflict(format!("the upload session is {s}, not open")))?;
+    audit::record(
+        &mut tx,
+        NewEvent::new(&principal.username, if commit { "upload.commit" } else { "upload.abort" })
+            .target(format!("upload:{id}"))
+            .details(json!({ "published": published, "instances_dropped": keys.len(), "via": "stow-rs" })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The Store Instances Response Module in the DICOM JSON model (PS3.18 F.2).
+fn store_response(reports: &[FileReport]) -> Value {
+    let mut referenced = Vec::new();
+    let mut failed = Vec::new();
+    for report in reports {
+        match report.outcome {
+            Outcome::Stored | Outcome::Duplicate | Outcome::Quarantined => referenced.push(json!({
+                "00081155": { "vr": "UI", "Value": [report.sop_uid] },
+                // B000: coercion of data elements (de-identification)
+                "00081196": { "vr": "US", "Value": [0xB000] },
+            })),
+            Outcome::Rejected => failed.push(json!({
+                "00081197": { "vr": "US", "Value": [failure_reason(report.code.as_deref())] },
+            })),
+        }
+    }
+    let mut module = serde_json::Map::new();
+    if !failed.is_empty() {
+        module.insert("00081198".into(), json!({ "vr": "SQ", "Value": failed }));
+    }
+    if !referenced.is_empty() {
+        module.insert("00081199".into(), json!({ "vr": "SQ", "Value": referenced }));
+    }
+    Value::Object(module)
+}
+
+/// PS3.4 / PS3.18 failure reasons.
+fn failure_reason(code: Option<&str>) -> u16 {
+    match code {
+        Some("not-dicom" | "malformed-dicom" | "unsupported-transfer-syntax") => 0xC000, // cannot understand
+        Some("missing-attribute" | "wrong-study") => 0xA900, // does not match SOP class / study
+        Some("conflict") => 0x0111,                          // duplicate SOP instance
+        Some("file-too-large") => 0xA700,                    // out of resources
+        _ => 0x0110,                                         // processing failure
+    }
+}

@@ -1,0 +1,101 @@
+//! The sweep: objects written before a crash (or by a request that broke off)
+//! have no row pointing at them; once older than a grace period they are deleted.
+//! A row never lacks its object, because the object is always written first.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::audit::{self, NewEvent};
+use crate::storage::{Store, keys};
+
+/// Advisory lock key: one sweeper at a time across all nodes.
+const LOCK_KEY: i64 = 0x0043_5553_5357_4545; // "CUSSWEE"
+
+/// What a sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepReport {
+    pub examined: u64,
+    pub deleted: u64,
+}
+
+/// Deletes unreferenced instance objects older than `grace`. Returns `None` when
+/// another node is sweeping.
+pub async fn sweep_orphans(db: &PgPool, store: &Store, grace: Duration) -> anyhow::Result<Option<SweepReport>> {
+    let mut conn = db.acquire().await?;
+    let locked: bool =
+        sqlx::query_scalar!("select pg_try_advisory_lock($1) as \"locked!\"", LOCK_KEY).fetch_one(&mut *conn).await?;
+    if !locked {
+        return Ok(None);
+    }
+    let result = sweep(db, store, grace).await;
+    sqlx::query_scalar!("select pg_advisory_unlock($1)", LOCK_KEY).fetch_one(&mut *conn).await?;
+    result.map(Some)
+}
+
+async fn sweep(db: &PgPool, store: &Store, grace: Duration) -> anyhow::Result<SweepReport> {
+    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(grace)?;
+    let mut report = SweepReport::default();
+    let prefix = Path::from(keys::INSTANCES);
+    let mut listing = store.list(Some(&prefix));
+    let mut candidates = Vec::new();
+    while let Some(meta) = listing.try_next().await? {
+        report.examined += 1;
+        if meta.last_modified < cutoff {
+            candidates.push(meta.location.to_string());
+        }
+        if candidates.len() >= 1000 {
+            report.deleted += delete_unreferenced(db, store, &std::mem::take(&mut candidates)).await?;
+        }
+    }
+    report.deleted += delete_unreferenced(db, store, &candidates).await?;
+    if report.deleted > 0 {
+        let mut tx = db.begin().await?;
+        audit::record(
+            &mut tx,
+            NewEvent::new("system:sweep", "storage.sweep")
+                .details(json!({ "examined": report.examined, "deleted": report.deleted })),
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(deleted = report.deleted, "swept unreferenced objects");
+    }
+    Ok(report)
+}
+
+async fn delete_unreferenced(db: &PgPool, store: &Store, keys: &[String]) -> anyhow::Result<u64> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let referenced: HashSet<String> =
+        sqlx::query_scalar!("select object_key from instance where object_key = any($1)", keys)
+            .fetch_all(db)
+            .await?
+            .into_iter()
+            .collect();
+    let mut deleted = 0;
+    for key in keys.iter().filter(|k| !referenced.contains(*k)) {
+        match store.delete(&Path::from(key.as_str())).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+            Err(e) => tracing::warn!(error = %e, "sweep could not delete an object"),
+        }
+    }
+    Ok(deleted)
+}
+
+/// Sweeps every `interval`, forever (spawned by `serve`).
+pub async fn run_periodically(db: PgPool, store: Store, interval: Duration, grace: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        if let Err(error) = sweep_orphans(&db, &store, grace).await {
+            tracing::warn!(error = format!("{error:#}"), "sweep failed; will retry");
+        }
+    }
+}

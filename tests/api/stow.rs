@@ -1,0 +1,95 @@
+//! DICOMweb STOW-RS: the standard request and response, each request its own committed session.
+
+use std::io::Write;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use custodian::auth::Role;
+
+use crate::dicom_gen::{Instance, canaries_in};
+use crate::helpers::{TestApp, TestResponse};
+
+fn related(files: &[Vec<u8>]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for file in files {
+        write!(body, "--STOWB\r\nContent-Type: application/dicom\r\n\r\n").unwrap();
+        body.extend_from_slice(file);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"--STOWB--\r\n");
+    body
+}
+
+async fn stow(app: &TestApp, path: &str, files: &[Vec<u8>]) -> TestResponse {
+    let token = app.token("ulrich", &[Role::Uploader]);
+    let request = Request::post(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "multipart/related; type=\"application/dicom\"; boundary=STOWB")
+        .header(header::ACCEPT, "application/dicom+json")
+        .body(Body::from(related(files)))
+        .unwrap();
+    app.call(request).await
+}
+
+#[tokio::test]
+async fn stow_rs_stores_publishes_and_answers_with_the_store_instances_response() {
+    let app = TestApp::new().await;
+    let files = [Instance::ct(1, 1, 1, 1).to_bytes(), Instance::ct(1, 1, 1, 2).to_bytes()];
+    let response = stow(&app, "/dicomweb/studies", &files).await;
+    response.assert_status(StatusCode::OK);
+    assert_eq!(response.headers[header::CONTENT_TYPE], "application/dicom+json");
+    let body = response.json();
+    let referenced = body["00081199"]["Value"].as_array().unwrap();
+    assert_eq!(referenced.len(), 2);
+    assert!(referenced[0]["00081155"]["Value"][0].as_str().unwrap().starts_with("2.25."));
+    assert_eq!(referenced[0]["00081196"]["Value"][0], 0xB000, "coerced: de-identified");
+    assert!(canaries_in(&response.body).is_empty(), "no original UID is echoed");
+    let published: i64 = sqlx::query_scalar("select count(*) from instance where status = 'published'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(published, 2, "committed with the request");
+}
+
+#[tokio::test]
+async fn stow_rs_reports_failures_per_instance_with_202_or_409() {
+    let app = TestApp::new().await;
+    let partial = stow(&app, "/dicomweb/studies", &[Instance::ct(1, 1, 1, 1).to_bytes(), b"garbage".to_vec()]).await;
+    partial.assert_status(StatusCode::ACCEPTED);
+    let body = partial.json();
+    assert_eq!(body["00081198"]["Value"][0]["00081197"]["Value"][0], 0xC000);
+    assert_eq!(body["00081199"]["Value"].as_array().unwrap().len(), 1);
+
+    let none = stow(&app, "/dicomweb/studies", &[b"garbage".to_vec()]).await;
+    none.assert_status(StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn stow_rs_to_a_study_refuses_instances_of_other_studies() {
+    let app = TestApp::new().await;
+    let wanted = Instance::ct(1, 1, 1, 1);
+    let path = format!("/dicomweb/studies/{}", wanted.study_uid());
+    let response = stow(&app, &path, &[wanted.to_bytes(), Instance::ct(1, 2, 1, 1).to_bytes()]).await;
+    response.assert_status(StatusCode::ACCEPTED);
+    assert_eq!(response.json()["00081198"]["Value"][0]["00081197"]["Value"][0], 0xA900);
+    assert!(canaries_in(&response.body).is_empty());
+}
+
+#[tokio::test]
+async fn stow_rs_needs_multipart_related_and_an_uploader() {
+    let app = TestApp::new().await;
+    let token = app.token("rita", &[Role::Researcher]);
+    let request = Request::post("/dicomweb/studies")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "multipart/related; boundary=STOWB")
+        .body(Body::from(related(&[])))
+        .unwrap();
+    app.call(request).await.assert_error(StatusCode::FORBIDDEN, "forbidden");
+    let uploader = app.token("ulrich", &[Role::Uploader]);
+    let request = Request::post("/dicomweb/studies")
+        .header(header::AUTHORIZATION, format!("Bearer {uploader}"))
+        .header(header::CONTENT_TYPE, "application/dicom")
+        .body(Body::from(Instance::ct(1, 1, 1, 1).to_bytes()))
+        .unwrap();
+    app.call(request).await.assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type");
+}
