@@ -68,6 +68,9 @@ pub struct ServeArgs {
     /// Seed demo content and print demo tokens before serving.
     #[arg(long)]
     pub demo: bool,
+    /// Also accept DICOM C-STORE on this port (peers are configured under `[dicom]`).
+    #[arg(long, value_name = "PORT", env = "CUSTODIAN_DICOM_PORT")]
+    pub dicom_port: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,7 +114,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", crate::openapi::to_json());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve(args) => serve(config, args.demo).await,
+        Command::Serve(args) => {
+            let mut config = config;
+            if args.dicom_port.is_some() {
+                config.dicom.port = args.dicom_port;
+            }
+            serve(config, args.demo).await
+        }
         Command::Migrate => {
             let db = Database::open(&config).await?;
             let result = db.migrate().await;

@@ -31,6 +31,7 @@ pub struct Config {
     pub log: LogConfig,
     pub deid: DeidConfig,
     pub ingest: IngestConfig,
+    pub dicom: DicomConfig,
 }
 
 impl Default for Config {
@@ -45,8 +46,54 @@ impl Default for Config {
             log: LogConfig::default(),
             deid: DeidConfig::default(),
             ingest: IngestConfig::default(),
+            dicom: DicomConfig::default(),
         }
     }
+}
+
+/// The DICOM C-STORE receiver (SCP) for hospital PACS.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DicomConfig {
+    /// TCP port of the C-STORE SCP; disabled when absent (`serve --dicom-port` sets it).
+    pub port: Option<u16>,
+    /// Address the SCP binds.
+    pub bind: std::net::IpAddr,
+    /// Custodian's own AE title (called AE title peers must use).
+    pub ae_title: String,
+    /// Calling AE titles allowed to send, each mapped to a site and a cohort.
+    pub peers: Vec<DicomPeer>,
+    /// Largest PDU Custodian accepts.
+    pub max_pdu_length: u32,
+}
+
+impl Default for DicomConfig {
+    fn default() -> Self {
+        Self {
+            port: None,
+            bind: std::net::IpAddr::from([0, 0, 0, 0]),
+            ae_title: "CUSTODIAN".into(),
+            peers: Vec::new(),
+            max_pdu_length: 65_536,
+        }
+    }
+}
+
+/// A PACS or modality allowed to send: `{ ae_title = "PACS1", site = "uhb", cohort = "default" }`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DicomPeer {
+    /// Calling AE title of the peer (1–16 characters).
+    pub ae_title: String,
+    /// Site code its data comes from.
+    pub site: String,
+    /// Cohort slug its data joins.
+    #[serde(default = "default_cohort")]
+    pub cohort: String,
+}
+
+fn default_cohort() -> String {
+    "default".into()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -400,6 +447,13 @@ impl Config {
         if self.ingest.parallelism == 0 {
             return invalid("ingest.parallelism", "must be at least 1");
         }
+        let ae_ok = |ae: &str| !ae.trim().is_empty() && ae.len() <= 16 && ae.chars().all(|c| c.is_ascii_graphic() || c == ' ') && !ae.contains('\\');
+        if !ae_ok(&self.dicom.ae_title) {
+            return invalid("dicom.ae_title", "must be 1–16 printable ASCII characters without a backslash");
+        }
+        if self.dicom.peers.iter().any(|p| !ae_ok(&p.ae_title)) {
+            return invalid("dicom.peers", "every ae_title must be 1–16 printable ASCII characters without a backslash");
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return invalid("log.filter", "is not a valid tracing filter");
         }
@@ -421,7 +475,7 @@ impl Config {
     }
 }
 
-const TOP_LEVEL_KEYS: &[&str] = &["data_dir", "listen", "database", "storage", "auth", "http", "log", "deid", "ingest"];
+const TOP_LEVEL_KEYS: &[&str] = &["data_dir", "listen", "database", "storage", "auth", "http", "log", "deid", "ingest", "dicom"];
 
 /// Parses `90s`, `15m`, `12h`, `30d` and the other forms `humantime` knows.
 pub fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {
