@@ -259,13 +259,39 @@ async fn serve_with(
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;
+    let dicom_listener = match config.dicom.port {
+        Some(port) => Some(
+            tokio::net::TcpListener::bind((config.dicom.bind, port))
+                .await
+                .with_context(|| format!("binding the DICOM port {}:{port}", config.dicom.bind))?,
+        ),
+        None => None,
+    };
     tracing::info!(%address, embedded_database = config.embedded_database(), "listening");
     if demo {
         print_demo_tokens(&auth, config);
     }
     println!("Custodian is listening on http://{address} (API docs: http://{address}/docs)");
+    let dicom = match dicom_listener {
+        Some(listener) => {
+            println!("DICOM C-STORE SCP listening on {} as {}", listener.local_addr()?, config.dicom.ae_title);
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            let (ingest, db) = (state.ingest.clone(), db.pool.clone());
+            let task = tokio::spawn(crate::ingest::cstore::serve(listener, ingest, db, config.dicom.clone(), shutdown));
+            Some((stop, task))
+        }
+        None => None,
+    };
     app::serve(listener, app::build_router(state), shutdown, Duration::from_secs(config.http.shutdown_grace_secs))
         .await?;
+    // The SCP stops after the HTTP server and closes its associations' sessions before the database stops.
+    if let Some((stop, task)) = dicom {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
     Ok(())
 }
 

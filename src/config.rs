@@ -447,12 +447,20 @@ impl Config {
         if self.ingest.parallelism == 0 {
             return invalid("ingest.parallelism", "must be at least 1");
         }
-        let ae_ok = |ae: &str| !ae.trim().is_empty() && ae.len() <= 16 && ae.chars().all(|c| c.is_ascii_graphic() || c == ' ') && !ae.contains('\\');
+        let ae_ok = |ae: &str| {
+            !ae.trim().is_empty()
+                && ae.len() <= 16
+                && ae.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+                && !ae.contains('\\')
+        };
         if !ae_ok(&self.dicom.ae_title) {
             return invalid("dicom.ae_title", "must be 1–16 printable ASCII characters without a backslash");
         }
         if self.dicom.peers.iter().any(|p| !ae_ok(&p.ae_title)) {
-            return invalid("dicom.peers", "every ae_title must be 1–16 printable ASCII characters without a backslash");
+            return invalid(
+                "dicom.peers",
+                "every ae_title must be 1–16 printable ASCII characters without a backslash",
+            );
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return invalid("log.filter", "is not a valid tracing filter");
@@ -475,7 +483,8 @@ impl Config {
     }
 }
 
-const TOP_LEVEL_KEYS: &[&str] = &["data_dir", "listen", "database", "storage", "auth", "http", "log", "deid", "ingest", "dicom"];
+const TOP_LEVEL_KEYS: &[&str] =
+    &["data_dir", "listen", "database", "storage", "auth", "http", "log", "deid", "ingest", "dicom"];
 
 /// Parses `90s`, `15m`, `12h`, `30d` and the other forms `humantime` knows.
 pub fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {

@@ -8,6 +8,7 @@
 //! (REST sessions, STOW-RS, C-STORE) goes through [`ingest_batch`].
 
 pub mod archive;
+pub mod cstore;
 pub mod db;
 pub mod sessions;
 pub mod sweep;

@@ -1,0 +1,804 @@
+//! The DICOM C-STORE SCP (PS3.4 Annex B, PS3.7, PS3.8): hospital PACS and
+//! modalities push instances over the DICOM upper layer protocol.
+//!
+//! Only configured peers may associate: the calling AE title must be one of
+//! `dicom.peers` (which names the site and cohort its data joins) and the
+//! called AE title must be `dicom.ae_title`; anything else is answered with an
+//! A-ASSOCIATE-RJ. Every association that negotiates a storage SOP class is one
+//! upload session: opened when the association is accepted, committed at
+//! A-RELEASE (before the A-RELEASE-RP, so a sender whose release succeeded
+//! finds its instances published), aborted on A-ABORT, connection loss,
+//! protocol errors and shutdown. Associations that only negotiate Verification
+//! (C-ECHO, which PACS send to monitor their links) open no session.
+//!
+//! The data set of a C-STORE-RQ is never decoded here: it is re-wrapped as a
+//! Part-10 file in memory (preamble, `DICM`, a file meta group naming the
+//! command's SOP class and instance and the presentation context's transfer
+//! syntax, then the bytes as received) and goes through
+//! [`Ingestor::ingest_batch`] like every other path. A C-STORE-RSP follows each
+//! instance once its rows are committed.
+//!
+//! Logs carry AE titles, remote addresses, counts and status codes, never a
+//! value of a data set; the sender's own SOP Instance UID goes back only in the
+//! C-STORE-RSP that answers it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::InMemDicomObject;
+use dicom_object::meta::FileMetaTableBuilder;
+use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
+use dicom_ul::association::Association;
+use dicom_ul::association::server::{
+    AcceptAny, AccessControl, AsyncServerAssociation, DefaultNegotiation, ServerAssociationOptions,
+};
+use dicom_ul::pdu::{
+    AssociationRJServiceUserReason, MAXIMUM_PDU_SIZE, MINIMUM_PDU_SIZE, PDataValue, PDataValueType, Pdu,
+    PresentationContextResultReason, UserIdentity,
+};
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use super::sessions;
+use super::{Counts, FileReport, Ingestor, Outcome, Received, Target};
+use crate::audit::{self, NewEvent};
+use crate::config::{DicomConfig, DicomPeer};
+
+/// Storage SOP classes accepted (Verification is accepted as well).
+pub const STORAGE_SOP_CLASSES: &[&str] = &[
+    uids::CT_IMAGE_STORAGE,
+    uids::ENHANCED_CT_IMAGE_STORAGE,
+    uids::MR_IMAGE_STORAGE,
+    uids::ENHANCED_MR_IMAGE_STORAGE,
+    uids::COMPUTED_RADIOGRAPHY_IMAGE_STORAGE,
+    uids::DIGITAL_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION,
+    uids::DIGITAL_X_RAY_IMAGE_STORAGE_FOR_PROCESSING,
+    uids::DIGITAL_MAMMOGRAPHY_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION,
+    uids::DIGITAL_MAMMOGRAPHY_X_RAY_IMAGE_STORAGE_FOR_PROCESSING,
+    uids::ULTRASOUND_IMAGE_STORAGE,
+    uids::ULTRASOUND_MULTI_FRAME_IMAGE_STORAGE,
+    uids::SECONDARY_CAPTURE_IMAGE_STORAGE,
+    uids::NUCLEAR_MEDICINE_IMAGE_STORAGE,
+    uids::POSITRON_EMISSION_TOMOGRAPHY_IMAGE_STORAGE,
+    uids::ENHANCED_PET_IMAGE_STORAGE,
+    uids::RT_IMAGE_STORAGE,
+    uids::RT_DOSE_STORAGE,
+    uids::RT_STRUCTURE_SET_STORAGE,
+    uids::RT_PLAN_STORAGE,
+    uids::SEGMENTATION_STORAGE,
+    uids::X_RAY_ANGIOGRAPHIC_IMAGE_STORAGE,
+    uids::X_RAY_RADIOFLUOROSCOPIC_IMAGE_STORAGE,
+    uids::BASIC_TEXT_SR_STORAGE,
+    uids::ENHANCED_SR_STORAGE,
+    uids::COMPREHENSIVE_SR_STORAGE,
+];
+
+/// Transfer syntaxes accepted. The data set is re-wrapped, never decoded, so
+/// encapsulated (compressed) syntaxes need no codec. dicom-ul drops the ones the
+/// transfer syntax registry cannot read: Deflated needs the registry's `deflate`
+/// feature, which Custodian does not enable, so it is never accepted today.
+pub const TRANSFER_SYNTAXES: &[&str] = &[
+    uids::EXPLICIT_VR_LITTLE_ENDIAN,
+    uids::IMPLICIT_VR_LITTLE_ENDIAN,
+    // Explicit VR Big Endian: retired, yet still proposed by old modalities; dicom-rs reads it.
+    "1.2.840.10008.1.2.2",
+    uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    uids::JPEG_BASELINE8_BIT,
+    uids::JPEG_EXTENDED12_BIT,
+    uids::JPEG_LOSSLESS,
+    uids::JPEG_LOSSLESS_SV1,
+    uids::JPEGLS_LOSSLESS,
+    uids::JPEGLS_NEAR_LOSSLESS,
+    uids::JPEG2000_LOSSLESS,
+    uids::JPEG2000,
+    uids::RLE_LOSSLESS,
+];
+
+/// How long a new connection may take to send its A-ASSOCIATE-RQ (the ARTIM timer).
+const ASSOCIATE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an association may stay silent before it is aborted.
+const IDLE_TIMEOUT: Duration = Duration::from_mins(5);
+/// How long one PDU may take to send.
+const WRITE_TIMEOUT: Duration = Duration::from_mins(1);
+/// How long associations may go on after shutdown is requested before they are aborted.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// A command set is a few hundred bytes; anything this large is not one.
+const MAX_COMMAND_BYTES: usize = 64 * 1024;
+
+// DIMSE command fields (PS3.7 E.1).
+const C_STORE_RQ: u16 = 0x0001;
+const C_STORE_RSP: u16 = 0x8001;
+const C_ECHO_RQ: u16 = 0x0030;
+const C_ECHO_RSP: u16 = 0x8030;
+const C_CANCEL_RQ: u16 = 0x0FFF;
+/// Command Data Set Type (0000,0800) of a message without a data set.
+const NO_DATA_SET: u16 = 0x0101;
+
+// Status codes (PS3.4 B.2.3, PS3.7 C).
+const SUCCESS: u16 = 0x0000;
+const DUPLICATE_SOP_INSTANCE: u16 = 0x0111;
+const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
+const UNRECOGNIZED_OPERATION: u16 = 0x0211;
+const OUT_OF_RESOURCES: u16 = 0xA700;
+const DATA_SET_DOES_NOT_MATCH: u16 = 0xA900;
+const CANNOT_UNDERSTAND: u16 = 0xC000;
+const UNABLE_TO_PROCESS: u16 = 0xC001;
+
+/// Runs the SCP on `listener` until `shutdown` resolves, one task per association.
+///
+/// After `shutdown`, no connection is accepted; associations still open get a
+/// grace period of ten seconds to finish (only the requestor can release an
+/// association), then they are aborted and their sessions with them.
+pub async fn serve(
+    listener: TcpListener,
+    ingest: Arc<Ingestor>,
+    db: PgPool,
+    config: DicomConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    serve_with_grace(listener, ingest, db, config, shutdown, SHUTDOWN_GRACE).await;
+}
+
+/// [`serve`] with another shutdown grace period.
+pub async fn serve_with_grace(
+    listener: TcpListener,
+    ingest: Arc<Ingestor>,
+    db: PgPool,
+    config: DicomConfig,
+    shutdown: impl Future<Output = ()> + Send,
+    grace: Duration,
+) {
+    let scp = Arc::new(Scp::new(config, ingest, db));
+    if scp.peers.is_empty() {
+        tracing::warn!("no DICOM peers are configured (dicom.peers); every association will be rejected");
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut associations = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, remote)) => {
+                    if let Err(error) = socket.set_nodelay(true) {
+                        tracing::debug!(%error, %remote, "setting TCP_NODELAY on a DICOM connection failed");
+                    }
+                    associations.spawn(Arc::clone(&scp).association(socket, remote, stop_rx.clone()));
+                }
+                Err(error) => {
+                    // Out of file descriptors, typically: wait rather than spin.
+                    tracing::warn!(%error, "accepting a DICOM connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(ended) = associations.join_next(), if !associations.is_empty() => log_panic(ended),
+        }
+    }
+    drop(listener);
+    if !associations.is_empty() {
+        tracing::info!(open = associations.len(), "DICOM SCP stopping; waiting for open associations");
+        let drain = async {
+            while let Some(ended) = associations.join_next().await {
+                log_panic(ended);
+            }
+        };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            tracing::warn!(open = associations.len(), "aborting DICOM associations still open after the grace period");
+            let _ = stop_tx.send(true);
+            while let Some(ended) = associations.join_next().await {
+                log_panic(ended);
+            }
+        }
+    }
+    tracing::info!("DICOM SCP stopped");
+}
+
+fn log_panic(ended: Result<(), tokio::task::JoinError>) {
+    if let Err(error) = ended
+        && error.is_panic()
+    {
+        tracing::error!("a DICOM association task panicked");
+    }
+}
+
+/// What every association shares.
+struct Scp {
+    options: ServerAssociationOptions<'static, AcceptAny, DefaultNegotiation>,
+    peers: Vec<DicomPeer>,
+    ingest: Arc<Ingestor>,
+    db: PgPool,
+}
+
+impl Scp {
+    fn new(config: DicomConfig, ingest: Arc<Ingestor>, db: PgPool) -> Self {
+        let mut options = ServerAssociationOptions::new()
+            .ae_title(config.ae_title.trim().to_owned())
+            .max_pdu_length(config.max_pdu_length.clamp(MINIMUM_PDU_SIZE, MAXIMUM_PDU_SIZE))
+            .read_timeout(IDLE_TIMEOUT)
+            .write_timeout(WRITE_TIMEOUT)
+            .with_abstract_syntax(uids::VERIFICATION);
+        for sop_class in STORAGE_SOP_CLASSES {
+            options = options.with_abstract_syntax(*sop_class);
+        }
+        for transfer_syntax in TRANSFER_SYNTAXES {
+            options = options.with_transfer_syntax(*transfer_syntax);
+        }
+        Self { options, peers: config.peers, ingest, db }
+    }
+
+    fn peer(&self, calling_ae: &str) -> Option<&DicomPeer> {
+        self.peers.iter().find(|peer| peer.ae_title.trim() == calling_ae)
+    }
+
+    /// One association, from the A-ASSOCIATE-RQ to the end of the connection.
+    async fn association(self: Arc<Self>, socket: TcpStream, remote: SocketAddr, mut stop: watch::Receiver<bool>) {
+        let options = self.options.clone().ae_access_control(Peers { scp: &self, remote });
+        let established = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stop| *stop) => return,
+            established = tokio::time::timeout(ASSOCIATE_TIMEOUT, options.establish_async(socket)) => established,
+        };
+        let association = match established {
+            Ok(Ok(association)) => association,
+            // Rejections by AE title are logged by `Peers`.
+            Ok(Err(dicom_ul::association::Error::Rejected { association_rj, .. })) => {
+                tracing::debug!(%remote, reason = %association_rj.source, "DICOM association rejected");
+                return;
+            }
+            Ok(Err(error)) => {
+                tracing::info!(%remote, error = describe(&error), "DICOM association not established");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(%remote, "DICOM association not established: no A-ASSOCIATE-RQ in time");
+                return;
+            }
+        };
+        let calling_ae = association.peer_ae_title().to_owned();
+        let Some(peer) = self.peer(&calling_ae) else {
+            // `Peers` let it through, so this cannot happen; never store for an unknown peer.
+            let _ = association.abort().await;
+            return;
+        };
+        let accepted = association
+            .presentation_contexts()
+            .iter()
+            .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+            .count();
+        let stores = association.presentation_contexts().iter().any(|pc| {
+            pc.reason == PresentationContextResultReason::Acceptance && pc.abstract_syntax != uids::VERIFICATION
+        });
+        tracing::info!(calling_ae = ?calling_ae, %remote, presentation_contexts = accepted, "DICOM association accepted");
+
+        let actor = format!("dicom:{calling_ae}");
+        let target = if stores {
+            match self.open_session(peer, &actor, &calling_ae).await {
+                Ok(Some(target)) => Some(target),
+                Ok(None) => {
+                    tracing::error!(
+                        calling_ae = ?calling_ae,
+                        cohort = ?peer.cohort,
+                        site = ?peer.site,
+                        "the cohort or site of a DICOM peer does not exist; aborting its association"
+                    );
+                    let _ = association.abort().await;
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(%error, calling_ae = ?calling_ae, "opening an upload session for a DICOM association");
+                    let _ = association.abort().await;
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+
+        let mut link =
+            Link { scp: &self, association, calling_ae, actor, target, pending: None, reports: Vec::new(), echoes: 0 };
+        let end = link.run(&mut stop).await;
+        link.finish(end).await;
+    }
+
+    /// Opens the association's upload session, audited like every other.
+    async fn open_session(
+        &self,
+        peer: &DicomPeer,
+        actor: &str,
+        calling_ae: &str,
+    ) -> Result<Option<Target>, sqlx::Error> {
+        let mut tx = self.db.begin().await?;
+        let Some(session) = sessions::create_session(&mut tx, &peer.cohort, &peer.site, actor).await? else {
+            return Ok(None);
+        };
+        audit::record(
+            &mut tx,
+            NewEvent::new(actor, "upload.create").target(format!("upload:{}", session.id)).details(json!({
+                "cohort": peer.cohort,
+                "site": peer.site,
+                "via": "c-store",
+                "calling_ae": calling_ae,
+            })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(session.target()))
+    }
+
+    /// Commits or aborts a session, audited; on abort its objects are deleted after the commit.
+    async fn close_session(&self, id: Uuid, commit: bool, actor: &str, calling_ae: &str) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.begin().await?;
+        let (published, keys) = match sessions::close_session(&mut tx, id, commit).await? {
+            Ok(closed) => closed,
+            Err(state) => {
+                tracing::warn!(calling_ae = ?calling_ae, state, "the upload session of a DICOM association was no longer open");
+                return Ok(());
+            }
+        };
+        let counts = Counts::of(&sessions::list_file_reports(&mut *tx, id).await?);
+        audit::record(
+            &mut tx,
+            NewEvent::new(actor, if commit { "upload.commit" } else { "upload.abort" })
+                .target(format!("upload:{id}"))
+                .details(json!({
+                    "published": published,
+                    "instances_dropped": keys.len(),
+                    "counts": counts,
+                    "via": "c-store",
+                    "calling_ae": calling_ae,
+                })),
+        )
+        .await?;
+        tx.commit().await?;
+        // After the commit: a failed delete leaves an unreferenced object for the sweep.
+        for key in keys {
+            if let Err(error) = object_store::ObjectStoreExt::delete(self.ingest.store.as_ref(), &key.into()).await {
+                tracing::warn!(%error, "deleting an aborted DICOM upload's object; the sweep will retry");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Access control: the calling AE title must be a configured peer, the called one ours.
+struct Peers<'a> {
+    scp: &'a Scp,
+    remote: SocketAddr,
+}
+
+impl AccessControl for Peers<'_> {
+    fn check_access(
+        &self,
+        this_ae_title: &str,
+        calling_ae_title: &str,
+        called_ae_title: &str,
+        _user_identity: Option<&UserIdentity>,
+    ) -> Result<(), AssociationRJServiceUserReason> {
+        let (calling, called, remote) = (calling_ae_title, called_ae_title, self.remote);
+        if self.scp.peer(calling_ae_title).is_none() {
+            tracing::warn!(calling_ae = ?calling, called_ae = ?called, %remote, "DICOM association rejected: calling AE title not recognized");
+            return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
+        }
+        if called_ae_title != this_ae_title {
+            tracing::warn!(calling_ae = ?calling, called_ae = ?called, %remote, "DICOM association rejected: called AE title not recognized");
+            return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
+        }
+        Ok(())
+    }
+}
+
+/// How an association ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// A-RELEASE-RQ: commit.
+    Release,
+    /// A-ABORT from the peer.
+    PeerAbort,
+    /// The connection broke, timed out, or a PDU could not be read or sent.
+    Lost(&'static str),
+    /// The peer broke the protocol; Custodian aborts.
+    Protocol(&'static str),
+    /// Custodian is stopping; it aborts.
+    Shutdown,
+}
+
+/// A DIMSE message being received: its command set, then its data set.
+struct Message {
+    context_id: u8,
+    command_bytes: Vec<u8>,
+    command: Option<Command>,
+    data: Vec<u8>,
+    data_size: usize,
+    too_large: bool,
+}
+
+/// The parts of a command set Custodian uses.
+struct Command {
+    field: u16,
+    message_id: u16,
+    has_data_set: bool,
+    /// Affected SOP Class UID (0000,0002).
+    sop_class: Option<String>,
+    /// Affected SOP Instance UID (0000,1000): the sender's own UID, echoed only in the response.
+    sop_instance: Option<String>,
+}
+
+impl Command {
+    fn parse(bytes: &[u8]) -> Option<Self> {
+        // Command sets are always Implicit VR Little Endian (PS3.7 6.3.1).
+        let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased()).ok()?;
+        let number = |tag| obj.element(tag).ok().and_then(|e| e.to_int::<u16>().ok());
+        let text = |tag| {
+            obj.element(tag)
+                .ok()
+                .and_then(|e| e.to_str().ok())
+                .map(|s| s.trim_end_matches(['\0', ' ']).to_owned())
+                .filter(|s| !s.is_empty())
+        };
+        Some(Self {
+            field: number(tags::COMMAND_FIELD)?,
+            message_id: number(tags::MESSAGE_ID).unwrap_or(0),
+            has_data_set: number(tags::COMMAND_DATA_SET_TYPE)? != NO_DATA_SET,
+            sop_class: text(tags::AFFECTED_SOP_CLASS_UID),
+            sop_instance: text(tags::AFFECTED_SOP_INSTANCE_UID),
+        })
+    }
+}
+
+/// A data set as received, or its size when it was over the limit.
+struct DataSet {
+    bytes: Vec<u8>,
+    size: usize,
+    too_large: bool,
+}
+
+/// An established association.
+struct Link<'a> {
+    scp: &'a Scp,
+    association: AsyncServerAssociation<TcpStream>,
+    calling_ae: String,
+    actor: String,
+    /// The association's upload session, when it negotiated a storage SOP class.
+    target: Option<Target>,
+    pending: Option<Message>,
+    reports: Vec<FileReport>,
+    echoes: u32,
+}
+
+impl Link<'_> {
+    async fn run(&mut self, stop: &mut watch::Receiver<bool>) -> End {
+        loop {
+            let pdu = tokio::select! {
+                biased;
+                _ = stop.wait_for(|stop| *stop) => return End::Shutdown,
+                pdu = self.association.receive() => pdu,
+            };
+            match pdu {
+                Ok(Pdu::PData { data }) => {
+                    for pdv in data {
+                        if let Err(end) = self.on_pdv(pdv).await {
+                            return end;
+                        }
+                    }
+                }
+                Ok(Pdu::ReleaseRQ) => return End::Release,
+                Ok(Pdu::AbortRQ { .. }) => return End::PeerAbort,
+                Ok(_) => return End::Protocol("unexpected PDU"),
+                Err(error) => return End::Lost(describe(&error)),
+            }
+        }
+    }
+
+    /// One presentation data value: a fragment of a command set or of a data set.
+    async fn on_pdv(&mut self, pdv: PDataValue) -> Result<(), End> {
+        let context_id = pdv.presentation_context_id;
+        if self.context(context_id).is_none() {
+            return Err(End::Protocol("P-DATA on a presentation context that was not accepted"));
+        }
+        let limit = self.scp.ingest.limits.max_file_bytes;
+        match pdv.value_type {
+            PDataValueType::Command => {
+                let message = self.pending.get_or_insert_with(|| Message {
+                    context_id,
+                    command_bytes: Vec::new(),
+                    command: None,
+                    data: Vec::new(),
+                    data_size: 0,
+                    too_large: false,
+                });
+                if message.command.is_some() || message.context_id != context_id {
+                    return Err(End::Protocol("a command fragment arrived before the previous data set ended"));
+                }
+                message.command_bytes.extend_from_slice(&pdv.data);
+                if message.command_bytes.len() > MAX_COMMAND_BYTES {
+                    return Err(End::Protocol("command set too large"));
+                }
+                if !pdv.is_last {
+                    return Ok(());
+                }
+                let command = Command::parse(&message.command_bytes).ok_or(End::Protocol("unreadable command set"))?;
+                if command.has_data_set {
+                    message.command = Some(command);
+                    Ok(())
+                } else {
+                    self.pending = None;
+                    self.dispatch(context_id, command, None).await
+                }
+            }
+            PDataValueType::Data => {
+                let Some(message) = self.pending.as_mut().filter(|m| m.command.is_some() && m.context_id == context_id)
+                else {
+                    return Err(End::Protocol("a data set fragment arrived without its command"));
+                };
+                message.data_size = message.data_size.saturating_add(pdv.data.len());
+                if message.data_size > limit {
+                    // Keep counting, stop keeping: the answer is "too large" either way.
+                    message.too_large = true;
+                    message.data = Vec::new();
+                } else {
+                    let mut data = pdv.data;
+                    message.data.append(&mut data);
+                }
+                if !pdv.is_last {
+                    return Ok(());
+                }
+                let Some(Message { command: Some(command), data, data_size, too_large, .. }) = self.pending.take()
+                else {
+                    return Err(End::Protocol("a data set fragment arrived without its command"));
+                };
+                let data_set = DataSet { bytes: data, size: data_size, too_large };
+                self.dispatch(context_id, command, Some(data_set)).await
+            }
+        }
+    }
+
+    /// Answers one complete message.
+    async fn dispatch(&mut self, context_id: u8, command: Command, data_set: Option<DataSet>) -> Result<(), End> {
+        match command.field {
+            C_ECHO_RQ => {
+                self.echoes += 1;
+                self.respond(context_id, C_ECHO_RSP, &command, SUCCESS, None).await
+            }
+            C_STORE_RQ => {
+                let (status, code) = self.store(context_id, &command, data_set).await;
+                tracing::debug!(calling_ae = ?self.calling_ae, status = format!("{status:#06X}"), code, "C-STORE");
+                self.respond(context_id, C_STORE_RSP, &command, status, code.as_deref()).await
+            }
+            // Nothing to cancel: every operation is answered before the next is read.
+            C_CANCEL_RQ => Ok(()),
+            field if field & 0x8000 != 0 => Err(End::Protocol("a DIMSE response arrived at the SCP")),
+            field => {
+                tracing::info!(calling_ae = ?self.calling_ae, command = format!("{field:#06X}"), "unsupported DIMSE operation");
+                self.respond(context_id, field | 0x8000, &command, UNRECOGNIZED_OPERATION, None).await
+            }
+        }
+    }
+
+    /// Ingests one C-STORE data set; returns the response status and an error comment.
+    async fn store(&mut self, context_id: u8, command: &Command, data_set: Option<DataSet>) -> (u16, Option<String>) {
+        let Some(pc) = self.context(context_id) else {
+            return (SOP_CLASS_NOT_SUPPORTED, None);
+        };
+        let (abstract_syntax, transfer_syntax) = (pc.abstract_syntax.clone(), pc.transfer_syntax.clone());
+        let Some(target) = self.target.as_ref() else {
+            return (SOP_CLASS_NOT_SUPPORTED, Some("no storage SOP class was negotiated".into()));
+        };
+        let (Some(data_set), Some(sop_class), Some(sop_instance)) =
+            (data_set, command.sop_class.as_deref(), command.sop_instance.as_deref())
+        else {
+            return (CANNOT_UNDERSTAND, Some("incomplete C-STORE request".into()));
+        };
+        if trim_uid(&abstract_syntax) != sop_class {
+            return (SOP_CLASS_NOT_SUPPORTED, Some("SOP class differs from the presentation context".into()));
+        }
+        let received = if data_set.too_large {
+            Received::Unreadable {
+                size: data_set.size,
+                code: "file-too-large",
+                message: format!(
+                    "the file is larger than the limit of {} bytes",
+                    self.scp.ingest.limits.max_file_bytes
+                ),
+            }
+        } else {
+            match part10(sop_class, sop_instance, trim_uid(&transfer_syntax), &data_set.bytes) {
+                Some(file) => Received::File(Bytes::from(file)),
+                None => Received::Unreadable {
+                    size: data_set.size,
+                    code: "malformed-dicom",
+                    message: "the file meta group could not be built for the data set".into(),
+                },
+            }
+        };
+        let files = futures::stream::iter([Ok(received)]);
+        match self.scp.ingest.ingest_batch(&self.actor, target, files).await {
+            Ok(reports) => {
+                let Some(report) = reports.into_iter().next() else {
+                    return (UNABLE_TO_PROCESS, None);
+                };
+                let answer = (status_of(&report), report.code.clone().filter(|_| report.outcome == Outcome::Rejected));
+                self.reports.push(report);
+                answer
+            }
+            Err(error) => {
+                tracing::error!(%error, calling_ae = ?self.calling_ae, "ingesting a C-STORE data set");
+                (UNABLE_TO_PROCESS, Some("the registry could not record the instance".into()))
+            }
+        }
+    }
+
+    /// Sends a DIMSE response on `context_id`.
+    async fn respond(
+        &mut self,
+        context_id: u8,
+        field: u16,
+        command: &Command,
+        status: u16,
+        comment: Option<&str>,
+    ) -> Result<(), End> {
+        let data =
+            response(field, command, status, comment).ok_or(End::Protocol("the response could not be encoded"))?;
+        let pdu = Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id: context_id,
+                value_type: PDataValueType::Command,
+                is_last: true,
+                data,
+            }],
+        };
+        self.association.send(&pdu).await.map_err(|error| End::Lost(describe(&error)))
+    }
+
+    fn context(&self, id: u8) -> Option<&dicom_ul::pdu::PresentationContextNegotiated> {
+        self.association
+            .presentation_contexts()
+            .iter()
+            .find(|pc| pc.id == id && pc.reason == PresentationContextResultReason::Acceptance)
+    }
+
+    /// Closes the session as the association ended, then the association.
+    async fn finish(self, end: End) {
+        let Link { scp, mut association, calling_ae, actor, target, reports, echoes, .. } = self;
+        let counts = Counts::of(&reports);
+        let commit = end == End::Release;
+        let mut closed = true;
+        if let Some(target) = &target
+            && let Err(error) = scp.close_session(target.session_id, commit, &actor, &calling_ae).await
+        {
+            tracing::error!(%error, calling_ae = ?calling_ae, commit, "closing the upload session of a DICOM association");
+            closed = false;
+            // Not published: make sure nothing of it ever is.
+            if commit && let Err(error) = scp.close_session(target.session_id, false, &actor, &calling_ae).await {
+                tracing::error!(%error, calling_ae = ?calling_ae, "aborting the upload session of a DICOM association");
+            }
+        }
+        let ending = match end {
+            End::Release if closed => {
+                if let Err(error) = association.send(&Pdu::ReleaseRP).await {
+                    tracing::info!(calling_ae = ?calling_ae, error = describe(&error), "sending A-RELEASE-RP failed");
+                }
+                "released"
+            }
+            End::Release => {
+                // The sender must not take the data for stored.
+                let _ = association.abort().await;
+                "aborted: the session could not be committed"
+            }
+            End::PeerAbort => "aborted by the peer",
+            End::Lost(reason) | End::Protocol(reason) => {
+                if matches!(end, End::Protocol(_)) {
+                    let _ = association.abort().await;
+                }
+                reason
+            }
+            End::Shutdown => {
+                let _ = association.abort().await;
+                "aborted: Custodian is stopping"
+            }
+        };
+        tracing::info!(
+            calling_ae = ?calling_ae,
+            ending,
+            stored = counts.stored,
+            duplicate = counts.duplicate,
+            quarantined = counts.quarantined,
+            rejected = counts.rejected,
+            echoes,
+            "DICOM association ended"
+        );
+    }
+}
+
+/// C-STORE-RSP status of one file's report (PS3.4 B.2.3). A quarantine is a
+/// registry decision, not a transfer failure, so it is a success for the sender.
+pub fn status_of(report: &FileReport) -> u16 {
+    match report.outcome {
+        Outcome::Stored | Outcome::Duplicate | Outcome::Quarantined => SUCCESS,
+        Outcome::Rejected => match report.code.as_deref() {
+            Some("missing-attribute" | "wrong-study") => DATA_SET_DOES_NOT_MATCH,
+            Some("not-dicom" | "malformed-dicom" | "unsupported-transfer-syntax") => CANNOT_UNDERSTAND,
+            Some("file-too-large") => OUT_OF_RESOURCES,
+            Some("conflict") => DUPLICATE_SOP_INSTANCE,
+            _ => UNABLE_TO_PROCESS,
+        },
+    }
+}
+
+/// The Part-10 file of a received data set: 128-byte preamble, `DICM`, the file
+/// meta group, then the data set bytes exactly as received.
+fn part10(sop_class: &str, sop_instance: &str, transfer_syntax: &str, data_set: &[u8]) -> Option<Vec<u8>> {
+    let meta = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(sop_class)
+        .media_storage_sop_instance_uid(sop_instance)
+        .transfer_syntax(transfer_syntax)
+        .build()
+        .ok()?;
+    let mut file = Vec::with_capacity(132 + 256 + data_set.len());
+    file.resize(128, 0);
+    file.extend_from_slice(b"DICM");
+    meta.write(&mut file).ok()?;
+    file.extend_from_slice(data_set);
+    Some(file)
+}
+
+/// The command set of a response, Implicit VR Little Endian.
+fn response(field: u16, command: &Command, status: u16, comment: Option<&str>) -> Option<Vec<u8>> {
+    let mut elements = vec![
+        DataElement::new(tags::COMMAND_FIELD, VR::US, PrimitiveValue::from(field)),
+        DataElement::new(tags::MESSAGE_ID_BEING_RESPONDED_TO, VR::US, PrimitiveValue::from(command.message_id)),
+        DataElement::new(tags::COMMAND_DATA_SET_TYPE, VR::US, PrimitiveValue::from(NO_DATA_SET)),
+        DataElement::new(tags::STATUS, VR::US, PrimitiveValue::from(status)),
+    ];
+    if let Some(sop_class) = &command.sop_class {
+        elements.push(DataElement::new(tags::AFFECTED_SOP_CLASS_UID, VR::UI, PrimitiveValue::from(sop_class.as_str())));
+    }
+    if let Some(sop_instance) = &command.sop_instance {
+        elements.push(DataElement::new(
+            tags::AFFECTED_SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(sop_instance.as_str()),
+        ));
+    }
+    if let Some(comment) = comment.filter(|_| status != SUCCESS) {
+        // Error Comment is LO: at most 64 characters. Codes and fixed texts only, never values.
+        let comment: String = comment.chars().take(64).collect();
+        elements.push(DataElement::new(tags::ERROR_COMMENT, VR::LO, PrimitiveValue::from(comment)));
+    }
+    let obj = InMemDicomObject::command_from_element_iter(elements);
+    let mut out = Vec::new();
+    obj.write_dataset_with_ts(&mut out, &IMPLICIT_VR_LITTLE_ENDIAN.erased()).ok()?;
+    Some(out)
+}
+
+fn trim_uid(uid: &str) -> &str {
+    uid.trim_end_matches(['\0', ' '])
+}
+
+/// A dicom-ul error in words that carry no data: some of its `Display`s print
+/// whole PDUs, data sets included.
+fn describe(error: &dicom_ul::association::Error) -> &'static str {
+    use dicom_ul::association::Error;
+    use dicom_ul::pdu::ReadError;
+    match error {
+        Error::ConnectionClosed { .. } => "connection closed by the peer",
+        Error::ReceivePdu { source, .. } => match source {
+            ReadError::ReadPdu { .. } | ReadError::NoPduAvailable { .. } => "connection lost",
+            ReadError::PduTooLarge { .. } => "PDU larger than the negotiated maximum",
+            _ => "malformed PDU",
+        },
+        Error::Timeout { .. } => "timed out",
+        Error::WireSend { .. } | Error::SendPdu { .. } | Error::SendTooLongPdu { .. } => "could not send a PDU",
+        Error::UnexpectedPdu { .. } | Error::UnknownPdu { .. } => "unexpected PDU",
+        Error::Rejected { .. } => "association rejected",
+        Error::Aborted { .. } => "association aborted",
+        _ => "association error",
+    }
+}
