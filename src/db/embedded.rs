@@ -443,7 +443,7 @@ fn install_postgres() -> Result<()> {
     tracing::warn!("PostgreSQL server binaries not found; installing the `postgresql` package with apt-get");
     for args in [
         &["apt-get", "update", "-q"][..],
-        &["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"][..],
+        &["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=300", "--no-install-recommends", "postgresql"][..],
     ] {
         let status = sudo(args).status().context("running apt-get")?;
         if !status.success() {

@@ -284,6 +284,7 @@ fn transform(dataset: InMemDicomObject, ctx: &mut Ctx<'_>, depth: usize) -> InMe
         if tag.element() == 0 {
             continue; // group lengths are recomputed, never carried
         }
+        let Some(element) = retype_unknown(element) else { continue };
         if tag.group() % 2 == 1 {
             if let Some(element) = keep_private(element, &creators, ctx) {
                 kept.push(element);
@@ -300,6 +301,56 @@ fn transform(dataset: InMemDicomObject, ctx: &mut Ctx<'_>, depth: usize) -> InMe
         }
     }
     InMemDicomObject::from_element_iter(kept)
+}
+
+/// Gives a public attribute sent as UN (unknown VR) its dictionary VR, so the
+/// profile sees its text: a UID sent as UN must be remapped as one UID, not as
+/// the decimal numbers of its bytes. A public sequence sent as UN cannot be
+/// searched for identifiers and is dropped.
+fn retype_unknown(element: InMemElement) -> Option<InMemElement> {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+    let tag = element.tag();
+    if element.vr() != VR::UN || tag.group() % 2 == 1 {
+        return Some(element);
+    }
+    let Some(VirtualVr::Exact(vr)) =
+        dicom_dictionary_std::StandardDataDictionary.by_tag(tag).map(DataDictionaryEntry::vr)
+    else {
+        return Some(element);
+    };
+    let textual = matches!(
+        vr,
+        VR::AE
+            | VR::AS
+            | VR::CS
+            | VR::DA
+            | VR::DS
+            | VR::DT
+            | VR::IS
+            | VR::LO
+            | VR::LT
+            | VR::PN
+            | VR::SH
+            | VR::ST
+            | VR::TM
+            | VR::UC
+            | VR::UI
+            | VR::UR
+            | VR::UT
+    );
+    if vr == VR::SQ {
+        return None;
+    }
+    if !textual {
+        return Some(element);
+    }
+    let bytes = element.to_bytes().ok()?;
+    let text = String::from_utf8_lossy(&bytes).trim_end_matches(['\0', ' ']).to_owned();
+    Some(if text.is_empty() {
+        DataElement::new(tag, vr, PrimitiveValue::Empty)
+    } else {
+        DataElement::new(tag, vr, PrimitiveValue::from(text))
+    })
 }
 
 /// Keeps a private attribute only when its (creator, element) is declared safe.
@@ -440,7 +491,12 @@ fn text(dataset: &InMemDicomObject, tag: Tag) -> Option<String> {
     if element.vr() == VR::SQ {
         return None;
     }
-    let value = element.to_str().ok()?;
+    let value = if element.vr() == VR::UN {
+        // Sent with an unknown VR: its bytes are the text.
+        Cow::Owned(String::from_utf8_lossy(&element.to_bytes().ok()?).into_owned())
+    } else {
+        element.to_str().ok()?
+    };
     let value = value.trim_matches(|c: char| c == '\0' || c.is_whitespace());
     (!value.is_empty()).then(|| value.to_owned())
 }

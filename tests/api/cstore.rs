@@ -68,7 +68,10 @@ fn ensure_dcmtk() {
             return Err("DCMTK's storescu is not installed and this is not a Debian-like system".into());
         }
         let root = custodian::db::embedded::running_as_root().map_err(|e| format!("{e:#}"))?;
-        for args in [&["apt-get", "update", "-q"][..], &["apt-get", "install", "-y", "-q", "dcmtk"][..]] {
+        for args in [
+            &["apt-get", "update", "-q"][..],
+            &["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=300", "dcmtk"][..],
+        ] {
             let mut command = if root {
                 std::process::Command::new(args[0])
             } else {
