@@ -132,6 +132,12 @@ pub fn deidentify(bytes: &[u8], settings: &DeidSettings<'_>) -> Result<Deidentif
     if !(preamble || bare) {
         return Err(Rejection::new("not-dicom", "not a DICOM Part-10 file: the `DICM` marker is missing"));
     }
+    if let Err(tag) = super::guard::check_declared_lengths(bytes) {
+        return Err(Rejection::new(
+            "malformed-dicom",
+            format!("the element ({:04X},{:04X}) declares a value longer than the file", tag.group(), tag.element()),
+        ));
+    }
     let file = OpenFileOptions::new()
         .read_preamble(if preamble { ReadPreamble::Always } else { ReadPreamble::Never })
         .from_reader(bytes)

@@ -7,6 +7,7 @@
 
 pub mod clean;
 pub mod dicom;
+pub mod guard;
 pub mod profile;
 pub mod pseudonym;
 

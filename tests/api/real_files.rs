@@ -830,9 +830,6 @@ fn peak_resident_kib() -> Option<u64> {
 }
 
 #[test]
-#[ignore = "engine problem: dicom-rs allocates and zero-fills a value's declared length before \
-            reading it, and the engine passes uploads to it unchecked; this 4 KB file declares a \
-            1.2 GB value and costs about 1.4 GB of memory (26 s in a debug build) to reject"]
 fn a_small_file_declaring_a_huge_value_is_rejected_without_a_huge_allocation() {
     // SC_rgb_jpeg.dcm (made by highdicom) has a data set encoded in implicit
     // VR under a meta group that declares JPEG Baseline, i.e. explicit VR;
