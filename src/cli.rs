@@ -119,6 +119,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             if args.dicom_port.is_some() {
                 config.dicom.port = args.dicom_port;
             }
+            if args.demo && config.dicom.peers.is_empty() {
+                // A newcomer can try `storescu -aet DEMO -aec CUSTODIAN …` at once.
+                config.dicom.peers.push(crate::config::DicomPeer {
+                    ae_title: "DEMO".into(),
+                    site: "local".into(),
+                    cohort: "default".into(),
+                });
+            }
             serve(config, args.demo).await
         }
         Command::Migrate => {
