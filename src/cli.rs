@@ -287,8 +287,8 @@ async fn serve_with(
             let shutdown = async {
                 let _ = stopped.await;
             };
-            let (ingest, db) = (state.ingest.clone(), db.pool.clone());
-            let task = tokio::spawn(crate::ingest::cstore::serve(listener, ingest, db, config.dicom.clone(), shutdown));
+            let ingest = state.ingest.clone();
+            let task = tokio::spawn(crate::ingest::cstore::serve(listener, ingest, config.dicom.clone(), shutdown));
             Some((stop, task))
         }
         None => None,

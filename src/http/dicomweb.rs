@@ -23,10 +23,8 @@ use utoipa_axum::routes;
 use super::extract::{AppPath, AppQuery};
 use super::uploads::received_files;
 use crate::app::AppState;
-use crate::audit::{self, NewEvent};
 use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ErrorBody, Result};
-use crate::ingest::sessions;
 use crate::ingest::{Counts, FileReport, Outcome};
 use crate::openapi::tags;
 
@@ -120,18 +118,12 @@ async fn stow(
     }
     let cohort = query.cohort.unwrap_or_else(|| "default".into());
     let site = query.site.unwrap_or_else(|| "local".into());
-    let mut tx = state.db.begin().await?;
-    let session = sessions::create_session(&mut tx, &cohort, &site, &principal.username)
+    let origin = json!({ "via": "stow-rs" });
+    let session = state
+        .ingest
+        .open_session(&principal.username, &cohort, &site, &origin)
         .await?
         .ok_or_else(|| ApiError::BadRequest(format!("no cohort `{cohort}` with a site `{site}`")))?;
-    audit::record(
-        &mut tx,
-        NewEvent::new(&principal.username, "upload.create")
-            .target(format!("upload:{}", session.id))
-            .details(json!({ "cohort": cohort, "site": site, "via": "stow-rs" })),
-    )
-    .await?;
-    tx.commit().await?;
 
     let mut target = session.target();
     target.only_study = only_study;
@@ -165,18 +157,11 @@ async fn stow(
 }
 
 async fn close(state: &AppState, principal: &Principal, id: uuid::Uuid, commit: bool) -> Result<()> {
-    let mut tx = state.db.begin().await?;
-    let (published, keys) = sessions::close_session(&mut tx, id, commit)
+    state
+        .ingest
+        .close_session(&principal.username, id, commit, &json!({ "via": "stow-rs" }))
         .await?
         .map_err(|s| ApiError::Conflict(format!("the upload session is {s}, not open")))?;
-    audit::record(
-        &mut tx,
-        NewEvent::new(&principal.username, if commit { "upload.commit" } else { "upload.abort" })
-            .target(format!("upload:{id}"))
-            .details(json!({ "published": published, "instances_dropped": keys.len(), "via": "stow-rs" })),
-    )
-    .await?;
-    tx.commit().await?;
     Ok(())
 }
 

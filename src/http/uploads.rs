@@ -13,7 +13,6 @@ use uuid::Uuid;
 
 use super::extract::{AppJson, AppPath};
 use crate::app::AppState;
-use crate::audit::{self, NewEvent};
 use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::ingest::sessions::{self, Session};
@@ -108,19 +107,10 @@ pub async fn create_upload(
     AppJson(request): AppJson<CreateUploadRequest>,
 ) -> Result<(StatusCode, AppJson<Session>)> {
     principal.require_any(UPLOADERS)?;
-    let mut tx = state.db.begin().await?;
     let session =
-        sessions::create_session(&mut tx, &request.cohort, &request.site, &principal.username).await?.ok_or_else(
+        state.ingest.open_session(&principal.username, &request.cohort, &request.site, &json!({})).await?.ok_or_else(
             || ApiError::BadRequest(format!("no cohort `{}` with a site `{}`", request.cohort, request.site)),
         )?;
-    audit::record(
-        &mut tx,
-        NewEvent::new(&principal.username, "upload.create")
-            .target(format!("upload:{}", session.id))
-            .details(json!({ "cohort": session.cohort, "site": session.site })),
-    )
-    .await?;
-    tx.commit().await?;
     Ok((StatusCode::CREATED, AppJson(session)))
 }
 
@@ -210,20 +200,12 @@ pub async fn commit_upload(
     AppPath(id): AppPath<Uuid>,
 ) -> Result<AppJson<CommitResponse>> {
     load_session(&state, &principal, id, true).await?;
-    let mut tx = state.db.begin().await?;
-    let (published, _) = sessions::close_session(&mut tx, id, true)
+    let closed = state
+        .ingest
+        .close_session(&principal.username, id, true, &json!({}))
         .await?
         .map_err(|s| ApiError::Conflict(format!("the upload session is {s}, not open")))?;
-    let files = sessions::list_file_reports(&mut *tx, id).await?;
-    let counts = Counts::of(&files);
-    audit::record(
-        &mut tx,
-        NewEvent::new(&principal.username, "upload.commit")
-            .target(format!("upload:{id}"))
-            .details(json!({ "published": published, "counts": counts })),
-    )
-    .await?;
-    tx.commit().await?;
+    let (published, counts) = (closed.published, closed.counts);
     let session = sessions::get_session(&state.db, id).await?.ok_or(ApiError::NotFound("upload session"))?;
     Ok(AppJson(CommitResponse { session, published, counts }))
 }
@@ -247,24 +229,11 @@ pub async fn abort_upload(
     AppPath(id): AppPath<Uuid>,
 ) -> Result<StatusCode> {
     load_session(&state, &principal, id, true).await?;
-    let mut tx = state.db.begin().await?;
-    let (_, keys) = sessions::close_session(&mut tx, id, false)
+    state
+        .ingest
+        .close_session(&principal.username, id, false, &json!({}))
         .await?
         .map_err(|s| ApiError::Conflict(format!("the upload session is {s}, not open")))?;
-    audit::record(
-        &mut tx,
-        NewEvent::new(&principal.username, "upload.abort")
-            .target(format!("upload:{id}"))
-            .details(json!({ "instances_dropped": keys.len() })),
-    )
-    .await?;
-    tx.commit().await?;
-    // After the commit: a failed delete leaves an unreferenced object for the sweep.
-    for key in keys {
-        if let Err(e) = object_store::ObjectStoreExt::delete(state.store.as_ref(), &key.into()).await {
-            tracing::warn!(error = %e, "deleting an aborted upload's object; the sweep will retry");
-        }
-    }
     Ok(StatusCode::NO_CONTENT)
 }
 

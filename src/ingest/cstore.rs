@@ -41,15 +41,12 @@ use dicom_ul::pdu::{
     PresentationContextResultReason, UserIdentity,
 };
 use serde_json::json;
-use sqlx::PgPool;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::sessions;
 use super::{Counts, FileReport, Ingestor, Outcome, Received, Target};
-use crate::audit::{self, NewEvent};
 use crate::config::{DicomConfig, DicomPeer};
 
 /// Storage SOP classes accepted (Verification is accepted as well).
@@ -140,23 +137,21 @@ const UNABLE_TO_PROCESS: u16 = 0xC001;
 pub async fn serve(
     listener: TcpListener,
     ingest: Arc<Ingestor>,
-    db: PgPool,
     config: DicomConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    serve_with_grace(listener, ingest, db, config, shutdown, SHUTDOWN_GRACE).await;
+    serve_with_grace(listener, ingest, config, shutdown, SHUTDOWN_GRACE).await;
 }
 
 /// [`serve`] with another shutdown grace period.
 pub async fn serve_with_grace(
     listener: TcpListener,
     ingest: Arc<Ingestor>,
-    db: PgPool,
     config: DicomConfig,
     shutdown: impl Future<Output = ()> + Send,
     grace: Duration,
 ) {
-    let scp = Arc::new(Scp::new(config, ingest, db));
+    let scp = Arc::new(Scp::new(config, ingest));
     if scp.peers.is_empty() {
         tracing::warn!("no DICOM peers are configured (dicom.peers); every association will be rejected");
     }
@@ -214,11 +209,10 @@ struct Scp {
     options: ServerAssociationOptions<'static, AcceptAny, DefaultNegotiation>,
     peers: Vec<DicomPeer>,
     ingest: Arc<Ingestor>,
-    db: PgPool,
 }
 
 impl Scp {
-    fn new(config: DicomConfig, ingest: Arc<Ingestor>, db: PgPool) -> Self {
+    fn new(config: DicomConfig, ingest: Arc<Ingestor>) -> Self {
         let mut options = ServerAssociationOptions::new()
             .ae_title(config.ae_title.trim().to_owned())
             .max_pdu_length(config.max_pdu_length.clamp(MINIMUM_PDU_SIZE, MAXIMUM_PDU_SIZE))
@@ -231,7 +225,7 @@ impl Scp {
         for transfer_syntax in TRANSFER_SYNTAXES {
             options = options.with_transfer_syntax(*transfer_syntax);
         }
-        Self { options, peers: config.peers, ingest, db }
+        Self { options, peers: config.peers, ingest }
     }
 
     fn peer(&self, calling_ae: &str) -> Option<&DicomPeer> {
@@ -315,54 +309,16 @@ impl Scp {
         actor: &str,
         calling_ae: &str,
     ) -> Result<Option<Target>, sqlx::Error> {
-        let mut tx = self.db.begin().await?;
-        let Some(session) = sessions::create_session(&mut tx, &peer.cohort, &peer.site, actor).await? else {
-            return Ok(None);
-        };
-        audit::record(
-            &mut tx,
-            NewEvent::new(actor, "upload.create").target(format!("upload:{}", session.id)).details(json!({
-                "cohort": peer.cohort,
-                "site": peer.site,
-                "via": "c-store",
-                "calling_ae": calling_ae,
-            })),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Some(session.target()))
+        let origin = json!({ "via": "c-store", "calling_ae": calling_ae });
+        let session = self.ingest.open_session(actor, &peer.cohort, &peer.site, &origin).await?;
+        Ok(session.map(|s| s.target()))
     }
 
     /// Commits or aborts a session, audited; on abort its objects are deleted after the commit.
     async fn close_session(&self, id: Uuid, commit: bool, actor: &str, calling_ae: &str) -> Result<(), sqlx::Error> {
-        let mut tx = self.db.begin().await?;
-        let (published, keys) = match sessions::close_session(&mut tx, id, commit).await? {
-            Ok(closed) => closed,
-            Err(state) => {
-                tracing::warn!(calling_ae = ?calling_ae, state, "the upload session of a DICOM association was no longer open");
-                return Ok(());
-            }
-        };
-        let counts = Counts::of(&sessions::list_file_reports(&mut *tx, id).await?);
-        audit::record(
-            &mut tx,
-            NewEvent::new(actor, if commit { "upload.commit" } else { "upload.abort" })
-                .target(format!("upload:{id}"))
-                .details(json!({
-                    "published": published,
-                    "instances_dropped": keys.len(),
-                    "counts": counts,
-                    "via": "c-store",
-                    "calling_ae": calling_ae,
-                })),
-        )
-        .await?;
-        tx.commit().await?;
-        // After the commit: a failed delete leaves an unreferenced object for the sweep.
-        for key in keys {
-            if let Err(error) = object_store::ObjectStoreExt::delete(self.ingest.store.as_ref(), &key.into()).await {
-                tracing::warn!(%error, "deleting an aborted DICOM upload's object; the sweep will retry");
-            }
+        let origin = json!({ "via": "c-store", "calling_ae": calling_ae });
+        if let Err(state) = self.ingest.close_session(actor, id, commit, &origin).await? {
+            tracing::warn!(calling_ae = ?calling_ae, state, "the upload session of a DICOM association was no longer open");
         }
         Ok(())
     }

@@ -190,6 +190,64 @@ impl Ingestor {
         })
     }
 
+    /// Opens an upload session for `cohort` and `site`, audited as `upload.create`
+    /// with `origin` (e.g. `{"via": "stow-rs"}`); `None` when either does not exist.
+    pub async fn open_session(
+        &self,
+        actor: &str,
+        cohort: &str,
+        site: &str,
+        origin: &serde_json::Value,
+    ) -> Result<Option<sessions::Session>, sqlx::Error> {
+        let mut tx = self.db.begin().await?;
+        let Some(session) = sessions::create_session(&mut tx, cohort, site, actor).await? else {
+            return Ok(None);
+        };
+        let details = with_origin(json!({ "cohort": session.cohort, "site": session.site }), origin);
+        audit::record(
+            &mut tx,
+            NewEvent::new(actor, "upload.create").target(format!("upload:{}", session.id)).details(details),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(session))
+    }
+
+    /// Commits (publishing its staged instances) or aborts an open session, audited
+    /// as `upload.commit` / `upload.abort` with `origin`. An aborted session's
+    /// objects are deleted after the transaction; one that fails is left to the
+    /// sweep. `Err(state)` when the session was not open.
+    pub async fn close_session(
+        &self,
+        actor: &str,
+        id: Uuid,
+        commit: bool,
+        origin: &serde_json::Value,
+    ) -> Result<Result<Closed, String>, sqlx::Error> {
+        let mut tx = self.db.begin().await?;
+        let (published, keys) = match sessions::close_session(&mut tx, id, commit).await? {
+            Ok(closed) => closed,
+            Err(state) => return Ok(Err(state)),
+        };
+        let counts = Counts::of(&sessions::list_file_reports(&mut *tx, id).await?);
+        let details =
+            with_origin(json!({ "published": published, "instances_dropped": keys.len(), "counts": counts }), origin);
+        audit::record(
+            &mut tx,
+            NewEvent::new(actor, if commit { "upload.commit" } else { "upload.abort" })
+                .target(format!("upload:{id}"))
+                .details(details),
+        )
+        .await?;
+        tx.commit().await?;
+        for key in &keys {
+            if let Err(error) = self.store.delete(&key.as_str().into()).await {
+                tracing::warn!(%error, "deleting an aborted upload's object; the sweep will retry");
+            }
+        }
+        Ok(Ok(Closed { published, dropped: keys.len(), counts }))
+    }
+
     /// De-identifies, stores and catalogs `files` for `target`, returning one report per file.
     ///
     /// Files are read from the stream and processed `limits.parallelism` at a
@@ -322,6 +380,24 @@ impl Ingestor {
             sha256,
         })
     }
+}
+
+/// What closing a session did.
+#[derive(Debug, Clone, Copy)]
+pub struct Closed {
+    /// Instances made visible (commit).
+    pub published: i64,
+    /// Instances dropped with their objects (abort).
+    pub dropped: usize,
+    pub counts: Counts,
+}
+
+/// `details` with the fields of `origin` added.
+fn with_origin(mut details: serde_json::Value, origin: &serde_json::Value) -> serde_json::Value {
+    if let (Some(details), Some(origin)) = (details.as_object_mut(), origin.as_object()) {
+        details.extend(origin.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    details
 }
 
 /// The message of a SOP Instance UID conflict.

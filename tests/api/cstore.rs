@@ -41,11 +41,11 @@ impl Scp {
         config.ae_title = "CUSTODIAN".into();
         config.peers = vec![DicomPeer { ae_title: "STORESCU".into(), site: "local".into(), cohort: "default".into() }];
         let (stop, stopped) = oneshot::channel::<()>();
-        let (ingest, db) = (app.state.ingest.clone(), app.db.clone());
+        let ingest = app.state.ingest.clone();
         let stopped = async {
             let _ = stopped.await;
         };
-        let task = tokio::spawn(cstore::serve_with_grace(listener, ingest, db, config, stopped, grace));
+        let task = tokio::spawn(cstore::serve_with_grace(listener, ingest, config, stopped, grace));
         Self { port, stop, task }
     }
 
