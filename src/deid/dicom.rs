@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 
+use bytes::Bytes;
 use chrono::{Duration, NaiveDate};
 use dicom_core::header::Header;
 use dicom_core::value::{DataSetSequence, Value};
@@ -112,11 +113,29 @@ pub struct InstanceMeta {
 /// A de-identified instance.
 #[derive(Debug)]
 pub struct Deidentified {
-    /// The new Part-10 file.
-    pub bytes: Vec<u8>,
+    /// The new Part-10 file, in order: the re-encoded header, then (usually)
+    /// the original Pixel Data element, shared with the input rather than copied.
+    pub parts: Vec<Bytes>,
     pub meta: InstanceMeta,
     /// Set when the instance must wait for a steward (burned-in text).
     pub quarantine: Option<QuarantineReason>,
+}
+
+impl Deidentified {
+    /// Size of the new file.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Bytes::len).sum()
+    }
+
+    /// Whether the new file is empty (never, for a successful de-identification).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The new file in one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.parts.concat()
+    }
 }
 
 struct Ctx<'a> {
@@ -126,21 +145,28 @@ struct Ctx<'a> {
 }
 
 /// De-identifies one Part-10 file held in memory.
-pub fn deidentify(bytes: &[u8], settings: &DeidSettings<'_>) -> Result<Deidentified, Rejection> {
+pub fn deidentify(original: &Bytes, settings: &DeidSettings<'_>) -> Result<Deidentified, Rejection> {
+    let bytes: &[u8] = original;
     let preamble = bytes.len() >= 132 && &bytes[128..132] == b"DICM";
     let bare = bytes.len() >= 4 && &bytes[..4] == b"DICM";
     if !(preamble || bare) {
         return Err(Rejection::new("not-dicom", "not a DICOM Part-10 file: the `DICM` marker is missing"));
     }
-    if let Err(tag) = super::guard::check_declared_lengths(bytes) {
-        return Err(Rejection::new(
+    let layout = super::guard::check_declared_lengths(bytes).map_err(|tag| {
+        Rejection::new(
             "malformed-dicom",
             format!("the element ({:04X},{:04X}) declares a value longer than the file", tag.group(), tag.element()),
-        ));
-    }
+        )
+    })?;
+    // Pixel Data that ends the file is carried over as it is: the parser reads
+    // only what precedes it, and the output shares its bytes with the input.
+    let (parsed, pixel_data) = match layout.pixel_data_at {
+        Some(at) => (&bytes[..at], Some(original.slice(at..))),
+        None => (bytes, None),
+    };
     let file = OpenFileOptions::new()
         .read_preamble(if preamble { ReadPreamble::Always } else { ReadPreamble::Never })
-        .from_reader(bytes)
+        .from_reader(parsed)
         .map_err(|e| classify_read_error(&e))?;
     let transfer_syntax = file.meta().transfer_syntax().trim_end_matches(['\0', ' ']).to_owned();
     let sop_class_uid = file.meta().media_storage_sop_class_uid().trim_end_matches(['\0', ' ']).to_owned();
@@ -221,10 +247,11 @@ pub fn deidentify(bytes: &[u8], settings: &DeidSettings<'_>) -> Result<Deidentif
         .build()
         .map_err(|_| Rejection::new("encoding-failed", "the de-identified file meta group could not be built"))?;
     let file = out.with_exact_meta(file_meta);
-    let mut encoded = Vec::with_capacity(bytes.len() + 512);
+    let mut encoded = Vec::with_capacity(parsed.len() + 512);
     file.write_all(&mut encoded)
         .map_err(|_| Rejection::new("encoding-failed", "the de-identified data set could not be encoded"))?;
-    Ok(Deidentified { bytes: encoded, meta, quarantine })
+    let parts = std::iter::once(Bytes::from(encoded)).chain(pixel_data).collect();
+    Ok(Deidentified { parts, meta, quarantine })
 }
 
 /// Records what was done, as PS3.15 asks: Patient Identity Removed, the

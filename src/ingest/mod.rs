@@ -3,15 +3,17 @@
 //! Rule: original bytes live only in memory, inside [`deid::deidentify`]'s
 //! call; nothing is written before de-identification. Per batch, every file
 //! is de-identified and its object written first (create-only, so a crash
-//! leaves at most an unreferenced object for the sweep), then one transaction
-//! records all rows, the per-file report and the audit event. Every path
-//! (REST sessions, STOW-RS, C-STORE) goes through [`ingest_batch`].
+//! leaves at most an unreferenced object for the sweep), then the catalog
+//! writer makes the objects durable and records all rows, the per-file report
+//! and the audit event in one transaction, shared with whatever other batches
+//! are waiting at that moment (group commit, see [`writer`]). Every path
+//! (REST sessions, STOW-RS, C-STORE) goes through [`Ingestor::ingest_batch`].
 
 pub mod archive;
 pub mod cstore;
-pub mod db;
 pub mod sessions;
 pub mod sweep;
+mod writer;
 
 use std::sync::Arc;
 
@@ -38,6 +40,7 @@ pub struct Ingestor {
     pub max_shift_days: u32,
     pub safe_private: Vec<SafePrivate>,
     pub limits: IngestConfig,
+    writer: writer::Writer,
 }
 
 impl std::fmt::Debug for Ingestor {
@@ -70,6 +73,18 @@ pub enum Outcome {
     Rejected,
     /// Stored de-identified but held back for a steward (burned-in text).
     Quarantined,
+}
+
+impl Outcome {
+    /// The stored (and serialized) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stored => "stored",
+            Self::Duplicate => "duplicate",
+            Self::Rejected => "rejected",
+            Self::Quarantined => "quarantined",
+        }
+    }
 }
 
 /// The report of one file.
@@ -118,6 +133,7 @@ pub(crate) struct Prepared {
 }
 
 /// A file that was not accepted, before it has its ordinal.
+#[derive(Clone)]
 pub(crate) struct Refused {
     pub size: usize,
     pub code: String,
@@ -165,6 +181,15 @@ pub enum BatchError {
     Request(crate::error::ApiError),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// The catalog transaction of the batch's group failed (logged); nothing of it was recorded.
+    #[error("the catalog could not record the files; nothing was published, send them again")]
+    CatalogWrite,
+    /// The object store could not confirm the files are on disk.
+    #[error("the object store could not make the files durable; nothing was recorded, send them again")]
+    NotDurable,
+    /// The node is shutting down.
+    #[error("the service is shutting down")]
+    WriterGone,
 }
 
 impl From<BatchError> for crate::error::ApiError {
@@ -173,14 +198,24 @@ impl From<BatchError> for crate::error::ApiError {
             BatchError::SessionClosed(_) => Self::Conflict(error.to_string()),
             BatchError::Request(e) => e,
             BatchError::Database(e) => Self::Database(e),
+            BatchError::CatalogWrite => {
+                Self::Unavailable("the catalog could not record the files; nothing was published, send them again")
+            }
+            BatchError::NotDurable => Self::Unavailable(
+                "the object store could not make the files durable; nothing was recorded, send them again",
+            ),
+            BatchError::WriterGone => Self::Unavailable("the service is shutting down"),
         }
     }
 }
 
 impl Ingestor {
     /// The ingestor of a configured node.
+    /// Must be called inside a Tokio runtime: it starts the catalog writer.
     pub fn new(config: &crate::config::Config, db: PgPool, store: Store) -> anyhow::Result<Self> {
+        let durable_root = (config.storage.kind == crate::config::StorageKind::Local).then(|| config.objects_dir());
         Ok(Self {
+            writer: writer::Writer::start(db.clone(), durable_root),
             db,
             store,
             key: deid::load_key(config)?,
@@ -284,38 +319,7 @@ impl Ingestor {
             prepared.push(result.map_err(BatchError::Request)?);
         }
 
-        let mut tx = self.db.begin().await?;
-        let n = i32::try_from(prepared.len()).unwrap_or(i32::MAX);
-        let first = db::reserve_ordinals(&mut tx, target.session_id, n).await?.map_err(BatchError::SessionClosed)?;
-        let mut reports = Vec::with_capacity(prepared.len());
-        for (i, item) in prepared.into_iter().enumerate() {
-            let ordinal = first + i32::try_from(i).unwrap_or(i32::MAX);
-            let report = match item {
-                Ok(file) if target.only_study.as_ref().is_some_and(|study| *study != file.meta.study_uid) => {
-                    // Its object stays unreferenced and goes with the next sweep.
-                    Refused::new(
-                        file.size,
-                        "wrong-study",
-                        "the instance belongs to another study than the one addressed",
-                    )
-                    .report(ordinal)
-                }
-                Ok(file) => db::record_instance(&mut tx, target, ordinal, &file).await?,
-                Err(refused) => refused.report(ordinal),
-            };
-            db::insert_file_report(&mut tx, target.session_id, &report).await?;
-            reports.push(report);
-        }
-        let counts = Counts::of(&reports);
-        audit::record(
-            &mut tx,
-            NewEvent::new(actor, "upload.files")
-                .target(format!("upload:{}", target.session_id))
-                .details(json!({ "files": reports.len(), "counts": counts })),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(reports)
+        self.writer.write(actor, target, prepared).await
     }
 
     async fn prepare(&self, file: Received, site_code: String) -> Result<Prepared, Refused> {
@@ -345,11 +349,15 @@ impl Ingestor {
         .map_err(|_| Refused::new(size, "malformed-dicom", "the file could not be processed"))?
         .map_err(|rejection| Refused::new(size, rejection.code, rejection.message))?;
 
-        let sha256 = digest(&SHA256, &deid.bytes).as_ref().to_vec();
-        let stored_size = deid.bytes.len();
+        let mut hasher = aws_lc_rs::digest::Context::new(&SHA256);
+        for part in &deid.parts {
+            hasher.update(part);
+        }
+        let sha256 = hasher.finish().as_ref().to_vec();
+        let stored_size = deid.len();
         let key = storage::keys::instance(&deid.meta.study_uid, &deid.meta.series_uid, &deid.meta.sop_uid);
         let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
-        match self.store.put_opts(&key, PutPayload::from(deid.bytes), options).await {
+        match self.store.put_opts(&key, deid.parts.into_iter().collect::<PutPayload>(), options).await {
             Ok(_) => {}
             Err(object_store::Error::AlreadyExists { .. }) => {
                 // Written before (an earlier upload, or one that crashed before its rows):

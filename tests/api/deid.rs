@@ -1,12 +1,13 @@
 //! The de-identification engine on synthetic files with planted canaries.
 
-use custodian::deid::{DeidSettings, RegistryKey, SafePrivate, deidentify};
+use custodian::deid::{DeidSettings, RegistryKey, SafePrivate};
 use dicom_core::header::Header;
 use dicom_core::value::Value;
 use dicom_dictionary_std::tags;
 use dicom_object::OpenFileOptions;
 
 use crate::dicom_gen::{CANARY_TEXT, Instance, canaries_in};
+use crate::helpers::deidentify_slice;
 
 fn key() -> RegistryKey {
     RegistryKey::new(b"registry-key-for-tests-0123456789abcdef").unwrap()
@@ -31,8 +32,8 @@ fn no_planted_identifier_survives_de_identification() {
     let original = source.to_bytes();
     assert!(canaries_in(&original).len() >= 40, "the generator plants at least 40 canaries");
 
-    let out = deidentify(&original, &settings(&key, &[])).unwrap();
-    let leaks = canaries_in(&out.bytes);
+    let out = deidentify_slice(&original, &settings(&key, &[])).unwrap();
+    let leaks = canaries_in(&out.to_vec());
     assert!(leaks.is_empty(), "identifiers survived: {leaks:#?}");
     let meta_debug = format!("{:?}", out.meta);
     assert!(canaries_in(meta_debug.as_bytes()).is_empty(), "{meta_debug}");
@@ -42,8 +43,8 @@ fn no_planted_identifier_survives_de_identification() {
 fn retained_attributes_and_pixels_survive_unchanged() {
     let key = key();
     let source = Instance::ct(1, 1, 1, 2);
-    let out = deidentify(&source.to_bytes(), &settings(&key, &[])).unwrap();
-    let obj = reopen(&out.bytes);
+    let out = deidentify_slice(&source.to_bytes(), &settings(&key, &[])).unwrap();
+    let obj = reopen(&out.to_vec());
     assert_eq!(text(&obj, tags::MODALITY).as_deref(), Some("CT"));
     assert_eq!(text(&obj, tags::MANUFACTURER).as_deref(), Some("ACME Medical"));
     assert_eq!(text(&obj, tags::MANUFACTURER_MODEL_NAME).as_deref(), Some("Scanner 3000"));
@@ -79,8 +80,8 @@ fn retained_attributes_and_pixels_survive_unchanged() {
 #[test]
 fn dates_shift_by_one_offset_per_subject_so_intervals_survive() {
     let key = key();
-    let out = deidentify(&Instance::ct(1, 1, 1, 2).to_bytes(), &settings(&key, &[])).unwrap();
-    let obj = reopen(&out.bytes);
+    let out = deidentify_slice(&Instance::ct(1, 1, 1, 2).to_bytes(), &settings(&key, &[])).unwrap();
+    let obj = reopen(&out.to_vec());
     let day = |tag| chrono::NaiveDate::parse_from_str(&text(&obj, tag).unwrap(), "%Y%m%d").unwrap();
     let study = day(tags::STUDY_DATE);
     assert_eq!(
@@ -96,25 +97,25 @@ fn dates_shift_by_one_offset_per_subject_so_intervals_survive() {
 #[test]
 fn uids_and_references_are_remapped_consistently_across_files() {
     let key = key();
-    let first = deidentify(&Instance::ct(1, 1, 1, 1).to_bytes(), &settings(&key, &[])).unwrap();
-    let second = deidentify(&Instance::ct(1, 1, 1, 2).to_bytes(), &settings(&key, &[])).unwrap();
+    let first = deidentify_slice(&Instance::ct(1, 1, 1, 1).to_bytes(), &settings(&key, &[])).unwrap();
+    let second = deidentify_slice(&Instance::ct(1, 1, 1, 2).to_bytes(), &settings(&key, &[])).unwrap();
     assert_eq!(first.meta.study_uid, second.meta.study_uid);
     assert_eq!(first.meta.series_uid, second.meta.series_uid);
     assert_ne!(first.meta.sop_uid, second.meta.sop_uid);
     assert!(first.meta.study_uid.starts_with("2.25."));
     // The second instance references the first: the reference follows the remapping.
     assert!(second.meta.referenced_sop_uids.contains(&first.meta.sop_uid), "{:?}", second.meta.referenced_sop_uids);
-    let obj = reopen(&second.bytes);
+    let obj = reopen(&second.to_vec());
     let Value::Sequence(refs) = obj.get(tags::REFERENCED_IMAGE_SEQUENCE).unwrap().value() else { panic!() };
     let referenced = refs.items()[0].get(tags::REFERENCED_SOP_INSTANCE_UID).unwrap().to_str().unwrap();
     assert_eq!(referenced.trim_end_matches('\0'), first.meta.sop_uid);
     // A second study of the same patient: same subject, same date shift.
-    let later = deidentify(&Instance::ct(1, 2, 1, 1).to_bytes(), &settings(&key, &[])).unwrap();
+    let later = deidentify_slice(&Instance::ct(1, 2, 1, 1).to_bytes(), &settings(&key, &[])).unwrap();
     assert_eq!(later.meta.subject, first.meta.subject);
     assert_eq!(later.meta.date_shift_days, first.meta.date_shift_days);
     assert_ne!(later.meta.study_uid, first.meta.study_uid);
     // Another patient: another subject.
-    let other = deidentify(&Instance::ct(2, 1, 1, 1).to_bytes(), &settings(&key, &[])).unwrap();
+    let other = deidentify_slice(&Instance::ct(2, 1, 1, 1).to_bytes(), &settings(&key, &[])).unwrap();
     assert_ne!(other.meta.subject, first.meta.subject);
 }
 
@@ -122,36 +123,36 @@ fn uids_and_references_are_remapped_consistently_across_files() {
 fn the_same_file_de_identifies_to_the_same_bytes() {
     let key = key();
     let bytes = Instance::ct(1, 1, 1, 1).to_bytes();
-    let a = deidentify(&bytes, &settings(&key, &[])).unwrap();
-    let b = deidentify(&bytes, &settings(&key, &[])).unwrap();
-    assert_eq!(a.bytes, b.bytes, "re-sent data deduplicates");
+    let a = deidentify_slice(&bytes, &settings(&key, &[])).unwrap();
+    let b = deidentify_slice(&bytes, &settings(&key, &[])).unwrap();
+    assert_eq!(a.to_vec(), b.to_vec(), "re-sent data deduplicates");
 }
 
 #[test]
 fn burned_in_text_sends_the_instance_to_quarantine() {
     let key = key();
     let flagged = Instance { burned_in: Some("YES"), ..Instance::ct(1, 1, 1, 1) };
-    let out = deidentify(&flagged.to_bytes(), &settings(&key, &[])).unwrap();
+    let out = deidentify_slice(&flagged.to_bytes(), &settings(&key, &[])).unwrap();
     assert_eq!(out.quarantine.unwrap().code, "burned-in-annotation");
 
     let ultrasound = Instance { modality: "US", sop_class: "1.2.840.10008.5.1.4.1.1.6.1", ..Instance::ct(1, 1, 1, 1) };
     assert_eq!(
-        deidentify(&ultrasound.to_bytes(), &settings(&key, &[])).unwrap().quarantine.unwrap().code,
+        deidentify_slice(&ultrasound.to_bytes(), &settings(&key, &[])).unwrap().quarantine.unwrap().code,
         "burned-in-text-likely"
     );
     let declared_clean = Instance { burned_in: Some("NO"), ..ultrasound };
-    assert!(deidentify(&declared_clean.to_bytes(), &settings(&key, &[])).unwrap().quarantine.is_none());
+    assert!(deidentify_slice(&declared_clean.to_bytes(), &settings(&key, &[])).unwrap().quarantine.is_none());
     let capture = Instance { sop_class: "1.2.840.10008.5.1.4.1.1.7", ..Instance::ct(1, 1, 1, 1) };
-    assert!(deidentify(&capture.to_bytes(), &settings(&key, &[])).unwrap().quarantine.is_some());
-    assert!(deidentify(&Instance::ct(1, 1, 1, 1).to_bytes(), &settings(&key, &[])).unwrap().quarantine.is_none());
+    assert!(deidentify_slice(&capture.to_bytes(), &settings(&key, &[])).unwrap().quarantine.is_some());
+    assert!(deidentify_slice(&Instance::ct(1, 1, 1, 1).to_bytes(), &settings(&key, &[])).unwrap().quarantine.is_none());
 }
 
 #[test]
 fn safe_private_attributes_are_kept_and_everything_else_private_goes() {
     let key = key();
     let safe = [SafePrivate { creator: "CNRY VENDOR CREATOR".into(), group: 0x0029, element: 0x11 }];
-    let out = deidentify(&Instance::ct(1, 1, 1, 1).to_bytes(), &settings(&key, &safe)).unwrap();
-    let obj = reopen(&out.bytes);
+    let out = deidentify_slice(&Instance::ct(1, 1, 1, 1).to_bytes(), &settings(&key, &safe)).unwrap();
+    let obj = reopen(&out.to_vec());
     assert!(obj.get(dicom_core::Tag(0x0029, 0x1011)).is_some(), "declared safe");
     assert!(obj.get(dicom_core::Tag(0x0029, 0x1010)).is_none(), "not declared");
 }
@@ -160,16 +161,16 @@ fn safe_private_attributes_are_kept_and_everything_else_private_goes() {
 fn bad_files_are_rejected_with_a_code_and_no_values_in_the_message() {
     let key = key();
     let s = settings(&key, &[]);
-    let not_dicom = deidentify(b"%PDF-1.7 CNRY not a dicom file", &s).unwrap_err();
+    let not_dicom = deidentify_slice(b"%PDF-1.7 CNRY not a dicom file", &s).unwrap_err();
     assert_eq!(not_dicom.code, "not-dicom");
 
     let full = Instance::ct(1, 1, 1, 1).to_bytes();
-    let truncated = deidentify(&full[..full.len() / 3], &s).unwrap_err();
+    let truncated = deidentify_slice(&full[..full.len() / 3], &s).unwrap_err();
     assert_eq!(truncated.code, "malformed-dicom");
 
     let mut missing = Instance::ct(1, 1, 1, 1);
     missing.patient_id = String::new();
-    let error = deidentify(&missing.to_bytes(), &s).unwrap_err();
+    let error = deidentify_slice(&missing.to_bytes(), &s).unwrap_err();
     assert_eq!(error.code, "missing-attribute");
     assert!(error.message.contains("(0010,0020)"), "{}", error.message);
 
@@ -194,4 +195,28 @@ async fn conformance_statement_is_public_and_generated_from_the_profile() {
     assert_eq!(row("PatientSex")["action"], "keep");
     assert_eq!(row("StudyInstanceUID")["action"], "uid");
     assert_eq!(row("DeviceSerialNumber")["action"], "zero");
+}
+
+#[test]
+fn pixel_data_is_carried_over_without_a_copy_and_anything_after_it_is_still_profiled() {
+    let key = key();
+    let source = Instance::ct(1, 1, 1, 2);
+    let out = deidentify_slice(&source.to_bytes(), &settings(&key, &[])).unwrap();
+    assert_eq!(out.parts.len(), 2, "re-encoded header, then the original Pixel Data element");
+    let pixel_element = out.parts[1].clone();
+    assert!(source.to_bytes().ends_with(&pixel_element), "the element is the sender's bytes, unchanged");
+    assert_eq!(reopen(&out.to_vec()).element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap(), source.pixels());
+
+    // Data Set Trailing Padding (FFFC,FFFC) after the pixels: the file is parsed
+    // whole, and the padding (removed by the profile) does not survive.
+    let mut padded = source.to_bytes();
+    padded.extend_from_slice(&[0xFC, 0xFF, 0xFC, 0xFF, b'O', b'B', 0, 0, 4, 0, 0, 0]);
+    padded.extend_from_slice(b"CNRY");
+    let out = deidentify_slice(&padded, &settings(&key, &[])).unwrap();
+    assert_eq!(out.parts.len(), 1, "parsed and re-encoded whole");
+    let file = out.to_vec();
+    assert!(canaries_in(&file).is_empty(), "{:?}", canaries_in(&file));
+    let obj = reopen(&file);
+    assert!(obj.element(dicom_core::Tag(0xFFFC, 0xFFFC)).is_err());
+    assert_eq!(obj.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap(), source.pixels());
 }

@@ -336,3 +336,11 @@ impl TestResponse {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
+
+/// De-identifies a file held in a slice (the service passes shared `Bytes`).
+pub fn deidentify_slice(
+    bytes: &[u8],
+    settings: &custodian::deid::DeidSettings<'_>,
+) -> Result<custodian::deid::Deidentified, custodian::deid::Rejection> {
+    custodian::deid::deidentify(&bytes::Bytes::copy_from_slice(bytes), settings)
+}

@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use custodian::deid::{DeidSettings, Deidentified, RegistryKey, Rejection, deidentify};
+use custodian::deid::{DeidSettings, Deidentified, RegistryKey, Rejection};
 use dicom_core::header::Header;
 use dicom_core::value::Value;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
@@ -24,6 +24,8 @@ use dicom_object::mem::InMemElement;
 use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+use crate::helpers::deidentify_slice;
 
 /// Every fixture, so that none sits in the directory untested.
 const FIXTURES: &[&str] = &[
@@ -342,11 +344,11 @@ fn de_identifies(name: &str, bytes: &[u8]) -> Checked {
         needles.iter().filter(|n| n.value.is_ascii() && !contains(bytes, n.value.as_bytes())).collect();
     assert!(unseen.is_empty(), "{name}: values not found in the input: {unseen:#?}");
 
-    let out = deidentify(bytes, &settings(&key))
+    let out = deidentify_slice(bytes, &settings(&key))
         .unwrap_or_else(|e| panic!("{name}: rejected with `{}`: {}", e.code, e.message));
-    assert!(out.bytes.len() > 132 && &out.bytes[128..132] == b"DICM", "{name}: a Part-10 file with a preamble");
+    assert!(out.to_vec().len() > 132 && &out.to_vec()[128..132] == b"DICM", "{name}: a Part-10 file with a preamble");
     let output = OpenFileOptions::new()
-        .from_reader(&out.bytes[128..])
+        .from_reader(&out.to_vec()[128..])
         .unwrap_or_else(|e| panic!("{name}: the de-identified file does not parse: {e}"));
 
     assert_eq!(text(&output, tags::PATIENT_IDENTITY_REMOVED).as_deref(), Some("YES"), "{name}");
@@ -358,7 +360,7 @@ fn de_identifies(name: &str, bytes: &[u8]) -> Checked {
     let after = pixels(&output);
     assert!(before == after, "{name}: pixel data changed: {before:?} became {after:?}");
 
-    let found = leaks(&needles, &out.bytes, &decoded_texts(&output));
+    let found = leaks(&needles, &out.to_vec(), &decoded_texts(&output));
     assert!(found.is_empty(), "{name}: original values survive in the output: {found:#?}");
     let meta_debug = format!("{:?}", out.meta);
     let found = leaks(&needles, meta_debug.as_bytes(), &[]);
@@ -436,8 +438,8 @@ fn printable_runs(bytes: &[u8]) -> BTreeSet<String> {
 /// Rejects `bytes` and checks the code and that the message quotes nothing of the file.
 fn rejected(name: &str, bytes: &[u8]) -> Rejection {
     let key = key();
-    let error = match deidentify(bytes, &settings(&key)) {
-        Ok(out) => panic!("{name}: accepted ({} bytes out), expected a rejection", out.bytes.len()),
+    let error = match deidentify_slice(bytes, &settings(&key)) {
+        Ok(out) => panic!("{name}: accepted ({} bytes out), expected a rejection", out.to_vec().len()),
         Err(error) => error,
     };
     assert!(
@@ -782,7 +784,7 @@ fn a_japanese_patient_name_in_three_representations_leaves_no_trace() {
     assert_eq!(parts.len(), 6, "Yamada, Tarou and four JIS runs: {raw:?}");
     let surviving: Vec<String> = parts
         .iter()
-        .filter(|p| contains(&checked.out.bytes, p))
+        .filter(|p| contains(&checked.out.to_vec(), p))
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .collect();
     assert!(surviving.is_empty(), "name parts survive: {surviving:?}");

@@ -317,3 +317,56 @@ async fn the_sweep_removes_objects_no_row_points_to_once_they_are_old_enough() {
     assert_eq!(walk(&app.state.config.objects_dir()).len(), 1, "the committed instance keeps its object");
     assert_eq!(app.audit_actions().await.last().unwrap(), "storage.sweep");
 }
+
+#[tokio::test]
+async fn concurrent_single_file_uploads_each_get_one_report_and_one_ordinal() {
+    let app = TestApp::new().await;
+    let up = Uploader::new(&app);
+    let session = up.open().await;
+    // Forty slices sent one per request, eight requests at a time, with two
+    // re-sends and one conflicting file among them: the writer commits them in
+    // shared groups, yet every request gets exactly its own answer.
+    let mut bodies: Vec<Vec<u8>> = (1..=40).map(|i| Instance::ct(11, 1, 1, i).to_bytes()).collect();
+    bodies.push(Instance::ct(11, 1, 1, 3).to_bytes());
+    bodies.push(Instance::ct(11, 1, 1, 4).to_bytes());
+    bodies.push(Instance { seed: 99, ..Instance::ct(11, 1, 1, 5) }.to_bytes());
+    let mut outcomes = Vec::new();
+    for chunk in bodies.chunks(8) {
+        let sends = chunk.iter().map(|body| up.send(&session, "application/dicom", body.clone()));
+        for response in futures::future::join_all(sends).await {
+            response.assert_status(StatusCode::OK);
+            let files = response.json()["files"].as_array().unwrap().clone();
+            assert_eq!(files.len(), 1, "one report per single-file request");
+            outcomes.push((files[0]["ordinal"].as_i64().unwrap(), files[0]["outcome"].as_str().unwrap().to_owned()));
+        }
+    }
+    let mut ordinals: Vec<i64> = outcomes.iter().map(|o| o.0).collect();
+    ordinals.sort_unstable();
+    assert_eq!(ordinals, (1..=43).collect::<Vec<_>>(), "ordinals are unique and gap-free");
+    let count_of = |outcome: &str| outcomes.iter().filter(|o| o.1 == outcome).count();
+    assert_eq!((count_of("stored"), count_of("duplicate"), count_of("rejected")), (40, 2, 1));
+
+    up.commit(&session).await.assert_status(StatusCode::OK);
+    assert_eq!(count(&app, "select count(*) from instance where status = 'published'").await, 40);
+    assert_eq!(count(&app, "select count(*) from upload_file").await, 43);
+    // However the requests were grouped, the audit log accounts for every file.
+    assert_eq!(
+        count(&app, "select sum((details->>'files')::int)::int8 from audit_event where action = 'upload.files'").await,
+        43
+    );
+}
+
+#[tokio::test]
+async fn a_file_repeated_inside_one_batch_is_stored_once_and_a_variant_is_a_conflict() {
+    let app = TestApp::new().await;
+    let up = Uploader::new(&app);
+    let session = up.open().await;
+    let file = Instance::ct(12, 1, 1, 1).to_bytes();
+    let variant = Instance { seed: 77, ..Instance::ct(12, 1, 1, 1) }.to_bytes();
+    let report = up.send_files(&session, &[file.clone(), file, variant]).await;
+    let outcomes: Vec<&str> =
+        report["files"].as_array().unwrap().iter().map(|f| f["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["stored", "duplicate", "rejected"]);
+    assert_eq!(report["files"][2]["code"], "conflict");
+    assert_eq!(count(&app, "select count(*) from instance").await, 1);
+}
