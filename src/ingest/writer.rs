@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
@@ -63,56 +64,164 @@ impl Writer {
     }
 }
 
-async fn run(db: PgPool, durable_root: Option<PathBuf>, mut receiver: mpsc::Receiver<Pending>) {
-    while let Some(first) = receiver.recv().await {
-        let mut files = first.items.len();
-        let mut group = vec![first];
-        while files < MAX_GROUP_FILES {
-            match receiver.try_recv() {
-                Ok(next) => {
-                    files += next.items.len();
-                    group.push(next);
-                }
-                Err(_) => break,
+/// Groups in flight at once: while one holds the session and audit locks
+/// on its way to commit, the next writes its instance rows.
+const WRITERS: usize = 2;
+
+/// Attempts of a group that lost a race (a session closed under it, a deadlock).
+const ATTEMPTS: usize = 3;
+
+async fn run(db: PgPool, durable_root: Option<PathBuf>, receiver: mpsc::Receiver<Pending>) {
+    let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
+    let known = Arc::new(Mutex::new(Known::default()));
+    let mut writers = tokio::task::JoinSet::new();
+    for _ in 0..WRITERS {
+        let (db, root, receiver, known) = (db.clone(), durable_root.clone(), receiver.clone(), known.clone());
+        writers.spawn(async move {
+            while let Some(group) = next_group(&receiver).await {
+                commit_group(&db, root.as_ref(), group, &known).await;
             }
+        });
+    }
+    while writers.join_next().await.is_some() {}
+}
+
+/// The next batch and whatever others are already waiting; `None` once every
+/// handle is gone.
+async fn next_group(receiver: &tokio::sync::Mutex<mpsc::Receiver<Pending>>) -> Option<Vec<Pending>> {
+    let mut receiver = receiver.lock().await;
+    let first = receiver.recv().await?;
+    let mut files = first.items.len();
+    let mut group = vec![first];
+    while files < MAX_GROUP_FILES {
+        match receiver.try_recv() {
+            Ok(next) => {
+                files += next.items.len();
+                group.push(next);
+            }
+            Err(_) => break,
         }
+    }
+    Some(group)
+}
+
+async fn commit_group(db: &PgPool, durable_root: Option<&PathBuf>, group: Vec<Pending>, known: &Mutex<Known>) {
+    let started = std::time::Instant::now();
+    let files: usize = group.iter().map(|p| p.items.len()).sum();
+    let mut written = Err(GroupError::Retry);
+    for _ in 0..ATTEMPTS {
         // The flush runs while the rows are written; the commit waits for both.
-        let flushed = durable_root.clone().map(|root| tokio::spawn(flush(root)));
+        let flushed = durable_root.cloned().map(|root| tokio::spawn(flush(root)));
         let requests: Vec<Request> =
-            group.iter_mut().map(|p| Request { target: &p.target, actor: &p.actor, items: &mut p.items }).collect();
-        match write_group(&db, requests, flushed).await {
-            Ok(results) => {
-                for (pending, result) in group.into_iter().zip(results) {
-                    let _ = pending.reply.send(result);
-                }
-            }
-            Err(failure) => {
-                let durable = match failure {
-                    GroupError::Database(error) => {
-                        tracing::error!(%error, files, "writing a group of ingest batches");
-                        true
-                    }
-                    GroupError::NotDurable(error) => {
-                        tracing::error!(%error, "flushing the object store to disk");
-                        false
-                    }
-                };
-                for pending in group {
-                    let error = if durable { BatchError::CatalogWrite } else { BatchError::NotDurable };
-                    let _ = pending.reply.send(Err(error));
-                }
+            group.iter().map(|p| Request { target: &p.target, actor: &p.actor, items: &p.items }).collect();
+        written = write_group(db, requests, flushed, known).await;
+        if !matches!(written, Err(GroupError::Retry)) {
+            break;
+        }
+    }
+    tracing::debug!(
+        batches = group.len(),
+        files,
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        ok = written.is_ok(),
+        "catalog group written"
+    );
+    match written {
+        Ok((results, learned)) => {
+            known.lock().expect("known rows").absorb(learned);
+            for (pending, result) in group.into_iter().zip(results) {
+                let _ = pending.reply.send(result);
             }
         }
+        Err(failure) => {
+            let durable = match failure {
+                GroupError::Database(error) => {
+                    tracing::error!(%error, files, "writing a group of ingest batches");
+                    true
+                }
+                GroupError::Retry => {
+                    tracing::error!(files, "a group of ingest batches kept losing races");
+                    true
+                }
+                GroupError::NotDurable(error) => {
+                    tracing::error!(%error, "flushing the object store to disk");
+                    false
+                }
+            };
+            for pending in group {
+                let error = if durable { BatchError::CatalogWrite } else { BatchError::NotDurable };
+                let _ = pending.reply.send(Err(error));
+            }
+        }
+    }
+}
+
+/// Catalog rows this writer has seen committed, so a group whose slices belong
+/// to known subjects, studies, series and scanners skips those statements. Rows
+/// of these tables are never deleted, so an entry cannot go stale; the map is
+/// simply emptied when it grows large.
+#[derive(Default)]
+struct Known {
+    /// Pseudonym → (subject id, whether sex and birth year are both stored).
+    subjects: HashMap<String, (Uuid, bool)>,
+    /// (cohort, subject) memberships.
+    members: std::collections::HashSet<(Uuid, Uuid)>,
+    studies: HashMap<String, Uuid>,
+    series: HashMap<String, Uuid>,
+    scanners: HashMap<ScannerKey, Uuid>,
+}
+
+impl Known {
+    const MAX_ENTRIES: usize = 100_000;
+
+    /// The entries `rows` need, so the lock is not held while they are written.
+    fn view(&self, rows: &[Row<'_>]) -> Self {
+        let mut view = Self::default();
+        for row in rows {
+            let meta = &row.file.meta;
+            if let Some(subject) = self.subjects.get(&meta.subject) {
+                view.subjects.insert(meta.subject.clone(), *subject);
+                if self.members.contains(&(row.target.cohort_id, subject.0)) {
+                    view.members.insert((row.target.cohort_id, subject.0));
+                }
+            }
+            if let Some(id) = self.studies.get(&meta.study_uid) {
+                view.studies.insert(meta.study_uid.clone(), *id);
+            }
+            if let Some(id) = self.series.get(&meta.series_uid) {
+                view.series.insert(meta.series_uid.clone(), *id);
+            }
+        }
+        view.scanners.clone_from(&self.scanners);
+        view
+    }
+
+    fn absorb(&mut self, learned: Self) {
+        let size = self.subjects.len() + self.members.len() + self.studies.len() + self.series.len();
+        if size > Self::MAX_ENTRIES {
+            *self = Self::default();
+        }
+        self.subjects.extend(learned.subjects);
+        self.members.extend(learned.members);
+        self.studies.extend(learned.studies);
+        self.series.extend(learned.series);
+        self.scanners.extend(learned.scanners);
     }
 }
 
 enum GroupError {
     Database(sqlx::Error),
     NotDurable(std::io::Error),
+    /// Lost a race with another transaction; nothing was recorded, try again.
+    Retry,
 }
 
 impl From<sqlx::Error> for GroupError {
     fn from(error: sqlx::Error) -> Self {
+        // 40P01: two groups locked the same rows in opposite orders.
+        if error.as_database_error().and_then(sqlx::error::DatabaseError::code).as_deref() == Some("40P01") {
+            return Self::Retry;
+        }
         Self::Database(error)
     }
 }
@@ -132,14 +241,13 @@ async fn flush(root: PathBuf) -> std::io::Result<()> {
 struct Request<'a> {
     target: &'a Target,
     actor: &'a str,
-    items: &'a mut Vec<Result<Prepared, Refused>>,
+    items: &'a [Result<Prepared, Refused>],
 }
 
 /// One instance row to insert, with where its report goes.
 struct Row<'a> {
     request: usize,
     index: usize,
-    ordinal: i32,
     target: &'a Target,
     file: &'a Prepared,
 }
@@ -149,17 +257,79 @@ async fn write_group(
     db: &PgPool,
     requests: Vec<Request<'_>>,
     flushed: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-) -> Result<Vec<Result<Vec<FileReport>, BatchError>>, GroupError> {
+    known: &Mutex<Known>,
+) -> Result<(Vec<Result<Vec<FileReport>, BatchError>>, Known), GroupError> {
     let mut tx = db.begin().await?;
 
-    // Ordinals: one update for every session of the group, which also locks the
-    // sessions against a concurrent commit until this transaction ends.
-    let mut wanted: HashMap<Uuid, i32> = HashMap::new();
-    for request in &requests {
-        *wanted.entry(request.target.session_id).or_default() += len_i32(request.items.len());
+    // Which sessions are open. They are locked only at the end, when their
+    // ordinals are taken, so that groups for the same session overlap.
+    let mut ids: Vec<Uuid> = requests.iter().map(|r| r.target.session_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let states: HashMap<Uuid, String> =
+        sqlx::query!("select upload_session_id, state from upload_session where upload_session_id = any($1)", &ids)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| (r.upload_session_id, r.state))
+            .collect();
+
+    // Files of open sessions become rows; refused files get their report now.
+    // Ordinals are filled in once the sessions are locked.
+    let mut reports: Vec<Result<Vec<Option<FileReport>>, BatchError>> = Vec::with_capacity(requests.len());
+    let mut rows: Vec<Row<'_>> = Vec::new();
+    for (r, request) in requests.iter().enumerate() {
+        match states.get(&request.target.session_id) {
+            Some(state) if state == "open" => {}
+            state => {
+                let state = state.cloned().unwrap_or_else(|| "missing".to_owned());
+                reports.push(Err(BatchError::SessionClosed(state)));
+                continue;
+            }
+        }
+        let mut slots = Vec::with_capacity(request.items.len());
+        for (index, item) in request.items.iter().enumerate() {
+            slots.push(match item {
+                Ok(file) if request.target.only_study.as_ref().is_some_and(|study| *study != file.meta.study_uid) => {
+                    // Its object stays unreferenced and goes with the next sweep.
+                    Some(wrong_study(file.size).report(0))
+                }
+                Ok(file) => {
+                    rows.push(Row { request: r, index, target: request.target, file });
+                    None
+                }
+                Err(refused) => Some(refused.clone().report(0)),
+            });
+        }
+        reports.push(Ok(slots));
     }
-    let (ids, counts): (Vec<Uuid>, Vec<i32>) = wanted.iter().map(|(id, n)| (*id, *n)).unzip();
-    let taken = sqlx::query!(
+
+    let mut learned = Known::default();
+    if !rows.is_empty() {
+        let decided;
+        let known = known.lock().expect("known rows").view(&rows);
+        (decided, learned) = insert_rows(&mut tx, &rows, &known).await?;
+        for (row, report) in rows.iter().zip(decided) {
+            if let Ok(slots) = &mut reports[row.request] {
+                slots[row.index] = Some(report);
+            }
+        }
+    }
+
+    // Ordinals: one update for every session with accepted batches, in a fixed
+    // order, which also locks them against a concurrent commit until this
+    // transaction ends. A session closed since the check above sends the whole
+    // group round again.
+    let mut wanted: HashMap<Uuid, i32> = HashMap::new();
+    for (request, slots) in requests.iter().zip(&reports) {
+        if let Ok(slots) = slots {
+            *wanted.entry(request.target.session_id).or_default() += len_i32(slots.len());
+        }
+    }
+    let mut sessions: Vec<(Uuid, i32)> = wanted.iter().map(|(id, n)| (*id, *n)).collect();
+    sessions.sort_unstable();
+    let (ids, counts): (Vec<Uuid>, Vec<i32>) = sessions.into_iter().unzip();
+    let mut next_ordinal: HashMap<Uuid, i32> = sqlx::query!(
         "update upload_session s set file_count = s.file_count + v.n
          from unnest($1::uuid[], $2::int[]) as v(id, n)
          where s.upload_session_id = v.id and s.state = 'open'
@@ -168,55 +338,19 @@ async fn write_group(
         &counts,
     )
     .fetch_all(&mut *tx)
-    .await?;
-    let mut next_ordinal: HashMap<Uuid, i32> =
-        taken.iter().map(|r| (r.upload_session_id, r.file_count - wanted[&r.upload_session_id] + 1)).collect();
-    let closed: HashMap<Uuid, String> = if taken.len() < ids.len() {
-        sqlx::query!("select upload_session_id, state from upload_session where upload_session_id = any($1)", &ids)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .filter(|r| r.state != "open")
-            .map(|r| (r.upload_session_id, r.state))
-            .collect()
-    } else {
-        HashMap::new()
-    };
-
-    // Every file gets its ordinal; files that are refused get their report now.
-    let mut reports: Vec<Result<Vec<Option<FileReport>>, BatchError>> = Vec::with_capacity(requests.len());
-    let mut rows: Vec<Row<'_>> = Vec::new();
-    for (r, request) in requests.iter().enumerate() {
-        let session = request.target.session_id;
-        let Some(next) = next_ordinal.get_mut(&session) else {
-            let state = closed.get(&session).cloned().unwrap_or_else(|| "missing".to_owned());
-            reports.push(Err(BatchError::SessionClosed(state)));
-            continue;
-        };
-        let mut slots = Vec::with_capacity(request.items.len());
-        for (index, item) in request.items.iter().enumerate() {
-            let ordinal = *next;
-            *next += 1;
-            slots.push(match item {
-                Ok(file) if request.target.only_study.as_ref().is_some_and(|study| *study != file.meta.study_uid) => {
-                    // Its object stays unreferenced and goes with the next sweep.
-                    Some(wrong_study(file.size).report(ordinal))
-                }
-                Ok(file) => {
-                    rows.push(Row { request: r, index, ordinal, target: request.target, file });
-                    None
-                }
-                Err(refused) => Some(refused.clone().report(ordinal)),
-            });
-        }
-        reports.push(Ok(slots));
+    .await?
+    .into_iter()
+    .map(|r| (r.upload_session_id, r.file_count - wanted[&r.upload_session_id] + 1))
+    .collect();
+    if next_ordinal.len() < ids.len() {
+        return Err(GroupError::Retry);
     }
-
-    if !rows.is_empty() {
-        let decided = insert_rows(&mut tx, &rows).await?;
-        for (row, report) in rows.iter().zip(decided) {
-            if let Ok(slots) = &mut reports[row.request] {
-                slots[row.index] = Some(report);
+    for (request, slots) in requests.iter().zip(&mut reports) {
+        if let Ok(slots) = slots {
+            let next = next_ordinal.get_mut(&request.target.session_id).expect("taken above");
+            for slot in slots.iter_mut().flatten() {
+                slot.ordinal = *next;
+                *next += 1;
             }
         }
     }
@@ -251,11 +385,12 @@ async fn write_group(
         )
         .await?;
     }
+    tracing::trace!("rows written, waiting for the flush");
     if let Some(flushed) = flushed {
         flushed.await.map_err(std::io::Error::other).and_then(|r| r).map_err(GroupError::NotDurable)?;
     }
     tx.commit().await?;
-    Ok(results)
+    Ok((results, learned))
 }
 
 fn wrong_study(size: usize) -> Refused {
@@ -271,15 +406,29 @@ fn len_i32(n: usize) -> i32 {
 /// stored with the same bytes is a duplicate; different bytes under the same
 /// SOP Instance UID are a conflict.
 #[allow(clippy::too_many_lines)] // one statement per table, in foreign-key order
-async fn insert_rows(tx: &mut PgConnection, rows: &[Row<'_>]) -> Result<Vec<FileReport>, sqlx::Error> {
+async fn insert_rows(
+    tx: &mut PgConnection,
+    rows: &[Row<'_>],
+    known: &Known,
+) -> Result<(Vec<FileReport>, Known), sqlx::Error> {
+    let mut learned = Known::default();
     // Subjects (first-seen values win within the group, stored values win over both).
-    let subjects = first_of(rows, |r| r.file.meta.subject.as_str());
-    let subject_ids: HashMap<String, Uuid> = sqlx::query!(
+    // A subject already stored with sex and birth year, or for which this group
+    // brings neither, needs no statement.
+    let subjects: Vec<&Row<'_>> = first_of(rows, |r| r.file.meta.subject.as_str())
+        .into_iter()
+        .filter(|r| {
+            let meta = &r.file.meta;
+            !known.subjects.get(&meta.subject).is_some_and(|s| s.1 || (meta.sex.is_none() && meta.birth_year.is_none()))
+        })
+        .collect();
+    if !subjects.is_empty() {
+        learned.subjects = sqlx::query!(
         "insert into subject (pseudonym, site_id, sex, birth_year, date_shift_days)
          select * from unnest($1::text[], $2::uuid[], $3::text[], $4::int[], $5::int[])
          on conflict (pseudonym) do update
             set sex = coalesce(subject.sex, excluded.sex), birth_year = coalesce(subject.birth_year, excluded.birth_year)
-         returning pseudonym, subject_id",
+         returning pseudonym, subject_id, (sex is not null and birth_year is not null) as \"complete!\"",
         &subjects.iter().map(|r| r.file.meta.subject.clone()).collect::<Vec<_>>(),
         &subjects.iter().map(|r| r.target.site_id).collect::<Vec<_>>(),
         &subjects.iter().map(|r| r.file.meta.sex.clone()).collect::<Vec<_>>() as &[Option<String>],
@@ -289,25 +438,36 @@ async fn insert_rows(tx: &mut PgConnection, rows: &[Row<'_>]) -> Result<Vec<File
     .fetch_all(&mut *tx)
     .await?
     .into_iter()
-    .map(|r| (r.pseudonym, r.subject_id))
+    .map(|r| (r.pseudonym, (r.subject_id, r.complete)))
     .collect();
-    let subject_of = |row: &Row<'_>| subject_ids[&row.file.meta.subject];
+    }
+    let subject_of = |row: &Row<'_>| {
+        learned.subjects.get(&row.file.meta.subject).unwrap_or_else(|| &known.subjects[&row.file.meta.subject]).0
+    };
 
-    let mut members: Vec<(Uuid, Uuid)> = rows.iter().map(|r| (r.target.cohort_id, subject_of(r))).collect();
+    let mut members: Vec<(Uuid, Uuid)> =
+        rows.iter().map(|r| (r.target.cohort_id, subject_of(r))).filter(|m| !known.members.contains(m)).collect();
     members.sort_unstable();
     members.dedup();
-    let (cohorts, member_subjects): (Vec<Uuid>, Vec<Uuid>) = members.into_iter().unzip();
-    sqlx::query!(
-        "insert into cohort_subject (cohort_id, subject_id) select * from unnest($1::uuid[], $2::uuid[])
-         on conflict do nothing",
-        &cohorts,
-        &member_subjects,
-    )
-    .execute(&mut *tx)
-    .await?;
+    if !members.is_empty() {
+        let (cohorts, member_subjects): (Vec<Uuid>, Vec<Uuid>) = members.iter().copied().unzip();
+        sqlx::query!(
+            "insert into cohort_subject (cohort_id, subject_id) select * from unnest($1::uuid[], $2::uuid[])
+             on conflict do nothing",
+            &cohorts,
+            &member_subjects,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    learned.members.extend(members);
 
-    let studies = first_of(rows, |r| r.file.meta.study_uid.as_str());
-    let study_ids: HashMap<String, Uuid> = sqlx::query!(
+    let studies: Vec<&Row<'_>> = first_of(rows, |r| r.file.meta.study_uid.as_str())
+        .into_iter()
+        .filter(|r| !known.studies.contains_key(&r.file.meta.study_uid))
+        .collect();
+    if !studies.is_empty() {
+        learned.studies = sqlx::query!(
         "insert into study (study_uid, subject_id, cohort_id, site_id, study_date, description, age_years, height_m, weight_kg)
          select * from unnest($1::text[], $2::uuid[], $3::uuid[], $4::uuid[], $5::date[], $6::text[],
                               $7::float8[], $8::float8[], $9::float8[])
@@ -328,6 +488,8 @@ async fn insert_rows(tx: &mut PgConnection, rows: &[Row<'_>]) -> Result<Vec<File
     .into_iter()
     .map(|r| (r.study_uid, r.study_id))
     .collect();
+    }
+    let study_of = |uid: &String| learned.studies.get(uid).copied().unwrap_or_else(|| known.studies[uid]);
 
     // Scanners: identity is (manufacturer, model, field strength).
     let scanner_key = |row: &Row<'_>| -> Option<ScannerKey> {
@@ -340,13 +502,12 @@ async fn insert_rows(tx: &mut PgConnection, rows: &[Row<'_>]) -> Result<Vec<File
             )
         })
     };
-    let mut scanners: Vec<ScannerKey> = rows.iter().filter_map(scanner_key).collect();
+    let mut scanners: Vec<ScannerKey> =
+        rows.iter().filter_map(scanner_key).filter(|k| !known.scanners.contains_key(k)).collect();
     scanners.sort_unstable();
     scanners.dedup();
-    let scanner_ids: HashMap<ScannerKey, Uuid> = if scanners.is_empty() {
-        HashMap::new()
-    } else {
-        sqlx::query!(
+    if !scanners.is_empty() {
+        learned.scanners = sqlx::query!(
             "insert into scanner (manufacturer, model, field_strength)
              select * from unnest($1::text[], $2::text[], $3::float8[])
              on conflict on constraint scanner_identity_key do update set manufacturer = excluded.manufacturer
@@ -359,34 +520,41 @@ async fn insert_rows(tx: &mut PgConnection, rows: &[Row<'_>]) -> Result<Vec<File
         .await?
         .into_iter()
         .map(|r| ((r.manufacturer, r.model, r.field_strength.map(f64::to_bits)), r.scanner_id))
-        .collect()
-    };
+        .collect();
+    }
+    let scanner_of = |key: ScannerKey| learned.scanners.get(&key).copied().unwrap_or_else(|| known.scanners[&key]);
 
-    let series = first_of(rows, |r| r.file.meta.series_uid.as_str());
-    let series_ids: HashMap<String, Uuid> = sqlx::query!(
-        "insert into series (series_uid, study_id, scanner_id, modality, body_part, series_date, series_number,
+    let series: Vec<&Row<'_>> = first_of(rows, |r| r.file.meta.series_uid.as_str())
+        .into_iter()
+        .filter(|r| !known.series.contains_key(&r.file.meta.series_uid))
+        .collect();
+    if !series.is_empty() {
+        learned.series = sqlx::query!(
+            "insert into series (series_uid, study_id, scanner_id, modality, body_part, series_date, series_number,
                              description, slice_thickness, pixel_spacing_row, pixel_spacing_col)
          select * from unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::date[], $7::int[],
                               $8::text[], $9::float8[], $10::float8[], $11::float8[])
          on conflict (series_uid) do update set series_uid = excluded.series_uid
          returning series_uid, series_id",
-        &series.iter().map(|r| r.file.meta.series_uid.clone()).collect::<Vec<_>>(),
-        &series.iter().map(|r| study_ids[&r.file.meta.study_uid]).collect::<Vec<_>>(),
-        &series.iter().map(|r| scanner_key(r).map(|k| scanner_ids[&k])).collect::<Vec<_>>() as &[Option<Uuid>],
-        &series.iter().map(|r| r.file.meta.modality.clone()).collect::<Vec<_>>() as &[Option<String>],
-        &series.iter().map(|r| r.file.meta.body_part.clone()).collect::<Vec<_>>() as &[Option<String>],
-        &series.iter().map(|r| r.file.meta.series_date).collect::<Vec<_>>() as &[Option<chrono::NaiveDate>],
-        &series.iter().map(|r| r.file.meta.series_number).collect::<Vec<_>>() as &[Option<i32>],
-        &series.iter().map(|r| r.file.meta.series_description.clone()).collect::<Vec<_>>() as &[Option<String>],
-        &series.iter().map(|r| r.file.meta.slice_thickness).collect::<Vec<_>>() as &[Option<f64>],
-        &series.iter().map(|r| r.file.meta.pixel_spacing.map(|p| p.0)).collect::<Vec<_>>() as &[Option<f64>],
-        &series.iter().map(|r| r.file.meta.pixel_spacing.map(|p| p.1)).collect::<Vec<_>>() as &[Option<f64>],
-    )
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .map(|r| (r.series_uid, r.series_id))
-    .collect();
+            &series.iter().map(|r| r.file.meta.series_uid.clone()).collect::<Vec<_>>(),
+            &series.iter().map(|r| study_of(&r.file.meta.study_uid)).collect::<Vec<_>>(),
+            &series.iter().map(|r| scanner_key(r).map(scanner_of)).collect::<Vec<_>>() as &[Option<Uuid>],
+            &series.iter().map(|r| r.file.meta.modality.clone()).collect::<Vec<_>>() as &[Option<String>],
+            &series.iter().map(|r| r.file.meta.body_part.clone()).collect::<Vec<_>>() as &[Option<String>],
+            &series.iter().map(|r| r.file.meta.series_date).collect::<Vec<_>>() as &[Option<chrono::NaiveDate>],
+            &series.iter().map(|r| r.file.meta.series_number).collect::<Vec<_>>() as &[Option<i32>],
+            &series.iter().map(|r| r.file.meta.series_description.clone()).collect::<Vec<_>>() as &[Option<String>],
+            &series.iter().map(|r| r.file.meta.slice_thickness).collect::<Vec<_>>() as &[Option<f64>],
+            &series.iter().map(|r| r.file.meta.pixel_spacing.map(|p| p.0)).collect::<Vec<_>>() as &[Option<f64>],
+            &series.iter().map(|r| r.file.meta.pixel_spacing.map(|p| p.1)).collect::<Vec<_>>() as &[Option<f64>],
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.series_uid, r.series_id))
+        .collect();
+    }
+    let series_of = |uid: &String| learned.series.get(uid).copied().unwrap_or_else(|| known.series[uid]);
 
     // Instances: the first row of each SOP Instance UID is offered to the table;
     // every row whose UID was already there (or came earlier in the group) is
@@ -408,7 +576,7 @@ async fn insert_rows(tx: &mut PgConnection, rows: &[Row<'_>]) -> Result<Vec<File
          on conflict (sop_uid) do nothing
          returning sop_uid",
         &offered.iter().map(|r| r.file.meta.sop_uid.clone()).collect::<Vec<_>>(),
-        &offered.iter().map(|r| series_ids[&r.file.meta.series_uid]).collect::<Vec<_>>(),
+        &offered.iter().map(|r| series_of(&r.file.meta.series_uid)).collect::<Vec<_>>(),
         &offered.iter().map(|r| r.target.session_id).collect::<Vec<_>>(),
         &offered.iter().map(|r| r.file.meta.sop_class_uid.clone()).collect::<Vec<_>>(),
         &offered.iter().map(|r| r.file.meta.transfer_syntax.clone()).collect::<Vec<_>>(),
@@ -454,7 +622,7 @@ async fn insert_rows(tx: &mut PgConnection, rows: &[Row<'_>]) -> Result<Vec<File
     for row in rows {
         let meta = &row.file.meta;
         let report = |outcome, code: Option<&str>, message: Option<&str>| FileReport {
-            ordinal: row.ordinal,
+            ordinal: 0, // taken with the session lock, at the end
             outcome,
             code: code.map(str::to_owned),
             message: message.map(str::to_owned),
@@ -479,7 +647,7 @@ async fn insert_rows(tx: &mut PgConnection, rows: &[Row<'_>]) -> Result<Vec<File
             }
         });
     }
-    Ok(reports)
+    Ok((reports, learned))
 }
 
 /// A scanner's identity: manufacturer, model and the bits of its field strength.
