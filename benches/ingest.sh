@@ -5,6 +5,7 @@
 #
 #   benches/ingest.sh                      # 2,000 files per corpus, 4 connections
 #   COUNT=500 benches/ingest.sh            # quicker
+#   CORPORA=large benches/ingest.sh        # one corpus only
 #
 # Batched uploads carry up to $BATCH files and 16 MiB per request.
 # Needs Orthanc, DCMTK and curl (Debian: apt-get install orthanc dcmtk curl).
@@ -46,6 +47,7 @@ fi
 echo "generating corpora ($COUNT files each)..." >&2
 "$LOAD" gen "$work/small" 128 "$COUNT"
 "$LOAD" gen "$work/large" 512 "$COUNT"
+sync
 cat "$work"/small/* "$work"/large/* >/dev/null # into the page cache for every contender alike
 # A quarter of the large corpus, to show peak memory does not grow with the number of files.
 mkdir "$work/quarter"
@@ -54,6 +56,7 @@ ls "$work/large" | head -n $((COUNT / 4)) | while read -r f; do ln "$work/large/
 run=0
 # Starts Custodian on a new data directory; sets $pid, $dir and $token.
 start_custodian() {
+    sync # nothing of an earlier contender left for this one to write back
     run=$((run + 1))
     dir="$work/custodian-$run"
     mkdir -p "$dir"
@@ -72,6 +75,7 @@ EOF
 }
 
 start_orthanc() {
+    sync
     run=$((run + 1))
     dir="$work/orthanc-$run"
     mkdir -p "$dir"
@@ -119,7 +123,7 @@ row() { # label corpus seconds [peak-mb]
 
 echo "| path | corpus | files | instances/s | MB/s | peak RSS MB |"
 echo "|---|---|---:|---:|---:|---:|"
-for corpus in small large; do
+for corpus in ${CORPORA:-small large}; do
     start_orthanc
     seconds=$("$LOAD" orthanc "http://127.0.0.1:$ORTHANC_HTTP" "$work/$corpus" "$CONNECTIONS" | cut -d' ' -f3)
     row "Orthanc_REST_POST_/instances" "$corpus" "$seconds" "$(peak_mb)"; stop

@@ -50,6 +50,8 @@ pub struct DeidSettings<'a> {
     /// Largest date shift in days.
     pub max_shift_days: u32,
     pub safe_private: &'a [SafePrivate],
+    /// Largest data set a Deflated Explicit VR Little Endian file may inflate to.
+    pub max_inflated_bytes: usize,
 }
 
 /// Why a file was not accepted; the message names tags, never values.
@@ -146,6 +148,12 @@ struct Ctx<'a> {
 
 /// De-identifies one Part-10 file held in memory.
 pub fn deidentify(original: &Bytes, settings: &DeidSettings<'_>) -> Result<Deidentified, Rejection> {
+    // A deflated data set is inflated here, within a bound, and handled from
+    // then on as the Explicit VR Little Endian it is underneath; it is stored
+    // that way (the deflate is a transfer encoding of the whole data set, not
+    // of the pixels, so nothing of the image is re-encoded).
+    let inflated = inflate(original, settings.max_inflated_bytes)?;
+    let original = inflated.as_ref().unwrap_or(original);
     let bytes: &[u8] = original;
     let preamble = bytes.len() >= 132 && &bytes[128..132] == b"DICM";
     let bare = bytes.len() >= 4 && &bytes[..4] == b"DICM";
@@ -252,6 +260,19 @@ pub fn deidentify(original: &Bytes, settings: &DeidSettings<'_>) -> Result<Deide
         .map_err(|_| Rejection::new("encoding-failed", "the de-identified data set could not be encoded"))?;
     let parts = std::iter::once(Bytes::from(encoded)).chain(pixel_data).collect();
     Ok(Deidentified { parts, meta, quarantine })
+}
+
+/// The file with its data set inflated, when it is deflated; see [`super::guard::inflate_deflated`].
+fn inflate(original: &[u8], limit: usize) -> Result<Option<Bytes>, Rejection> {
+    super::guard::inflate_deflated(original, limit).map_err(|e| match e {
+        super::guard::InflateError::TooLarge => Rejection::new(
+            "file-too-large",
+            format!("the deflated data set inflates to more than the limit of {limit} bytes"),
+        ),
+        super::guard::InflateError::Corrupt => {
+            Rejection::new("malformed-dicom", "the deflated data set could not be inflated")
+        }
+    })
 }
 
 /// Records what was done, as PS3.15 asks: Patient Identity Removed, the

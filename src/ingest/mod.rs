@@ -341,8 +341,15 @@ impl Ingestor {
         let key = self.key.clone();
         let safe_private = self.safe_private.clone();
         let max_shift_days = self.max_shift_days;
+        let max_inflated_bytes = self.limits.max_file_bytes;
         let deid = tokio::task::spawn_blocking(move || {
-            let settings = DeidSettings { key: &key, site: &site_code, max_shift_days, safe_private: &safe_private };
+            let settings = DeidSettings {
+                key: &key,
+                site: &site_code,
+                max_shift_days,
+                safe_private: &safe_private,
+                max_inflated_bytes,
+            };
             deid::deidentify(&bytes, &settings)
         })
         .await

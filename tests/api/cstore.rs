@@ -56,7 +56,7 @@ impl Scp {
 }
 
 /// DCMTK, installed the way the harness installs PostgreSQL when it is missing.
-fn ensure_dcmtk() {
+pub(crate) fn ensure_dcmtk() {
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
     let ready = READY.get_or_init(|| {
         let present =

@@ -14,7 +14,7 @@ fn key() -> RegistryKey {
 }
 
 fn settings<'a>(key: &'a RegistryKey, safe: &'a [SafePrivate]) -> DeidSettings<'a> {
-    DeidSettings { key, site: "uhb", max_shift_days: 3650, safe_private: safe }
+    DeidSettings { key, site: "uhb", max_shift_days: 3650, safe_private: safe, max_inflated_bytes: 64 << 20 }
 }
 
 fn reopen(bytes: &[u8]) -> dicom_object::DefaultDicomObject {
@@ -219,4 +219,36 @@ fn pixel_data_is_carried_over_without_a_copy_and_anything_after_it_is_still_prof
     let obj = reopen(&file);
     assert!(obj.element(dicom_core::Tag(0xFFFC, 0xFFFC)).is_err());
     assert_eq!(obj.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap(), source.pixels());
+}
+
+#[test]
+fn a_deflated_file_is_stored_inflated_with_its_pixels_unchanged_and_a_deflate_bomb_is_refused() {
+    crate::cstore::ensure_dcmtk();
+    let key = key();
+    let source = Instance::ct(1, 1, 1, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, deflated) = (dir.path().join("plain.dcm"), dir.path().join("deflated.dcm"));
+    std::fs::write(&plain, source.to_bytes()).unwrap();
+    let converted = std::process::Command::new("dcmconv").arg("+td").arg(&plain).arg(&deflated).output().unwrap();
+    assert!(converted.status.success(), "{}", String::from_utf8_lossy(&converted.stderr));
+    let bytes = std::fs::read(&deflated).unwrap();
+    assert!(
+        bytes.windows(22).any(|w| w == b"1.2.840.10008.1.2.1.99"),
+        "DCMTK wrote Deflated Explicit VR Little Endian"
+    );
+
+    let out = deidentify_slice(&bytes, &settings(&key, &[])).unwrap();
+    assert_eq!(out.meta.transfer_syntax, "1.2.840.10008.1.2.1", "stored as the Explicit VR Little Endian it was");
+    let file = out.to_vec();
+    assert!(canaries_in(&file).is_empty(), "{:?}", canaries_in(&file));
+    let obj = reopen(&file);
+    assert_eq!(obj.meta().transfer_syntax().trim_end_matches('\0'), "1.2.840.10008.1.2.1");
+    assert_eq!(obj.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap(), source.pixels());
+    assert_eq!(text(&obj, tags::MODALITY).as_deref(), Some("CT"));
+
+    // The same file under a limit smaller than its inflated data set.
+    let tight = DeidSettings { max_inflated_bytes: 1024, ..settings(&key, &[]) };
+    let error = deidentify_slice(&bytes, &tight).unwrap_err();
+    assert_eq!(error.code, "file-too-large");
+    assert!(error.message.contains("inflates to more than the limit of 1024 bytes"), "{}", error.message);
 }

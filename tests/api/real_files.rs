@@ -62,7 +62,7 @@ fn key() -> RegistryKey {
 }
 
 fn settings(key: &RegistryKey) -> DeidSettings<'_> {
-    DeidSettings { key, site: SITE, max_shift_days: 3650, safe_private: &[] }
+    DeidSettings { key, site: SITE, max_shift_days: 3650, safe_private: &[], max_inflated_bytes: 64 << 20 }
 }
 
 fn fixture_dir() -> PathBuf {
@@ -796,15 +796,13 @@ fn a_japanese_patient_name_in_three_representations_leaves_no_trace() {
 }
 
 #[test]
-fn a_deflated_file_is_rejected_as_an_unsupported_transfer_syntax() {
+fn a_deflated_file_is_inflated_and_then_judged_like_any_other() {
     // image_dfl.dcm (David Clunie's sample) is valid Deflated Explicit VR
-    // Little Endian. dicom-rs reads it only with the
-    // `dicom-transfer-syntax-registry/deflate` feature, which Custodian does
-    // not enable, so the engine rejects it; this is a limitation, not a
-    // malformed file. (Its Patient ID is also empty, so with deflate support
-    // it would be rejected as `missing-attribute` next.)
+    // Little Endian. It inflates fine, and is then refused because its Patient
+    // ID is empty: without it the subject cannot be linked across files.
     let error = rejected("image_dfl.dcm", &fixture("image_dfl.dcm"));
-    assert_eq!(error.code, "unsupported-transfer-syntax");
+    assert_eq!(error.code, "missing-attribute");
+    assert!(error.message.contains("Patient ID (0010,0020)"), "{}", error.message);
 }
 
 #[test]
