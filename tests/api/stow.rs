@@ -93,3 +93,45 @@ async fn stow_rs_needs_multipart_related_and_an_uploader() {
         .unwrap();
     app.call(request).await.assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type");
 }
+
+#[tokio::test]
+async fn curl_stores_real_files_over_http_and_gets_the_standard_response() {
+    // A real client over a real socket, with sample files nobody here wrote.
+    let app = TestApp::new().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let router = app.router.clone();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/fixtures/pydicom");
+    let files: Vec<Vec<u8>> =
+        ["CT_small.dcm", "MR_small.dcm"].iter().map(|name| std::fs::read(fixtures.join(name)).unwrap()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("stow-body");
+    std::fs::write(&body, related(&files)).unwrap();
+    let token = app.token("ulrich", &[Role::Uploader]);
+    let output = tokio::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--request", "POST", "--write-out", "\n%{http_code}"])
+        .args(["--header", "Content-Type: multipart/related; type=\"application/dicom\"; boundary=STOWB"])
+        .args(["--header", "Accept: application/dicom+json"])
+        .arg("--header")
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg(format!("http://{address}/dicomweb/studies"))
+        .output()
+        .await
+        .expect("curl runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let (answer, status) = stdout.rsplit_once('\n').unwrap();
+    assert_eq!(status, "200", "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(answer).unwrap();
+    assert_eq!(answer["00081199"]["Value"].as_array().unwrap().len(), 2, "both instances referenced: {answer}");
+    assert!(answer.get("00081198").is_none(), "no failed instances: {answer}");
+    let published: i64 = sqlx::query_scalar("select count(*) from instance where status = 'published'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(published, 2);
+}
