@@ -301,16 +301,17 @@ fn multipart_files(body: Body, boundary: String, limits: crate::config::IngestCo
             .is_some_and(|m| m.essence_str() == "application/zip" || m.essence_str() == "application/x-zip-compressed");
         let cap = if is_zip { limits.max_request_bytes } else { limits.max_file_bytes };
         let mut field = field;
-        let mut data = Vec::new();
+        // The chunks as they come (shared with the parser's buffer), joined once at the end.
+        let mut chunks: Vec<bytes::Bytes> = Vec::new();
         let mut size = 0_usize;
         loop {
             match field.chunk().await {
                 Ok(Some(chunk)) => {
                     size += chunk.len();
                     if size <= cap {
-                        data.extend_from_slice(&chunk);
+                        chunks.push(chunk);
                     } else {
-                        data = Vec::new(); // keep reading to the part's end, keep nothing
+                        chunks = Vec::new(); // keep reading to the part's end, keep nothing
                     }
                 }
                 Ok(None) => break,
@@ -324,17 +325,29 @@ fn multipart_files(body: Body, boundary: String, limits: crate::config::IngestCo
                 message: format!("the part is larger than the limit of {cap} bytes"),
             })]
         } else if is_zip {
-            match archive::unzip(bytes::Bytes::from(data), &limits) {
+            match archive::unzip(join(chunks, size), &limits) {
                 Ok(files) => files.into_iter().map(Ok).collect(),
                 Err(e) => vec![Ok(Received::Unreadable { size, code: "invalid-archive", message: e.to_string() })],
             }
         } else {
-            vec![Ok(Received::File(bytes::Bytes::from(data)))]
+            vec![Ok(Received::File(join(chunks, size)))]
         };
         Some((items, Some((multipart, limits))))
     })
     .flat_map(stream::iter)
     .boxed()
+}
+
+/// One buffer of `size` bytes from `chunks`, copying only when there are several.
+fn join(mut chunks: Vec<bytes::Bytes>, size: usize) -> bytes::Bytes {
+    if chunks.len() == 1 {
+        return chunks.pop().expect("one chunk");
+    }
+    let mut joined = Vec::with_capacity(size);
+    for chunk in chunks {
+        joined.extend_from_slice(&chunk);
+    }
+    joined.into()
 }
 
 fn multipart_error(error: &multer::Error) -> ApiError {
