@@ -345,7 +345,7 @@ fn transform(dataset: InMemDicomObject, ctx: &mut Ctx<'_>, depth: usize) -> InMe
             }
             continue;
         }
-        match PROFILE.rule(tag).map(|r| r.action) {
+        match PROFILE.rule(tag).map(|r| r.action).or_else(|| content_item_rule(tag)) {
             None | Some(Action::Keep) => kept.push(recurse(element, ctx, depth)),
             Some(Action::Remove) => {}
             Some(Action::Zero) => kept.push(zero(&element)),
@@ -484,6 +484,19 @@ fn remap_uid(element: InMemElement, ctx: &mut Ctx<'_>, depth: usize) -> InMemEle
         ctx.referenced.extend(remapped.iter().cloned());
     }
     DataElement::new(tag, VR::UI, PrimitiveValue::from(remapped.join("\\")))
+}
+
+/// Attributes of structured content items (SR content trees, acquisition
+/// context, specimen preparation) that Table E.1-1 does not list, because its
+/// Basic Profile drops those trees whole. Under Clean Structured Content the
+/// trees stay, so their free text is cleaned like a descriptor and their dates
+/// shifted; person names (0040,A123), UIDs (0040,A124) and references are
+/// already in the table.
+fn content_item_rule(tag: Tag) -> Option<Action> {
+    match tag {
+        tags::TEXT_VALUE | tags::DATE => Some(Action::Clean),
+        _ => None,
+    }
 }
 
 fn clean(element: InMemElement, ctx: &mut Ctx<'_>, depth: usize) -> InMemElement {

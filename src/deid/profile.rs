@@ -42,16 +42,18 @@ pub enum ProfileOption {
     RetainLongitudinalModifiedDates,
     RetainDeviceIdentity,
     CleanDescriptors,
+    CleanStructuredContent,
 }
 
 impl ProfileOption {
     /// The options applied to every instance, in precedence order: a retain
     /// option's K wins over a clean option's C.
-    pub const APPLIED: [ProfileOption; 4] = [
+    pub const APPLIED: [ProfileOption; 5] = [
         ProfileOption::RetainPatientCharacteristics,
         ProfileOption::RetainDeviceIdentity,
         ProfileOption::RetainLongitudinalModifiedDates,
         ProfileOption::CleanDescriptors,
+        ProfileOption::CleanStructuredContent,
     ];
 
     /// Column of the option in the table file.
@@ -61,6 +63,7 @@ impl ProfileOption {
             Self::RetainLongitudinalModifiedDates => "retain_longitudinal_modified_dates",
             Self::RetainDeviceIdentity => "retain_device_identity",
             Self::CleanDescriptors => "clean_descriptors",
+            Self::CleanStructuredContent => "clean_structured_content",
         }
     }
 
@@ -73,6 +76,7 @@ impl ProfileOption {
             }
             Self::RetainDeviceIdentity => ("113109", "Retain Device Identity Option"),
             Self::CleanDescriptors => ("113105", "Clean Descriptors Option"),
+            Self::CleanStructuredContent => ("113104", "Clean Structured Content Option"),
         }
     }
 }

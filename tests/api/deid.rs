@@ -64,7 +64,7 @@ fn retained_attributes_and_pixels_survive_unchanged() {
     let Value::Sequence(codes) = obj.get(tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE).unwrap().value() else {
         panic!("a code sequence")
     };
-    assert_eq!(codes.items().len(), 5, "the profile and its four options");
+    assert_eq!(codes.items().len(), 6, "the profile and its five options");
     assert_eq!(text(&obj, tags::PATIENT_ID).as_deref(), Some(out.meta.subject.as_str()));
     assert_eq!(text(&obj, tags::PATIENT_NAME).as_deref(), Some(out.meta.subject.as_str()));
     assert!(obj.get(tags::PATIENT_BIRTH_DATE).is_none_or(|e| e.to_str().unwrap().trim().is_empty()));
@@ -185,7 +185,8 @@ async fn conformance_statement_is_public_and_generated_from_the_profile() {
     let body = app.get("/api/v1/deid/profile", None).await.assert_status(axum::http::StatusCode::OK).json();
     assert_eq!(body["edition"], custodian::deid::PROFILE.edition.as_str());
     assert_eq!(body["codes"][0]["code_value"], "113100");
-    assert_eq!(body["codes"].as_array().unwrap().len(), 5);
+    assert_eq!(body["codes"].as_array().unwrap().len(), 6);
+    assert_eq!(body["codes"][5]["code_value"], "113104", "Clean Structured Content");
     let attributes = body["attributes"].as_array().unwrap();
     assert_eq!(attributes.len(), custodian::deid::PROFILE.rules().len());
     let row = |keyword: &str| attributes.iter().find(|a| a["keyword"] == keyword).unwrap().clone();
@@ -251,4 +252,74 @@ fn a_deflated_file_is_stored_inflated_with_its_pixels_unchanged_and_a_deflate_bo
     let error = deidentify_slice(&bytes, &tight).unwrap_err();
     assert_eq!(error.code, "file-too-large");
     assert!(error.message.contains("inflates to more than the limit of 1024 bytes"), "{}", error.message);
+}
+
+#[test]
+fn a_content_tree_keeps_its_structure_and_references_while_its_text_names_and_dates_are_cleaned() {
+    use dicom_core::value::DataSetSequence;
+    use dicom_core::{DataElement, Length, PrimitiveValue, VR};
+    use dicom_object::InMemDicomObject;
+
+    let key = key();
+    let source = Instance::ct(1, 1, 1, 2);
+    let image_uid = source.sop_uid();
+    let item = |elements: Vec<DataElement<InMemDicomObject>>| InMemDicomObject::from_element_iter(elements);
+    let s = |tag, vr, value: &str| DataElement::new(tag, vr, PrimitiveValue::from(value));
+    let reference = item(vec![
+        s(tags::REFERENCED_SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.2"),
+        s(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &image_uid),
+    ]);
+    let content = vec![
+        item(vec![
+            s(tags::RELATIONSHIP_TYPE, VR::CS, "CONTAINS"),
+            s(tags::VALUE_TYPE, VR::CS, "TEXT"),
+            s(tags::TEXT_VALUE, VR::UT, "CNRY Smith has a mass in the left lung"),
+        ]),
+        item(vec![
+            s(tags::RELATIONSHIP_TYPE, VR::CS, "HAS OBS CONTEXT"),
+            s(tags::VALUE_TYPE, VR::CS, "PNAME"),
+            s(tags::PERSON_NAME, VR::PN, "CNRY^OBSERVER"),
+        ]),
+        item(vec![
+            s(tags::RELATIONSHIP_TYPE, VR::CS, "CONTAINS"),
+            s(tags::VALUE_TYPE, VR::CS, "DATE"),
+            s(tags::DATE, VR::DA, "20190406"),
+        ]),
+        item(vec![
+            s(tags::RELATIONSHIP_TYPE, VR::CS, "CONTAINS"),
+            s(tags::VALUE_TYPE, VR::CS, "IMAGE"),
+            DataElement::new(
+                tags::REFERENCED_SOP_SEQUENCE,
+                VR::SQ,
+                DataSetSequence::new(vec![reference], Length::UNDEFINED),
+            ),
+        ]),
+    ];
+    let mut obj = OpenFileOptions::new().from_reader(&source.to_bytes()[128..]).unwrap();
+    obj.put(DataElement::new(tags::CONTENT_SEQUENCE, VR::SQ, DataSetSequence::new(content, Length::UNDEFINED)));
+    let mut bytes = Vec::new();
+    obj.write_all(&mut bytes).unwrap();
+
+    let out = deidentify_slice(&bytes, &settings(&key, &[])).unwrap();
+    let file = out.to_vec();
+    assert!(canaries_in(&file).is_empty(), "{:?}", canaries_in(&file));
+    let obj = reopen(&file);
+    let Value::Sequence(tree) = obj.get(tags::CONTENT_SEQUENCE).expect("the tree stays").value() else {
+        panic!("a sequence")
+    };
+    let items = tree.items();
+    let item_text = |item: &InMemDicomObject, tag| {
+        item.get(tag).and_then(|e| e.to_str().ok()).map(|v| v.trim_end_matches(['\0', ' ']).to_owned())
+    };
+    assert_eq!(items.len(), 4, "every content item stays");
+    let text_value = item_text(&items[0], tags::TEXT_VALUE).unwrap_or_default();
+    assert!(!text_value.contains("Smith"), "free text is cleaned to vocabulary: {text_value}");
+    assert!(item_text(&items[1], tags::PERSON_NAME).is_none_or(|n| !n.contains("OBSERVER")));
+    assert_ne!(item_text(&items[2], tags::DATE).as_deref(), Some("20190406"), "dates are shifted");
+    let Value::Sequence(image_refs) = items[3].get(tags::REFERENCED_SOP_SEQUENCE).unwrap().value() else {
+        panic!("a sequence")
+    };
+    let uid = item_text(&image_refs.items()[0], tags::REFERENCED_SOP_INSTANCE_UID).unwrap();
+    assert_eq!(uid, key.uid(&image_uid), "the image reference follows the remapped instance");
+    assert!(out.meta.referenced_sop_uids.contains(&uid));
 }

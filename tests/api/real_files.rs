@@ -700,9 +700,6 @@ fn a_structured_report_given_a_patient_id_de_identifies_and_keeps_its_predecesso
 }
 
 #[test]
-#[ignore = "engine gap: Content Sequence (0040,A730) is Basic Profile `D` and the engine \
-            empties it (Clean Structured Content is not applied), so every image reference \
-            in an SR's content tree is lost"]
 fn a_structured_report_keeps_the_image_references_of_its_content_tree_under_remapped_uids() {
     let key = key();
     let checked = de_identifies("test-SR.dcm + PatientID", &structured_report_with_a_patient_id());
