@@ -99,6 +99,24 @@ pub enum AuditCommand {
     Verify,
 }
 
+/// This node's job worker: claims due jobs of every kind it knows.
+async fn run_jobs(db: sqlx::PgPool, store: crate::storage::Store, sweep_interval: Duration, sweep_grace: Duration) {
+    let worker = format!("node-{}", uuid::Uuid::new_v4());
+    let (lease, poll) = (Duration::from_mins(5), Duration::from_secs(2));
+    crate::jobs::work(db.clone(), worker, lease, poll, |job| {
+        let (db, store) = (db.clone(), store.clone());
+        async move {
+            match job.kind.as_str() {
+                crate::ingest::sweep::SWEEP_JOB => {
+                    crate::ingest::sweep::run_job(&db, &store, sweep_interval, sweep_grace).await
+                }
+                other => anyhow::bail!("this node has no handler for jobs of kind `{other}`"),
+            }
+        }
+    })
+    .await;
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let listen = match &cli.command {
@@ -248,14 +266,16 @@ async fn serve_with(
         crate::demo::seed(&db.pool).await?;
     }
     let ingest = Arc::new(crate::ingest::Ingestor::new(config, db.pool.clone(), store.clone())?);
+    let sweep_interval = Duration::from_secs(config.ingest.sweep_interval_secs);
     if config.ingest.sweep_interval_secs > 0 {
-        tokio::spawn(crate::ingest::sweep::run_periodically(
-            db.pool.clone(),
-            store.clone(),
-            Duration::from_secs(config.ingest.sweep_interval_secs),
-            Duration::from_secs(config.ingest.sweep_grace_secs),
-        ));
+        crate::jobs::enqueue(&db.pool, &crate::ingest::sweep::next_sweep(sweep_interval)).await?;
     }
+    tokio::spawn(run_jobs(
+        db.pool.clone(),
+        store.clone(),
+        sweep_interval,
+        Duration::from_secs(config.ingest.sweep_grace_secs),
+    ));
     let state = AppState {
         ingest,
         db: db.pool.clone(),

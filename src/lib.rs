@@ -27,6 +27,8 @@ pub mod error;
 pub mod http;
 /// Ingest: uploads, STOW-RS and C-STORE into the catalog.
 pub mod ingest;
+/// Background jobs: a PostgreSQL queue claimed under leases.
+pub mod jobs;
 /// Prometheus metrics.
 pub mod metrics;
 /// The OpenAPI contract.

@@ -1,6 +1,7 @@
 //! The sweep: objects written before a crash (or by a request that broke off)
 //! have no row pointing at them; once older than a grace period they are deleted.
 //! A row never lacks its object, because the object is always written first.
+//! It runs as a recurring job of the queue in [`crate::jobs`].
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use serde_json::json;
 use sqlx::PgPool;
 
 use crate::audit::{self, NewEvent};
+use crate::jobs::NewJob;
 use crate::storage::{Store, keys};
 
 /// Advisory lock key: one sweeper at a time across all nodes.
@@ -88,14 +90,21 @@ async fn delete_unreferenced(db: &PgPool, store: &Store, keys: &[String]) -> any
     Ok(deleted)
 }
 
-/// Sweeps every `interval`, forever (spawned by `serve`).
-pub async fn run_periodically(db: PgPool, store: Store, interval: Duration, grace: Duration) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.tick().await;
-    loop {
-        ticker.tick().await;
-        if let Err(error) = sweep_orphans(&db, &store, grace).await {
-            tracing::warn!(error = format!("{error:#}"), "sweep failed; will retry");
-        }
-    }
+/// Kind (and dedupe key) of the recurring sweep job.
+pub const SWEEP_JOB: &str = "storage.sweep";
+
+/// The next sweep, `interval` from now; there is never more than one pending.
+pub fn next_sweep(interval: Duration) -> NewJob {
+    NewJob::new(SWEEP_JOB).dedupe(SWEEP_JOB).after(interval)
+}
+
+/// The sweep job: sweeps, then names its next run.
+pub async fn run_job(
+    db: &PgPool,
+    store: &Store,
+    interval: Duration,
+    grace: Duration,
+) -> anyhow::Result<Option<NewJob>> {
+    sweep_orphans(db, store, grace).await?;
+    Ok(Some(next_sweep(interval)))
 }

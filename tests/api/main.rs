@@ -12,6 +12,7 @@ mod dicom_gen;
 mod embedded;
 mod errors;
 mod helpers;
+mod jobs;
 mod openapi;
 mod ops;
 mod real_files;
