@@ -202,6 +202,18 @@ where
     Ok(())
 }
 
+/// Deletes jobs that finished successfully more than `age` ago; failed ones stay
+/// for an operator. Returns how many went.
+pub async fn prune_done(db: &PgPool, age: Duration) -> Result<u64, sqlx::Error> {
+    let pruned = sqlx::query!(
+        "delete from job where state = 'done' and finished_at < now() - make_interval(secs => $1)",
+        age.as_secs_f64()
+    )
+    .execute(db)
+    .await?;
+    Ok(pruned.rows_affected())
+}
+
 /// Claims and runs jobs forever, asking again every `poll` when none is due.
 /// `handle` maps a job to its work (by kind).
 pub async fn work<H, F>(db: PgPool, worker: String, lease: Duration, poll: Duration, handle: H)

@@ -80,4 +80,14 @@ async fn the_sweep_is_a_recurring_job_with_never_more_than_one_run_pending() {
             .await
             .unwrap();
     assert_eq!(pending, [("queued".to_owned(), true)], "the next run is queued an interval later");
+
+    // A week later the finished run is pruned by a later sweep; the queued one stays.
+    sqlx::query("update job set finished_at = now() - interval '8 days' where job_id = $1")
+        .bind(id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(jobs::prune_done(&app.db, Duration::from_hours(24 * 7)).await.unwrap(), 1);
+    let left: i64 = sqlx::query_scalar("select count(*) from job").fetch_one(&app.db).await.unwrap();
+    assert_eq!(left, 1);
 }
