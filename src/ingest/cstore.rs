@@ -80,8 +80,9 @@ pub const STORAGE_SOP_CLASSES: &[&str] = &[
 
 /// Transfer syntaxes accepted. The data set is re-wrapped, never decoded, so
 /// encapsulated (compressed) syntaxes need no codec. dicom-ul drops the ones the
-/// transfer syntax registry cannot read: Deflated needs the registry's `deflate`
-/// feature, which Custodian does not enable, so it is never accepted today.
+/// transfer syntax registry cannot read; Deflated is readable (the registry's
+/// `deflate` feature) and inflated, within the file size limit, by the
+/// de-identifier.
 pub const TRANSFER_SYNTAXES: &[&str] = &[
     uids::EXPLICIT_VR_LITTLE_ENDIAN,
     uids::IMPLICIT_VR_LITTLE_ENDIAN,

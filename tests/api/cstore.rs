@@ -476,3 +476,29 @@ async fn shutdown_aborts_associations_still_open_after_the_grace_period_and_thei
     assert_eq!(state, "aborted", "closed before the SCP stopped");
     assert_eq!(count(&app, "select count(*) from instance").await, 0);
 }
+
+#[tokio::test]
+async fn storescu_sends_a_deflated_file_over_a_deflated_context_and_it_is_stored_inflated() {
+    let app = TestApp::new().await;
+    let scp = Scp::start(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plain = write_files(dir.path(), &[("plain.dcm", Instance::ct(8, 1, 1, 1).to_bytes())]);
+    let deflated = dir.path().join("deflated.dcm");
+    let converted =
+        dcmtk("dcmconv", &["+td".to_owned(), plain[0].display().to_string(), deflated.display().to_string()]).await;
+    assert!(converted.status.success(), "{}", transcript(&converted));
+
+    // -xd proposes Deflated Explicit VR Little Endian first; the file goes over it as it is.
+    let output = storescu(&scp, "STORESCU", &["-xd", "-v"], std::slice::from_ref(&deflated)).await;
+    assert!(output.status.success(), "storescu failed:\n{}", transcript(&output));
+    assert!(
+        transcript(&output).contains("-> Deflated Explicit VR Little Endian"),
+        "sent over a deflated context:\n{}",
+        transcript(&output)
+    );
+    assert!(transcript(&output).contains("Received Store Response (Success)"), "{}", transcript(&output));
+    let syntax: String = sqlx::query_scalar("select transfer_syntax from instance").fetch_one(&app.db).await.unwrap();
+    assert_eq!(syntax, "1.2.840.10008.1.2.1", "stored as the Explicit VR Little Endian it was");
+    let leaks = canaries_in(everything_stored(&app).await.as_bytes());
+    assert!(leaks.is_empty(), "{leaks:?}");
+}
