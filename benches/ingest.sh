@@ -3,7 +3,7 @@
 # side by side in the same run with Orthanc (REST and C-STORE) and a plain
 # copy of the same bytes followed by `sync`.
 #
-#   benches/ingest.sh                      # 2,000 files per corpus, 4 connections
+#   benches/ingest.sh                      # 2,000 files per corpus, 4 connections, 3 rounds
 #   COUNT=500 benches/ingest.sh            # quicker
 #   CORPORA=large benches/ingest.sh        # one corpus only
 #
@@ -17,6 +17,7 @@ cd "$(dirname "$0")/.."
 COUNT=${COUNT:-2000}
 CONNECTIONS=${CONNECTIONS:-4}
 BATCH=${BATCH:-100}
+REPEAT=${REPEAT:-3}
 PORT=${PORT:-18080}
 DICOM_PORT=${DICOM_PORT:-11112}
 ORTHANC_HTTP=${ORTHANC_HTTP:-18042}
@@ -118,28 +119,47 @@ row() { # label corpus seconds [peak-mb]
     bytes=$(du -sbL "$work/$2" | cut -f1)
     files=$(ls "$work/$2" | wc -l)
     echo "$1 $2 $3 $bytes ${4:--} $files" |
-        awk '{ printf "| %-40s | %-7s | %5d | %7.0f | %6.1f | %5s |\n", $1, $2, $6, $6 / $3, $4 / $3 / 1e6, $5 }' | tr '_' ' '
+        awk '{ printf "| %-50s | %-7s | %5d | %7.0f | %6.1f | %5s |\n", $1, $2, $6, $6 / $3, $4 / $3 / 1e6, $5 }' | tr '_' ' '
 }
 
 echo "| path | corpus | files | instances/s | MB/s | peak RSS MB |"
 echo "|---|---|---:|---:|---:|---:|"
+# One REST run: rest <orthanc|single|batched> <corpus>; sets $seconds and leaves the server running.
+rest() {
+    case $1 in
+    orthanc)
+        start_orthanc
+        "$LOAD" orthanc "http://127.0.0.1:$ORTHANC_HTTP" "$work/$2" "$CONNECTIONS" >"$work/out" ;;
+    single)
+        start_custodian
+        "$LOAD" custodian "http://127.0.0.1:$PORT" "$token" "$work/$2" "$CONNECTIONS" 1 >"$work/out" ;;
+    batched)
+        start_custodian
+        "$LOAD" custodian "http://127.0.0.1:$PORT" "$token" "$work/$2" "$CONNECTIONS" "$BATCH" >"$work/out" ;;
+    esac
+    seconds=$(cut -d' ' -f3 "$work/out")
+}
+
 for corpus in ${CORPORA:-small large}; do
-    start_orthanc
-    seconds=$("$LOAD" orthanc "http://127.0.0.1:$ORTHANC_HTTP" "$work/$corpus" "$CONNECTIONS" | cut -d' ' -f3)
-    row "Orthanc_REST_POST_/instances" "$corpus" "$seconds" "$(peak_mb)"; stop
-
-    start_custodian
-    seconds=$("$LOAD" custodian "http://127.0.0.1:$PORT" "$token" "$work/$corpus" "$CONNECTIONS" 1 | cut -d' ' -f3)
-    row "Custodian_REST,_1_file_per_request" "$corpus" "$seconds" "$(peak_mb)"; stop
-
-    start_custodian
-    seconds=$("$LOAD" custodian "http://127.0.0.1:$PORT" "$token" "$work/$corpus" "$CONNECTIONS" "$BATCH" | cut -d' ' -f3)
-    row "Custodian_REST,_${BATCH}_files_per_request" "$corpus" "$seconds" "$(peak_mb)"; stop
+    # The REST contenders take turns for REPEAT rounds, so that a slow moment
+    # of the machine falls on all of them alike; every round is printed, and
+    # the ratios of each round go to the summary.
+    for round in $(seq "$REPEAT"); do
+        rest orthanc "$corpus"; orthanc=$seconds
+        row "Orthanc_REST_POST_/instances_(round_$round)" "$corpus" "$seconds" "$(peak_mb)"; stop
+        rest single "$corpus"; single=$seconds
+        row "Custodian_REST,_1_file_per_request_(round_$round)" "$corpus" "$seconds" "$(peak_mb)"; stop
+        rest batched "$corpus"; batched=$seconds
+        row "Custodian_REST,_${BATCH}_files_per_request_(round_$round)" "$corpus" "$seconds" "$(peak_mb)"; stop
+        echo "$corpus $orthanc $single $batched" >>"$work/rounds"
+    done
 
     run=$((run + 1))
     sync
     t0=$(date +%s.%N); cp -r "$work/$corpus" "$work/copy-$run"; sync; t1=$(date +%s.%N)
-    row "cp_-r_+_sync" "$corpus" "$(echo "$t0 $t1" | awk '{ printf "%.3f", $2 - $1 }')"
+    copy=$(echo "$t0 $t1" | awk '{ printf "%.3f", $2 - $1 }')
+    row "cp_-r_+_sync" "$corpus" "$copy"
+    echo "$corpus $copy" >>"$work/copies"
 
     start_orthanc
     seconds=$(cstore "$corpus" BENCH ORTHANC "$ORTHANC_DICOM")
@@ -153,3 +173,22 @@ done
 start_custodian
 seconds=$("$LOAD" custodian "http://127.0.0.1:$PORT" "$token" "$work/quarter" "$CONNECTIONS" "$BATCH" | cut -d' ' -f3)
 row "Custodian_REST,_${BATCH}_files_per_request" quarter "$seconds" "$(peak_mb)"; stop
+
+# Summary: per corpus, the ratio of each round (speed-up = Orthanc's time / Custodian's) and their median.
+echo
+echo "| corpus | batched ÷ Orthanc, per round | median | 1 file per request ÷ Orthanc, median | batched ÷ cp + sync, median |"
+echo "|---|---|---:|---:|---:|"
+for corpus in ${CORPORA:-small large}; do
+    copy=$(awk -v c="$corpus" '$1 == c { print $2 }' "$work/copies")
+    awk -v c="$corpus" -v copy="$copy" '
+        $1 == c { n++; b[n] = $2 / $4; s[n] = $2 / $3; k[n] = copy / $4 }
+        function median(a, n,   i, j, t) {
+            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+            return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        END {
+            rounds = ""
+            for (i = 1; i <= n; i++) rounds = rounds sprintf("%s%.2f", (i > 1 ? ", " : ""), b[i])
+            printf "| %s | %s | %.2f × | %.2f × | %.0f %% |\n", c, rounds, median(b, n), median(s, n), 100 * median(k, n)
+        }' "$work/rounds"
+done
