@@ -110,6 +110,7 @@ async fn run_jobs(db: sqlx::PgPool, store: crate::storage::Store, sweep_interval
                 crate::ingest::sweep::SWEEP_JOB => {
                     crate::ingest::sweep::run_job(&db, &store, sweep_interval, sweep_grace).await
                 }
+                crate::dictionary::db::COVERAGE_JOB => crate::dictionary::db::run_coverage_job(&db).await,
                 other => anyhow::bail!("this node has no handler for jobs of kind `{other}`"),
             }
         }

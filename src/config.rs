@@ -144,6 +144,8 @@ pub struct IngestConfig {
     pub sweep_interval_secs: u64,
     /// How old an unreferenced object must be before the sweep deletes it.
     pub sweep_grace_secs: u64,
+    /// Largest table import (CSV, JSON, VCF; a gzip body counts expanded).
+    pub max_table_bytes: usize,
 }
 
 impl Default for IngestConfig {
@@ -156,6 +158,7 @@ impl Default for IngestConfig {
             parallelism: 4,
             sweep_interval_secs: 3600,
             sweep_grace_secs: 3600,
+            max_table_bytes: 512 * 1024 * 1024,
         }
     }
 }

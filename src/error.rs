@@ -44,6 +44,9 @@ pub enum ApiError {
     RouteNotFound,
     #[error("method not allowed for this path")]
     MethodNotAllowed,
+    /// The body was read but its content is invalid; every problem is listed.
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String, problems: Vec<Problem> },
     /// The request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
@@ -67,9 +70,11 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) | Self::InvalidBody(_) | Self::InvalidQuery(_) | Self::InvalidPath(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::BadRequest(_)
+            | Self::InvalidBody(_)
+            | Self::InvalidQuery(_)
+            | Self::InvalidPath(_)
+            | Self::Invalid { .. } => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -96,6 +101,7 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) | Self::RouteNotFound => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
+            Self::Invalid { code, .. } => code,
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge => "payload-too-large",
             Self::Timeout(_) => "timeout",
@@ -114,6 +120,27 @@ pub struct ErrorBody {
     /// Human-readable explanation naming the problem.
     #[schema(example = "invalid request body: unknown field `nmae`")]
     pub message: String,
+    /// Every problem of an invalid import or query, each with where it is.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
+}
+
+/// One problem of an invalid import or query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Problem {
+    /// Line of a CSV or VCF file (the header is line 1), or position in a JSON array (from 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row: Option<u64>,
+    /// Column (CSV, VCF) or key (JSON).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// JSON Pointer into a request body, e.g. `/criteria/and/2/min`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Stable code, e.g. `missing-value`, `unknown-field`, `incompatible-unit`.
+    pub code: &'static str,
+    /// What is wrong; never the value itself.
+    pub message: String,
 }
 
 impl IntoResponse for ApiError {
@@ -127,8 +154,14 @@ impl IntoResponse for ApiError {
             Self::Database(sqlx::Error::PoolTimedOut) => "the database is busy; retry shortly".to_owned(),
             _ => self.to_string(),
         };
-        let mut response = (status, Json(ErrorBody { code: self.code(), message })).into_response();
-        if matches!(self, Self::Unauthorized(_)) {
+        let code = self.code();
+        let unauthorized = matches!(self, Self::Unauthorized(_));
+        let problems = match self {
+            Self::Invalid { problems, .. } => problems,
+            _ => Vec::new(),
+        };
+        let mut response = (status, Json(ErrorBody { code, message, problems })).into_response();
+        if unauthorized {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response

@@ -21,6 +21,10 @@ pub mod db;
 pub mod deid;
 /// Demo users, sites and cohorts for a first look.
 pub mod demo;
+/// The data dictionary: discoverable fields, units, coverage.
+pub mod dictionary;
+/// Discovery: counts under disclosure control.
+pub mod discovery;
 /// The one API error type and its JSON body.
 pub mod error;
 /// HTTP routers, one per area.

@@ -16,6 +16,7 @@ pub mod tags {
     pub const DEID: &str = "deid";
     pub const INGEST: &str = "ingest";
     pub const CATALOG: &str = "catalog";
+    pub const DICTIONARY: &str = "dictionary";
 }
 
 #[derive(OpenApi)]
@@ -35,6 +36,7 @@ pub mod tags {
         (name = tags::REGISTRY, description = "Sites and cohorts"),
         (name = tags::INGEST, description = "Upload sessions: files in, de-identified at the door, published on commit"),
         (name = tags::CATALOG, description = "Published studies, series and instances; the quarantine"),
+        (name = tags::DICTIONARY, description = "The data dictionary: discoverable fields, units, codings and coverage"),
         (name = tags::DEID, description = "De-identification at the door: the PS3.15 profile Custodian applies"),
     )
 )]

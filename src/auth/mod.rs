@@ -138,3 +138,21 @@ pub fn roles_from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<Rol
 pub fn role_names(roles: &[Role]) -> Vec<String> {
     roles.iter().map(|r| r.as_str().to_owned()).collect()
 }
+
+/// `Option<Principal>`: `None` without an `Authorization` header (public
+/// endpoints), while a credential that is present must still be valid.
+impl<S> axum::extract::OptionalFromRequestParts<S> for Principal
+where
+    S: Send + Sync,
+    Arc<Authenticator>: FromRef<S>,
+    PgPool: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        if parts.headers.get(AUTHORIZATION).is_none() {
+            return Ok(None);
+        }
+        <Self as FromRequestParts<S>>::from_request_parts(parts, state).await.map(Some)
+    }
+}

@@ -10,6 +10,8 @@ pub mod cohorts;
 pub mod deid;
 pub mod dicomweb;
 pub mod extract;
+pub mod fields;
+pub mod imports;
 pub mod me;
 pub mod ops;
 pub mod tokens;
@@ -30,6 +32,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(cohorts::router())
             .merge(deid::router())
             .merge(uploads::router())
+            .merge(imports::router())
+            .merge(fields::router())
             .merge(catalog::router()),
     )
 }

@@ -13,6 +13,7 @@ pub mod archive;
 pub mod cstore;
 pub mod sessions;
 pub mod sweep;
+pub mod tables;
 mod writer;
 
 use std::sync::Arc;

@@ -134,6 +134,9 @@ pub async fn close_session(
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        if published > 0 {
+            crate::jobs::enqueue(&mut *tx, &crate::dictionary::db::refresh_soon()).await?;
+        }
         Ok(Ok((i64::try_from(published).unwrap_or(i64::MAX), Vec::new())))
     } else {
         let keys = sqlx::query_scalar!(

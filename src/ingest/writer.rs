@@ -425,7 +425,7 @@ async fn insert_rows(
     if !subjects.is_empty() {
         learned.subjects = sqlx::query!(
         "insert into subject (pseudonym, site_id, sex, birth_year, date_shift_days)
-         select * from unnest($1::text[], $2::uuid[], $3::text[], $4::int[], $5::int[])
+         select * from unnest($1::text[], $2::uuid[], $3::text[], $4::int[], $5::int[]) order by 1
          on conflict (pseudonym) do update
             set sex = coalesce(subject.sex, excluded.sex), birth_year = coalesce(subject.birth_year, excluded.birth_year)
          returning pseudonym, subject_id, (sex is not null and birth_year is not null) as \"complete!\"",

@@ -68,6 +68,12 @@ pub async fn list_sites(db: impl PgExecutor<'_>) -> Result<Vec<Site>, sqlx::Erro
         .await
 }
 
+pub async fn get_site_by_code(db: impl PgExecutor<'_>, code: &str) -> Result<Option<Site>, sqlx::Error> {
+    sqlx::query_as!(Site, "select site_id as id, code, name, country, created_at from site where code = $1", code)
+        .fetch_optional(db)
+        .await
+}
+
 pub async fn insert_site(
     tx: &mut PgConnection,
     code: &str,

@@ -135,17 +135,7 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 
 /// Every catalog, upload and audit row as text, for canary scans.
 async fn everything_stored(app: &TestApp) -> String {
-    let mut all = String::new();
-    for table in ["instance", "series", "study", "subject", "upload_file", "upload_session", "audit_event"] {
-        let rows: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "select coalesce(string_agg(t::text, '|'), '') from {table} t"
-        )))
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-        all.push_str(&rows);
-    }
-    all
+    app.rows_as_text(&["instance", "series", "study", "subject", "upload_file", "upload_session", "audit_event"]).await
 }
 
 /// An instance as a hospital would send it, but without a Patient ID (0010,0020).

@@ -256,6 +256,21 @@ impl TestApp {
         TestResponse { status, headers, body }
     }
 
+    /// Every row of `tables` as text, for scans for original identifiers.
+    pub async fn rows_as_text(&self, tables: &[&str]) -> String {
+        let mut all = String::new();
+        for table in tables {
+            let rows: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "select coalesce(string_agg(t::text, '|'), '') from {table} t"
+            )))
+            .fetch_one(&self.db)
+            .await
+            .unwrap();
+            all.push_str(&rows);
+        }
+        all
+    }
+
     /// Actions recorded in the audit log, in order.
     pub async fn audit_actions(&self) -> Vec<String> {
         sqlx::query_scalar("select action from audit_event order by seq").fetch_all(&self.db).await.unwrap()

@@ -12,6 +12,7 @@ mod dicom_gen;
 mod embedded;
 mod errors;
 mod helpers;
+mod imports;
 mod jobs;
 mod openapi;
 mod ops;

@@ -1,0 +1,263 @@
+//! The public data dictionary: every discoverable field and how many subjects
+//! of each cohort have it, suppressed and rounded. Browsable without signing
+//! in for open and registered cohorts; signed-in users see every cohort;
+//! stewards and admins see exact counts and define new observation fields.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::extract::{AppJson, AppPath, AppQuery};
+use crate::app::AppState;
+use crate::audit::{self, NewEvent};
+use crate::auth::{Principal, Role};
+use crate::dictionary::units::Unit;
+use crate::dictionary::{Field, ValueType, db};
+use crate::discovery::disclosure::disclose;
+use crate::error::{ApiError, ErrorBody, Result, ResultExt};
+use crate::openapi::tags;
+use crate::registry::{Tier, db as registry};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_fields)).routes(routes!(find_field, put_field))
+}
+
+/// Rounding base of published counts.
+const ROUNDING: i64 = 5;
+
+/// Subjects of one cohort with a value of the field.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CohortCoverage {
+    /// Cohort slug.
+    pub cohort: String,
+    /// Rounded (exact for stewards); `null` when suppressed.
+    pub subjects: Option<i64>,
+    /// Whether the count is below the cohort's threshold and hidden.
+    pub suppressed: bool,
+}
+
+/// A field with its coverage.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FieldEntry {
+    #[serde(flatten)]
+    pub field: Field,
+    /// Cohorts visible to the caller in which at least one subject has a value.
+    pub coverage: Vec<CohortCoverage>,
+}
+
+/// The data dictionary.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FieldListResponse {
+    pub fields: Vec<FieldEntry>,
+    /// Whether counts are exact (stewards, admins) or suppressed and rounded.
+    pub exact_counts: bool,
+}
+
+/// Filters of the dictionary.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FieldListQuery {
+    /// Only this category, e.g. `laboratory`.
+    pub category: Option<String>,
+}
+
+async fn entries(state: &AppState, principal: Option<&Principal>, only: Option<&str>) -> Result<FieldListResponse> {
+    let exact = principal.is_some_and(|p| p.has_role(Role::Steward) || p.has_role(Role::Admin));
+    let cohorts: Vec<_> = registry::list_cohorts(&state.db)
+        .await?
+        .into_iter()
+        .filter(|c| principal.is_some() || matches!(c.tier, Tier::Open | Tier::Registered))
+        .collect();
+    let by_id: HashMap<_, _> = cohorts.iter().map(|c| (c.id, c)).collect();
+    let ids: Vec<_> = cohorts.iter().map(|c| c.id).collect();
+    let mut coverage: HashMap<String, Vec<CohortCoverage>> = HashMap::new();
+    for c in db::coverage(&state.db, &ids).await? {
+        let Some(cohort) = by_id.get(&c.cohort_id) else { continue };
+        let shown = if exact {
+            Some(c.subjects)
+        } else {
+            disclose(c.subjects, i64::from(cohort.suppression_threshold), ROUNDING)
+        };
+        coverage.entry(c.field_id).or_default().push(CohortCoverage {
+            cohort: cohort.slug.clone(),
+            subjects: shown,
+            suppressed: shown.is_none(),
+        });
+    }
+    let fields = db::fields(&state.db)
+        .await?
+        .into_iter()
+        .filter(|f| only.is_none_or(|c| f.category == c))
+        .map(|field| {
+            let mut coverage = coverage.remove(&field.id).unwrap_or_default();
+            coverage.sort_by(|a, b| a.cohort.cmp(&b.cohort));
+            FieldEntry { field, coverage }
+        })
+        .collect();
+    Ok(FieldListResponse { fields, exact_counts: exact })
+}
+
+/// The data dictionary: every discoverable field with its coverage per cohort.
+#[utoipa::path(
+    get,
+    path = "/fields",
+    tag = tags::DICTIONARY,
+    params(FieldListQuery),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The fields", body = FieldListResponse),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
+    )
+)]
+pub async fn list_fields(
+    State(state): State<AppState>,
+    principal: Option<Principal>,
+    AppQuery(query): AppQuery<FieldListQuery>,
+) -> Result<AppJson<FieldListResponse>> {
+    Ok(AppJson(entries(&state, principal.as_ref(), query.category.as_deref()).await?))
+}
+
+/// One field of the dictionary with its coverage.
+#[utoipa::path(
+    get,
+    path = "/fields/{id}",
+    tag = tags::DICTIONARY,
+    params(("id" = String, Path, description = "Field id, e.g. `hba1c`")),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The field", body = FieldEntry),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
+    )
+)]
+pub async fn find_field(
+    State(state): State<AppState>,
+    principal: Option<Principal>,
+    AppPath(id): AppPath<String>,
+) -> Result<AppJson<FieldEntry>> {
+    let list = entries(&state, principal.as_ref(), None).await?;
+    let entry = list.fields.into_iter().find(|e| e.field.id == id).ok_or(ApiError::NotFound("field"))?;
+    Ok(AppJson(entry))
+}
+
+/// A clinical, lab or proteomic field as a steward defines it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutFieldRequest {
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    /// `anthropometry`, `vital-signs`, `lifestyle`, `laboratory` or `proteomics`.
+    pub category: String,
+    /// `number` or `code`.
+    pub value_type: ValueType,
+    /// Canonical UCUM unit of a number, e.g. `mmol/L`.
+    pub unit: Option<String>,
+    /// e.g. `LOINC`, `UniProt`, `local`.
+    pub coding_system: Option<String>,
+    /// The field's code in that system, e.g. the LOINC code.
+    pub code: Option<String>,
+    /// g/mol of the analyte, to accept mass concentrations for a substance concentration.
+    pub molar_mass: Option<f64>,
+    pub min_value: Option<f64>,
+    pub max_value: Option<f64>,
+}
+
+const OBSERVATION_CATEGORIES: &[&str] = &["anthropometry", "vital-signs", "lifestyle", "laboratory", "proteomics"];
+
+/// Create or update an observation field (stewards, admins; audited).
+#[utoipa::path(
+    put,
+    path = "/fields/{id}",
+    tag = tags::DICTIONARY,
+    params(("id" = String, Path, description = "Field id: a lowercase letter, then letters, digits and `_`")),
+    security(("bearer" = [])),
+    request_body = PutFieldRequest,
+    responses(
+        (status = 201, description = "The new field", body = Field),
+        (status = 200, description = "The updated field", body = Field),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
+    )
+)]
+pub async fn put_field(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppPath(id): AppPath<String>,
+    AppJson(request): AppJson<PutFieldRequest>,
+) -> Result<(StatusCode, AppJson<Field>)> {
+    principal.require_any(&[Role::Steward, Role::Admin])?;
+    let valid_id = id.len() <= 63
+        && id.starts_with(|c: char| c.is_ascii_lowercase())
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !valid_id {
+        return Err(ApiError::BadRequest(
+            "a field id is a lowercase letter, then lowercase letters, digits and `_` (at most 63)".into(),
+        ));
+    }
+    if !OBSERVATION_CATEGORIES.contains(&request.category.as_str()) {
+        return Err(ApiError::BadRequest(format!("`category` must be one of: {}", OBSERVATION_CATEGORIES.join(", "))));
+    }
+    match (request.value_type, request.unit.as_deref()) {
+        (ValueType::Number, Some(unit)) => {
+            let unit = Unit::parse(unit).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "`unit` must be a UCUM unit Custodian converts: {}",
+                    Unit::codes().collect::<Vec<_>>().join(", ")
+                ))
+            })?;
+            if unit.code != request.unit.as_deref().unwrap_or_default() {
+                return Err(ApiError::BadRequest(format!("write the unit in its UCUM form `{}`", unit.code)));
+            }
+        }
+        (ValueType::Number, None) => return Err(ApiError::BadRequest("a number field needs a `unit`".into())),
+        (ValueType::Code, None) => {}
+        (ValueType::Code, Some(_)) => return Err(ApiError::BadRequest("a coded field takes no `unit`".into())),
+        _ => return Err(ApiError::BadRequest("`value_type` of an observation field is `number` or `code`".into())),
+    }
+    if request.molar_mass.is_some_and(|m| !(m.is_finite() && m > 0.0)) {
+        return Err(ApiError::BadRequest("`molar_mass` must be positive".into()));
+    }
+    if let (Some(min), Some(max)) = (request.min_value, request.max_value)
+        && min > max
+    {
+        return Err(ApiError::BadRequest("`min_value` is above `max_value`".into()));
+    }
+    let new = db::NewField {
+        id: &id,
+        title: &request.title,
+        description: &request.description,
+        category: &request.category,
+        value_type: request.value_type,
+        unit: request.unit.as_deref(),
+        coding_system: request.coding_system.as_deref(),
+        code: request.code.as_deref(),
+        molar_mass: request.molar_mass,
+        min_value: request.min_value,
+        max_value: request.max_value,
+    };
+    let mut tx = state.db.begin().await?;
+    let (field, created) = db::put_observation_field(&mut *tx, &new)
+        .await
+        .on_constraint("field_code_key", || {
+            ApiError::Conflict("another field already has this coding system and code".into())
+        })?
+        .ok_or_else(|| ApiError::Conflict(format!("`{id}` is a builtin field and cannot be redefined")))?;
+    audit::record(
+        &mut tx,
+        NewEvent::new(&principal.username, if created { "field.create" } else { "field.update" })
+            .target(format!("field:{id}"))
+            .details(json!({ "category": field.category, "value_type": field.value_type, "unit": field.unit })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, AppJson(field)))
+}
