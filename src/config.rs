@@ -32,6 +32,7 @@ pub struct Config {
     pub deid: DeidConfig,
     pub ingest: IngestConfig,
     pub dicom: DicomConfig,
+    pub discovery: DiscoveryConfig,
 }
 
 impl Default for Config {
@@ -47,6 +48,7 @@ impl Default for Config {
             deid: DeidConfig::default(),
             ingest: IngestConfig::default(),
             dicom: DicomConfig::default(),
+            discovery: DiscoveryConfig::default(),
         }
     }
 }
@@ -108,6 +110,19 @@ pub struct DeidConfig {
     pub max_date_shift_days: u32,
     /// Private attributes known to hold no identifying information.
     pub safe_private: Vec<SafePrivateConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    /// Discovery queries per user in any 24 hours (stewards and admins are exempt).
+    pub daily_query_budget: u32,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self { daily_query_budget: 500 }
+    }
 }
 
 impl Default for DeidConfig {

@@ -47,6 +47,12 @@ pub enum ApiError {
     /// The body was read but its content is invalid; every problem is listed.
     #[error("{message}")]
     Invalid { code: &'static str, message: String, problems: Vec<Problem> },
+    /// Refused by policy (e.g. a differencing query), with its own code.
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
+    /// A quota is used up.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// The request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
@@ -77,7 +83,8 @@ impl ApiError {
             | Self::Invalid { .. } => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::Refused { .. } => StatusCode::FORBIDDEN,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -101,7 +108,8 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) | Self::RouteNotFound => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
-            Self::Invalid { code, .. } => code,
+            Self::Invalid { code, .. } | Self::Refused { code, .. } => code,
+            Self::TooManyRequests(_) => "query-budget-exhausted",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge => "payload-too-large",
             Self::Timeout(_) => "timeout",

@@ -17,6 +17,7 @@ pub mod tags {
     pub const INGEST: &str = "ingest";
     pub const CATALOG: &str = "catalog";
     pub const DICTIONARY: &str = "dictionary";
+    pub const DISCOVERY: &str = "discovery";
 }
 
 #[derive(OpenApi)]
@@ -37,6 +38,7 @@ pub mod tags {
         (name = tags::INGEST, description = "Upload sessions: files in, de-identified at the door, published on commit"),
         (name = tags::CATALOG, description = "Published studies, series and instances; the quarantine"),
         (name = tags::DICTIONARY, description = "The data dictionary: discoverable fields, units, codings and coverage"),
+        (name = tags::DISCOVERY, description = "Counts and breakdowns under disclosure control: what exists, without a row"),
         (name = tags::DEID, description = "De-identification at the door: the PS3.15 profile Custodian applies"),
     )
 )]

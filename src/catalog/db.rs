@@ -107,17 +107,22 @@ pub async fn list_quarantine(db: impl PgExecutor<'_>) -> Result<Vec<QuarantinedI
 /// Releases a quarantined instance: published if its session was committed,
 /// staged (published at commit) otherwise. `None` when it is not in quarantine.
 pub async fn release_quarantined(tx: &mut PgConnection, sop_uid: &str) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar!(
+    let released = sqlx::query!(
         r#"update instance i
            set status = case when coalesce(u.state, 'committed') = 'committed' then 'published' else 'staged' end,
                published_at = case when coalesce(u.state, 'committed') = 'committed' then now() else null end
            from instance j left join upload_session u using (upload_session_id)
            where i.instance_id = j.instance_id and i.sop_uid = $1 and i.status = 'quarantined'
-           returning i.status"#,
+           returning i.status, i.series_id"#,
         sop_uid
     )
-    .fetch_optional(tx)
-    .await
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(released) = released else { return Ok(None) };
+    if released.status == "published" {
+        sqlx::query!("select refresh_discovery_series($1)", &[released.series_id]).execute(&mut *tx).await?;
+    }
+    Ok(Some(released.status))
 }
 
 /// Deletes a quarantined instance's row, returning its object key.

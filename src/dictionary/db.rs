@@ -54,13 +54,8 @@ pub async fn refresh_coverage(db: &mut PgConnection) -> sqlx::Result<u64> {
             where s.withdrawn_at is null
         ),
         imaged as (
-            select st.cohort_id, st.subject_id, st.age_years, se.modality, se.body_part,
-                   sc.manufacturer, sc.model, sc.field_strength
-            from study st
-            join series se using (study_id)
-            left join scanner sc using (scanner_id)
-            join subject s on s.subject_id = st.subject_id and s.withdrawn_at is null
-            where exists (select 1 from instance i where i.series_id = se.series_id and i.status = 'published')
+            select d.* from discovery_series d
+            join subject s on s.subject_id = d.subject_id and s.withdrawn_at is null
         ),
         counts (field_id, cohort_id, subjects) as (
             select 'cohort', cohort_id, count(*) from members group by cohort_id
@@ -74,9 +69,9 @@ pub async fn refresh_coverage(db: &mut PgConnection) -> sqlx::Result<u64> {
                 from imaged group by cohort_id
             union all select 'body_part', cohort_id, count(distinct subject_id) filter (where body_part is not null)
                 from imaged group by cohort_id
-            union all select 'manufacturer', cohort_id, count(distinct subject_id) filter (where manufacturer <> '')
+            union all select 'manufacturer', cohort_id, count(distinct subject_id) filter (where manufacturer is not null)
                 from imaged group by cohort_id
-            union all select 'model', cohort_id, count(distinct subject_id) filter (where model <> '')
+            union all select 'model', cohort_id, count(distinct subject_id) filter (where model is not null)
                 from imaged group by cohort_id
             union all select 'field_strength', cohort_id,
                 count(distinct subject_id) filter (where field_strength is not null) from imaged group by cohort_id

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod cohorts;
 pub mod deid;
 pub mod dicomweb;
+pub mod discovery;
 pub mod extract;
 pub mod fields;
 pub mod imports;
@@ -34,6 +35,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(uploads::router())
             .merge(imports::router())
             .merge(fields::router())
+            .merge(discovery::router())
             .merge(catalog::router()),
     )
 }

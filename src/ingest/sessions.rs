@@ -135,6 +135,12 @@ pub async fn close_session(
         .await?
         .rows_affected();
         if published > 0 {
+            sqlx::query!(
+                "select refresh_discovery_series(array(select distinct series_id from instance where upload_session_id = $1))",
+                id
+            )
+            .execute(&mut *tx)
+            .await?;
             crate::jobs::enqueue(&mut *tx, &crate::dictionary::db::refresh_soon()).await?;
         }
         Ok(Ok((i64::try_from(published).unwrap_or(i64::MAX), Vec::new())))

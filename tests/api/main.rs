@@ -9,6 +9,7 @@ mod cohorts;
 mod cstore;
 mod deid;
 mod dicom_gen;
+mod discovery;
 mod embedded;
 mod errors;
 mod helpers;

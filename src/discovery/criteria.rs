@@ -1,0 +1,641 @@
+//! Discovery criteria: a JSON tree of `and` / `or` / `not` over conditions on
+//! fields of the data dictionary, read and checked whole, with every problem
+//! reported at its JSON Pointer.
+//!
+//! ```json
+//! {"and": [
+//!   {"field": "modality", "in": ["MR"]},
+//!   {"field": "age_at_study", "min": 40, "max": 70},
+//!   {"field": "glucose", "min": 126, "unit": "mg/dL"},
+//!   {"field": "diagnosis", "system": "ICD-10", "prefix": "E11"},
+//!   {"field": "genotype", "variant": "rs429358", "genotype": "carrier"},
+//!   {"not": {"field": "sex", "in": ["M"]}},
+//!   {"field": "modality", "in": ["MR"],
+//!    "within_days_after": {"event": {"field": "diagnosis", "prefix": "C34"}, "min": 0, "max": 90}}
+//! ]}
+//! ```
+
+use serde_json::{Map, Value};
+
+use super::super::dictionary::units::{self, Unit};
+use super::super::dictionary::{Dictionary, FieldSource, ValueType};
+use crate::error::Problem;
+use crate::ingest::tables::{diagnoses, variants};
+
+/// Most nesting of `and` / `or` / `not`.
+pub const MAX_DEPTH: usize = 8;
+/// Most conditions in one query.
+pub const MAX_CONDITIONS: usize = 32;
+/// Most values in one `in` list.
+pub const MAX_VALUES: usize = 100;
+
+/// A criteria tree.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Node {
+    And(Vec<Node>),
+    Or(Vec<Node>),
+    Not(Box<Node>),
+    Leaf(Condition),
+}
+
+/// Catalog columns of a series a condition can test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeriesColumn {
+    Modality,
+    BodyPart,
+    Manufacturer,
+    Model,
+    FieldStrength,
+    AgeAtStudy,
+}
+
+impl SeriesColumn {
+    pub fn sql(self) -> &'static str {
+        match self {
+            Self::Modality => "d.modality",
+            Self::BodyPart => "d.body_part",
+            Self::Manufacturer => "d.manufacturer",
+            Self::Model => "d.model",
+            Self::FieldStrength => "d.field_strength",
+            Self::AgeAtStudy => "d.age_years",
+        }
+    }
+}
+
+/// One condition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    /// Cohort slugs.
+    Cohort(Vec<String>),
+    /// Site codes.
+    Site(Vec<String>),
+    Sex(Vec<String>),
+    SeriesCode(SeriesColumn, Vec<String>),
+    SeriesRange(SeriesColumn, Option<f64>, Option<f64>),
+    /// A numeric observation field, bounds in its canonical unit.
+    ObservationRange {
+        field: String,
+        min: Option<f64>,
+        max: Option<f64>,
+    },
+    ObservationCode {
+        field: String,
+        values: Vec<String>,
+    },
+    Diagnosis {
+        system: Option<&'static str>,
+        codes: Vec<String>,
+        prefixes: Vec<String>,
+    },
+    /// Variants as rsIDs or `chrom-pos-ref-alt`, with the accepted copies of the alternate allele.
+    Genotype {
+        variant: VariantRef,
+        alt_counts: Vec<i16>,
+    },
+    /// A series condition whose study falls `min`–`max` days after a dated event of the subject.
+    After {
+        series: Box<Condition>,
+        event: Box<Condition>,
+        min_days: i32,
+        max_days: i32,
+    },
+}
+
+/// How a query names a variant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum VariantRef {
+    Rsid(String),
+    Position { chrom: String, pos: i64, reference: String, alt: String },
+}
+
+impl Condition {
+    /// Whether the condition is about a series (false: about the subject).
+    pub fn on_series(&self) -> bool {
+        matches!(self, Self::SeriesCode(..) | Self::SeriesRange(..) | Self::After { .. })
+    }
+
+    /// Whether the condition can be the event of `within_days_after` (it has a date).
+    fn dated(&self) -> bool {
+        matches!(self, Self::Diagnosis { .. } | Self::ObservationRange { .. } | Self::ObservationCode { .. })
+    }
+}
+
+/// What criteria are checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct Known<'a> {
+    pub dictionary: &'a Dictionary,
+    /// Cohort slugs.
+    pub cohorts: &'a [String],
+    /// Site codes.
+    pub sites: &'a [String],
+}
+
+struct Reader<'a> {
+    dictionary: &'a Dictionary,
+    cohorts: &'a [String],
+    sites: &'a [String],
+    problems: Vec<Problem>,
+    conditions: usize,
+}
+
+impl Reader<'_> {
+    fn problem(&mut self, path: &str, code: &'static str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            row: None,
+            column: None,
+            path: Some(path.to_owned()),
+            code,
+            message: message.into(),
+        });
+    }
+}
+
+/// Reads and checks a criteria tree; every problem is listed.
+pub fn parse(value: &Value, known: Known<'_>) -> Result<Node, Vec<Problem>> {
+    let mut reader = Reader {
+        dictionary: known.dictionary,
+        cohorts: known.cohorts,
+        sites: known.sites,
+        problems: Vec::new(),
+        conditions: 0,
+    };
+    let node = node(&mut reader, value, "/criteria", 1);
+    if reader.conditions > MAX_CONDITIONS {
+        reader.problem(
+            "/criteria",
+            "too-complex",
+            format!("the criteria have {} conditions; at most {MAX_CONDITIONS} are allowed", reader.conditions),
+        );
+    }
+    match node {
+        Some(node) if reader.problems.is_empty() => Ok(node),
+        _ => Err(reader.problems),
+    }
+}
+
+fn node(r: &mut Reader<'_>, value: &Value, path: &str, depth: usize) -> Option<Node> {
+    let Value::Object(object) = value else {
+        r.problem(
+            path,
+            "invalid-criteria",
+            "expected an object: {\"and\": [...]}, {\"or\": [...]}, {\"not\": {...}} or a condition with \"field\"",
+        );
+        return None;
+    };
+    if depth > MAX_DEPTH {
+        r.problem(path, "too-complex", format!("nesting deeper than {MAX_DEPTH} levels"));
+        return None;
+    }
+    let operator = ["and", "or", "not"].into_iter().find(|k| object.contains_key(*k));
+    match operator {
+        Some(op) => {
+            if object.len() != 1 {
+                r.problem(path, "invalid-criteria", format!("`{op}` stands alone in its object"));
+                return None;
+            }
+            let inner = &object[op];
+            let inner_path = format!("{path}/{op}");
+            if op == "not" {
+                return node(r, inner, &inner_path, depth + 1).map(|n| Node::Not(Box::new(n)));
+            }
+            let Value::Array(items) = inner else {
+                r.problem(&inner_path, "invalid-criteria", format!("`{op}` takes an array of criteria"));
+                return None;
+            };
+            if items.is_empty() {
+                r.problem(&inner_path, "invalid-criteria", format!("`{op}` needs at least one criterion"));
+                return None;
+            }
+            let children: Vec<Option<Node>> = items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| node(r, item, &format!("{inner_path}/{i}"), depth + 1))
+                .collect();
+            let children: Option<Vec<Node>> = children.into_iter().collect();
+            children.map(|c| if op == "and" { Node::And(c) } else { Node::Or(c) })
+        }
+        None => condition(r, object, path).map(Node::Leaf),
+    }
+}
+
+const KEYS: &[&str] =
+    &["field", "in", "min", "max", "unit", "system", "prefix", "variant", "genotype", "within_days_after"];
+
+fn condition(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str) -> Option<Condition> {
+    r.conditions += 1;
+    for key in object.keys() {
+        if !KEYS.contains(&key.as_str()) {
+            r.problem(
+                &format!("{path}/{key}"),
+                "invalid-criteria",
+                format!("unknown key `{key}` (a condition has: {})", KEYS.join(", ")),
+            );
+        }
+    }
+    let Some(Value::String(field)) = object.get("field") else {
+        r.problem(&format!("{path}/field"), "invalid-criteria", "a condition names its `field` (GET /api/v1/fields)");
+        return None;
+    };
+    let within = object.get("within_days_after");
+    let parsed = match field.as_str() {
+        "cohort" => {
+            let cohorts = r.cohorts;
+            strings(r, object, path, |s| cohorts.iter().any(|c| c == s), "the slug of a cohort").map(Condition::Cohort)
+        }
+        "site" => {
+            let sites = r.sites;
+            strings(r, object, path, |s| sites.iter().any(|c| c == s), "the code of a site").map(Condition::Site)
+        }
+        "sex" => strings(r, object, path, |s| matches!(s, "M" | "F" | "O"), "M, F or O").map(Condition::Sex),
+        "modality" => {
+            strings(r, object, path, |_| true, "a modality").map(|v| Condition::SeriesCode(SeriesColumn::Modality, v))
+        }
+        "body_part" => {
+            strings(r, object, path, |_| true, "a body part").map(|v| Condition::SeriesCode(SeriesColumn::BodyPart, v))
+        }
+        "manufacturer" => strings(r, object, path, |_| true, "a manufacturer")
+            .map(|v| Condition::SeriesCode(SeriesColumn::Manufacturer, v)),
+        "model" => strings(r, object, path, |_| true, "a model").map(|v| Condition::SeriesCode(SeriesColumn::Model, v)),
+        "field_strength" => range(r, object, path, Some("T"), None)
+            .map(|(a, b)| Condition::SeriesRange(SeriesColumn::FieldStrength, a, b)),
+        "age_at_study" => {
+            range(r, object, path, Some("a"), None).map(|(a, b)| Condition::SeriesRange(SeriesColumn::AgeAtStudy, a, b))
+        }
+        "diagnosis" => diagnosis(r, object, path),
+        "genotype" => genotype(r, object, path),
+        other => observation(r, object, path, other),
+    };
+    let parsed = parsed?;
+    match within {
+        None => Some(parsed),
+        Some(within) => after(r, parsed, within, &format!("{path}/within_days_after")),
+    }
+}
+
+fn strings(
+    r: &mut Reader<'_>,
+    object: &Map<String, Value>,
+    path: &str,
+    valid: impl Fn(&str) -> bool,
+    what: &str,
+) -> Option<Vec<String>> {
+    let at = format!("{path}/in");
+    let Some(Value::Array(items)) = object.get("in") else {
+        r.problem(&at, "invalid-criteria", format!("this field takes `in`: a list of values, each {what}"));
+        return None;
+    };
+    if items.is_empty() || items.len() > MAX_VALUES {
+        r.problem(&at, "invalid-criteria", format!("`in` lists 1 to {MAX_VALUES} values"));
+        return None;
+    }
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item {
+            Value::String(s) if valid(s) && !s.is_empty() && s.len() <= 64 => out.push(s.clone()),
+            _ => r.problem(&format!("{at}/{i}"), "wrong-type", format!("expected {what}")),
+        }
+    }
+    for key in ["min", "max", "unit", "prefix", "system", "variant", "genotype"] {
+        if object.contains_key(key) {
+            r.problem(&format!("{path}/{key}"), "invalid-criteria", format!("`{key}` does not apply to this field"));
+        }
+    }
+    (out.len() == items.len()).then_some(out)
+}
+
+/// `min` / `max` of a numeric field, converted from `unit` into `canonical`.
+fn range(
+    r: &mut Reader<'_>,
+    object: &Map<String, Value>,
+    path: &str,
+    canonical: Option<&str>,
+    molar_mass: Option<f64>,
+) -> Option<(Option<f64>, Option<f64>)> {
+    let mut bound = |key: &str| -> Result<Option<f64>, ()> {
+        match object.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n.as_f64().map(Some).ok_or(()),
+            Some(_) => {
+                r.problem(&format!("{path}/{key}"), "wrong-type", format!("`{key}` is a number"));
+                Err(())
+            }
+        }
+    };
+    let (min, max) = (bound("min"), bound("max"));
+    let (Ok(min), Ok(max)) = (min, max) else { return None };
+    if min.is_none() && max.is_none() {
+        r.problem(path, "invalid-criteria", "a numeric field takes `min`, `max` or both");
+        return None;
+    }
+    for key in ["in", "prefix", "system", "variant", "genotype"] {
+        if object.contains_key(key) {
+            r.problem(
+                &format!("{path}/{key}"),
+                "invalid-criteria",
+                format!("`{key}` does not apply to a numeric field"),
+            );
+        }
+    }
+    let (min, max) = match (object.get("unit"), canonical) {
+        (None | Some(Value::Null), _) => (min, max),
+        (Some(Value::String(unit)), Some(canonical)) if unit == canonical => (min, max),
+        (Some(Value::String(unit)), Some(canonical)) => {
+            let (Some(from), Some(to)) = (Unit::parse(unit), Unit::parse(canonical)) else {
+                r.problem(
+                    &format!("{path}/unit"),
+                    "unit-mismatch",
+                    format!("this field is in {canonical}; the unit cannot be converted"),
+                );
+                return None;
+            };
+            let convert = |v: Option<f64>| v.map(|v| units::convert(v, from, to, molar_mass)).transpose();
+            match (convert(min), convert(max)) {
+                (Ok(min), Ok(max)) => (min, max),
+                (Err(e), _) | (_, Err(e)) => {
+                    r.problem(&format!("{path}/unit"), "unit-mismatch", e.to_string());
+                    return None;
+                }
+            }
+        }
+        (Some(_), _) => {
+            r.problem(&format!("{path}/unit"), "wrong-type", "`unit` is a UCUM unit such as mg/dL");
+            return None;
+        }
+    };
+    if let (Some(a), Some(b)) = (min, max)
+        && a > b
+    {
+        r.problem(path, "inverted-range", "`min` is above `max`");
+        return None;
+    }
+    Some((min, max))
+}
+
+fn observation(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str, id: &str) -> Option<Condition> {
+    let Some(field) = r.dictionary.get(id).cloned() else {
+        r.problem(
+            &format!("{path}/field"),
+            "unknown-field",
+            format!("`{id}` is not a field of the data dictionary (GET /api/v1/fields)"),
+        );
+        return None;
+    };
+    if field.source != FieldSource::Observation {
+        r.problem(&format!("{path}/field"), "unknown-field", format!("`{id}` cannot be queried"));
+        return None;
+    }
+    match field.value_type {
+        ValueType::Number | ValueType::Integer => range(r, object, path, field.unit.as_deref(), field.molar_mass)
+            .map(|(min, max)| Condition::ObservationRange { field: field.id, min, max }),
+        _ => strings(r, object, path, |_| true, "a code")
+            .map(|values| Condition::ObservationCode { field: field.id, values }),
+    }
+}
+
+fn diagnosis(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str) -> Option<Condition> {
+    let system = match object.get("system") {
+        None => None,
+        Some(Value::String(s)) => {
+            let system = diagnoses::system(s);
+            if system.is_none() {
+                r.problem(&format!("{path}/system"), "invalid-criteria", "`system` is ICD-10 or SNOMED CT");
+                return None;
+            }
+            system
+        }
+        Some(_) => {
+            r.problem(&format!("{path}/system"), "wrong-type", "`system` is a string");
+            return None;
+        }
+    };
+    let mut codes = Vec::new();
+    let mut prefixes = Vec::new();
+    match object.get("prefix") {
+        None => {}
+        Some(Value::String(p)) => {
+            let p = p.trim().replace('.', "").to_ascii_uppercase();
+            if p.is_empty() || p.len() > 18 || !p.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                r.problem(
+                    &format!("{path}/prefix"),
+                    "invalid-criteria",
+                    "a code prefix is letters and digits, e.g. E11 or C34.1",
+                );
+                return None;
+            }
+            // Stored ICD-10 codes carry a dot after the category.
+            let stored =
+                if p.len() > 3 && system != Some("SNOMED CT") { format!("{}.{}", &p[..3], &p[3..]) } else { p };
+            prefixes.push(stored);
+        }
+        Some(_) => {
+            r.problem(&format!("{path}/prefix"), "wrong-type", "`prefix` is a string");
+            return None;
+        }
+    }
+    if let Some(items) = object.get("in") {
+        let Value::Array(items) = items else {
+            r.problem(&format!("{path}/in"), "wrong-type", "`in` is a list of codes");
+            return None;
+        };
+        for (i, item) in items.iter().enumerate() {
+            let normalised = item.as_str().and_then(|c| {
+                let system =
+                    system.unwrap_or(if c.bytes().all(|b| b.is_ascii_digit()) { "SNOMED CT" } else { "ICD-10" });
+                diagnoses::normalise(system, c)
+            });
+            match normalised {
+                Some(code) => codes.push(code),
+                None => r.problem(
+                    &format!("{path}/in/{i}"),
+                    "invalid-criteria",
+                    "not an ICD-10 code or SNOMED CT concept id",
+                ),
+            }
+        }
+    }
+    if codes.is_empty() && prefixes.is_empty() {
+        r.problem(path, "invalid-criteria", "a diagnosis condition takes `prefix` or `in`");
+        return None;
+    }
+    for key in ["min", "max", "unit", "variant", "genotype"] {
+        if object.contains_key(key) {
+            r.problem(&format!("{path}/{key}"), "invalid-criteria", format!("`{key}` does not apply to diagnoses"));
+        }
+    }
+    Some(Condition::Diagnosis { system, codes, prefixes })
+}
+
+fn genotype(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str) -> Option<Condition> {
+    let variant = match object.get("variant") {
+        Some(Value::String(v)) if v.starts_with("rs") && v.len() > 2 && v[2..].bytes().all(|b| b.is_ascii_digit()) => {
+            VariantRef::Rsid(v.clone())
+        }
+        Some(Value::String(v)) => {
+            let Some((chrom, pos, reference, alt)) = variants::parse_variant(v) else {
+                r.problem(
+                    &format!("{path}/variant"),
+                    "invalid-criteria",
+                    "a variant is an rsID or chrom-pos-ref-alt (e.g. 19-44908684-T-C)",
+                );
+                return None;
+            };
+            VariantRef::Position { chrom, pos, reference, alt }
+        }
+        _ => {
+            r.problem(&format!("{path}/variant"), "invalid-criteria", "a genotype condition names its `variant`");
+            return None;
+        }
+    };
+    let alt_counts = match object.get("genotype").and_then(Value::as_str) {
+        Some("carrier") => vec![1, 2],
+        Some("het") => vec![1],
+        Some("hom_alt") => vec![2],
+        Some("hom_ref" | "non_carrier") => vec![0],
+        _ => {
+            r.problem(
+                &format!("{path}/genotype"),
+                "invalid-criteria",
+                "`genotype` is carrier, het, hom_alt or hom_ref",
+            );
+            return None;
+        }
+    };
+    Some(Condition::Genotype { variant, alt_counts })
+}
+
+fn after(r: &mut Reader<'_>, series: Condition, within: &Value, path: &str) -> Option<Condition> {
+    if !series.on_series() {
+        r.problem(
+            path,
+            "invalid-criteria",
+            "`within_days_after` qualifies an imaging condition (modality, body part, scanner, ...)",
+        );
+        return None;
+    }
+    let Value::Object(object) = within else {
+        r.problem(path, "wrong-type", "`within_days_after` is {\"event\": {...}, \"min\": days, \"max\": days}");
+        return None;
+    };
+    let days = |key: &str| object.get(key).and_then(Value::as_i64).and_then(|d| i32::try_from(d).ok());
+    let (Some(min_days), Some(max_days)) = (days("min"), days("max")) else {
+        r.problem(path, "invalid-criteria", "`within_days_after` needs whole-day `min` and `max`");
+        return None;
+    };
+    if min_days > max_days {
+        r.problem(path, "inverted-range", "`min` is above `max`");
+        return None;
+    }
+    let event_path = format!("{path}/event");
+    let Some(Value::Object(event)) = object.get("event") else {
+        r.problem(&event_path, "invalid-criteria", "`event` is a diagnosis or observation condition");
+        return None;
+    };
+    let event = condition(r, event, &event_path)?;
+    if !event.dated() {
+        r.problem(&event_path, "invalid-criteria", "the event is a diagnosis or an observation: they have dates");
+        return None;
+    }
+    Some(Condition::After { series: Box::new(series), event: Box::new(event), min_days, max_days })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::dictionary::Field;
+
+    fn dictionary() -> Dictionary {
+        let field = |id: &str, value_type, unit: Option<&str>, molar_mass| Field {
+            id: id.into(),
+            title: id.into(),
+            description: String::new(),
+            category: "laboratory".into(),
+            value_type,
+            source: FieldSource::Observation,
+            unit: unit.map(Into::into),
+            coding_system: None,
+            code: None,
+            molar_mass,
+            min_value: None,
+            max_value: None,
+        };
+        Dictionary::new(vec![
+            field("glucose", ValueType::Number, Some("mmol/L"), Some(180.156)),
+            field("smoking_status", ValueType::Code, None, None),
+        ])
+    }
+
+    fn known(dictionary: &Dictionary) -> Known<'_> {
+        Known { dictionary, cohorts: &[], sites: &[] }
+    }
+
+    fn paths(value: &Value) -> Vec<(String, &'static str)> {
+        parse(value, known(&dictionary())).unwrap_err().into_iter().map(|p| (p.path.unwrap(), p.code)).collect()
+    }
+
+    #[test]
+    fn a_full_tree_parses_with_units_converted_to_the_canonical_unit() {
+        let tree = json!({"and": [
+            {"field": "modality", "in": ["MR"]},
+            {"field": "glucose", "min": 126, "unit": "mg/dL"},
+            {"not": {"field": "diagnosis", "system": "ICD-10", "prefix": "e119"}},
+            {"field": "genotype", "variant": "rs429358", "genotype": "carrier"},
+            {"field": "modality", "in": ["CT"], "within_days_after": {"event": {"field": "diagnosis", "prefix": "C34"}, "min": 0, "max": 90}}
+        ]});
+        let Node::And(items) = parse(&tree, known(&dictionary())).unwrap() else { panic!() };
+        let Node::Leaf(Condition::ObservationRange { min: Some(min), max: None, .. }) = &items[1] else {
+            panic!("{:?}", items[1])
+        };
+        assert!((min - 6.994).abs() < 1e-3, "126 mg/dL of glucose is 6.99 mmol/L");
+        assert_eq!(
+            items[2],
+            Node::Not(Box::new(Node::Leaf(Condition::Diagnosis {
+                system: Some("ICD-10"),
+                codes: vec![],
+                prefixes: vec!["E11.9".into()]
+            })))
+        );
+        assert!(matches!(&items[4], Node::Leaf(Condition::After { min_days: 0, max_days: 90, .. })));
+    }
+
+    #[test]
+    fn every_problem_is_listed_at_its_path() {
+        let tree = json!({"or": [
+            {"field": "shoe_size", "min": 40},
+            {"field": "glucose", "min": 9, "max": 3},
+            {"field": "glucose", "min": 5, "unit": "%"},
+            {"field": "sex", "in": ["female"]},
+            {"field": "modality", "min": 1},
+            {"fiel": "x"},
+            {"field": "glucose", "min": "high"},
+            {"and": []}
+        ]});
+        assert_eq!(
+            paths(&tree),
+            [
+                ("/criteria/or/0/field".into(), "unknown-field"),
+                ("/criteria/or/1".into(), "inverted-range"),
+                ("/criteria/or/2/unit".into(), "unit-mismatch"),
+                ("/criteria/or/3/in/0".into(), "wrong-type"),
+                ("/criteria/or/4/in".into(), "invalid-criteria"),
+                ("/criteria/or/5/fiel".into(), "invalid-criteria"),
+                ("/criteria/or/5/field".into(), "invalid-criteria"),
+                ("/criteria/or/6/min".into(), "wrong-type"),
+                ("/criteria/or/7/and".into(), "invalid-criteria"),
+            ]
+        );
+    }
+
+    #[test]
+    fn nesting_and_size_are_limited() {
+        let mut deep = json!({"field": "sex", "in": ["F"]});
+        for _ in 0..MAX_DEPTH {
+            deep = json!({"not": deep});
+        }
+        assert_eq!(paths(&deep)[0].1, "too-complex");
+        let wide =
+            json!({"or": (0..=MAX_CONDITIONS).map(|_| json!({"field": "sex", "in": ["F"]})).collect::<Vec<_>>()});
+        assert_eq!(paths(&wide), [("/criteria".into(), "too-complex")]);
+    }
+}

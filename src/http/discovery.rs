@@ -1,0 +1,113 @@
+//! Discovery over REST: counts and breakdowns for every signed-in user, under
+//! disclosure control (exact for stewards and admins).
+
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::extract::AppJson;
+use crate::app::AppState;
+use crate::auth::{Principal, Role};
+use crate::discovery::sql::Dimension;
+use crate::discovery::{self, BreakdownResult, Caller, CountResult};
+use crate::error::{ApiError, ErrorBody, Result};
+use crate::openapi::tags;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(count)).routes(routes!(breakdown))
+}
+
+/// A count query.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CountRequest {
+    /// A tree of `and` / `or` / `not` over conditions such as
+    /// `{"field": "modality", "in": ["MR"]}`, `{"field": "hba1c", "min": 6.5, "unit": "%"}`,
+    /// `{"field": "diagnosis", "system": "ICD-10", "prefix": "E11"}`,
+    /// `{"field": "genotype", "variant": "rs429358", "genotype": "carrier"}`; absent: everything.
+    #[schema(value_type = Object)]
+    pub criteria: Option<Value>,
+}
+
+/// A breakdown query.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreakdownRequest {
+    /// As for a count; absent: everything.
+    #[schema(value_type = Object)]
+    pub criteria: Option<Value>,
+    /// One or two dimensions (default `["site"]`).
+    #[serde(default = "default_by")]
+    pub by: Vec<Dimension>,
+}
+
+fn default_by() -> Vec<Dimension> {
+    vec![Dimension::Site]
+}
+
+fn caller<'a>(state: &AppState, principal: &'a Principal) -> Caller<'a> {
+    Caller {
+        username: &principal.username,
+        privileged: principal.has_role(Role::Steward) || principal.has_role(Role::Admin),
+        daily_budget: state.config.discovery.daily_query_budget,
+    }
+}
+
+/// Count subjects, studies, series and instances matching the criteria.
+#[utoipa::path(
+    post,
+    path = "/discovery/count",
+    tag = tags::DISCOVERY,
+    security(("bearer" = [])),
+    request_body = CountRequest,
+    responses(
+        (status = 200, description = "Counts, suppressed below the threshold and rounded", body = CountResult),
+        (status = 400, description = "Invalid criteria: every problem with its JSON Pointer", body = ErrorBody),
+        (status = 403, description = "Refused as a differencing query", body = ErrorBody),
+        (status = 429, description = "Daily query budget used up", body = ErrorBody),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
+    )
+)]
+pub async fn count(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppJson(request): AppJson<CountRequest>,
+) -> Result<AppJson<CountResult>> {
+    let query = discovery::prepare(&state.db, request.criteria.as_ref()).await?;
+    Ok(AppJson(discovery::count(&state.db, &caller(&state, &principal), &query).await?))
+}
+
+/// Break the matching data down by site, scanner, sex or age band: the site effect at a glance.
+#[utoipa::path(
+    post,
+    path = "/discovery/breakdown",
+    tag = tags::DISCOVERY,
+    security(("bearer" = [])),
+    request_body = BreakdownRequest,
+    responses(
+        (status = 200, description = "Cells with totals, with primary and secondary suppression", body = BreakdownResult),
+        (status = 400, description = "Invalid criteria or dimensions", body = ErrorBody),
+        (status = 403, description = "Refused as a differencing query", body = ErrorBody),
+        (status = 429, description = "Daily query budget used up", body = ErrorBody),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
+    )
+)]
+pub async fn breakdown(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppJson(request): AppJson<BreakdownRequest>,
+) -> Result<AppJson<BreakdownResult>> {
+    if request.by.is_empty() || request.by.len() > 2 {
+        return Err(ApiError::BadRequest("`by` names one or two dimensions".into()));
+    }
+    if request.by.len() == 2 && request.by[0] == request.by[1] {
+        return Err(ApiError::BadRequest("the two dimensions of `by` differ".into()));
+    }
+    let query = discovery::prepare(&state.db, request.criteria.as_ref()).await?;
+    Ok(AppJson(discovery::breakdown(&state.db, &caller(&state, &principal), &query, &request.by).await?))
+}

@@ -1,0 +1,417 @@
+//! Discovery counts and breakdowns on a small generated registry, checked
+//! against expectations computed here from the same model; disclosure
+//! control (suppression, rounding, secondary suppression, budget,
+//! differencing) and invalid criteria.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use custodian::auth::Role;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, TestResponse};
+
+#[derive(Debug, Clone)]
+struct Series {
+    study: usize,
+    modality: &'static str,
+    manufacturer: &'static str,
+    model: &'static str,
+    field_strength: Option<f64>,
+    age: f64,
+    instances: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Person {
+    id: String,
+    site: &'static str,
+    sex: &'static str,
+    birth_year: i32,
+    hba1c: Option<f64>,
+    /// (ICD-10 code, diagnosis date)
+    diagnosis: Option<(&'static str, &'static str)>,
+    apoe: Option<i16>,
+    series: Vec<Series>,
+}
+
+/// 80 people at two sites with a deterministic mix of everything discovery filters on.
+#[allow(clippy::manual_is_multiple_of)]
+fn people() -> Vec<Person> {
+    (0..80_u32)
+        .map(|i| {
+            let site = if i % 3 == 0 { "north" } else { "local" };
+            let birth_year = 1940 + i32::try_from(i % 40).unwrap();
+            let age = f64::from(2020 - birth_year);
+            let mut series = Vec::new();
+            if i % 4 != 0 {
+                let (manufacturer, model, field_strength) = match (site, i % 3) {
+                    ("north", _) => ("Siemens", "Prisma", 3.0),
+                    (_, 1) => ("GE", "Signa", 1.5),
+                    _ => ("Philips", "Ingenia", 3.0),
+                };
+                for _ in 0..2 {
+                    series.push(Series {
+                        study: 0,
+                        modality: "MR",
+                        manufacturer,
+                        model,
+                        field_strength: Some(field_strength),
+                        age,
+                        instances: 3,
+                    });
+                }
+            }
+            if i % 6 == 0 {
+                series.push(Series {
+                    study: 1,
+                    modality: "CT",
+                    manufacturer: "GE",
+                    model: "Revolution",
+                    field_strength: None,
+                    age,
+                    instances: 10,
+                });
+            }
+            Person {
+                id: format!("P{i:03}"),
+                site,
+                sex: if i % 2 == 0 { "F" } else { "M" },
+                birth_year,
+                hba1c: (i % 4 != 3).then_some(5.0 + f64::from(i % 7) * 0.5),
+                diagnosis: match (i % 5, i % 10, i % 7) {
+                    (0, 0, _) => Some(("E11.9", "2020-03-15")),
+                    (0, _, _) => Some(("E11.9", "2019-01-01")),
+                    (_, _, 0) => Some(("I21.4", "2020-01-10")),
+                    _ => None,
+                },
+                apoe: (i % 2 == 0).then(|| i16::try_from(i % 3).unwrap()),
+                series,
+            }
+        })
+        .collect()
+}
+
+/// [subjects, studies, series, instances] over the units (each series, or the person without imaging).
+fn expected(people: &[Person], matches: impl Fn(&Person, Option<&Series>) -> bool) -> [i64; 4] {
+    let mut counts = [0_i64; 4];
+    for p in people {
+        let units: Vec<Option<&Series>> =
+            if p.series.is_empty() { vec![None] } else { p.series.iter().map(Some).collect() };
+        let hits: Vec<Option<&Series>> = units.into_iter().filter(|u| matches(p, *u)).collect();
+        if hits.is_empty() {
+            continue;
+        }
+        counts[0] += 1;
+        let mut studies: Vec<usize> = hits.iter().flatten().map(|s| s.study).collect();
+        studies.sort_unstable();
+        studies.dedup();
+        counts[1] += i64::try_from(studies.len()).unwrap();
+        counts[2] += i64::try_from(hits.iter().flatten().count()).unwrap();
+        counts[3] += hits.iter().flatten().map(|s| s.instances).sum::<i64>();
+    }
+    counts
+}
+
+async fn post_csv(app: &TestApp, path: &str, csv: String, content_type: &str) {
+    let token = app.token("ulrich", &[Role::Uploader]);
+    let request = Request::post(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(csv))
+        .unwrap();
+    app.call(request).await.assert_status(StatusCode::CREATED);
+}
+
+/// Loads the people: tables through the import API, imaging as catalog rows.
+async fn registry(app: &TestApp, people: &[Person]) {
+    sqlx::query("insert into site (code, name) values ('north', 'North hospital')").execute(&app.db).await.unwrap();
+    for site in ["local", "north"] {
+        let here: Vec<&Person> = people.iter().filter(|p| p.site == site).collect();
+        let mut subjects = vec!["patient_id,sex,birth_year".to_owned()];
+        subjects.extend(here.iter().map(|p| format!("{},{},{}", p.id, p.sex, p.birth_year)));
+        post_csv(app, &format!("/api/v1/imports/subjects?site={site}"), subjects.join("\n"), "text/csv").await;
+        let mut labs = vec!["patient_id,code,value,unit".to_owned()];
+        labs.extend(here.iter().filter_map(|p| p.hba1c.map(|v| format!("{},hba1c,{v},%", p.id))));
+        post_csv(app, &format!("/api/v1/imports/observations?site={site}"), labs.join("\n"), "text/csv").await;
+        let mut dx = vec!["patient_id,system,code,date".to_owned()];
+        dx.extend(here.iter().filter_map(|p| p.diagnosis.map(|(c, d)| format!("{},ICD-10,{c},{d}", p.id))));
+        post_csv(app, &format!("/api/v1/imports/diagnoses?site={site}"), dx.join("\n"), "text/csv").await;
+        let mut gt = vec!["patient_id,variant,rsid,gene,genotype".to_owned()];
+        gt.extend(here.iter().filter_map(|p| p.apoe.map(|g| format!("{},19-44908684-T-C,rs429358,APOE,{g}", p.id))));
+        post_csv(app, &format!("/api/v1/imports/variants?site={site}"), gt.join("\n"), "text/csv").await;
+    }
+    let mut n = 0;
+    for p in people {
+        let pseudonym = app.state.ingest.key.subject(p.site, &p.id);
+        let studies: Vec<usize> = {
+            let mut s: Vec<usize> = p.series.iter().map(|s| s.study).collect();
+            s.dedup();
+            s
+        };
+        for study in studies {
+            let study_id: uuid::Uuid = sqlx::query_scalar(
+                "insert into study (study_uid, subject_id, cohort_id, site_id, study_date, age_years)
+                 select $1, s.subject_id, (select cohort_id from cohort where slug = 'default'), s.site_id,
+                        date '2020-06-01' + s.date_shift_days, $3
+                 from subject s where s.pseudonym = $2 returning study_id",
+            )
+            .bind(format!("2.25.{}{study}", 1000 + n))
+            .bind(&pseudonym)
+            .bind(p.series[0].age)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+            for s in p.series.iter().filter(|s| s.study == study) {
+                n += 1;
+                let scanner: uuid::Uuid = sqlx::query_scalar(
+                    "insert into scanner (manufacturer, model, field_strength) values ($1, $2, $3)
+                     on conflict on constraint scanner_identity_key do update set model = excluded.model returning scanner_id",
+                )
+                .bind(s.manufacturer)
+                .bind(s.model)
+                .bind(s.field_strength)
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+                let series_id: uuid::Uuid = sqlx::query_scalar(
+                    "insert into series (series_uid, study_id, scanner_id, modality) values ($1, $2, $3, $4) returning series_id",
+                )
+                .bind(format!("2.25.9{n}"))
+                .bind(study_id)
+                .bind(scanner)
+                .bind(s.modality)
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+                sqlx::query(
+                    "insert into instance (sop_uid, series_id, sop_class_uid, transfer_syntax, object_key, size_bytes, sha256, status)
+                     select '2.25.8' || $2 || '.' || k, $1, '1.2.840.10008.5.1.4.1.1.4', '1.2.840.10008.1.2.1',
+                            'synthetic/' || $2 || '/' || k, 1, '\\x00', 'published'
+                     from generate_series(1, $3) k",
+                )
+                .bind(series_id)
+                .bind(n)
+                .bind(s.instances)
+                .execute(&app.db)
+                .await
+                .unwrap();
+            }
+        }
+    }
+    sqlx::query("select refresh_discovery_series(array(select series_id from series))").execute(&app.db).await.unwrap();
+}
+
+async fn discover(app: &TestApp, token: &str, path: &str, body: &Value) -> TestResponse {
+    app.post_json(&format!("/api/v1/discovery/{path}"), Some(token), body).await
+}
+
+fn counts(body: &Value) -> [i64; 4] {
+    let c = &body["counts"];
+    ["subjects", "studies", "series", "instances"].map(|k| c[k].as_i64().unwrap_or(-1))
+}
+
+#[tokio::test]
+async fn counts_match_expectations_computed_independently_for_every_kind_of_condition() {
+    let app = TestApp::new().await;
+    let people = people();
+    registry(&app, &people).await;
+    let steward = app.token("stella", &[Role::Steward]);
+    let dx_date = |p: &Person| p.diagnosis.map(|(_, d)| d);
+    let cases: Vec<(Value, [i64; 4])> = vec![
+        (json!(null), expected(&people, |_, _| true)),
+        (json!({"field": "modality", "in": ["MR"]}), expected(&people, |_, s| s.is_some_and(|s| s.modality == "MR"))),
+        (
+            json!({"and": [{"field": "sex", "in": ["F"]}, {"field": "age_at_study", "min": 50, "max": 70}]}),
+            expected(&people, |p, s| p.sex == "F" && s.is_some_and(|s| (50.0..=70.0).contains(&s.age))),
+        ),
+        (
+            json!({"field": "hba1c", "min": 48, "unit": "mmol/mol"}),
+            [0, 0, 0, 0], // placeholder replaced below: HbA1c % and mmol/mol do not convert
+        ),
+        (
+            json!({"and": [{"field": "hba1c", "min": 6.5}, {"field": "diagnosis", "system": "ICD-10", "prefix": "E11"}]}),
+            expected(&people, |p, _| {
+                p.hba1c.is_some_and(|v| v >= 6.5) && p.diagnosis.is_some_and(|d| d.0.starts_with("E11"))
+            }),
+        ),
+        (
+            json!({"field": "genotype", "variant": "rs429358", "genotype": "carrier"}),
+            expected(&people, |p, _| p.apoe.is_some_and(|g| g > 0)),
+        ),
+        (
+            json!({"not": {"or": [{"field": "site", "in": ["north"]}, {"field": "manufacturer", "in": ["GE"]}]}}),
+            expected(&people, |p, s| !(p.site == "north" || s.is_some_and(|s| s.manufacturer == "GE"))),
+        ),
+        (
+            json!({"and": [{"field": "field_strength", "min": 2.9}, {"field": "cohort", "in": ["default"]}]}),
+            expected(&people, |_, s| s.is_some_and(|s| s.field_strength.is_some_and(|f| f >= 2.9))),
+        ),
+        (
+            json!({"field": "modality", "in": ["MR"], "within_days_after": {"event": {"field": "diagnosis", "prefix": "E11"}, "min": 0, "max": 90}}),
+            expected(&people, |p, s| s.is_some_and(|s| s.modality == "MR") && dx_date(p) == Some("2020-03-15")),
+        ),
+        (
+            json!({"and": [
+                {"field": "modality", "in": ["MR", "CT"]},
+                {"field": "age_at_study", "min": 45},
+                {"field": "hba1c", "min": 5.5, "max": 7.5},
+                {"field": "diagnosis", "prefix": "E1"},
+                {"field": "genotype", "variant": "19-44908684-T-C", "genotype": "het"},
+                {"not": {"field": "sex", "in": ["M"]}}
+            ]}),
+            expected(&people, |p, s| {
+                s.is_some_and(|s| s.age >= 45.0)
+                    && p.hba1c.is_some_and(|v| (5.5..=7.5).contains(&v))
+                    && p.diagnosis.is_some_and(|d| d.0.starts_with("E1"))
+                    && p.apoe == Some(1)
+                    && p.sex != "M"
+            }),
+        ),
+    ];
+    for (criteria, want) in cases {
+        let body = if criteria.is_null() { json!({}) } else { json!({ "criteria": criteria }) };
+        let response = discover(&app, &steward, "count", &body).await;
+        if criteria.get("unit").is_some() {
+            let problems = response.json()["problems"].clone();
+            response.assert_error(StatusCode::BAD_REQUEST, "invalid-criteria");
+            assert_eq!(problems[0]["code"], "unit-mismatch");
+            continue;
+        }
+        response.assert_status(StatusCode::OK);
+        assert_eq!(counts(&response.json()), want, "criteria {criteria}");
+        assert!(want[0] > 0, "every case matches someone: {criteria}");
+    }
+}
+
+#[tokio::test]
+async fn researchers_see_suppressed_rounded_counts_and_breakdowns_with_secondary_suppression() {
+    let app = TestApp::new().await;
+    let people = people();
+    registry(&app, &people).await;
+    let researcher = app.token("rita", &[Role::Researcher]);
+    let steward = app.token("stella", &[Role::Steward]);
+
+    let all = discover(&app, &researcher, "count", &json!({})).await.json();
+    let exact = expected(&people, |_, _| true);
+    assert_eq!(all["disclosure"], json!({"exact": false, "threshold": 10, "rounding": 5}));
+    assert_eq!(all["counts"]["subjects"], json!((exact[0] + 2) / 5 * 5));
+    let few = discover(&app, &researcher, "count", &json!({"criteria": {"field": "diagnosis", "prefix": "I21"}}))
+        .await
+        .json();
+    assert_eq!(few["counts"]["subjects"], Value::Null, "fewer than 10 people are suppressed");
+
+    let by = json!({"criteria": {"field": "modality", "in": ["MR"]}, "by": ["manufacturer"]});
+    let open = discover(&app, &steward, "breakdown", &by).await.json();
+    let shown = discover(&app, &researcher, "breakdown", &by).await.json();
+    let cells = |body: &Value| -> Vec<(Value, Value, bool)> {
+        body["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["values"][0].clone(), c["counts"]["subjects"].clone(), c["suppressed"].as_bool().unwrap()))
+            .collect()
+    };
+    let mr =
+        |maker: &str| expected(&people, |_, s| s.is_some_and(|s| s.modality == "MR" && s.manufacturer == maker))[0];
+    assert_eq!(
+        cells(&open),
+        vec![
+            (json!("GE"), json!(mr("GE")), false),
+            (json!("Philips"), json!(mr("Philips")), false),
+            (json!("Siemens"), json!(mr("Siemens")), false),
+            (Value::Null, json!(mr("GE") + mr("Philips") + mr("Siemens")), false),
+        ]
+    );
+    let shown = cells(&shown);
+    assert!(shown.iter().all(|(_, n, hidden)| *hidden == n.is_null()));
+    let hidden_cells = shown.iter().filter(|c| c.2 && c.0 != Value::Null).count();
+    assert_ne!(hidden_cells, 1, "one hidden cell next to a visible total would be given away");
+    for (label, subjects, hidden) in &shown {
+        if !hidden {
+            assert_eq!(subjects.as_i64().unwrap() % 5, 0, "{label} is rounded");
+        }
+    }
+
+    let two_way = discover(&app, &researcher, "breakdown", &json!({"by": ["site", "sex"]})).await;
+    two_way.assert_status(StatusCode::OK);
+    assert_eq!(two_way.json()["cells"].as_array().unwrap().len(), 2 * 2 + 2 + 2 + 1);
+}
+
+#[tokio::test]
+async fn invalid_criteria_are_refused_with_every_problem_and_unknown_variants_are_named() {
+    let app = TestApp::new().await;
+    let token = app.token("rita", &[Role::Researcher]);
+    let response = discover(
+        &app,
+        &token,
+        "count",
+        &json!({"criteria": {"and": [{"field": "nope", "in": ["x"]}, {"field": "cohort", "in": ["ghost"]}, {"field": "age_at_study", "min": 9, "max": 1}]}}),
+    )
+    .await;
+    let body = response.json();
+    response.assert_error(StatusCode::BAD_REQUEST, "invalid-criteria");
+    let paths: Vec<&str> = body["problems"].as_array().unwrap().iter().map(|p| p["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["/criteria/and/0/field", "/criteria/and/1/in/0", "/criteria/and/2"]);
+
+    let response = discover(
+        &app,
+        &token,
+        "count",
+        &json!({"criteria": {"field": "genotype", "variant": "rs1", "genotype": "het"}}),
+    )
+    .await;
+    assert_eq!(response.json()["problems"][0]["code"], "unknown-variant");
+    discover(&app, &token, "breakdown", &json!({"by": []})).await.assert_error(StatusCode::BAD_REQUEST, "bad-request");
+    discover(&app, &token, "breakdown", &json!({"by": ["shoe_size"]}))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid-body");
+    app.post_json("/api/v1/discovery/count", None, &json!({}))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+#[tokio::test]
+async fn a_query_that_isolates_a_few_people_from_an_earlier_one_is_refused_and_audited() {
+    let app = TestApp::new().await;
+    let people = people();
+    registry(&app, &people).await;
+    let token = app.token("rita", &[Role::Researcher]);
+    let base = json!({"field": "modality", "in": ["MR"]});
+    discover(&app, &token, "count", &json!({"criteria": {"and": [base.clone()]}})).await.assert_status(StatusCode::OK);
+    // The same, minus the people with myocardial infarction: a handful of subjects.
+    let minus = json!({"criteria": {"and": [base.clone(), {"not": {"field": "diagnosis", "prefix": "I21"}}]}});
+    let response = discover(&app, &token, "count", &minus).await;
+    response.assert_error(StatusCode::FORBIDDEN, "differencing-refused");
+    // A change of many subjects is fine.
+    let half = json!({"criteria": {"and": [base, {"field": "sex", "in": ["F"]}]}});
+    discover(&app, &token, "count", &half).await.assert_status(StatusCode::OK);
+    // Stewards are not checked.
+    discover(&app, &app.token("stella", &[Role::Steward]), "count", &minus).await.assert_status(StatusCode::OK);
+
+    let events: Vec<(String, Value)> =
+        sqlx::query_as("select action, details from audit_event where action like 'discovery.%' order by seq")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    let results: Vec<&str> = events.iter().map(|(_, d)| d["result"].as_str().unwrap()).collect();
+    assert_eq!(results, ["shown", "refused", "shown", "exact"]);
+    assert!(events.iter().all(|(_, d)| d["criteria_sha256"].as_str().unwrap().len() == 64));
+    assert!(events.iter().all(|(_, d)| d.as_object().unwrap().len() == 2), "no counts or rows in the audit log");
+}
+
+#[tokio::test]
+async fn the_daily_query_budget_is_enforced_for_researchers_but_not_stewards() {
+    let app = TestApp::with_config(|c| c.discovery.daily_query_budget = 2).await;
+    let token = app.token("rita", &[Role::Researcher]);
+    for _ in 0..2 {
+        discover(&app, &token, "count", &json!({})).await.assert_status(StatusCode::OK);
+    }
+    discover(&app, &token, "count", &json!({}))
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "query-budget-exhausted");
+    discover(&app, &app.token("rita2", &[Role::Researcher]), "count", &json!({})).await.assert_status(StatusCode::OK);
+    let steward = app.token("stella", &[Role::Steward]);
+    for _ in 0..3 {
+        discover(&app, &steward, "breakdown", &json!({})).await.assert_status(StatusCode::OK);
+    }
+}
