@@ -70,6 +70,14 @@ pub mod keys {
         Path::from(format!("{INSTANCES}/{study_uid}/{series_uid}/{sop_uid}.dcm"))
     }
 
+    /// Prefix of annotation payloads (JSON geometry, NIfTI masks).
+    pub const ANNOTATIONS: &str = "annotations";
+
+    /// An annotation payload; `extension` is `json` or `nii.gz`.
+    pub fn annotation(id: uuid::Uuid, extension: &str) -> Path {
+        Path::from(format!("{ANNOTATIONS}/{id}.{extension}"))
+    }
+
     /// Prefix of Custodian's own bookkeeping objects; listed to prove the store answers.
     pub fn system_prefix() -> Path {
         Path::from("system")

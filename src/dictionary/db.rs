@@ -80,6 +80,9 @@ pub async fn refresh_coverage(db: &mut PgConnection) -> sqlx::Result<u64> {
             union all select 'diagnosis', m.cohort_id, count(distinct m.subject_id)
                 from members m where exists (select 1 from diagnosis d where d.subject_id = m.subject_id)
                 group by m.cohort_id
+            union all select 'annotation', m.cohort_id, count(distinct m.subject_id)
+                from members m where exists (select 1 from annotation a where a.subject_id = m.subject_id)
+                group by m.cohort_id
             union all select 'genotype', m.cohort_id, count(distinct m.subject_id)
                 from members m where exists (select 1 from genotype g where g.subject_id = m.subject_id)
                 group by m.cohort_id

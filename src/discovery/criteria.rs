@@ -92,6 +92,13 @@ pub enum Condition {
         variant: VariantRef,
         alt_counts: Vec<i16>,
     },
+    /// Subjects with an annotation of this level, kind, label code and annotator role (each optional).
+    Annotation {
+        level: Option<String>,
+        kinds: Vec<String>,
+        labels: Vec<String>,
+        roles: Vec<String>,
+    },
     /// A series condition whose study falls `min`–`max` days after a dated event of the subject.
     After {
         series: Box<Condition>,
@@ -218,8 +225,22 @@ fn node(r: &mut Reader<'_>, value: &Value, path: &str, depth: usize) -> Option<N
     }
 }
 
-const KEYS: &[&str] =
-    &["field", "in", "min", "max", "unit", "system", "prefix", "variant", "genotype", "within_days_after"];
+const KEYS: &[&str] = &[
+    "field",
+    "in",
+    "min",
+    "max",
+    "unit",
+    "system",
+    "prefix",
+    "variant",
+    "genotype",
+    "within_days_after",
+    "level",
+    "kind",
+    "label",
+    "role",
+];
 
 fn condition(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str) -> Option<Condition> {
     r.conditions += 1;
@@ -263,6 +284,7 @@ fn condition(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str) -> Opt
         }
         "diagnosis" => diagnosis(r, object, path),
         "genotype" => genotype(r, object, path),
+        "annotation" => annotation(r, object, path),
         other => observation(r, object, path, other),
     };
     let parsed = parsed?;
@@ -501,6 +523,54 @@ fn genotype(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str) -> Opti
         }
     };
     Some(Condition::Genotype { variant, alt_counts })
+}
+
+fn annotation(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str) -> Option<Condition> {
+    let mut list = |key: &str, allowed: &[&str]| -> Option<Vec<String>> {
+        match object.get(key) {
+            None => Some(Vec::new()),
+            Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_VALUES => {
+                let values: Vec<String> = items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+                let valid = values.len() == items.len()
+                    && values.iter().all(|v| {
+                        (allowed.is_empty() && !v.is_empty() && v.len() <= 64) || allowed.contains(&v.as_str())
+                    });
+                if valid {
+                    Some(values)
+                } else {
+                    let what = if allowed.is_empty() { "codes".to_owned() } else { allowed.join(", ") };
+                    r.problem(&format!("{path}/{key}"), "wrong-type", format!("`{key}` lists {what}"));
+                    None
+                }
+            }
+            Some(_) => {
+                r.problem(
+                    &format!("{path}/{key}"),
+                    "wrong-type",
+                    format!("`{key}` is a list of 1 to {MAX_VALUES} values"),
+                );
+                None
+            }
+        }
+    };
+    let kinds = list("kind", &["segmentation", "contour", "landmark", "box", "label"]);
+    let labels = list("label", &[]);
+    let roles =
+        list("role", &["radiologist", "resident", "technologist", "clinician", "student", "algorithm", "other"]);
+    let level = match object.get("level") {
+        None => None,
+        Some(Value::String(l)) if l == "low" || l == "high" => Some(l.clone()),
+        Some(_) => {
+            r.problem(&format!("{path}/level"), "wrong-type", "`level` is low or high");
+            return None;
+        }
+    };
+    for key in ["in", "min", "max", "unit", "prefix", "system", "variant", "genotype"] {
+        if object.contains_key(key) {
+            r.problem(&format!("{path}/{key}"), "invalid-criteria", format!("`{key}` does not apply to annotations"));
+        }
+    }
+    Some(Condition::Annotation { level, kinds: kinds?, labels: labels?, roles: roles? })
 }
 
 fn after(r: &mut Reader<'_>, series: Condition, within: &Value, path: &str) -> Option<Condition> {

@@ -86,6 +86,18 @@ fn push_condition(qb: &mut QueryBuilder<Postgres>, condition: &Condition) {
             push_variant(qb, variant);
             qb.push(" and g.alt_count = any(").push_bind(alt_counts.clone()).push("))");
         }
+        Condition::Annotation { level, kinds, labels, roles } => {
+            qb.push("s.subject_id in (select a.subject_id from annotation a where true");
+            if let Some(level) = level {
+                qb.push(" and a.level = ").push_bind(level.clone());
+            }
+            for (column, values) in [("a.kind", kinds), ("a.code", labels), ("a.annotator_role", roles)] {
+                if !values.is_empty() {
+                    qb.push(" and ").push(column).push(" = any(").push_bind(values.clone()).push(")");
+                }
+            }
+            qb.push(")");
+        }
         Condition::After { series, event, min_days, max_days } => {
             qb.push("(");
             push_condition(qb, series);

@@ -4,6 +4,7 @@
 //! documented path is the served path. Operations endpoints (`/healthz`,
 //! `/readyz`, `/metrics`) are deliberately outside the contract.
 
+pub mod annotations;
 pub mod audit;
 pub mod catalog;
 pub mod cohorts;
@@ -36,6 +37,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(imports::router())
             .merge(fields::router())
             .merge(discovery::router())
+            .merge(annotations::router())
             .merge(catalog::router()),
     )
 }

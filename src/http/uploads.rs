@@ -266,7 +266,7 @@ pub async fn received_files(state: &AppState, headers: &HeaderMap, body: Body) -
 }
 
 /// The `boundary` parameter of a multipart content type (quoted or not).
-fn boundary(content_type: &str) -> Option<String> {
+pub(crate) fn boundary(content_type: &str) -> Option<String> {
     content_type.split(';').skip(1).find_map(|param| {
         let (name, value) = param.split_once('=')?;
         (name.trim().eq_ignore_ascii_case("boundary"))
@@ -350,7 +350,7 @@ fn join(mut chunks: Vec<bytes::Bytes>, size: usize) -> bytes::Bytes {
     joined.into()
 }
 
-fn multipart_error(error: &multer::Error) -> ApiError {
+pub(crate) fn multipart_error(error: &multer::Error) -> ApiError {
     match error {
         multer::Error::StreamSizeExceeded { .. } => ApiError::PayloadTooLarge,
         _ => ApiError::BadRequest("the multipart body is malformed or was cut off".into()),

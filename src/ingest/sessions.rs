@@ -141,6 +141,21 @@ pub async fn close_session(
             )
             .execute(&mut *tx)
             .await?;
+            // SEG and RTSTRUCT of this session, and earlier ones waiting for images it brought.
+            sqlx::query!(
+                "select link_dicom_annotations(array(
+                    select instance_id from instance
+                    where upload_session_id = $1 and status = 'published'
+                      and sop_class_uid in ('1.2.840.10008.5.1.4.1.1.66.4', '1.2.840.10008.5.1.4.1.1.481.3')
+                    union
+                    select a.source_instance_id from annotation a
+                    join instance src on src.instance_id = a.source_instance_id
+                    where a.target = 'study'
+                      and src.referenced_sop_uids && array(select sop_uid from instance where upload_session_id = $1)))",
+                id
+            )
+            .execute(&mut *tx)
+            .await?;
             crate::jobs::enqueue(&mut *tx, &crate::dictionary::db::refresh_soon()).await?;
         }
         Ok(Ok((i64::try_from(published).unwrap_or(i64::MAX), Vec::new())))

@@ -1,5 +1,6 @@
 //! API tests: one binary, real PostgreSQL, real object stores.
 
+mod annotations;
 mod api_tokens;
 mod audit;
 mod auth_jwt;
