@@ -50,8 +50,8 @@ pub enum Command {
     Migrate,
     /// Print the OpenAPI document to stdout.
     Openapi,
-    /// Seed demo users, sites and cohorts, print demo tokens, and exit.
-    Demo,
+    /// Seed demo users, sites and cohorts (and with `--subjects`, a synthetic registry), print demo tokens, and exit.
+    Demo(DemoArgs),
     /// Mint credentials.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -59,6 +59,20 @@ pub enum Command {
     #[command(subcommand)]
     Audit(AuditCommand),
 }
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Also generate a synthetic registry of this many subjects (imaging, labs, diagnoses,
+    /// genotypes, annotations) at the demo sites.
+    #[arg(long, value_name = "N")]
+    pub subjects: Option<u32>,
+    /// Seed of the synthetic registry (the same seed gives the same registry).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// Subjects of the synthetic registry `serve --demo` generates on a fresh registry.
+const DEMO_SUBJECTS: u32 = 500;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -156,9 +170,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             println!("migrations are up to date");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo => {
+        Command::Demo(args) => {
             let (db, auth) = open_for_admin(&config).await?;
-            let result = crate::demo::seed(&db.pool).await;
+            let result = demo(&config, &db.pool, args.subjects, args.seed).await;
             db.close().await?;
             result?;
             print_demo_tokens(&auth, &config);
@@ -186,6 +200,30 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
     }
+}
+
+/// Seeds the demo content and, given `subjects`, generates a synthetic registry.
+async fn demo(config: &Config, db: &sqlx::PgPool, subjects: Option<u32>, seed: u64) -> Result<()> {
+    crate::demo::seed(db).await?;
+    if let Some(subjects) = subjects {
+        let key = crate::deid::load_key(config)?;
+        let started = std::time::Instant::now();
+        let made = crate::demo::registry::generate(db, &key, config.deid.max_date_shift_days, subjects, seed).await?;
+        eprintln!(
+            "generated a synthetic registry in {:.1} s: {} subjects, {} studies, {} series, {} instances, \
+             {} lab values, {} diagnoses, {} genotypes, {} annotations",
+            started.elapsed().as_secs_f64(),
+            made.subjects,
+            made.studies,
+            made.series,
+            made.instances,
+            made.observations,
+            made.diagnoses,
+            made.genotypes,
+            made.annotations
+        );
+    }
+    Ok(())
 }
 
 async fn open_for_admin(config: &Config) -> Result<(Database, Authenticator)> {
@@ -264,7 +302,11 @@ async fn serve_with(
         config.embedded_database().then_some(config.data_dir.as_path()),
     )?);
     if demo {
-        crate::demo::seed(&db.pool).await?;
+        let fresh: bool =
+            sqlx::query_scalar("select not exists (select 1 from data_import where format = 'synthetic')")
+                .fetch_one(&db.pool)
+                .await?;
+        self::demo(config, &db.pool, fresh.then_some(DEMO_SUBJECTS), 42).await?;
     }
     let ingest = Arc::new(crate::ingest::Ingestor::new(config, db.pool.clone(), store.clone())?);
     let sweep_interval = Duration::from_secs(config.ingest.sweep_interval_secs);

@@ -257,7 +257,8 @@ fn push_criteria(qb: &mut QueryBuilder<Postgres>, query: &Query) {
 
 fn count_sql(query: &Query) -> QueryBuilder<Postgres> {
     let mut qb = QueryBuilder::new("select ");
-    qb.push(sql::COUNTS).push(sql::FROM);
+    qb.push(sql::COUNTS);
+    sql::push_from(&mut qb, query.node.as_ref(), false);
     push_criteria(&mut qb, query);
     qb
 }
@@ -347,7 +348,8 @@ pub async fn breakdown(
     for (dim, key) in by.iter().zip(&keys) {
         qb.push("coalesce(").push(dim.sql()).push(", 'unknown') as ").push(key).push(", ");
     }
-    qb.push("s.subject_id, d.study_id, d.series_id, d.instances").push(sql::FROM);
+    qb.push("s.subject_id, d.study_id, d.series_id, d.instances");
+    sql::push_from(&mut qb, query.node.as_ref(), by.contains(&Dimension::Site));
     push_criteria(&mut qb, query);
     // Series dimensions describe series: subjects without imaging do not fall into a cell.
     if by.iter().any(|d| d.on_series()) {

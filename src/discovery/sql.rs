@@ -8,9 +8,26 @@ use sqlx::{Postgres, QueryBuilder};
 
 use super::criteria::{Condition, Node, VariantRef};
 
-/// The units of discovery, joined to their site.
-pub const FROM: &str = " from subject s join site si on si.site_id = s.site_id \
-    left join discovery_series d on d.subject_id = s.subject_id where s.withdrawn_at is null and ";
+/// The units of discovery: `from … where` up to the criteria. When every
+/// match needs a series, subjects without imaging are left out by an inner join.
+pub fn push_from(qb: &mut QueryBuilder<Postgres>, node: Option<&Node>, with_site: bool) {
+    qb.push(" from subject s");
+    if with_site {
+        qb.push(" join site si on si.site_id = s.site_id");
+    }
+    let join = if node.is_some_and(needs_series) { " join" } else { " left join" };
+    qb.push(join).push(" discovery_series d on d.subject_id = s.subject_id where s.withdrawn_at is null and ");
+}
+
+/// Whether a unit can only match with a series.
+pub fn needs_series(node: &Node) -> bool {
+    match node {
+        Node::And(items) => items.iter().any(needs_series),
+        Node::Or(items) => items.iter().all(needs_series),
+        Node::Not(_) => false,
+        Node::Leaf(condition) => condition.on_series(),
+    }
+}
 
 /// Appends `node` as a boolean expression.
 pub fn push_node(qb: &mut QueryBuilder<Postgres>, node: &Node) {
@@ -58,7 +75,7 @@ fn push_condition(qb: &mut QueryBuilder<Postgres>, condition: &Condition) {
                 .push(")) end)");
         }
         Condition::Site(codes) => {
-            qb.push("si.code = any(").push_bind(codes.clone()).push(")");
+            qb.push("s.site_id in (select site_id from site where code = any(").push_bind(codes.clone()).push("))");
         }
         Condition::Sex(values) => {
             qb.push("coalesce(s.sex = any(").push_bind(values.clone()).push("), false)");

@@ -9,6 +9,7 @@ mod cli;
 mod cohorts;
 mod cstore;
 mod deid;
+mod demo;
 mod dicom_gen;
 mod discovery;
 mod embedded;

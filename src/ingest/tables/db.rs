@@ -169,7 +169,7 @@ async fn resolve_subjects(
 }
 
 /// `COPY … FROM STDIN` text-format rows, sent in chunks.
-struct Copy {
+pub(crate) struct Copy {
     buffer: String,
     rows: u64,
 }
@@ -177,11 +177,11 @@ struct Copy {
 const CHUNK: usize = 1 << 20;
 
 impl Copy {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { buffer: String::with_capacity(CHUNK + 4096), rows: 0 }
     }
 
-    fn text(&mut self, value: Option<&str>) {
+    pub(crate) fn text(&mut self, value: Option<&str>) {
         match value {
             None => self.buffer.push_str("\\N"),
             Some(v) => {
@@ -198,7 +198,7 @@ impl Copy {
         }
     }
 
-    fn display(&mut self, value: Option<impl std::fmt::Display>) {
+    pub(crate) fn display(&mut self, value: Option<impl std::fmt::Display>) {
         match value {
             None => self.buffer.push_str("\\N"),
             Some(v) => {
@@ -207,17 +207,24 @@ impl Copy {
         }
     }
 
-    fn sep(&mut self) {
+    /// A whole row, already in COPY text format (tab-separated, escaped).
+    pub(crate) fn line(&mut self, args: std::fmt::Arguments<'_>) {
+        let _ = self.buffer.write_fmt(args);
+        self.buffer.push('\n');
+        self.rows += 1;
+    }
+
+    pub(crate) fn sep(&mut self) {
         self.buffer.push('\t');
     }
 
-    fn end(&mut self) {
+    pub(crate) fn end(&mut self) {
         self.buffer.push('\n');
         self.rows += 1;
     }
 }
 
-async fn copy_rows(
+pub(crate) async fn copy_rows(
     tx: &mut PgConnection,
     statement: &str,
     mut fill: impl FnMut(&mut Copy) -> bool,

@@ -1,6 +1,8 @@
 //! Demo content: users of every role, a few sites and cohorts, so a newcomer
 //! sees a working registry. Seeding is idempotent and audited.
 
+pub mod registry;
+
 use std::time::Duration;
 
 use anyhow::Result;

@@ -1,0 +1,557 @@
+//! A synthetic registry for the demo and the discovery benchmark: subjects at
+//! the three demo sites, each site with its own scanner mix and demographics,
+//! imaging studies, lab values, diagnoses, variant genotypes and annotations,
+//! correlated so that breakdowns show a site effect (older patients and more
+//! diabetes at one site, 1.5 T scanners at another, ...).
+//!
+//! Patients are numbered `SYN0000001`… per site and pseudonymized with the
+//! registry key like any import; dates are shifted by each subject's offset.
+//! Everything is written with `COPY` in one transaction. Imaging is catalog
+//! rows only: the instances' objects (under the `synthetic/` prefix) are not
+//! generated, so synthetic instances can be counted and listed but not
+//! downloaded.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, Result, bail};
+use chrono::{Duration, NaiveDate};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::deid::RegistryKey;
+use crate::ingest::tables::db::{Copy, copy_rows};
+
+/// A small, fast, deterministic generator (SplitMix64).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    #[allow(clippy::cast_precision_loss)] // 53 bits: exact in an f64
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1_u64 << 53) as f64
+    }
+
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn between(&mut self, lo: i64, hi: i64) -> i64 {
+        let span = u64::try_from(hi - lo + 1).unwrap_or(1);
+        lo + i64::try_from(self.next_u64() % span).unwrap_or(0)
+    }
+
+    /// Normal (Box–Muller).
+    pub fn normal(&mut self, mean: f64, sd: f64) -> f64 {
+        let u = self.unit().max(1e-12);
+        let v = self.unit();
+        mean + sd * (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+
+    pub fn uuid(&mut self) -> Uuid {
+        Uuid::from_u64_pair(self.next_u64(), self.next_u64())
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [(T, f64)]) -> &'a T {
+        let total: f64 = items.iter().map(|(_, w)| w).sum();
+        let mut x = self.unit() * total;
+        for (item, weight) in items {
+            if x < *weight {
+                return item;
+            }
+            x -= weight;
+        }
+        &items[items.len() - 1].0
+    }
+}
+
+struct Scanner {
+    manufacturer: &'static str,
+    model: &'static str,
+    field_strength: Option<f64>,
+    modality: &'static str,
+}
+
+struct SiteProfile {
+    code: &'static str,
+    share: f64,
+    mean_age: f64,
+    female: f64,
+    diabetes: f64,
+    scanners: &'static [(usize, f64)],
+}
+
+const SCANNERS: &[Scanner] = &[
+    Scanner {
+        manufacturer: "Siemens Healthineers",
+        model: "MAGNETOM Prisma",
+        field_strength: Some(3.0),
+        modality: "MR",
+    },
+    Scanner {
+        manufacturer: "Siemens Healthineers",
+        model: "MAGNETOM Skyra",
+        field_strength: Some(3.0),
+        modality: "MR",
+    },
+    Scanner { manufacturer: "Siemens Healthineers", model: "SOMATOM Force", field_strength: None, modality: "CT" },
+    Scanner { manufacturer: "GE Healthcare", model: "SIGNA Artist", field_strength: Some(1.5), modality: "MR" },
+    Scanner { manufacturer: "Philips", model: "Ingenia", field_strength: Some(3.0), modality: "MR" },
+    Scanner { manufacturer: "GE Healthcare", model: "Revolution CT", field_strength: None, modality: "CT" },
+    Scanner { manufacturer: "Philips", model: "Achieva", field_strength: Some(1.5), modality: "MR" },
+    Scanner { manufacturer: "Canon Medical", model: "Vantage Orian", field_strength: Some(1.5), modality: "MR" },
+    Scanner { manufacturer: "Canon Medical", model: "Aquilion ONE", field_strength: None, modality: "CT" },
+];
+
+const SITES: &[SiteProfile] = &[
+    SiteProfile {
+        code: "uhb",
+        share: 0.45,
+        mean_age: 63.0,
+        female: 0.46,
+        diabetes: 0.16,
+        scanners: &[(0, 0.45), (1, 0.25), (2, 0.30)],
+    },
+    SiteProfile {
+        code: "cmc",
+        share: 0.35,
+        mean_age: 49.0,
+        female: 0.55,
+        diabetes: 0.08,
+        scanners: &[(3, 0.35), (4, 0.30), (5, 0.35)],
+    },
+    SiteProfile {
+        code: "rih",
+        share: 0.20,
+        mean_age: 57.0,
+        female: 0.51,
+        diabetes: 0.12,
+        scanners: &[(6, 0.35), (7, 0.25), (8, 0.40)],
+    },
+];
+
+/// Labs every subject may have: (field, mean, sd, mean shift with diabetes).
+const LABS: &[(&str, f64, f64, f64)] = &[
+    ("glucose", 5.3, 0.6, 2.6),
+    ("hba1c", 5.4, 0.4, 2.1),
+    ("creatinine", 80.0, 18.0, 12.0),
+    ("egfr", 88.0, 16.0, -14.0),
+    ("cholesterol_total", 5.1, 0.9, 0.3),
+    ("ldl_cholesterol", 3.1, 0.8, 0.2),
+    ("hdl_cholesterol", 1.4, 0.35, -0.2),
+    ("triglycerides", 1.5, 0.6, 0.8),
+    ("crp", 3.0, 2.5, 2.0),
+    ("hemoglobin", 138.0, 13.0, -3.0),
+];
+
+/// Variants genotyped for everyone: (rsID, chrom, pos, ref, alt, gene, alt allele frequency).
+const VARIANTS: &[(&str, &str, i64, &str, &str, &str, f64)] = &[
+    ("rs429358", "19", 44_908_684, "T", "C", "APOE", 0.15),
+    ("rs7412", "19", 44_908_822, "C", "T", "APOE", 0.08),
+    ("rs7903146", "10", 112_998_590, "C", "T", "TCF7L2", 0.30),
+    ("rs9939609", "16", 53_786_615, "T", "A", "FTO", 0.40),
+    ("rs1333049", "9", 22_125_504, "G", "C", "CDKN2B-AS1", 0.47),
+];
+
+/// What was generated.
+#[derive(Debug, Clone, Default)]
+pub struct Generated {
+    pub subjects: u64,
+    pub studies: u64,
+    pub series: u64,
+    pub instances: u64,
+    pub observations: u64,
+    pub diagnoses: u64,
+    pub genotypes: u64,
+    pub annotations: u64,
+}
+
+struct Subject {
+    id: Uuid,
+    site: usize,
+    female: bool,
+    birth_year: i32,
+    shift: i64,
+    diabetes: bool,
+}
+
+/// `age` (18–95) in whole years.
+#[allow(clippy::cast_possible_truncation)] // clamped to 18..=95 by the caller
+fn whole_years(age: f64) -> i32 {
+    age.round() as i32
+}
+
+fn date(days_since_2010: i64) -> NaiveDate {
+    NaiveDate::from_ymd_opt(2010, 1, 1).expect("a date") + Duration::days(days_since_2010)
+}
+
+/// Generates `subjects` subjects into the demo sites and the `demo-neuro-mri`
+/// cohort. Refuses to run twice on one registry.
+pub async fn generate(
+    db: &PgPool,
+    key: &RegistryKey,
+    max_shift_days: u32,
+    subjects: u32,
+    seed: u64,
+) -> Result<Generated> {
+    let mut tx = db.begin().await?;
+    let done: bool =
+        sqlx::query_scalar!(r#"select exists (select 1 from data_import where format = 'synthetic') as "e!""#)
+            .fetch_one(&mut *tx)
+            .await?;
+    if done {
+        bail!("this registry already holds a synthetic registry; generate into a fresh data directory");
+    }
+    let cohort = sqlx::query_scalar!("select cohort_id from cohort where slug = 'demo-neuro-mri'")
+        .fetch_optional(&mut *tx)
+        .await?
+        .context("the demo cohorts are missing: run `custodian demo` first")?;
+    let mut site_ids = Vec::new();
+    for site in SITES {
+        let id = sqlx::query_scalar!("select site_id from site where code = $1", site.code)
+            .fetch_optional(&mut *tx)
+            .await?
+            .context("the demo sites are missing: run `custodian demo` first")?;
+        site_ids.push(id);
+    }
+    let import = sqlx::query_scalar!(
+        "insert into data_import (kind, format, cohort_id, site_id, created_by, row_count, subjects_created)
+         values ('subjects', 'synthetic', $1, $2, 'system:demo', $3, $3) returning data_import_id",
+        cohort,
+        site_ids[0],
+        i32::try_from(subjects).unwrap_or(i32::MAX)
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+
+    let mut rng = Rng::new(seed);
+    let weights: Vec<(usize, f64)> = SITES.iter().enumerate().map(|(i, s)| (i, s.share)).collect();
+    let mut people = Vec::with_capacity(subjects as usize);
+    let mut pseudonyms = Vec::with_capacity(subjects as usize);
+    for n in 0..subjects {
+        let site = *rng.pick(&weights);
+        let profile = &SITES[site];
+        let age = rng.normal(profile.mean_age, 14.0).clamp(18.0, 95.0);
+        let pseudonym = key.subject(profile.code, &format!("SYN{n:07}"));
+        let old = (age - 40.0).max(0.0) / 50.0;
+        people.push(Subject {
+            id: rng.uuid(),
+            site,
+            female: rng.chance(profile.female),
+            birth_year: 2022 - whole_years(age),
+            shift: key.date_shift_days(&pseudonym, max_shift_days),
+            diabetes: rng.chance(profile.diabetes * (0.5 + old)),
+        });
+        pseudonyms.push(pseudonym);
+    }
+
+    let mut out = Generated { subjects: u64::from(subjects), ..Generated::default() };
+    write_subjects(&mut tx, &people, &pseudonyms, &site_ids, cohort).await?;
+    let scanners = write_scanners(&mut tx).await?;
+    let imaging = write_imaging(&mut tx, &mut rng, &people, &site_ids, cohort, &scanners, &mut out).await?;
+    write_clinical(&mut tx, &mut rng, &people, import, &mut out).await?;
+    write_annotations(&mut tx, &mut rng, &imaging, &mut out).await?;
+    sqlx::query!(
+        "insert into discovery_series (series_id, study_id, subject_id, cohort_id, site_id, modality, body_part,
+                                       manufacturer, model, field_strength, age_years, study_date, instances)
+         select se.series_id, st.study_id, st.subject_id, st.cohort_id, st.site_id, se.modality, se.body_part,
+                nullif(sc.manufacturer, ''), nullif(sc.model, ''), sc.field_strength, st.age_years, st.study_date, n.instances
+         from series se join study st using (study_id) left join scanner sc using (scanner_id)
+         join (select series_id, count(*)::integer as instances from instance
+               where status = 'published' and object_key like 'synthetic/%' group by series_id) n using (series_id)
+         on conflict (series_id) do nothing"
+    )
+    .execute(&mut *tx)
+    .await?;
+    crate::audit::record(
+        &mut tx,
+        crate::audit::NewEvent::new("system:demo", "demo.generate").details(serde_json::json!({
+            "subjects": out.subjects, "studies": out.studies, "series": out.series, "instances": out.instances,
+            "observations": out.observations, "diagnoses": out.diagnoses, "genotypes": out.genotypes,
+            "annotations": out.annotations, "seed": seed,
+        })),
+    )
+    .await?;
+    crate::jobs::enqueue(&mut *tx, &crate::dictionary::db::refresh_soon()).await?;
+    tx.commit().await?;
+    sqlx::query("analyze").execute(db).await?;
+    Ok(out)
+}
+
+async fn write_subjects(
+    tx: &mut PgConnection,
+    people: &[Subject],
+    pseudonyms: &[String],
+    sites: &[Uuid],
+    cohort: Uuid,
+) -> Result<()> {
+    let mut rows = people.iter().zip(pseudonyms);
+    copy_rows(tx, "copy subject (subject_id, pseudonym, site_id, sex, birth_year, date_shift_days) from stdin", |c| {
+        fill(c, &mut rows, |c, (s, p)| {
+            c.line(format_args!(
+                "{}\t{p}\t{}\t{}\t{}\t{}",
+                s.id,
+                sites[s.site],
+                if s.female { "F" } else { "M" },
+                s.birth_year,
+                s.shift
+            ));
+        })
+    })
+    .await?;
+    let mut rows = people.iter();
+    copy_rows(tx, "copy cohort_subject (cohort_id, subject_id) from stdin", |c| {
+        fill(c, &mut rows, |c, s| c.line(format_args!("{cohort}\t{}", s.id)))
+    })
+    .await?;
+    Ok(())
+}
+
+/// Writes up to a chunk of `rows` into `copy`; false when they are all written.
+fn fill<T>(copy: &mut Copy, rows: &mut impl Iterator<Item = T>, mut write: impl FnMut(&mut Copy, T)) -> bool {
+    for _ in 0..4096 {
+        let Some(row) = rows.next() else { return false };
+        write(copy, row);
+    }
+    true
+}
+
+async fn write_scanners(tx: &mut PgConnection) -> Result<Vec<Uuid>> {
+    let mut ids = Vec::new();
+    for s in SCANNERS {
+        let id = sqlx::query_scalar!(
+            "insert into scanner (manufacturer, model, field_strength) values ($1, $2, $3)
+             on conflict on constraint scanner_identity_key do update set model = excluded.model returning scanner_id",
+            s.manufacturer,
+            s.model,
+            s.field_strength
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// A generated series, for annotations.
+struct SeriesRow {
+    subject: Uuid,
+    study: Uuid,
+    series: Uuid,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_imaging(
+    tx: &mut PgConnection,
+    rng: &mut Rng,
+    people: &[Subject],
+    sites: &[Uuid],
+    cohort: Uuid,
+    scanners: &[Uuid],
+    out: &mut Generated,
+) -> Result<Vec<SeriesRow>> {
+    let mut studies = String::new();
+    let mut series_rows = Vec::new();
+    let mut series_text = String::new();
+    let mut instances: Vec<(Uuid, u64, i64)> = Vec::new();
+    let mut uid = 0_u64;
+    for s in people {
+        let profile = &SITES[s.site];
+        let count = *rng.pick(&[(0, 0.10), (1, 0.55), (2, 0.25), (3, 0.10)]);
+        for _ in 0..count {
+            let scanner_index = *rng.pick(profile.scanners);
+            let scanner = &SCANNERS[scanner_index];
+            let day = rng.between(0, 13 * 365);
+            let on = date(day) + Duration::days(s.shift);
+            let age = f64::from(2010 - s.birth_year) + f64::from(i32::try_from(day).unwrap_or(0)) / 365.25;
+            let study = rng.uuid();
+            uid += 1;
+            let _ = writeln!(
+                studies,
+                "{study}\t2.25.{}\t{}\t{cohort}\t{}\t{on}\t{age:.2}",
+                1_000_000_000 + uid,
+                s.id,
+                sites[s.site]
+            );
+            out.studies += 1;
+            let (parts, body_part): (u32, &str) = if scanner.modality == "MR" {
+                (3, *rng.pick(&[("HEAD", 0.7), ("KNEE", 0.15), ("SPINE", 0.15)]))
+            } else {
+                (2, *rng.pick(&[("CHEST", 0.6), ("ABDOMEN", 0.25), ("HEAD", 0.15)]))
+            };
+            for number in 1..=parts {
+                let series = rng.uuid();
+                uid += 1;
+                let _ = writeln!(
+                    series_text,
+                    "{series}\t2.25.{}\t{study}\t{}\t{}\t{body_part}\t{on}\t{number}",
+                    1_000_000_000 + uid,
+                    scanners[scanner_index],
+                    scanner.modality
+                );
+                series_rows.push(SeriesRow { subject: s.id, study, series });
+                instances.push((series, uid, rng.between(1, 5)));
+                out.series += 1;
+            }
+        }
+    }
+    copy_text(
+        tx,
+        "copy study (study_id, study_uid, subject_id, cohort_id, site_id, study_date, age_years) from stdin",
+        &studies,
+    )
+    .await?;
+    copy_text(tx, "copy series (series_id, series_uid, study_id, scanner_id, modality, body_part, series_date, series_number) from stdin", &series_text).await?;
+    let mut rows = instances.iter().flat_map(|(series, uid, n)| (1..=*n).map(move |k| (*series, *uid, k)));
+    out.instances = copy_rows(
+        tx,
+        "copy instance (sop_uid, series_id, sop_class_uid, transfer_syntax, instance_number, rows, columns, frames,
+                        object_key, size_bytes, sha256, status, published_at) from stdin",
+        |c| {
+            fill(c, &mut rows, |c, (series, uid, k)| {
+                c.line(format_args!(
+                    "2.25.{uid}{k:04}\t{series}\t1.2.840.10008.5.1.4.1.1.4\t1.2.840.10008.1.2.1\t{k}\t256\t256\t1\tsynthetic/{series}/{k}.dcm\t131072\t\\\\x{:064x}\tpublished\t2024-01-01 00:00:00+00",
+                    u128::from(uid) * 10_000 + u128::try_from(k).unwrap_or(0)
+                ));
+            })
+        },
+    )
+    .await?;
+    Ok(series_rows)
+}
+
+async fn copy_text(tx: &mut PgConnection, statement: &str, text: &str) -> Result<()> {
+    let mut lines = text.lines();
+    copy_rows(tx, statement, |c| fill(c, &mut lines, |c, line| c.line(format_args!("{line}")))).await?;
+    Ok(())
+}
+
+async fn write_clinical(
+    tx: &mut PgConnection,
+    rng: &mut Rng,
+    people: &[Subject],
+    import: Uuid,
+    out: &mut Generated,
+) -> Result<()> {
+    // Labs: one to three measurements of each of LABS, so about 20 values per subject.
+    let mut labs = String::new();
+    let mut diagnoses = String::new();
+    for s in people {
+        let age = 2022 - s.birth_year;
+        for (field, mean, sd, diabetic) in LABS {
+            let mean = if s.diabetes { mean + diabetic } else { *mean };
+            for _ in 0..rng.between(1, 3) {
+                let value = rng.normal(mean, *sd).max(mean / 4.0).max(0.05);
+                let at = date(rng.between(0, 13 * 365)) + Duration::days(s.shift);
+                let _ = writeln!(labs, "{}\t{field}\t{value:.3}\t{at} 08:00:00\t{import}", s.id);
+                out.observations += 1;
+            }
+        }
+        let old = f64::from((age - 40).max(0)) / 50.0;
+        let mut diagnose = |code: &str, p: f64, rng: &mut Rng| {
+            if rng.chance(p) {
+                let on = date(rng.between(0, 13 * 365)) + Duration::days(s.shift);
+                let _ = writeln!(diagnoses, "{}\tICD-10\t{code}\t{on}\t{import}", s.id);
+                out.diagnoses += 1;
+            }
+        };
+        if s.diabetes {
+            diagnose("E11.9", 1.0, rng);
+        }
+        diagnose("I10", 0.15 + 0.35 * old, rng);
+        diagnose("I21.4", 0.01 + 0.05 * old, rng);
+        diagnose("C34.1", 0.005 + 0.02 * old, rng);
+        diagnose("G30.9", 0.06 * old * old, rng);
+        diagnose("J44.9", 0.02 + 0.04 * old, rng);
+    }
+    copy_text(tx, "copy observation (subject_id, field_id, value, observed_at, data_import_id) from stdin", &labs)
+        .await?;
+    copy_text(tx, "copy diagnosis (subject_id, system, code, diagnosed_on, data_import_id) from stdin", &diagnoses)
+        .await?;
+
+    let mut genotypes = String::new();
+    for (rsid, chrom, pos, reference, alt, gene, frequency) in VARIANTS {
+        let id = sqlx::query_scalar!(
+            "insert into variant (chrom, pos, ref, alt, rsid, gene) values ($1, $2, $3, $4, $5, $6)
+             on conflict (assembly, chrom, pos, ref, alt) do update set rsid = excluded.rsid returning variant_id",
+            chrom,
+            pos,
+            reference,
+            alt,
+            rsid,
+            gene
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        for s in people {
+            // The diabetes risk allele of TCF7L2 is commoner among people with diabetes.
+            let p = if *rsid == "rs7903146" && s.diabetes { frequency + 0.12 } else { *frequency };
+            if rng.chance(0.02) {
+                let _ = writeln!(genotypes, "{id}\t{}\t\\N\t{import}", s.id);
+            } else {
+                let count = u8::from(rng.chance(p)) + u8::from(rng.chance(p));
+                let _ = writeln!(genotypes, "{id}\t{}\t{count}\t{import}", s.id);
+            }
+            out.genotypes += 1;
+        }
+    }
+    copy_text(tx, "copy genotype (variant_id, subject_id, alt_count, data_import_id) from stdin", &genotypes).await?;
+    Ok(())
+}
+
+async fn write_annotations(
+    tx: &mut PgConnection,
+    rng: &mut Rng,
+    series: &[SeriesRow],
+    out: &mut Generated,
+) -> Result<()> {
+    const LABELS: &[((&str, &str), f64)] = &[
+        (("RID3874", "white matter lesion"), 0.3),
+        (("RID5352", "ground-glass opacity"), 0.2),
+        (("RID3875", "infarct"), 0.15),
+        (("RID39148", "normal"), 0.35),
+    ];
+    const ROLES: &[((&str, &str, &str), f64)] = &[
+        (("radiologist", "manual", "PACS report"), 0.5),
+        (("resident", "manual", "3D Slicer 5.6"), 0.2),
+        (("algorithm", "automatic", "nnU-Net v2"), 0.3),
+    ];
+    let mut text = String::new();
+    for s in series {
+        if !rng.chance(0.12) {
+            continue;
+        }
+        let (code, meaning) = *rng.pick(LABELS);
+        let (role, method, tool) = *rng.pick(ROLES);
+        let _ = writeln!(
+            text,
+            "{}\t{}\t{}\t{}\tseries\thigh\tlabel\tjson\tRadLex\t{code}\t{meaning}\t{role}\t{method}\t{tool}\tsystem:demo",
+            rng.uuid(),
+            s.subject,
+            s.study,
+            s.series
+        );
+        out.annotations += 1;
+    }
+    copy_text(
+        tx,
+        "copy annotation (annotation_id, subject_id, study_id, series_id, target, level, kind, source, coding_system, code,
+                          meaning, annotator_role, method, tool, created_by) from stdin",
+        &text,
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! The synthetic registry generator behind `custodian demo --subjects N`.
+
+use custodian::auth::Role;
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+
+async fn scalar(app: &TestApp, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&app.db).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_generated_registry_is_complete_pseudonymized_and_shows_a_site_effect() {
+    let app = TestApp::new().await;
+    custodian::demo::seed(&app.db).await.unwrap();
+    let key = &app.state.ingest.key;
+    let made = custodian::demo::registry::generate(&app.db, key, 3650, 600, 7).await.unwrap();
+
+    assert_eq!(made.subjects, 600);
+    assert_eq!(scalar(&app, "select count(*) from subject").await, 600);
+    assert_eq!(scalar(&app, "select count(*) from instance").await, i64::try_from(made.instances).unwrap());
+    assert_eq!(scalar(&app, "select count(*) from observation").await, i64::try_from(made.observations).unwrap());
+    assert_eq!(made.genotypes, 5 * 600, "five variants for everyone");
+    assert!(made.observations >= 600 * 10, "every lab at least once");
+    assert!(made.instances > made.series && made.series > made.studies && made.studies > 600);
+    assert_eq!(
+        scalar(&app, "select sum(instances) from discovery_series").await,
+        i64::try_from(made.instances).unwrap(),
+        "every series is discoverable"
+    );
+    // Patients were pseudonymized like any import: no `SYN…` ID is stored.
+    let stored = app.rows_as_text(&["subject", "study", "series", "observation", "diagnosis", "audit_event"]).await;
+    assert!(!stored.contains("SYN0"), "a synthetic patient ID reached the database");
+    let pseudonym = key.subject("uhb", "SYN0000001");
+    let cmc = key.subject("cmc", "SYN0000001");
+    let rih = key.subject("rih", "SYN0000001");
+    let found =
+        scalar(&app, &format!("select count(*) from subject where pseudonym in ('{pseudonym}', '{cmc}', '{rih}')"))
+            .await;
+    assert_eq!(found, 1, "patient 1 is at exactly one site, under its keyed pseudonym");
+
+    // Each site has its own scanners: the site effect is visible in a breakdown.
+    let steward = app.token("stella", &[Role::Steward]);
+    let table = app
+        .post_json(
+            "/api/v1/discovery/breakdown",
+            Some(&steward),
+            &json!({"criteria": {"field": "modality", "in": ["MR"]}, "by": ["site", "manufacturer"]}),
+        )
+        .await
+        .json();
+    let cells: Vec<(String, String)> = table["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["values"].as_array().unwrap().iter().all(|v| !v.is_null()))
+        .map(|c| (c["values"][0].as_str().unwrap().to_owned(), c["values"][1].as_str().unwrap().to_owned()))
+        .collect();
+    for (site, manufacturer) in &cells {
+        let expected = match site.as_str() {
+            "uhb" => "Siemens Healthineers",
+            "cmc" => ["GE Healthcare", "Philips"].into_iter().find(|m| m == manufacturer).unwrap_or("GE Healthcare"),
+            _ => ["Philips", "Canon Medical"].into_iter().find(|m| m == manufacturer).unwrap_or("Philips"),
+        };
+        assert_eq!(manufacturer, expected, "{site} scans on its own scanners");
+    }
+    // And older patients and more diabetes at uhb than at cmc.
+    let share = |site: &str| {
+        let app = &app;
+        let steward = steward.clone();
+        let site = site.to_owned();
+        async move {
+            let count = |criteria: Value| {
+                let steward = steward.clone();
+                async move {
+                    app.post_json("/api/v1/discovery/count", Some(&steward), &json!({ "criteria": criteria }))
+                        .await
+                        .json()["counts"]["subjects"]
+                        .as_f64()
+                        .unwrap()
+                }
+            };
+            let all = count(json!({"field": "site", "in": [site]})).await;
+            let diabetic =
+                count(json!({"and": [{"field": "site", "in": [site]}, {"field": "diagnosis", "prefix": "E11"}]})).await;
+            diabetic / all
+        }
+    };
+    assert!(share("uhb").await > share("cmc").await, "diabetes is commoner at the older site");
+
+    let again = custodian::demo::registry::generate(&app.db, key, 3650, 10, 7).await.unwrap_err();
+    assert!(again.to_string().contains("already holds a synthetic registry"), "{again}");
+}
