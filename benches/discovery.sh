@@ -41,7 +41,7 @@ mkdir "$work/pg"
 [ "$(id -u)" = 0 ] && chown postgres "$work/pg"
 as_pg "$PGBIN/initdb" -D "$work/pg" -A trust -U custodian --no-sync >/dev/null
 as_pg "$PGBIN/pg_ctl" -D "$work/pg" -l "$work/pg/log" -w \
-    -o "-p $PGPORT -k $work/pg -c listen_addresses=127.0.0.1 -c shared_buffers=1GB -c work_mem=64MB" start >/dev/null
+    -o "-p $PGPORT -k $work/pg -c listen_addresses=127.0.0.1 -c shared_buffers=1GB -c work_mem=64MB -c jit=off" start >/dev/null
 URL="postgres://custodian@127.0.0.1:$PGPORT/custodian"
 psql -X -q "postgres://custodian@127.0.0.1:$PGPORT/postgres" -c "create database custodian" >/dev/null
 

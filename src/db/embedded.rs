@@ -241,7 +241,7 @@ impl EmbeddedPostgres {
             Postmaster::Absent => {}
         }
         let settings = format!(
-            "-c listen_addresses='' -c unix_socket_directories='{}' -c unix_socket_permissions=0700 -c max_connections=200 -c fsync=on",
+            "-c listen_addresses='' -c unix_socket_directories='{}' -c unix_socket_permissions=0700 -c max_connections=200 -c fsync=on -c jit=off",
             self.run_dir.display()
         );
         let output = self

@@ -51,7 +51,9 @@ impl Database {
         let pool = PgPoolOptions::new()
             .max_connections(config.database.max_connections)
             .acquire_timeout(Duration::from_secs(config.database.acquire_timeout_secs))
-            .connect_with(options.application_name("custodian"))
+            // JIT compilation costs tens of milliseconds per query and pays off only for
+            // long analytical scans; discovery counts are interactive.
+            .connect_with(options.application_name("custodian").options([("jit", "off")]))
             .await
             .context("connecting to PostgreSQL")?;
         Ok(Self { pool, embedded })

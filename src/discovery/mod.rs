@@ -77,9 +77,11 @@ pub async fn prepare(db: &PgPool, criteria: Option<&Value>) -> Result<Query, Api
     let Some(criteria) = criteria else {
         return Ok(Query { node: None, hash: sha256_hex("null"), conditions: Vec::new() });
     };
-    let dictionary = crate::dictionary::db::dictionary(db).await?;
-    let cohorts: Vec<String> = sqlx::query_scalar!("select slug from cohort").fetch_all(db).await?;
-    let sites: Vec<String> = sqlx::query_scalar!("select code from site").fetch_all(db).await?;
+    let (dictionary, cohorts, sites) = tokio::try_join!(
+        crate::dictionary::db::dictionary(db),
+        sqlx::query_scalar!("select slug from cohort").fetch_all(db),
+        sqlx::query_scalar!("select code from site").fetch_all(db),
+    )?;
     let node = criteria::parse(criteria, Known { dictionary: &dictionary, cohorts: &cohorts, sites: &sites })
         .map_err(invalid)?;
     let mut unknown = Vec::new();
@@ -274,9 +276,11 @@ pub struct CountResult {
 
 /// Counts subjects, studies, series and instances matching `query`.
 pub async fn count(db: &PgPool, caller: &Caller<'_>, query: &Query) -> Result<CountResult, ApiError> {
-    check_budget(db, caller).await?;
-    let policy = disclosure(db, caller, query.node.as_ref()).await?;
-    let row = count_sql(query).build().fetch_one(db).await?;
+    let mut sql = count_sql(query);
+    // Planned with the actual values every time (the statements are built per query anyway).
+    let counting = async { sql.build().persistent(false).fetch_one(db).await.map_err(ApiError::from) };
+    let ((), policy, row) =
+        tokio::try_join!(check_budget(db, caller), disclosure(db, caller, query.node.as_ref()), counting)?;
     let raw: [i64; 4] = [row.get(0), row.get(1), row.get(2), row.get(3)];
     if differencing(db, caller, query, raw[0], policy.threshold).await? {
         record(db, caller, "count", query, raw[0], "refused").await?;
@@ -331,8 +335,6 @@ pub async fn breakdown(
     query: &Query,
     by: &[Dimension],
 ) -> Result<BreakdownResult, ApiError> {
-    check_budget(db, caller).await?;
-    let policy = disclosure(db, caller, query.node.as_ref()).await?;
     let keys: Vec<String> = (0..by.len()).map(|i| format!("k{i}")).collect();
     let mut qb = QueryBuilder::new("select ");
     for key in &keys {
@@ -357,7 +359,9 @@ pub async fn breakdown(
     }
     let sets = if by.len() == 2 { "((k0, k1), (k0), (k1), ())" } else { "((k0), ())" };
     qb.push(") u group by grouping sets ").push(sets);
-    let rows = qb.build().fetch_all(db).await?;
+    let grouping = async { qb.build().persistent(false).fetch_all(db).await.map_err(ApiError::from) };
+    let ((), policy, rows) =
+        tokio::try_join!(check_budget(db, caller), disclosure(db, caller, query.node.as_ref()), grouping)?;
     let mut cells = Vec::with_capacity(rows.len());
     let mut raw = Vec::with_capacity(rows.len());
     for row in &rows {

@@ -31,6 +31,14 @@ pub fn needs_series(node: &Node) -> bool {
 
 /// Appends `node` as a boolean expression.
 pub fn push_node(qb: &mut QueryBuilder<Postgres>, node: &Node) {
+    push_tree(qb, node, false);
+}
+
+/// Under `not`, a series condition on a subject without imaging must be
+/// false rather than null (`not null` is null: the subject would drop out);
+/// elsewhere null already acts as false, and a bare comparison lets the
+/// planner use the column's statistics.
+fn push_tree(qb: &mut QueryBuilder<Postgres>, node: &Node, negated: bool) {
     match node {
         Node::And(items) | Node::Or(items) => {
             let op = if matches!(node, Node::And(_)) { " and " } else { " or " };
@@ -39,14 +47,19 @@ pub fn push_node(qb: &mut QueryBuilder<Postgres>, node: &Node) {
                 if i > 0 {
                     qb.push(op);
                 }
-                push_node(qb, item);
+                push_tree(qb, item, negated);
             }
             qb.push(")");
         }
         Node::Not(inner) => {
             qb.push("(not ");
-            push_node(qb, inner);
+            push_tree(qb, inner, true);
             qb.push(")");
+        }
+        Node::Leaf(condition) if negated && condition.on_series() => {
+            qb.push("coalesce(");
+            push_condition(qb, condition);
+            qb.push(", false)");
         }
         Node::Leaf(condition) => push_condition(qb, condition),
     }
@@ -78,15 +91,15 @@ fn push_condition(qb: &mut QueryBuilder<Postgres>, condition: &Condition) {
             qb.push("s.site_id in (select site_id from site where code = any(").push_bind(codes.clone()).push("))");
         }
         Condition::Sex(values) => {
-            qb.push("coalesce(s.sex = any(").push_bind(values.clone()).push("), false)");
+            qb.push("s.sex = any(").push_bind(values.clone()).push(")");
         }
         Condition::SeriesCode(column, values) => {
-            qb.push("coalesce(").push(column.sql()).push(" = any(").push_bind(values.clone()).push("), false)");
+            qb.push(column.sql()).push(" = any(").push_bind(values.clone()).push(")");
         }
         Condition::SeriesRange(column, min, max) => {
-            qb.push("coalesce(");
+            qb.push("(");
             push_range(qb, column.sql(), *min, *max);
-            qb.push(", false)");
+            qb.push(")");
         }
         Condition::ObservationRange { .. } | Condition::ObservationCode { .. } => {
             qb.push("s.subject_id in (select o.subject_id from observation o where ");
@@ -259,7 +272,7 @@ mod tests {
         push_node(&mut qb, &node);
         assert_eq!(
             qb.sql().as_str(),
-            "(coalesce(d.modality = any($1), false) and (not s.subject_id in (select x.subject_id from diagnosis x where \
+            "(d.modality = any($1) and (not s.subject_id in (select x.subject_id from diagnosis x where \
              x.system = $2 and (x.code like $3 or x.code like $4))))"
         );
     }
