@@ -8,6 +8,7 @@
 #
 #   benches/discovery.sh                     # 100,000 subjects, 30 runs per query
 #   SUBJECTS=10000 RUNS=10 benches/discovery.sh
+#   QUERIES=0 benches/discovery.sh          # the lab import only
 #
 # Needs PostgreSQL 15 server binaries (PGBIN) and psql.
 set -eu
@@ -37,6 +38,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+if curl -s -o /dev/null "http://127.0.0.1:$PORT/"; then
+    echo "port $PORT is already in use; stop what listens there or set PORT" >&2
+    exit 1
+fi
 mkdir "$work/pg"
 [ "$(id -u)" = 0 ] && chown postgres "$work/pg"
 as_pg "$PGBIN/initdb" -D "$work/pg" -A trust -U custodian --no-sync >/dev/null
@@ -46,8 +51,9 @@ URL="postgres://custodian@127.0.0.1:$PGPORT/custodian"
 psql -X -q "postgres://custodian@127.0.0.1:$PGPORT/postgres" -c "create database custodian" >/dev/null
 
 export CUSTODIAN_DATABASE__URL="$URL"
-export CUSTODIAN_AUTH__HS256_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-export CUSTODIAN_DEID__REGISTRY_KEY="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+# Secrets for this run only.
+export CUSTODIAN_AUTH__HS256_SECRET="s$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z' | head -c 40)"
+export CUSTODIAN_DEID__REGISTRY_KEY="k$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z' | head -c 40)"
 export CUSTODIAN_LOG__FILTER=warn
 mkdir "$work/data"
 custodian() { "$BIN" --data-dir "$work/data" "$@"; }
@@ -59,7 +65,7 @@ t1=$(date +%s.%N)
 echo "generation took $(echo "$t1 - $t0" | bc) s" >&2
 psql -X -q -t -A "$URL" -c "select 'rows: ' || (select count(*) from subject) || ' subjects, ' || (select count(*) from study) || ' studies, ' || (select count(*) from series) || ' series, ' || (select count(*) from instance) || ' instances, ' || (select count(*) from observation) || ' lab values, ' || (select count(*) from genotype) || ' genotypes'" >&2
 
-custodian serve --listen "127.0.0.1:$PORT" >"$work/server.log" 2>&1 &
+"$BIN" --data-dir "$work/data" serve --listen "127.0.0.1:$PORT" >"$work/server.log" 2>&1 &
 pid=$!
 until curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; do
     kill -0 "$pid" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
@@ -68,6 +74,7 @@ done
 steward=$(custodian token issue --user bench-steward --role steward --ttl 2h)
 uploader=$(custodian token issue --user bench-uploader --role uploader --ttl 2h)
 
+if [ "${QUERIES:-1}" = 1 ]; then
 echo "running 20 queries x $RUNS through the API and through psql..." >&2
 "$LOAD" api "http://127.0.0.1:$PORT" "$steward" benches/discovery_queries.json "$RUNS" >"$work/api.tsv"
 "$LOAD" sql benches/discovery_queries.json "$RUNS" >"$work/queries.sql"
@@ -76,6 +83,8 @@ echo
 echo "Query latency in ms, $RUNS runs each after 2 warm-ups (API: steward, exact counts, audited):"
 echo
 "$LOAD" report "$work/api.tsv" "$work/psql.out" benches/discovery_queries.json
+
+fi
 
 echo "importing $((LAB_PATIENTS * LAB_ROWS)) lab values through the API and with COPY..." >&2
 "$LOAD" labs "$work/labs.csv" "$LAB_PATIENTS" "$LAB_ROWS"
@@ -92,6 +101,6 @@ t3=$(date +%s.%N)
 api_rate=$(echo "$rows / ($t1 - $t0)" | bc)
 copy_rate=$(echo "$rows / ($t3 - $t2)" | bc)
 echo
-echo "| lab values | API import (CSV over HTTP: parse, check, pseudonymize, convert units, COPY, commit) | psql \\copy of the same rows | API ÷ COPY |"
+echo "| lab values | API import (CSV over HTTP: parse, check, pseudonymize, convert units, COPY, commit) | psql copy of the same rows | API ÷ COPY |"
 echo "|---:|---:|---:|---:|"
 echo "| $rows | $api_rate rows/s | $copy_rate rows/s | $(echo "scale=0; 100 * $api_rate / $copy_rate" | bc) % |"

@@ -42,6 +42,7 @@ pub fn build_router(state: AppState) -> Router {
     let (api, openapi) = crate::http::api_router().split_for_parts();
     let openapi = crate::openapi::finish(openapi);
     let timeout = state.config.http.request_timeout_secs;
+    let bulk_timeout = state.config.http.bulk_timeout_secs;
     let body_limit = state.config.http.body_limit_bytes;
 
     let router = api
@@ -49,7 +50,7 @@ pub fn build_router(state: AppState) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(move |req, next| enforce_timeout(timeout, req, next)))
+        .layer(middleware::from_fn(move |req, next| enforce_timeout(timeout, bulk_timeout, req, next)))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track))
         .with_state(state);
@@ -80,7 +81,15 @@ fn log_response(response: &Response, latency: Duration, span: &Span) {
     }
 }
 
-async fn enforce_timeout(seconds: u64, request: Request, next: Next) -> Response {
+/// Bulk transfers (uploads, STOW-RS, table imports, masks) get `bulk` seconds, everything else `seconds`.
+async fn enforce_timeout(seconds: u64, bulk: u64, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let is_bulk = request.method() == axum::http::Method::POST
+        && (path.starts_with("/api/v1/uploads/")
+            || path.starts_with("/api/v1/imports/")
+            || path.starts_with("/dicomweb/")
+            || path == "/api/v1/annotations/masks");
+    let seconds = if is_bulk { bulk } else { seconds };
     match tokio::time::timeout(Duration::from_secs(seconds), next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::Timeout(seconds).into_response(),

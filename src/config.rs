@@ -306,13 +306,20 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     /// Requests running longer than this are answered with 503 `timeout`.
     pub request_timeout_secs: u64,
+    /// The same for bulk transfers: uploads, STOW-RS, table imports and masks.
+    pub bulk_timeout_secs: u64,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace_secs: u64,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { body_limit_bytes: 1024 * 1024, request_timeout_secs: 30, shutdown_grace_secs: 30 }
+        Self {
+            body_limit_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+            bulk_timeout_secs: 3600,
+            shutdown_grace_secs: 30,
+        }
     }
 }
 
@@ -438,6 +445,9 @@ impl Config {
         }
         if self.http.body_limit_bytes < 1024 {
             return invalid("http.body_limit_bytes", "must be at least 1024");
+        }
+        if self.http.bulk_timeout_secs == 0 {
+            return invalid("http.bulk_timeout_secs", "must be at least 1");
         }
         if self.http.request_timeout_secs == 0 {
             return invalid("http.request_timeout_secs", "must be at least 1");
@@ -602,6 +612,20 @@ mod tests {
     }
 
     #[test]
+    fn an_all_digit_secret_from_the_environment_stays_the_same_text() {
+        Jail::expect_with(|jail| {
+            let digits = "1234567890123456789012345678901234567890";
+            jail.set_env("CUSTODIAN_AUTH__HS256_SECRET", digits);
+            let config = load_in_jail(jail, None).expect("an all-digit secret loads");
+            assert_eq!(
+                config.auth.hs256_secret.as_ref().map(|s| s.expose_secret().to_owned()).as_deref(),
+                Some(digits)
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn invalid_values_get_messages_naming_the_setting() {
         let cases: &[(&str, &str, &str)] = &[
             ("CUSTODIAN_LISTEN", "not-an-address", "listen"),
@@ -612,6 +636,7 @@ mod tests {
             ("CUSTODIAN_AUTH__HS256_SECRET", "short", "auth.hs256_secret"),
             ("CUSTODIAN_AUTH__DEFAULT_TOKEN_TTL", "soon", "auth.default_token_ttl"),
             ("CUSTODIAN_LOG__FORMAT", "xml", "format"),
+            ("CUSTODIAN_HTTP__BULK_TIMEOUT_SECS", "0", "http.bulk_timeout_secs"),
         ];
         for (var, value, key) in cases {
             Jail::expect_with(|jail| {
