@@ -6,7 +6,7 @@ use aws_lc_rs::digest::{SHA256, digest};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use object_store::{PutMode, PutOptions};
+use object_store::{ObjectStoreExt, PutMode, PutOptions};
 use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
@@ -79,20 +79,32 @@ async fn store(
         state.store.put_opts(&key, bytes.into(), options).await?;
         stored = Some((key.to_string(), i64::try_from(size).unwrap_or(i64::MAX), sha256, size));
     }
-    let mut tx = state.db.begin().await?;
     let payload = stored.as_ref().map(|(key, size, sha256, _)| db::Payload { key, size: *size, sha256 });
-    db::insert(&mut tx, id, &target, new, source, payload.as_ref(), &principal.username).await?;
-    audit::record(
-        &mut tx,
-        NewEvent::new(&principal.username, "annotation.create").target(format!("annotation:{id}")).details(json!({
-            "kind": new.kind.as_str(),
-            "source": source,
-            "role": new.provenance.role,
-            "method": new.provenance.method,
-        })),
-    )
-    .await?;
-    tx.commit().await?;
+    let recorded = async {
+        let mut tx = state.db.begin().await?;
+        db::insert(&mut tx, id, &target, new, source, payload.as_ref(), &principal.username).await?;
+        audit::record(
+            &mut tx,
+            NewEvent::new(&principal.username, "annotation.create").target(format!("annotation:{id}")).details(json!({
+                "kind": new.kind.as_str(),
+                "source": source,
+                "role": new.provenance.role,
+                "method": new.provenance.method,
+            })),
+        )
+        .await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(error) = recorded {
+        // No row points to the payload: take it back now (the sweep would, later).
+        if let Some((key, ..)) = &stored
+            && let Err(e) = state.store.delete(&object_store::path::Path::from(key.as_str())).await
+        {
+            tracing::warn!(error = %e, "removing the payload of an annotation that was not recorded");
+        }
+        return Err(error.into());
+    }
     Ok((id, stored.map(|s| s.3)))
 }
 

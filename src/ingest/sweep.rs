@@ -26,7 +26,7 @@ pub struct SweepReport {
     pub deleted: u64,
 }
 
-/// Deletes unreferenced instance objects older than `grace`. Returns `None` when
+/// Deletes unreferenced instance and annotation objects older than `grace`. Returns `None` when
 /// another node is sweeping.
 pub async fn sweep_orphans(db: &PgPool, store: &Store, grace: Duration) -> anyhow::Result<Option<SweepReport>> {
     let mut conn = db.acquire().await?;
@@ -43,19 +43,21 @@ pub async fn sweep_orphans(db: &PgPool, store: &Store, grace: Duration) -> anyho
 async fn sweep(db: &PgPool, store: &Store, grace: Duration) -> anyhow::Result<SweepReport> {
     let cutoff = chrono::Utc::now() - chrono::Duration::from_std(grace)?;
     let mut report = SweepReport::default();
-    let prefix = Path::from(keys::INSTANCES);
-    let mut listing = store.list(Some(&prefix));
-    let mut candidates = Vec::new();
-    while let Some(meta) = listing.try_next().await? {
-        report.examined += 1;
-        if meta.last_modified < cutoff {
-            candidates.push(meta.location.to_string());
+    for prefix in [keys::INSTANCES, keys::ANNOTATIONS] {
+        let prefix = Path::from(prefix);
+        let mut listing = store.list(Some(&prefix));
+        let mut candidates = Vec::new();
+        while let Some(meta) = listing.try_next().await? {
+            report.examined += 1;
+            if meta.last_modified < cutoff {
+                candidates.push(meta.location.to_string());
+            }
+            if candidates.len() >= 1000 {
+                report.deleted += delete_unreferenced(db, store, &std::mem::take(&mut candidates)).await?;
+            }
         }
-        if candidates.len() >= 1000 {
-            report.deleted += delete_unreferenced(db, store, &std::mem::take(&mut candidates)).await?;
-        }
+        report.deleted += delete_unreferenced(db, store, &candidates).await?;
     }
-    report.deleted += delete_unreferenced(db, store, &candidates).await?;
     if report.deleted > 0 {
         let mut tx = db.begin().await?;
         audit::record(
@@ -74,12 +76,15 @@ async fn delete_unreferenced(db: &PgPool, store: &Store, keys: &[String]) -> any
     if keys.is_empty() {
         return Ok(0);
     }
-    let referenced: HashSet<String> =
-        sqlx::query_scalar!("select object_key from instance where object_key = any($1)", keys)
-            .fetch_all(db)
-            .await?
-            .into_iter()
-            .collect();
+    let referenced: HashSet<String> = sqlx::query_scalar!(
+        r#"select object_key as "object_key!" from instance where object_key = any($1)
+               union all select object_key from annotation where object_key = any($1)"#,
+        keys
+    )
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .collect();
     let mut deleted = 0;
     for key in keys.iter().filter(|k| !referenced.contains(*k)) {
         match store.delete(&Path::from(key.as_str())).await {

@@ -303,6 +303,9 @@ async fn the_sweep_removes_objects_no_row_points_to_once_they_are_old_enough() {
     // A crash between writing an object and committing its row leaves this behind.
     let orphan = custodian::storage::keys::instance("2.25.1", "2.25.2", "2.25.3");
     app.state.store.put(&orphan, object_store::PutPayload::from_static(b"de-identified bytes")).await.unwrap();
+    // The same for an annotation payload whose row never came.
+    let orphan_mask = custodian::storage::keys::annotation(uuid::Uuid::new_v4(), "nii.gz");
+    app.state.store.put(&orphan_mask, object_store::PutPayload::from_static(b"mask")).await.unwrap();
 
     let young = custodian::ingest::sweep::sweep_orphans(&app.db, &app.state.store, std::time::Duration::from_hours(1))
         .await
@@ -314,8 +317,9 @@ async fn the_sweep_removes_objects_no_row_points_to_once_they_are_old_enough() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((swept.examined, swept.deleted), (2, 1));
+    assert_eq!((swept.examined, swept.deleted), (3, 2));
     assert!(app.state.store.head(&orphan).await.is_err());
+    assert!(app.state.store.head(&orphan_mask).await.is_err());
     assert_eq!(walk(&app.state.config.objects_dir()).len(), 1, "the committed instance keeps its object");
     assert_eq!(app.audit_actions().await.last().unwrap(), "storage.sweep");
 }
