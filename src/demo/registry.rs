@@ -433,9 +433,17 @@ async fn write_imaging(
     Ok(series_rows)
 }
 
+/// Streams `text`, already in COPY text format, as it is.
 async fn copy_text(tx: &mut PgConnection, statement: &str, text: &str) -> Result<()> {
-    let mut lines = text.lines();
-    copy_rows(tx, statement, |c| fill(c, &mut lines, |c, line| c.line(format_args!("{line}")))).await?;
+    let mut copy_in = tx.copy_in_raw(statement).await?;
+    // COPY data may be split anywhere across messages.
+    for chunk in text.as_bytes().chunks(1 << 20) {
+        if let Err(e) = copy_in.send(chunk).await {
+            let _ = copy_in.abort("generation failed").await;
+            return Err(e.into());
+        }
+    }
+    copy_in.finish().await?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@
 
 use super::table::{self, Format};
 use super::{ObservationRow, Parsed, Problems, parse_date_time, parse_number, patient_id};
-use crate::dictionary::units::{self, Unit};
+use crate::dictionary::units;
 use crate::dictionary::{Dictionary, Field, FieldSource, ValueType};
 
 /// A value of `field` as stored: a number in the canonical unit, or a code.
@@ -174,9 +174,4 @@ pub fn split_unit(column: &str) -> (&str, Option<&str>) {
         Some((name, unit)) => (name.trim(), Some(unit.trim())),
         None => (column, None),
     }
-}
-
-/// Whether `text` names a known unit (for header checks).
-pub fn known_unit(text: &str) -> bool {
-    Unit::parse(text).is_some()
 }
