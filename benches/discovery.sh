@@ -9,6 +9,7 @@
 #   benches/discovery.sh                     # 100,000 subjects, 30 runs per query
 #   SUBJECTS=10000 RUNS=10 benches/discovery.sh
 #   QUERIES=0 benches/discovery.sh          # the lab import only
+#   INDEX=0 benches/discovery.sh            # without the in-memory index: PostgreSQL answers
 #
 # Needs PostgreSQL 15 server binaries (PGBIN) and psql.
 set -eu
@@ -52,25 +53,37 @@ psql -X -q "postgres://custodian@127.0.0.1:$PGPORT/postgres" -c "create database
 
 export CUSTODIAN_DATABASE__URL="$URL"
 # Secrets for this run only.
-export CUSTODIAN_AUTH__HS256_SECRET="s$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z' | head -c 40)"
-export CUSTODIAN_DEID__REGISTRY_KEY="k$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z' | head -c 40)"
+export CUSTODIAN_AUTH__HS256_SECRET="s$(od -An -tx1 -N32 /dev/urandom | tr -d " \n")"
+export CUSTODIAN_DEID__REGISTRY_KEY="k$(od -An -tx1 -N32 /dev/urandom | tr -d " \n")"
 export CUSTODIAN_LOG__FILTER=warn
 mkdir "$work/data"
 custodian() { "$BIN" --data-dir "$work/data" "$@"; }
 
 echo "generating a synthetic registry of $SUBJECTS subjects..." >&2
 t0=$(date +%s.%N)
-custodian demo --subjects "$SUBJECTS" 2>&1 >/dev/null | grep '^generated' >&2
+custodian demo --subjects "$SUBJECTS" >"$work/demo.log" 2>&1 || { cat "$work/demo.log" >&2; exit 1; }
+grep "^generated" "$work/demo.log" >&2 || true
 t1=$(date +%s.%N)
 echo "generation took $(echo "$t1 - $t0" | bc) s" >&2
 psql -X -q -t -A "$URL" -c "select 'rows: ' || (select count(*) from subject) || ' subjects, ' || (select count(*) from study) || ' studies, ' || (select count(*) from series) || ' series, ' || (select count(*) from instance) || ' instances, ' || (select count(*) from observation) || ' lab values, ' || (select count(*) from genotype) || ' genotypes'" >&2
 
+# INDEX=0: the service answers every query from PostgreSQL (no in-memory index).
+export CUSTODIAN_DISCOVERY__MEMORY_INDEX=$([ "${INDEX:-1}" = 0 ] && echo false || echo true)
 "$BIN" --data-dir "$work/data" serve --listen "127.0.0.1:$PORT" >"$work/server.log" 2>&1 &
 pid=$!
 until curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; do
     kill -0 "$pid" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
     sleep 0.2
 done
+if [ "${INDEX:-1}" != 0 ]; then
+    # The index is built at start-up, in the background; measure it once it is there.
+    until curl -fs "http://127.0.0.1:$PORT/metrics" | grep -Eq '^custodian_discovery_index_units [1-9]'; do
+        kill -0 "$pid" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
+        sleep 0.5
+    done
+    curl -fs "http://127.0.0.1:$PORT/metrics" | grep -E '^custodian_discovery_index_(units|build_seconds) ' >&2
+    echo "service resident memory with the index: $(($(ps -o rss= -p "$pid") / 1024)) MiB" >&2
+fi
 steward=$(custodian token issue --user bench-steward --role steward --ttl 2h)
 uploader=$(custodian token issue --user bench-uploader --role uploader --ttl 2h)
 

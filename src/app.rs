@@ -35,6 +35,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub ingest: Arc<crate::ingest::Ingestor>,
+    /// The in-memory discovery index.
+    pub discovery: Arc<crate::discovery::memory::Index>,
 }
 
 /// The complete HTTP service: API, docs, operations endpoints and middleware.

@@ -319,7 +319,22 @@ async fn serve_with(
         sweep_interval,
         Duration::from_secs(config.ingest.sweep_grace_secs),
     ));
+    let discovery = Arc::new(if config.discovery.memory_index {
+        crate::discovery::memory::Index::default()
+    } else {
+        crate::discovery::memory::Index::disabled()
+    });
+    if config.discovery.memory_index {
+        // Built before the first query needs it.
+        let (index, pool) = (discovery.clone(), db.pool.clone());
+        tokio::spawn(async move {
+            if let Err(e) = index.refresh(&pool).await {
+                tracing::warn!(error = %e, "the discovery index could not be built; PostgreSQL answers meanwhile");
+            }
+        });
+    }
     let state = AppState {
+        discovery,
         ingest,
         db: db.pool.clone(),
         store,

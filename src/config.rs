@@ -117,11 +117,14 @@ pub struct DeidConfig {
 pub struct DiscoveryConfig {
     /// Discovery queries per user in any 24 hours (stewards and admins are exempt).
     pub daily_query_budget: u32,
+    /// Answer discovery from an in-memory index of the registry (rebuilt in the
+    /// background after changes, PostgreSQL answering meanwhile); off: always PostgreSQL.
+    pub memory_index: bool,
 }
 
 impl Default for DiscoveryConfig {
     fn default() -> Self {
-        Self { daily_query_budget: 500 }
+        Self { daily_query_budget: 500, memory_index: true }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Prometheus metrics: request counts and latencies by route and status, and
 //! the database pool's size, served as text at `/metrics`.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -30,6 +30,9 @@ pub struct Metrics {
     pool_size: Gauge<u64, AtomicU64>,
     pool_idle: Gauge<u64, AtomicU64>,
     pool_max: Gauge<u64, AtomicU64>,
+    index_units: Gauge<u64, AtomicU64>,
+    index_version: Gauge<i64, AtomicI64>,
+    index_build: Gauge<f64, AtomicU64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -48,18 +51,37 @@ impl Default for Metrics {
         let pool_size = Gauge::<u64, AtomicU64>::default();
         let pool_idle = Gauge::<u64, AtomicU64>::default();
         let pool_max = Gauge::<u64, AtomicU64>::default();
+        let index_units = Gauge::<u64, AtomicU64>::default();
+        let index_version = Gauge::<i64, AtomicI64>::default();
+        let index_build = Gauge::<f64, AtomicU64>::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         registry.register("http_request_duration_seconds", "Time to answer HTTP requests", latency.clone());
         registry.register("db_pool_connections", "Open database connections", pool_size.clone());
         registry.register("db_pool_idle_connections", "Idle database connections", pool_idle.clone());
         registry.register("db_pool_max_connections", "Configured database pool size", pool_max.clone());
-        Self { registry, requests, latency, pool_size, pool_idle, pool_max }
+        registry.register("discovery_index_units", "Units in the in-memory discovery index", index_units.clone());
+        registry.register(
+            "discovery_index_version",
+            "Change version of the in-memory discovery index",
+            index_version.clone(),
+        );
+        registry.register(
+            "discovery_index_build_seconds",
+            "Time the latest discovery index took to build",
+            index_build.clone(),
+        );
+        Self { registry, requests, latency, pool_size, pool_idle, pool_max, index_units, index_version, index_build }
     }
 }
 
 impl Metrics {
     /// Renders every metric in the Prometheus text format.
-    pub fn render(&self, pool: &PgPool) -> String {
+    pub fn render(&self, pool: &PgPool, index: &crate::discovery::memory::Index) -> String {
+        if let Some(snapshot) = index.latest() {
+            self.index_units.set(u64::try_from(snapshot.units()).unwrap_or(u64::MAX));
+            self.index_version.set(snapshot.version);
+            self.index_build.set(snapshot.build_time.as_secs_f64());
+        }
         self.pool_size.set(u64::from(pool.size()));
         self.pool_idle.set(u64::try_from(pool.num_idle()).unwrap_or(u64::MAX));
         self.pool_max.set(u64::from(pool.options().get_max_connections()));

@@ -121,6 +121,11 @@ impl Condition {
         matches!(self, Self::SeriesCode(..) | Self::SeriesRange(..) | Self::After { .. })
     }
 
+    /// Whether the condition can meet a missing value (a unit without imaging, a subject without sex).
+    pub fn nullable(&self) -> bool {
+        self.on_series() || matches!(self, Self::Sex(_))
+    }
+
     /// Whether the condition can be the event of `within_days_after` (it has a date).
     fn dated(&self) -> bool {
         matches!(self, Self::Diagnosis { .. } | Self::ObservationRange { .. } | Self::ObservationCode { .. })

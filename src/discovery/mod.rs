@@ -9,7 +9,10 @@
 
 pub mod criteria;
 pub mod disclosure;
+pub mod memory;
 pub mod sql;
+
+use std::sync::Arc;
 
 use aws_lc_rs::digest::{SHA256, digest};
 use serde::Serialize;
@@ -265,6 +268,27 @@ fn count_sql(query: &Query) -> QueryBuilder<Postgres> {
     qb
 }
 
+/// Subjects, studies, series and instances matching `query`, counted by PostgreSQL.
+pub async fn count_in_database(db: &PgPool, query: &Query) -> Result<[i64; 4], ApiError> {
+    // Planned with the actual values every time (the statements are built per query anyway).
+    let row = count_sql(query).build().persistent(false).fetch_one(db).await?;
+    Ok([row.get(0), row.get(1), row.get(2), row.get(3)])
+}
+
+/// Runs `work` on the snapshot off the async workers.
+async fn in_memory<T: Send + 'static>(
+    snapshot: Arc<memory::Snapshot>,
+    work: impl FnOnce(&memory::Snapshot) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(move || work(&snapshot))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("discovery evaluation failed: {e}")))
+}
+
+async fn current(db: &PgPool, index: &Arc<memory::Index>) -> Result<Option<Arc<memory::Snapshot>>, ApiError> {
+    Ok(index.current(db).await?)
+}
+
 /// The answer to a count.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CountResult {
@@ -274,14 +298,23 @@ pub struct CountResult {
     pub criteria_sha256: String,
 }
 
-/// Counts subjects, studies, series and instances matching `query`.
-pub async fn count(db: &PgPool, caller: &Caller<'_>, query: &Query) -> Result<CountResult, ApiError> {
-    let mut sql = count_sql(query);
-    // Planned with the actual values every time (the statements are built per query anyway).
-    let counting = async { sql.build().persistent(false).fetch_one(db).await.map_err(ApiError::from) };
-    let ((), policy, row) =
-        tokio::try_join!(check_budget(db, caller), disclosure(db, caller, query.node.as_ref()), counting)?;
-    let raw: [i64; 4] = [row.get(0), row.get(1), row.get(2), row.get(3)];
+/// Counts subjects, studies, series and instances matching `query`: from the
+/// in-memory index when it is current, else from PostgreSQL.
+pub async fn count(
+    db: &PgPool,
+    index: &Arc<memory::Index>,
+    caller: &Caller<'_>,
+    query: &Query,
+) -> Result<CountResult, ApiError> {
+    let ((), policy, snapshot) =
+        tokio::try_join!(check_budget(db, caller), disclosure(db, caller, query.node.as_ref()), current(db, index))?;
+    let raw = match snapshot {
+        Some(snapshot) => {
+            let node = query.node.clone();
+            in_memory(snapshot, move |s| s.count(node.as_ref())).await?
+        }
+        None => count_in_database(db, query).await?,
+    };
     if differencing(db, caller, query, raw[0], policy.threshold).await? {
         record(db, caller, "count", query, raw[0], "refused").await?;
         return Err(refusal());
@@ -328,13 +361,12 @@ pub struct BreakdownResult {
     pub criteria_sha256: String,
 }
 
-/// Counts broken down by one or two dimensions, with totals.
-pub async fn breakdown(
-    db: &PgPool,
-    caller: &Caller<'_>,
-    query: &Query,
-    by: &[Dimension],
-) -> Result<BreakdownResult, ApiError> {
+/// Cells of a breakdown as PostgreSQL's grouping sets give them: labels
+/// (`None`: the total over that dimension) and subjects, studies, series, instances.
+pub type RawCells = Vec<(Vec<Option<String>>, [i64; 4])>;
+
+/// A breakdown computed by PostgreSQL.
+pub async fn breakdown_in_database(db: &PgPool, query: &Query, by: &[Dimension]) -> Result<RawCells, ApiError> {
     let keys: Vec<String> = (0..by.len()).map(|i| format!("k{i}")).collect();
     let mut qb = QueryBuilder::new("select ");
     for key in &keys {
@@ -359,22 +391,40 @@ pub async fn breakdown(
     }
     let sets = if by.len() == 2 { "((k0, k1), (k0), (k1), ())" } else { "((k0), ())" };
     qb.push(") u group by grouping sets ").push(sets);
-    let grouping = async { qb.build().persistent(false).fetch_all(db).await.map_err(ApiError::from) };
-    let ((), policy, rows) =
-        tokio::try_join!(check_budget(db, caller), disclosure(db, caller, query.node.as_ref()), grouping)?;
-    let mut cells = Vec::with_capacity(rows.len());
-    let mut raw = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let values: Vec<Option<String>> = (0..by.len())
-            .map(|i| {
-                let total: i32 = row.get(by.len() + i);
-                if total == 1 { None } else { Some(row.get::<String, _>(i)) }
-            })
-            .collect();
-        let base = 2 * by.len();
-        raw.push([row.get::<i64, _>(base), row.get(base + 1), row.get(base + 2), row.get(base + 3)]);
-        cells.push(values);
-    }
+    let rows = qb.build().persistent(false).fetch_all(db).await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let values: Vec<Option<String>> = (0..by.len())
+                .map(|i| {
+                    let total: i32 = row.get(by.len() + i);
+                    if total == 1 { None } else { Some(row.get::<String, _>(i)) }
+                })
+                .collect();
+            let base = 2 * by.len();
+            (values, [row.get::<i64, _>(base), row.get(base + 1), row.get(base + 2), row.get(base + 3)])
+        })
+        .collect())
+}
+
+/// Counts broken down by one or two dimensions, with totals.
+pub async fn breakdown(
+    db: &PgPool,
+    index: &Arc<memory::Index>,
+    caller: &Caller<'_>,
+    query: &Query,
+    by: &[Dimension],
+) -> Result<BreakdownResult, ApiError> {
+    let ((), policy, snapshot) =
+        tokio::try_join!(check_budget(db, caller), disclosure(db, caller, query.node.as_ref()), current(db, index))?;
+    let rows = match snapshot {
+        Some(snapshot) => {
+            let (node, dims) = (query.node.clone(), by.to_vec());
+            in_memory(snapshot, move |s| s.breakdown(node.as_ref(), &dims)).await?
+        }
+        None => breakdown_in_database(db, query, by).await?,
+    };
+    let (cells, raw): (Vec<Vec<Option<String>>>, Vec<[i64; 4]>) = rows.into_iter().unzip();
     // Order: cells by label, then totals, then the grand total.
     let mut order: Vec<usize> = (0..cells.len()).collect();
     order.sort_by(|a, b| {

@@ -34,8 +34,8 @@ pub fn push_node(qb: &mut QueryBuilder<Postgres>, node: &Node) {
     push_tree(qb, node, false);
 }
 
-/// Under `not`, a series condition on a subject without imaging must be
-/// false rather than null (`not null` is null: the subject would drop out);
+/// Under `not`, a series condition on a subject without imaging (or a sex
+/// condition on a subject of unknown sex) must be false rather than null (`not null` is null: the subject would drop out);
 /// elsewhere null already acts as false, and a bare comparison lets the
 /// planner use the column's statistics.
 fn push_tree(qb: &mut QueryBuilder<Postgres>, node: &Node, negated: bool) {
@@ -56,7 +56,7 @@ fn push_tree(qb: &mut QueryBuilder<Postgres>, node: &Node, negated: bool) {
             push_tree(qb, inner, true);
             qb.push(")");
         }
-        Node::Leaf(condition) if negated && condition.on_series() => {
+        Node::Leaf(condition) if negated && condition.nullable() => {
             qb.push("coalesce(");
             push_condition(qb, condition);
             qb.push(", false)");

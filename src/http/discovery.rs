@@ -78,7 +78,7 @@ pub async fn count(
     AppJson(request): AppJson<CountRequest>,
 ) -> Result<AppJson<CountResult>> {
     let query = discovery::prepare(&state.db, request.criteria.as_ref()).await?;
-    Ok(AppJson(discovery::count(&state.db, &caller(&state, &principal), &query).await?))
+    Ok(AppJson(discovery::count(&state.db, &state.discovery, &caller(&state, &principal), &query).await?))
 }
 
 /// Break the matching data down by site, scanner, sex or age band: the site effect at a glance.
@@ -109,5 +109,7 @@ pub async fn breakdown(
         return Err(ApiError::BadRequest("the two dimensions of `by` differ".into()));
     }
     let query = discovery::prepare(&state.db, request.criteria.as_ref()).await?;
-    Ok(AppJson(discovery::breakdown(&state.db, &caller(&state, &principal), &query, &request.by).await?))
+    Ok(AppJson(
+        discovery::breakdown(&state.db, &state.discovery, &caller(&state, &principal), &query, &request.by).await?,
+    ))
 }

@@ -34,5 +34,8 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render(&state.db))
+    (
+        [(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.render(&state.db, &state.discovery),
+    )
 }

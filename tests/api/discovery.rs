@@ -5,7 +5,10 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use std::sync::Arc;
+
 use custodian::auth::Role;
+use custodian::discovery::sql::Dimension;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestResponse};
@@ -216,6 +219,8 @@ async fn counts_match_expectations_computed_independently_for_every_kind_of_cond
     let people = people();
     registry(&app, &people).await;
     let steward = app.token("stella", &[Role::Steward]);
+    // Answered from the in-memory index; PostgreSQL's answer is checked alongside.
+    app.state.discovery.refresh(&app.db).await.unwrap();
     let dx_date = |p: &Person| p.diagnosis.map(|(_, d)| d);
     let cases: Vec<(Value, [i64; 4])> = vec![
         (json!(null), expected(&people, |_, _| true)),
@@ -279,6 +284,8 @@ async fn counts_match_expectations_computed_independently_for_every_kind_of_cond
         }
         response.assert_status(StatusCode::OK);
         assert_eq!(counts(&response.json()), want, "criteria {criteria}");
+        let query = custodian::discovery::prepare(&app.db, body.get("criteria")).await.unwrap();
+        assert_eq!(custodian::discovery::count_in_database(&app.db, &query).await.unwrap(), want, "SQL: {criteria}");
         assert!(want[0] > 0, "every case matches someone: {criteria}");
     }
 }
@@ -414,4 +421,110 @@ async fn the_daily_query_budget_is_enforced_for_researchers_but_not_stewards() {
     for _ in 0..3 {
         discover(&app, &steward, "breakdown", &json!({})).await.assert_status(StatusCode::OK);
     }
+}
+
+/// Both evaluators' answers to `criteria`: the in-memory index's and PostgreSQL's.
+async fn both_counts(
+    app: &TestApp,
+    snapshot: &custodian::discovery::memory::Snapshot,
+    criteria: &Value,
+) -> [[i64; 4]; 2] {
+    let query = custodian::discovery::prepare(&app.db, (!criteria.is_null()).then_some(criteria)).await.unwrap();
+    [snapshot.count(query.node.as_ref()), custodian::discovery::count_in_database(&app.db, &query).await.unwrap()]
+}
+
+#[tokio::test]
+async fn the_in_memory_index_answers_exactly_what_postgresql_answers_on_a_generated_registry() {
+    let app = TestApp::new().await;
+    custodian::demo::seed(&app.db).await.unwrap();
+    custodian::demo::registry::generate(&app.db, &app.state.ingest.key, 3650, 400, 11).await.unwrap();
+    // Some edge cases the generator does not make: a subject without sex or imaging, a withdrawn subject.
+    sqlx::query(
+        "insert into subject (pseudonym, site_id, date_shift_days) select 'edge', site_id, 0 from site where code = 'uhb'",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    sqlx::query("update subject set withdrawn_at = now() where subject_id = (select subject_id from discovery_series order by series_id limit 1)")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let snapshot = app.state.discovery.refresh(&app.db).await.unwrap();
+
+    let benchmark: Value = serde_json::from_str(include_str!("../../benches/discovery_queries.json")).unwrap();
+    let mut criteria: Vec<Value> = benchmark
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["body"].get("criteria").cloned().unwrap_or(Value::Null))
+        .collect();
+    criteria.extend([
+        json!({"field": "cohort", "in": ["demo-neuro-mri"]}),
+        json!({"not": {"field": "cohort", "in": ["demo-neuro-mri"]}}),
+        json!({"not": {"field": "modality", "in": ["MR"]}}),
+        json!({"not": {"field": "sex", "in": ["F", "M"]}}),
+        json!({"or": [{"field": "body_part", "in": ["HEAD"]}, {"field": "hba1c", "max": 5.0}]}),
+        json!({"not": {"or": [{"field": "age_at_study", "max": 40}, {"field": "genotype", "variant": "rs429358", "genotype": "hom_ref"}]}}),
+        json!({"field": "manufacturer", "in": ["Siemens", "GE", "Philips"]}),
+        json!({"field": "annotation", "label": ["RID3874"], "role": ["algorithm", "resident"]}),
+        json!({"not": {"field": "annotation", "level": "low"}}),
+        json!({"field": "CT", "in": ["x"]}),
+        json!({"field": "modality", "in": ["CT"], "within_days_after": {"event": {"field": "hba1c", "min": 6.5}, "min": -30, "max": 30}}),
+        json!({"not": {"field": "modality", "in": ["MR"], "within_days_after": {"event": {"field": "diagnosis", "prefix": "E"}, "min": 0, "max": 3650}}}),
+        json!({"field": "diagnosis", "in": ["E11.9", "I10"]}),
+        json!({"field": "smoking_status", "in": ["current", "former"]}),
+    ]);
+    let mut compared = 0;
+    for c in &criteria {
+        let Ok(query) = custodian::discovery::prepare(&app.db, (!c.is_null()).then_some(c)).await else { continue };
+        let [memory, database] = both_counts(&app, &snapshot, c).await;
+        assert_eq!(memory, database, "criteria {c}");
+        let dims = [
+            Dimension::Site,
+            Dimension::Cohort,
+            Dimension::Modality,
+            Dimension::Manufacturer,
+            Dimension::Model,
+            Dimension::FieldStrength,
+            Dimension::Sex,
+            Dimension::AgeBand,
+        ];
+        for (i, a) in dims.iter().enumerate() {
+            for by in std::iter::once(vec![*a]).chain(dims[i + 1..].iter().map(|b| vec![*a, *b])) {
+                let mut memory = snapshot.breakdown(query.node.as_ref(), &by);
+                let mut database = custodian::discovery::breakdown_in_database(&app.db, &query, &by).await.unwrap();
+                memory.sort();
+                database.sort();
+                assert_eq!(memory, database, "criteria {c} by {by:?}");
+            }
+        }
+        compared += 1;
+    }
+    assert!(compared >= 30, "only {compared} criteria were valid");
+}
+
+#[tokio::test]
+async fn a_change_is_counted_at_once_and_the_index_catches_up_with_it() {
+    let app = TestApp::new().await;
+    let people = people();
+    registry(&app, &people).await;
+    let steward = app.token("stella", &[Role::Steward]);
+    let index = &app.state.discovery;
+    let built = index.refresh(&app.db).await.unwrap();
+    let all = json!({});
+    let before = counts(&discover(&app, &steward, "count", &all).await.json());
+    assert_eq!(before, expected(&people, |_, _| true));
+    assert!(Arc::ptr_eq(&index.latest().unwrap(), &built), "an unchanged registry is answered from the index");
+
+    // A withdrawal: the very next query no longer counts the subject, whatever the index holds.
+    sqlx::query("update subject set withdrawn_at = now() where subject_id = (select subject_id from subject order by pseudonym limit 1)")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let after = counts(&discover(&app, &steward, "count", &all).await.json());
+    assert_eq!(after[0], before[0] - 1);
+    let rebuilt = index.refresh(&app.db).await.unwrap();
+    assert!(rebuilt.version > built.version);
+    assert_eq!(rebuilt.count(None), after);
+    assert_eq!(counts(&discover(&app, &steward, "count", &all).await.json()), after);
 }

@@ -207,7 +207,13 @@ impl TestApp {
         let auth = Authenticator::from_config(&config.auth, None).expect("test auth config");
         let store = custodian::storage::open(&config).expect("test object store");
         let ingest = custodian::ingest::Ingestor::new(&config, db.clone(), store.clone()).expect("test ingest");
+        let discovery = Arc::new(if config.discovery.memory_index {
+            custodian::discovery::memory::Index::default()
+        } else {
+            custodian::discovery::memory::Index::disabled()
+        });
         let state = AppState {
+            discovery,
             ingest: Arc::new(ingest),
             db: db.clone(),
             store,
