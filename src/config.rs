@@ -33,6 +33,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub dicom: DicomConfig,
     pub discovery: DiscoveryConfig,
+    pub access: AccessConfig,
 }
 
 impl Default for Config {
@@ -49,6 +50,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             dicom: DicomConfig::default(),
             discovery: DiscoveryConfig::default(),
+            access: AccessConfig::default(),
         }
     }
 }
@@ -120,6 +122,34 @@ pub struct DiscoveryConfig {
     /// Answer discovery from an in-memory index of the registry (rebuilt in the
     /// background after changes, PostgreSQL answering meanwhile); off: always PostgreSQL.
     pub memory_index: bool,
+}
+
+/// Access governance: the committee's rules.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// Approving (or rejecting) votes needed for an application to a `registered` cohort.
+    pub quorum_registered: u32,
+    /// Votes needed when any requested cohort is `controlled`.
+    pub quorum_controlled: u32,
+    /// Stewards from the same institution as a project member must recuse.
+    pub recuse_same_institution: bool,
+    /// Working days (Monday to Friday) from submission to the decision's due date.
+    pub review_working_days: u32,
+    /// The version of the data use agreement a PI accepts to activate a grant.
+    pub dua_version: String,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        Self {
+            quorum_registered: 1,
+            quorum_controlled: 2,
+            recuse_same_institution: true,
+            review_working_days: 20,
+            dua_version: "custodian-dua-2026-1".into(),
+        }
+    }
 }
 
 impl Default for DiscoveryConfig {

@@ -3,6 +3,8 @@
 //! Data flows ingest → de-identification → catalog → discovery → access →
 //! extracts; `audit`, `auth`, `storage` and `db` are services shared by all.
 
+/// Access governance: projects, applications, review, grants.
+pub mod access;
 /// Annotations with provenance: labels, geometry, masks, DICOM SEG/RTSTRUCT links.
 pub mod annotations;
 /// Application state, router and serving.

@@ -18,6 +18,10 @@ pub mod tags {
     pub const CATALOG: &str = "catalog";
     pub const DICTIONARY: &str = "dictionary";
     pub const DISCOVERY: &str = "discovery";
+    pub const PROJECTS: &str = "projects";
+    pub const APPLICATIONS: &str = "applications";
+    pub const REVIEW: &str = "review";
+    pub const GRANTS: &str = "grants";
 }
 
 #[derive(OpenApi)]
@@ -39,6 +43,10 @@ pub mod tags {
         (name = tags::CATALOG, description = "Published studies, series and instances; the quarantine"),
         (name = tags::DICTIONARY, description = "The data dictionary: discoverable fields, units, codings and coverage"),
         (name = tags::DISCOVERY, description = "Counts and breakdowns under disclosure control: what exists, without a row"),
+        (name = tags::PROJECTS, description = "Researcher profiles, projects and their members"),
+        (name = tags::APPLICATIONS, description = "Access applications: versioned content, feasibility and consent check, submission"),
+        (name = tags::REVIEW, description = "The access committee: queue, assignments, declarations of interest, votes, comments"),
+        (name = tags::GRANTS, description = "Grants: versions, suspension, revocation; checked on every request"),
         (name = tags::DEID, description = "De-identification at the door: the PS3.15 profile Custodian applies"),
     )
 )]

@@ -44,6 +44,12 @@ impl RegistryKey {
         out
     }
 
+    /// A 256-bit key for `purpose` (e.g. sealing project keys), derived from the
+    /// registry key and never stored.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        self.mac("derived-key", &[purpose.as_bytes()])
+    }
+
     /// The registry pseudonym of the patient `local_id` at `site`.
     pub fn subject(&self, site: &str, local_id: &str) -> String {
         let mac = self.mac("subject", &[site.as_bytes(), local_id.trim().as_bytes()]);

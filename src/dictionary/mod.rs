@@ -102,6 +102,11 @@ impl Dictionary {
         self.fields.iter().find(|f| f.id == id)
     }
 
+    /// Every field.
+    pub fn fields(&self) -> &[Field] {
+        &self.fields
+    }
+
     /// An observation field by its id, or by its code (`4548-4`, `LOINC:4548-4`, `P05231`).
     pub fn observation(&self, code: &str, system: Option<&str>) -> Option<&Field> {
         let code = code.trim();

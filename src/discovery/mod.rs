@@ -148,11 +148,11 @@ pub struct Caller<'a> {
     pub daily_budget: u32,
 }
 
-/// The threshold and rounding of the cohorts a query can touch: the strictest.
-async fn disclosure(db: &PgPool, caller: &Caller<'_>, node: Option<&Node>) -> Result<Disclosure, ApiError> {
-    let cohorts: Vec<String> = match node {
-        Some(Node::Leaf(Condition::Cohort(slugs))) => slugs.clone(),
-        Some(Node::And(items)) => items
+/// The cohorts a query is limited to by a top-level cohort condition (empty: every cohort).
+pub fn cohorts_of(node: &Node) -> Vec<String> {
+    match node {
+        Node::Leaf(Condition::Cohort(slugs)) => slugs.clone(),
+        Node::And(items) => items
             .iter()
             .find_map(|n| match n {
                 Node::Leaf(Condition::Cohort(slugs)) => Some(slugs.clone()),
@@ -160,7 +160,12 @@ async fn disclosure(db: &PgPool, caller: &Caller<'_>, node: Option<&Node>) -> Re
             })
             .unwrap_or_default(),
         _ => Vec::new(),
-    };
+    }
+}
+
+/// The threshold and rounding of the cohorts a query can touch: the strictest.
+async fn disclosure(db: &PgPool, caller: &Caller<'_>, node: Option<&Node>) -> Result<Disclosure, ApiError> {
+    let cohorts = node.map(cohorts_of).unwrap_or_default();
     let row = sqlx::query!(
         r#"select coalesce(max(suppression_threshold), 10)::bigint as "threshold!",
                   coalesce(max(count_rounding), 5)::bigint as "rounding!"

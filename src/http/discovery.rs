@@ -7,8 +7,10 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use uuid::Uuid;
 
 use super::extract::AppJson;
+use crate::access::grants;
 use crate::app::AppState;
 use crate::auth::{Principal, Role};
 use crate::discovery::sql::Dimension;
@@ -30,6 +32,9 @@ pub struct CountRequest {
     /// `{"field": "genotype", "variant": "rs429358", "genotype": "carrier"}`; absent: everything.
     #[schema(value_type = Object)]
     pub criteria: Option<Value>,
+    /// Ask as a member of this project: within its active grants (the criteria
+    /// name their cohorts, each granted) the counts are exact.
+    pub project: Option<Uuid>,
 }
 
 /// A breakdown query.
@@ -42,18 +47,38 @@ pub struct BreakdownRequest {
     /// One or two dimensions (default `["site"]`).
     #[serde(default = "default_by")]
     pub by: Vec<Dimension>,
+    /// As for a count.
+    pub project: Option<Uuid>,
 }
 
 fn default_by() -> Vec<Dimension> {
     vec![Dimension::Site]
 }
 
-fn caller<'a>(state: &AppState, principal: &'a Principal) -> Caller<'a> {
-    Caller {
-        username: &principal.username,
-        privileged: principal.has_role(Role::Steward) || principal.has_role(Role::Admin),
-        daily_budget: state.config.discovery.daily_query_budget,
+/// Who asks: stewards and admins see exact counts, and so does a project
+/// member asking within the project's active grants.
+async fn caller<'a>(
+    state: &AppState,
+    principal: &'a Principal,
+    project: Option<Uuid>,
+    query: &discovery::Query,
+) -> Result<Caller<'a>> {
+    let mut privileged = principal.has_role(Role::Steward) || principal.has_role(Role::Admin);
+    if let Some(project) = project {
+        let cohorts = query.node.as_ref().map(discovery::cohorts_of).unwrap_or_default();
+        if cohorts.is_empty() {
+            return Err(ApiError::BadRequest(
+                "a query within a project names its cohorts: {\"field\": \"cohort\", \"in\": [...]} at the top level"
+                    .into(),
+            ));
+        }
+        for cohort in &cohorts {
+            let need = grants::Need { cohort, imaging: false };
+            grants::check(&state.db, project, &principal.username, need).await?;
+        }
+        privileged = true;
     }
+    Ok(Caller { username: &principal.username, privileged, daily_budget: state.config.discovery.daily_query_budget })
 }
 
 /// Count subjects, studies, series and instances matching the criteria.
@@ -66,7 +91,7 @@ fn caller<'a>(state: &AppState, principal: &'a Principal) -> Caller<'a> {
     responses(
         (status = 200, description = "Counts, suppressed below the threshold and rounded", body = CountResult),
         (status = 400, description = "Invalid criteria: every problem with its JSON Pointer", body = ErrorBody),
-        (status = 403, description = "Refused as a differencing query", body = ErrorBody),
+        (status = 403, description = "Refused as a differencing query, or outside the project's grants (`no-grant`, `grant-expired`, `grant-suspended`, ...)", body = ErrorBody),
         (status = 429, description = "Daily query budget used up", body = ErrorBody),
         (status = "4XX", description = "Client error", body = ErrorBody),
         (status = "5XX", description = "Server error", body = ErrorBody),
@@ -78,7 +103,8 @@ pub async fn count(
     AppJson(request): AppJson<CountRequest>,
 ) -> Result<AppJson<CountResult>> {
     let query = discovery::prepare(&state.db, request.criteria.as_ref()).await?;
-    Ok(AppJson(discovery::count(&state.db, &state.discovery, &caller(&state, &principal), &query).await?))
+    let caller = caller(&state, &principal, request.project, &query).await?;
+    Ok(AppJson(discovery::count(&state.db, &state.discovery, &caller, &query).await?))
 }
 
 /// Break the matching data down by site, scanner, sex or age band: the site effect at a glance.
@@ -109,7 +135,6 @@ pub async fn breakdown(
         return Err(ApiError::BadRequest("the two dimensions of `by` differ".into()));
     }
     let query = discovery::prepare(&state.db, request.criteria.as_ref()).await?;
-    Ok(AppJson(
-        discovery::breakdown(&state.db, &state.discovery, &caller(&state, &principal), &query, &request.by).await?,
-    ))
+    let caller = caller(&state, &principal, request.project, &query).await?;
+    Ok(AppJson(discovery::breakdown(&state.db, &state.discovery, &caller, &query, &request.by).await?))
 }

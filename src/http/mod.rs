@@ -5,6 +5,7 @@
 //! `/readyz`, `/metrics`) are deliberately outside the contract.
 
 pub mod annotations;
+pub mod applications;
 pub mod audit;
 pub mod catalog;
 pub mod cohorts;
@@ -13,9 +14,12 @@ pub mod dicomweb;
 pub mod discovery;
 pub mod extract;
 pub mod fields;
+pub mod grants;
 pub mod imports;
 pub mod me;
 pub mod ops;
+pub mod projects;
+pub mod reviews;
 pub mod tokens;
 pub mod uploads;
 
@@ -38,6 +42,10 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(fields::router())
             .merge(discovery::router())
             .merge(annotations::router())
+            .merge(projects::router())
+            .merge(applications::router())
+            .merge(reviews::router())
+            .merge(grants::router())
             .merge(catalog::router()),
     )
 }

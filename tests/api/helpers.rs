@@ -237,6 +237,14 @@ impl TestApp {
         self.send(Method::POST, path, token, Some(Body::from(body.to_string()))).await
     }
 
+    pub async fn put_json(&self, path: &str, token: Option<&str>, body: &Value) -> TestResponse {
+        self.send(Method::PUT, path, token, Some(Body::from(body.to_string()))).await
+    }
+
+    pub async fn patch_json(&self, path: &str, token: Option<&str>, body: &Value) -> TestResponse {
+        self.send(Method::PATCH, path, token, Some(Body::from(body.to_string()))).await
+    }
+
     pub async fn delete(&self, path: &str, token: Option<&str>) -> TestResponse {
         self.send(Method::DELETE, path, token, None).await
     }

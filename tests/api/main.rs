@@ -1,5 +1,6 @@
 //! API tests: one binary, real PostgreSQL, real object stores.
 
+mod access;
 mod annotations;
 mod api_tokens;
 mod audit;
@@ -19,6 +20,7 @@ mod imports;
 mod jobs;
 mod openapi;
 mod ops;
+mod projects;
 mod real_files;
 mod s3_server;
 mod storage_s3;

@@ -1,0 +1,451 @@
+//! Grants: what an approved application lets a project use, for how long and
+//! under which conditions. Grants are append-only versions; the latest version
+//! is in force, and it is checked on every request that touches row-level data
+//! or files, so expiry, suspension and revocation take effect on the very next
+//! call without a background job.
+
+use std::collections::BTreeSet;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::{PgConnection, PgExecutor};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::deid::pseudonym::RegistryKey;
+use crate::error::ApiError;
+
+/// What an application asks for and a grant allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scope {
+    /// Cohort slugs.
+    pub cohorts: Vec<String>,
+    /// Data dictionary field ids (empty: none beyond the imaging catalog).
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// Data dictionary categories, every field of which is requested.
+    #[serde(default)]
+    pub categories: Vec<String>,
+    /// Modalities (empty: every modality).
+    #[serde(default)]
+    pub modalities: Vec<String>,
+    /// Annotation kinds (`segmentation`, `contour`, `landmark`, `box`, `label`).
+    #[serde(default)]
+    pub annotation_kinds: Vec<String>,
+    /// Whether imaging itself is requested (not only tables).
+    pub imaging: bool,
+}
+
+/// Conditions a committee attaches to an approval.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Conditions {
+    /// Free-text conditions.
+    #[serde(default)]
+    pub text: Vec<String>,
+    /// Only these fields may be released (absent: the requested scope).
+    #[serde(default)]
+    pub allowed_fields: Option<Vec<String>>,
+    /// Imaging may be analysed where it is but not downloaded.
+    #[serde(default)]
+    pub no_imaging_download: bool,
+    /// The grant ends on this day at the latest.
+    #[serde(default)]
+    pub expires_on: Option<NaiveDate>,
+    /// An annual progress report is due.
+    #[serde(default)]
+    pub annual_report: bool,
+}
+
+impl Conditions {
+    /// The conditions of several votes together: every text, the narrowest
+    /// field list, the earliest end, any restriction.
+    pub fn merge(all: impl IntoIterator<Item = Conditions>) -> Conditions {
+        let mut out = Conditions::default();
+        for c in all {
+            out.text.extend(c.text);
+            out.allowed_fields = match (out.allowed_fields, c.allowed_fields) {
+                (None, x) | (x, None) => x,
+                (Some(a), Some(b)) => Some(a.into_iter().filter(|f| b.contains(f)).collect()),
+            };
+            out.no_imaging_download |= c.no_imaging_download;
+            out.expires_on = match (out.expires_on, c.expires_on) {
+                (None, x) | (x, None) => x,
+                (Some(a), Some(b)) => Some(a.min(b)),
+            };
+            out.annual_report |= c.annual_report;
+        }
+        out.text.dedup();
+        out
+    }
+}
+
+/// The state of a grant version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantState {
+    /// Approved; waiting for the PI to accept the data use agreement.
+    Pending,
+    Active,
+    Suspended,
+    Revoked,
+    /// Past its end (a state of the moment, never stored).
+    Expired,
+    Closed,
+}
+
+impl GrantState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+            Self::Closed => "closed",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "active" => Self::Active,
+            "suspended" => Self::Suspended,
+            "revoked" => Self::Revoked,
+            "closed" => Self::Closed,
+            _ => Self::Pending,
+        }
+    }
+}
+
+/// One version of a grant.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Grant {
+    pub id: Uuid,
+    pub version: i32,
+    pub project_id: Uuid,
+    pub application_id: Uuid,
+    /// As stored in this version.
+    pub state: GrantState,
+    /// As of now: `expired` once `not_after` has passed.
+    pub effective_state: GrantState,
+    pub scope: Scope,
+    pub conditions: Conditions,
+    pub not_before: DateTime<Utc>,
+    pub not_after: DateTime<Utc>,
+    /// Why this version was made (suspension, revocation, renewal).
+    pub reason: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+type GrantRow =
+    (Uuid, i32, Uuid, Uuid, String, Value, Value, DateTime<Utc>, DateTime<Utc>, Option<String>, String, DateTime<Utc>);
+
+const COLUMNS: &str = "grant_id, version, project_id, application_id, state, scope, conditions, not_before, not_after, \
+                       reason, created_by, created_at";
+
+fn grant(row: GrantRow, now: DateTime<Utc>) -> Result<Grant, ApiError> {
+    let (id, version, project_id, application_id, state, scope, conditions, not_before, not_after, reason, by, at) =
+        row;
+    let state = GrantState::parse(&state);
+    let effective_state = if state == GrantState::Active && now >= not_after { GrantState::Expired } else { state };
+    Ok(Grant {
+        id,
+        version,
+        project_id,
+        application_id,
+        state,
+        effective_state,
+        scope: serde_json::from_value(scope).map_err(|e| ApiError::Internal(e.into()))?,
+        conditions: serde_json::from_value(conditions).map_err(|e| ApiError::Internal(e.into()))?,
+        not_before,
+        not_after,
+        reason,
+        created_by: by,
+        created_at: at,
+    })
+}
+
+/// The latest version of every grant of a project, newest grant first.
+pub async fn of_project(db: impl PgExecutor<'_>, project_id: Uuid) -> Result<Vec<Grant>, ApiError> {
+    let rows: Vec<GrantRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select distinct on (grant_id) {COLUMNS} from access_grant where project_id = $1
+         order by grant_id, version desc"
+    )))
+    .bind(project_id)
+    .fetch_all(db)
+    .await?;
+    let now = Utc::now();
+    let mut grants = rows.into_iter().map(|r| grant(r, now)).collect::<Result<Vec<_>, _>>()?;
+    grants.sort_by_key(|g| std::cmp::Reverse(g.created_at));
+    Ok(grants)
+}
+
+/// Every version of one grant, oldest first.
+pub async fn history(db: impl PgExecutor<'_>, grant_id: Uuid) -> Result<Vec<Grant>, ApiError> {
+    let rows: Vec<GrantRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from access_grant where grant_id = $1 order by version"
+    )))
+    .bind(grant_id)
+    .fetch_all(db)
+    .await?;
+    let now = Utc::now();
+    rows.into_iter().map(|r| grant(r, now)).collect()
+}
+
+/// The version in force of a grant, locked for a change in `tx`.
+pub async fn latest_for_update(tx: &mut PgConnection, grant_id: Uuid) -> Result<Option<Grant>, ApiError> {
+    // Versions are append-only: lock the grant's first version as the grant's lock.
+    sqlx::query("select 1 from access_grant where grant_id = $1 and version = 1 for update")
+        .bind(grant_id)
+        .execute(&mut *tx)
+        .await?;
+    let row: Option<GrantRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from access_grant where grant_id = $1 order by version desc limit 1"
+    )))
+    .bind(grant_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    row.map(|r| grant(r, Utc::now())).transpose()
+}
+
+/// A new version of a grant.
+pub struct NewVersion<'a> {
+    pub grant_id: Uuid,
+    pub version: i32,
+    pub project_id: Uuid,
+    pub application_id: Uuid,
+    pub state: GrantState,
+    pub scope: &'a Scope,
+    pub conditions: &'a Conditions,
+    pub not_before: DateTime<Utc>,
+    pub not_after: DateTime<Utc>,
+    pub reason: Option<&'a str>,
+    pub created_by: &'a str,
+}
+
+pub async fn insert(tx: &mut PgConnection, v: NewVersion<'_>) -> Result<(), ApiError> {
+    sqlx::query(
+        "insert into access_grant (grant_id, version, project_id, application_id, state, scope, conditions,
+                                   not_before, not_after, reason, created_by)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(v.grant_id)
+    .bind(v.version)
+    .bind(v.project_id)
+    .bind(v.application_id)
+    .bind(v.state.as_str())
+    .bind(serde_json::to_value(v.scope).map_err(|e| ApiError::Internal(e.into()))?)
+    .bind(serde_json::to_value(v.conditions).map_err(|e| ApiError::Internal(e.into()))?)
+    .bind(v.not_before)
+    .bind(v.not_after)
+    .bind(v.reason)
+    .bind(v.created_by)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// What a request needs from a grant.
+#[derive(Debug, Clone, Copy)]
+pub struct Need<'a> {
+    pub cohort: &'a str,
+    /// Imaging (not only tables).
+    pub imaging: bool,
+}
+
+fn refused(code: &'static str, message: String) -> ApiError {
+    ApiError::Refused { code, message }
+}
+
+/// Checks, now, that `username` may use `need` through `project_id`: an
+/// accepted member of an open project whose grant for the cohort is active and
+/// within its dates. Returns that grant, or a refusal that says why.
+pub async fn check(
+    db: impl PgExecutor<'_>,
+    project_id: Uuid,
+    username: &str,
+    need: Need<'_>,
+) -> Result<Grant, ApiError> {
+    let (member, closed, rows): (bool, bool, Vec<Value>) = sqlx::query_as(
+        "select exists (select 1 from project_member m where m.project_id = p.project_id and m.username = $2
+                        and m.accepted_at is not null and m.removed_at is null),
+                p.closed_at is not null,
+                coalesce((select jsonb_agg(to_jsonb(g)) from (
+                    select distinct on (grant_id) g.* from access_grant g
+                    where g.project_id = p.project_id and g.scope -> 'cohorts' ? $3
+                    order by grant_id, version desc) g), '[]')
+         from project p where p.project_id = $1",
+    )
+    .bind(project_id)
+    .bind(username)
+    .bind(need.cohort)
+    .fetch_optional(db)
+    .await?
+    .map_or((false, false, Vec::new()), |(m, c, g): (bool, bool, Value)| {
+        (m, c, g.as_array().cloned().unwrap_or_default())
+    });
+    if !member {
+        // Not a member, or no such project: the same answer.
+        return Err(ApiError::NotFound("project"));
+    }
+    if closed {
+        return Err(refused("project-closed", "the project is closed; its access has ended".into()));
+    }
+    let now = Utc::now();
+    let mut grants = Vec::new();
+    for row in rows {
+        let row: StoredGrant = serde_json::from_value(row).map_err(|e| ApiError::Internal(e.into()))?;
+        grants.push(grant(row.into(), now)?);
+    }
+    // The best grant decides: an active one if there is, else the reason of the most recent.
+    grants.sort_by_key(|g| (g.effective_state != GrantState::Active, std::cmp::Reverse(g.created_at)));
+    let Some(g) = grants.into_iter().next() else {
+        return Err(refused("no-grant", format!("the project has no grant for the cohort `{}`", need.cohort)));
+    };
+    let why = g.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+    match g.effective_state {
+        GrantState::Active if now < g.not_before => Err(refused(
+            "grant-not-yet-valid",
+            format!("the grant for `{}` starts on {}", need.cohort, g.not_before.date_naive()),
+        )),
+        GrantState::Active if need.imaging && !g.scope.imaging => {
+            Err(refused("outside-grant", format!("the grant for `{}` covers tables only, not imaging", need.cohort)))
+        }
+        GrantState::Active => Ok(g),
+        GrantState::Pending => Err(refused(
+            "grant-pending",
+            "the grant is approved but not active yet: the PI has to accept the data use agreement".into(),
+        )),
+        GrantState::Suspended => Err(refused("grant-suspended", format!("the grant is suspended{why}"))),
+        GrantState::Revoked => Err(refused("grant-revoked", format!("the grant was revoked{why}"))),
+        GrantState::Expired => Err(refused(
+            "grant-expired",
+            format!("the grant expired on {}; the PI can request a renewal", g.not_after.date_naive()),
+        )),
+        GrantState::Closed => Err(refused("grant-closed", "the grant is closed".into())),
+    }
+}
+
+#[derive(Deserialize)]
+struct StoredGrant {
+    grant_id: Uuid,
+    version: i32,
+    project_id: Uuid,
+    application_id: Uuid,
+    state: String,
+    scope: Value,
+    conditions: Value,
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+    reason: Option<String>,
+    created_by: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<StoredGrant> for GrantRow {
+    fn from(g: StoredGrant) -> Self {
+        (
+            g.grant_id,
+            g.version,
+            g.project_id,
+            g.application_id,
+            g.state,
+            g.scope,
+            g.conditions,
+            g.not_before,
+            g.not_after,
+            g.reason,
+            g.created_by,
+            g.created_at,
+        )
+    }
+}
+
+/// Cohorts in a scope, for set operations.
+pub fn cohorts(scope: &Scope) -> BTreeSet<&str> {
+    scope.cohorts.iter().map(String::as_str).collect()
+}
+
+/// Creates the project's own pseudonymization key unless it has one, sealed
+/// (AES-256-GCM) under a key derived from the registry key.
+pub async fn ensure_project_key(tx: &mut PgConnection, key: &RegistryKey, project_id: Uuid) -> Result<bool, ApiError> {
+    let mut secret = [0u8; 32];
+    let mut nonce = [0u8; NONCE_LEN];
+    aws_lc_rs::rand::fill(&mut secret).map_err(|_| ApiError::Internal(anyhow::anyhow!("no randomness")))?;
+    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| ApiError::Internal(anyhow::anyhow!("no randomness")))?;
+    let sealing = sealing_key(key)?;
+    let mut sealed = secret.to_vec();
+    sealing
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(project_id.as_bytes()), &mut sealed)
+        .map_err(|_| ApiError::Internal(anyhow::anyhow!("sealing the project key failed")))?;
+    let mut stored = nonce.to_vec();
+    stored.extend_from_slice(&sealed);
+    let created = sqlx::query("insert into project_key (project_id, sealed) values ($1, $2) on conflict do nothing")
+        .bind(project_id)
+        .bind(stored)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    Ok(created == 1)
+}
+
+/// The project's key, unsealed (None once destroyed or never made).
+pub async fn project_key(
+    db: impl PgExecutor<'_>,
+    key: &RegistryKey,
+    project_id: Uuid,
+) -> Result<Option<[u8; 32]>, ApiError> {
+    let stored: Option<Vec<u8>> = sqlx::query_scalar("select sealed from project_key where project_id = $1")
+        .bind(project_id)
+        .fetch_optional(db)
+        .await?;
+    let Some(stored) = stored else { return Ok(None) };
+    let broken = || ApiError::Internal(anyhow::anyhow!("a project key does not unseal"));
+    if stored.len() < NONCE_LEN {
+        return Err(broken());
+    }
+    let (nonce, sealed) = stored.split_at(NONCE_LEN);
+    let mut sealed = sealed.to_vec();
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| broken())?;
+    let plain =
+        sealing_key(key)?.open_in_place(nonce, Aad::from(project_id.as_bytes()), &mut sealed).map_err(|_| broken())?;
+    plain.try_into().map(Some).map_err(|_| broken())
+}
+
+fn sealing_key(key: &RegistryKey) -> Result<LessSafeKey, ApiError> {
+    let derived = key.derive("project-key-sealing");
+    let unbound =
+        UnboundKey::new(&AES_256_GCM, &derived).map_err(|_| ApiError::Internal(anyhow::anyhow!("AES key")))?;
+    Ok(LessSafeKey::new(unbound))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_conditions_keep_every_text_the_narrowest_fields_and_the_earliest_end() {
+        let a = Conditions {
+            text: vec!["cite the cohort".into()],
+            allowed_fields: Some(vec!["age".into(), "sex".into(), "bmi".into()]),
+            expires_on: NaiveDate::from_ymd_opt(2028, 1, 1),
+            ..Conditions::default()
+        };
+        let b = Conditions {
+            text: vec!["no re-identification attempts".into()],
+            allowed_fields: Some(vec!["sex".into(), "bmi".into()]),
+            no_imaging_download: true,
+            expires_on: NaiveDate::from_ymd_opt(2027, 6, 30),
+            annual_report: true,
+        };
+        let merged = Conditions::merge([a, b, Conditions::default()]);
+        assert_eq!(merged.text, ["cite the cohort", "no re-identification attempts"]);
+        assert_eq!(merged.allowed_fields, Some(vec!["sex".into(), "bmi".into()]));
+        assert!(merged.no_imaging_download && merged.annual_report);
+        assert_eq!(merged.expires_on, NaiveDate::from_ymd_opt(2027, 6, 30));
+    }
+}

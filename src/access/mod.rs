@@ -1,0 +1,12 @@
+//! Access governance: researcher profiles, projects and members, versioned
+//! applications with a consent check against each cohort's DUO terms,
+//! committee review (assignments, recusal, declarations of interest, votes
+//! with a quorum per cohort tier, threaded comments), and versioned grants
+//! checked on every request.
+
+pub mod consent;
+pub mod db;
+pub mod grants;
+pub mod projects;
+pub mod review;
+pub mod state;
