@@ -138,6 +138,8 @@ pub struct AccessConfig {
     pub review_working_days: u32,
     /// The version of the data use agreement a PI accepts to activate a grant.
     pub dua_version: String,
+    /// A grant is held once one of its duties is this many days overdue (0: never).
+    pub hold_after_overdue_days: u32,
 }
 
 impl Default for AccessConfig {
@@ -148,6 +150,7 @@ impl Default for AccessConfig {
             recuse_same_institution: true,
             review_working_days: 20,
             dua_version: "custodian-dua-2026-1".into(),
+            hold_after_overdue_days: 30,
         }
     }
 }

@@ -265,10 +265,11 @@ fn refused(code: &'static str, message: String) -> ApiError {
 /// accepted member of an open project whose grant for the cohort is active and
 /// within its dates. Returns that grant, or a refusal that says why.
 pub async fn check(
-    db: impl PgExecutor<'_>,
+    db: &sqlx::PgPool,
     project_id: Uuid,
     username: &str,
     need: Need<'_>,
+    hold_after_overdue_days: u32,
 ) -> Result<Grant, ApiError> {
     let (member, closed, rows): (bool, bool, Vec<Value>) = sqlx::query_as(
         "select exists (select 1 from project_member m where m.project_id = p.project_id and m.username = $2
@@ -314,6 +315,19 @@ pub async fn check(
         )),
         GrantState::Active if need.imaging && !g.scope.imaging => {
             Err(refused("outside-grant", format!("the grant for `{}` covers tables only, not imaging", need.cohort)))
+        }
+        GrantState::Active if hold_after_overdue_days > 0 => {
+            match super::duties::overdue(db, g.id, hold_after_overdue_days).await? {
+                Some((kind, due)) => Err(refused(
+                    "obligation-overdue",
+                    format!(
+                        "the grant is held: the project's {} was due on {due}, more than {hold_after_overdue_days} \
+                         days ago; the PI fulfils it to lift the hold",
+                        kind.replace('_', " ")
+                    ),
+                )),
+                None => Ok(g),
+            }
         }
         GrantState::Active => Ok(g),
         GrantState::Pending => Err(refused(

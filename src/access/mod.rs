@@ -6,6 +6,7 @@
 
 pub mod consent;
 pub mod db;
+pub mod duties;
 pub mod grants;
 pub mod projects;
 pub mod review;

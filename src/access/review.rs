@@ -115,11 +115,21 @@ pub async fn approve(
     )
     .await?;
     let new_key = grants::ensure_project_key(tx, key, app.project_id).await?;
+    let fee = super::duties::charge(tx, app.id, grant_id, &app.draft.scope.cohorts, "access").await?;
+    let pi = super::duties::pi_of(&mut *tx, app.project_id).await?;
+    super::duties::notify(
+        tx,
+        &pi,
+        "application.approved",
+        "Your application was approved: accept the data use agreement to activate the grant",
+        &format!("application:{}", app.id),
+    )
+    .await?;
     audit::record(
         tx,
         NewEvent::new(who, "application.approve").target(format!("application:{}", app.id)).details(json!({
             "version": app.version, "by_rule": by_rule, "grant": grant_id, "not_after": not_after,
-            "conditions": conditions, "project_key_created": new_key,
+            "conditions": conditions, "project_key_created": new_key, "fee": fee,
         })),
     )
     .await?;

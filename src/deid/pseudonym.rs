@@ -24,6 +24,30 @@ impl std::fmt::Debug for RegistryKey {
 
 const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 
+/// `prefix` and the first 80 bits of `mac` in 16 base32 characters:
+/// collisions are out of reach for any registry.
+fn base32_pseudonym(prefix: &str, mac: &[u8]) -> String {
+    let mut bits: u128 = 0;
+    for byte in &mac[..10] {
+        bits = (bits << 8) | u128::from(*byte);
+    }
+    let mut text = String::with_capacity(prefix.len() + 16);
+    text.push_str(prefix);
+    for i in (0..16).rev() {
+        text.push(BASE32[((bits >> (i * 5)) & 31) as usize] as char);
+    }
+    text
+}
+
+/// A project's own pseudonym of a subject: HMAC of the registry pseudonym
+/// under the project's key, so two projects cannot join their data, and
+/// destroying the key destroys the link.
+pub fn project_subject(project_key: &[u8; 32], registry_pseudonym: &str) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, project_key);
+    let tag = hmac::sign(&key, registry_pseudonym.as_bytes());
+    base32_pseudonym("psub-", tag.as_ref())
+}
+
 impl RegistryKey {
     /// A key from at least 32 secret bytes.
     pub fn new(secret: &[u8]) -> Result<Self, &'static str> {
@@ -53,17 +77,7 @@ impl RegistryKey {
     /// The registry pseudonym of the patient `local_id` at `site`.
     pub fn subject(&self, site: &str, local_id: &str) -> String {
         let mac = self.mac("subject", &[site.as_bytes(), local_id.trim().as_bytes()]);
-        // 80 bits in 16 base32 characters: collisions are out of reach for any registry.
-        let mut bits: u128 = 0;
-        for byte in &mac[..10] {
-            bits = (bits << 8) | u128::from(*byte);
-        }
-        let mut text = String::with_capacity(20);
-        text.push_str("sub-");
-        for i in (0..16).rev() {
-            text.push(BASE32[((bits >> (i * 5)) & 31) as usize] as char);
-        }
-        text
+        base32_pseudonym("sub-", &mac)
     }
 
     /// The registry UID replacing `original`.

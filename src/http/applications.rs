@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::extract::{AppJson, AppPath};
 use crate::access::consent::{self, ConsentTerms, Rule, Verdict};
 use crate::access::db::{self, ApplicationContent, ApplicationRow, Transition, Version};
+use crate::access::duties;
 use crate::access::grants::{self, GrantState, NewVersion};
 use crate::access::review;
 use crate::access::state::{Action, Actor, State as AppState_};
@@ -509,6 +510,14 @@ pub async fn submit_application(
             })),
     )
     .await?;
+    duties::notify(
+        &mut tx,
+        "role:steward",
+        "application.submitted",
+        &format!("Application version {version} is waiting for review"),
+        &format!("application:{id}"),
+    )
+    .await?;
     if action == Action::Submit && checked.auto_approval {
         let submitted = db::lock(&mut tx, id).await?.ok_or(ApiError::NotFound("application"))?;
         review::approve(
@@ -612,6 +621,18 @@ pub async fn activate_application(
     let mut tx = state.db.begin().await?;
     let locked = db::lock(&mut tx, id).await?.ok_or(ApiError::NotFound("application"))?;
     review::advance(&mut tx, &locked, Action::Activate, Actor::Applicant, &principal.username, None).await?;
+    if let Some(owed) = duties::fees(&mut *tx, id).await?.into_iter().find(|f| f.settlement.is_none()) {
+        return Err(ApiError::Refused {
+            code: "fee-unsettled",
+            message: format!(
+                "the {} fee of {}.{:02} {} is neither paid nor waived yet; a steward records its settlement",
+                owed.kind,
+                owed.amount / 100,
+                owed.amount % 100,
+                owed.currency
+            ),
+        });
+    }
     sqlx::query("update application set dua_version = $2, dua_accepted_at = now() where application_id = $1")
         .bind(id)
         .bind(current)
@@ -643,11 +664,14 @@ pub async fn activate_application(
         },
     )
     .await?;
+    let duties =
+        duties::schedule(&mut tx, grant_id, grant.project_id, &grant.scope.cohorts, grant.not_before, grant.not_after)
+            .await?;
     audit::record(
         &mut tx,
         NewEvent::new(&principal.username, "application.activate")
             .target(format!("application:{id}"))
-            .details(json!({ "dua_version": current, "grant": grant_id, "grant_version": grant.version + 1 })),
+            .details(json!({ "dua_version": current, "grant": grant_id, "grant_version": grant.version + 1, "obligations": duties })),
     )
     .await?;
     tx.commit().await?;

@@ -74,7 +74,8 @@ async fn caller<'a>(
         }
         for cohort in &cohorts {
             let need = grants::Need { cohort, imaging: false };
-            grants::check(&state.db, project, &principal.username, need).await?;
+            grants::check(&state.db, project, &principal.username, need, state.config.access.hold_after_overdue_days)
+                .await?;
         }
         privileged = true;
     }

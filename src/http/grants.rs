@@ -175,6 +175,15 @@ pub async fn change_grant(
         .details(json!({ "version": version, "from": current.effective_state, "to": to, "reason": reason, "at": Utc::now() })),
     )
     .await?;
+    let pi = crate::access::duties::pi_of(&mut *tx, current.project_id).await?;
+    crate::access::duties::notify(
+        &mut tx,
+        &pi,
+        &format!("grant.{}", to.as_str()),
+        &format!("A grant of your project is now {}: {reason}", to.as_str()),
+        &format!("grant:{id}"),
+    )
+    .await?;
     tx.commit().await?;
     let latest = grants::history(&state.db, id).await?.pop().ok_or(ApiError::NotFound("grant"))?;
     Ok(AppJson(latest))

@@ -12,6 +12,7 @@ pub mod cohorts;
 pub mod deid;
 pub mod dicomweb;
 pub mod discovery;
+pub mod duties;
 pub mod extract;
 pub mod fields;
 pub mod grants;
@@ -22,6 +23,7 @@ pub mod projects;
 pub mod reviews;
 pub mod tokens;
 pub mod uploads;
+pub mod withdrawals;
 
 use utoipa_axum::router::OpenApiRouter;
 
@@ -46,6 +48,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(applications::router())
             .merge(reviews::router())
             .merge(grants::router())
+            .merge(duties::router())
+            .merge(withdrawals::router())
             .merge(catalog::router()),
     )
 }

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::applications::{is_steward, visible};
 use super::extract::{AppJson, AppPath};
 use crate::access::db::{self, ApplicationRow};
+use crate::access::duties;
 use crate::access::grants::Conditions;
 use crate::access::review;
 use crate::access::state::{Action, Actor, State as Stage};
@@ -551,8 +552,18 @@ async fn decide(
     comment: Option<&str>,
     who: &str,
 ) -> Result<()> {
+    let pi = duties::pi_of(&mut *tx, app.project_id).await?;
+    let target = format!("application:{}", app.id);
     if last == VoteKind::RequestChanges {
         review::advance(tx, app, Action::RequestChanges, Actor::Steward, who, comment).await?;
+        duties::notify(
+            tx,
+            &pi,
+            "application.changes_requested",
+            "The committee asks for changes to your application",
+            &target,
+        )
+        .await?;
         return Ok(());
     }
     let votes: Vec<(String, Option<serde_json::Value>, Option<String>)> = sqlx::query_as(
@@ -577,6 +588,14 @@ async fn decide(
     } else if i64::try_from(rejections.len()).unwrap_or(i64::MAX) >= quorum {
         let reason = rejections.join("; ");
         review::advance(tx, app, Action::Reject, Actor::Rule, who, Some(&reason)).await?;
+        duties::notify(
+            tx,
+            &pi,
+            "application.rejected",
+            "Your application was rejected; the reason is in its history",
+            &target,
+        )
+        .await?;
         audit::record(
             tx,
             NewEvent::new(who, "application.reject")

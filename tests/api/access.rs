@@ -8,18 +8,18 @@ use serde_json::{Value, json};
 
 use crate::helpers::TestApp;
 
-const DUA: &str = "custodian-dua-2026-1";
+pub(crate) const DUA: &str = "custodian-dua-2026-1";
 
-struct World {
-    app: TestApp,
-    admin: String,
-    pi: String,
-    sam: String,
-    sue: String,
+pub(crate) struct World {
+    pub app: TestApp,
+    pub admin: String,
+    pub pi: String,
+    pub sam: String,
+    pub sue: String,
 }
 
 /// Two stewards with profiles at other institutions, and a PI with a profile.
-async fn world() -> World {
+pub(crate) async fn world() -> World {
     let app = TestApp::new().await;
     let admin = app.token("alice", &[Role::Admin]);
     let pi = app.token("rita", &[Role::Researcher]);
@@ -37,7 +37,7 @@ async fn world() -> World {
     World { app, admin, pi, sam, sue }
 }
 
-async fn cohort(w: &World, slug: &str, tier: &str, terms: Value, auto_approve: bool) {
+pub(crate) async fn cohort(w: &World, slug: &str, tier: &str, terms: Value, auto_approve: bool) {
     let body = json!({"slug": slug, "title": slug, "tier": tier, "design": "retrospective", "source": "registry"});
     w.app.post_json("/api/v1/cohorts", Some(&w.admin), &body).await.assert_status(StatusCode::CREATED);
     w.app
@@ -50,7 +50,7 @@ async fn cohort(w: &World, slug: &str, tier: &str, terms: Value, auto_approve: b
         .assert_status(StatusCode::OK);
 }
 
-fn content(cohorts: &[&str], purpose: &str) -> Value {
+pub(crate) fn content(cohorts: &[&str], purpose: &str) -> Value {
     json!({
         "title": "Glioma growth models",
         "lay_summary": "We study how brain tumours grow, to plan treatment better.",
@@ -63,12 +63,12 @@ fn content(cohorts: &[&str], purpose: &str) -> Value {
     })
 }
 
-async fn project(w: &World) -> String {
+pub(crate) async fn project(w: &World) -> String {
     let project = w.app.post_json("/api/v1/projects", Some(&w.pi), &json!({"title": "Glioma growth"})).await;
     project.assert_status(StatusCode::CREATED).json()["id"].as_str().unwrap().to_owned()
 }
 
-async fn application(w: &World, project: &str, content: &Value) -> String {
+pub(crate) async fn application(w: &World, project: &str, content: &Value) -> String {
     let created = w
         .app
         .post_json(&format!("/api/v1/projects/{project}/applications"), Some(&w.pi), &json!({ "content": content }))
@@ -76,18 +76,18 @@ async fn application(w: &World, project: &str, content: &Value) -> String {
     created.assert_status(StatusCode::CREATED).json()["id"].as_str().unwrap().to_owned()
 }
 
-async fn state(w: &World, id: &str) -> Value {
+pub(crate) async fn state(w: &World, id: &str) -> Value {
     w.app.get(&format!("/api/v1/applications/{id}"), Some(&w.pi)).await.assert_status(StatusCode::OK).json()
 }
 
-async fn declare_and_vote(w: &World, token: &str, id: &str, vote: Value) -> crate::helpers::TestResponse {
+pub(crate) async fn declare_and_vote(w: &World, token: &str, id: &str, vote: Value) -> crate::helpers::TestResponse {
     let declaration = json!({"conflict": false, "statement": "No competing interests."});
     let path = format!("/api/v1/applications/{id}/declarations");
     w.app.post_json(&path, Some(token), &declaration).await.assert_status(StatusCode::CREATED);
     w.app.post_json(&format!("/api/v1/applications/{id}/votes"), Some(token), &vote).await
 }
 
-async fn exact_count(w: &World, project: &str, cohort: &str) -> crate::helpers::TestResponse {
+pub(crate) async fn exact_count(w: &World, project: &str, cohort: &str) -> crate::helpers::TestResponse {
     let body = json!({"project": project, "criteria": {"field": "cohort", "in": [cohort]}});
     w.app.post_json("/api/v1/discovery/count", Some(&w.pi), &body).await
 }
@@ -179,7 +179,7 @@ async fn an_application_becomes_an_active_grant_through_two_votes_and_the_pis_ac
     }
 }
 
-async fn active_grant(w: &World) -> (String, String) {
+pub(crate) async fn active_grant(w: &World) -> (String, String) {
     cohort(w, "chest-ct", "registered", json!({"permission": "GRU"}), true).await;
     let project = project(w).await;
     let id = application(w, &project, &content(&["chest-ct"], "HMB")).await;

@@ -1,6 +1,7 @@
 //! API tests: one binary, real PostgreSQL, real object stores.
 
 mod access;
+mod access_matrix;
 mod annotations;
 mod api_tokens;
 mod audit;
@@ -15,6 +16,7 @@ mod dicom_gen;
 mod discovery;
 mod embedded;
 mod errors;
+mod grant_duties;
 mod helpers;
 mod imports;
 mod jobs;

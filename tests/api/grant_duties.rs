@@ -1,0 +1,272 @@
+//! What comes with a grant: fees settled before it takes effect, duties with
+//! due dates that hold the grant when long overdue, renewals with a progress
+//! report, closing a project (its key destroyed), and notifications.
+
+use axum::http::StatusCode;
+use serde_json::json;
+
+use crate::access::{DUA, World, active_grant, application, cohort, content, exact_count, project, world};
+
+async fn approved_with_fee(w: &World) -> (String, String) {
+    let fee = json!({"tier": "registered", "access_fee": 300_000, "maintenance_fee": 50_000, "currency": "GBP"});
+    w.app
+        .put_json("/api/v1/fees/registered", Some(&w.sam), &fee)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    w.app.put_json("/api/v1/fees/registered", Some(&w.admin), &fee).await.assert_status(StatusCode::OK);
+    cohort(w, "chest-ct", "registered", json!({"permission": "GRU"}), true).await;
+    let project = project(w).await;
+    let id = application(w, &project, &content(&["chest-ct"], "HMB")).await;
+    let submitted = w.app.post_json(&format!("/api/v1/applications/{id}/submit"), Some(&w.pi), &json!({})).await.json();
+    assert_eq!(submitted["state"], "approved");
+    (project, id)
+}
+
+#[tokio::test]
+async fn a_grant_takes_effect_only_once_its_fee_is_paid_or_waived() {
+    let w = world().await;
+    let (project, id) = approved_with_fee(&w).await;
+    let activate = json!({"dua_version": DUA});
+    let refused = w
+        .app
+        .post_json(&format!("/api/v1/applications/{id}/activate"), Some(&w.pi), &activate)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "fee-unsettled");
+    assert!(refused.contains("3000.00 GBP"), "{refused}");
+    let fees = w.app.get(&format!("/api/v1/applications/{id}/fees"), Some(&w.pi)).await.json();
+    let fee = fees[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(fees[0]["kind"], "access");
+    assert_eq!(fees[0]["amount"], 300_000);
+
+    let waiver = json!({"settlement": "waived", "note": "PhD student"});
+    w.app
+        .post_json(&format!("/api/v1/fees/{fee}/settlement"), Some(&w.pi), &waiver)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    let settled = w.app.post_json(&format!("/api/v1/fees/{fee}/settlement"), Some(&w.sam), &waiver).await.json();
+    assert_eq!(settled["settlement"], "waived");
+    assert_eq!(settled["settled_by"], "sam");
+    w.app
+        .post_json(&format!("/api/v1/fees/{fee}/settlement"), Some(&w.sam), &waiver)
+        .await
+        .assert_error(StatusCode::CONFLICT, "conflict");
+    w.app
+        .post_json(&format!("/api/v1/applications/{id}/activate"), Some(&w.pi), &activate)
+        .await
+        .assert_status(StatusCode::OK);
+    exact_count(&w, &project, "chest-ct").await.assert_status(StatusCode::OK);
+    assert!(w.app.audit_actions().await.iter().any(|a| a == "fee.settle"));
+}
+
+#[tokio::test]
+async fn duties_are_scheduled_and_a_long_overdue_one_holds_the_grant_until_fulfilled() {
+    let w = world().await;
+    let (project, grant) = active_grant(&w).await;
+    let duties = w.app.get(&format!("/api/v1/projects/{project}/obligations"), Some(&w.pi)).await.json();
+    let kinds: Vec<&str> = duties.as_array().unwrap().iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["progress_report", "deletion_attestation"],
+        "a 24-month grant: one annual report, then deletion"
+    );
+
+    // Time passes: a report fell due 40 days ago.
+    sqlx::query(
+        "insert into obligation (grant_id, project_id, kind, due_on) values ($1, $2, 'progress_report', current_date - 40)",
+    )
+    .bind(uuid::Uuid::parse_str(&grant).unwrap())
+    .bind(uuid::Uuid::parse_str(&project).unwrap())
+    .execute(&w.app.db)
+    .await
+    .unwrap();
+    let held = exact_count(&w, &project, "chest-ct").await.assert_error(StatusCode::FORBIDDEN, "obligation-overdue");
+    assert!(held.contains("progress report"), "{held}");
+    let overdue = w.app.get("/api/v1/obligations?overdue=true", Some(&w.sam)).await.json();
+    assert_eq!(overdue.as_array().unwrap().len(), 1);
+    assert_eq!(overdue[0]["overdue"], true);
+    w.app.get("/api/v1/obligations", Some(&w.pi)).await.assert_error(StatusCode::FORBIDDEN, "forbidden");
+
+    let id = overdue[0]["id"].as_str().unwrap();
+    let report = json!({"statement": "Segmentation model trained; paper in review."});
+    let done = w.app.post_json(&format!("/api/v1/obligations/{id}/fulfil"), Some(&w.pi), &report).await.json();
+    assert_eq!(done["overdue"], false);
+    exact_count(&w, &project, "chest-ct").await.assert_status(StatusCode::OK);
+    w.app
+        .post_json(&format!("/api/v1/obligations/{id}/fulfil"), Some(&w.pi), &report)
+        .await
+        .assert_error(StatusCode::CONFLICT, "conflict");
+}
+
+#[tokio::test]
+async fn a_renewal_with_a_progress_report_extends_the_grant_as_a_new_version() {
+    let w = world().await;
+    let (_, grant) = active_grant(&w).await;
+    let before = w.app.get(&format!("/api/v1/grants/{grant}"), Some(&w.pi)).await.json();
+    let end = before.as_array().unwrap().last().unwrap()["not_after"].as_str().unwrap().to_owned();
+    let ask = json!({"months": 12, "progress_report": "Year one: cohort curated, baseline model done."});
+    let renewal = w.app.post_json(&format!("/api/v1/grants/{grant}/renewals"), Some(&w.pi), &ask).await;
+    let renewal = renewal.assert_status(StatusCode::CREATED).json()["id"].as_str().unwrap().to_owned();
+    w.app
+        .post_json(&format!("/api/v1/grants/{grant}/renewals"), Some(&w.pi), &ask)
+        .await
+        .assert_error(StatusCode::CONFLICT, "conflict");
+    let decision = json!({"approve": true, "reason": "Good progress."});
+    w.app
+        .post_json(&format!("/api/v1/renewals/{renewal}/decision"), Some(&w.pi), &decision)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    let decided =
+        w.app.post_json(&format!("/api/v1/renewals/{renewal}/decision"), Some(&w.sam), &decision).await.json();
+    assert_eq!(decided["state"], "approved");
+
+    let after = w.app.get(&format!("/api/v1/grants/{grant}"), Some(&w.pi)).await.json();
+    let versions = after.as_array().unwrap();
+    assert_eq!(versions.len(), before.as_array().unwrap().len() + 1, "the old version stays");
+    let new_end = versions.last().unwrap()["not_after"].as_str().unwrap();
+    let (old, new) =
+        (chrono::DateTime::parse_from_rfc3339(&end).unwrap(), chrono::DateTime::parse_from_rfc3339(new_end).unwrap());
+    assert!((new - old).num_days() >= 365 && (new - old).num_days() <= 366, "{old} -> {new}");
+    assert!(w.app.audit_actions().await.iter().any(|a| a == "grant.renewal.decide"));
+}
+
+#[tokio::test]
+async fn closing_a_project_closes_its_grants_and_destroys_its_key() {
+    let w = world().await;
+    let (project, grant) = active_grant(&w).await;
+    let project_id: uuid::Uuid = project.parse().unwrap();
+    let key = &w.app.state.ingest.key;
+    assert!(custodian::access::grants::project_key(&w.app.db, key, project_id).await.unwrap().is_some());
+
+    let attest = json!({"deletion_attestation": "All copies deleted from the university HPC on 2028-01-31."});
+    w.app
+        .post_json(&format!("/api/v1/projects/{project}/close"), Some(&w.sam), &attest)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    let closed = w.app.post_json(&format!("/api/v1/projects/{project}/close"), Some(&w.pi), &attest).await.json();
+    assert_eq!(closed["grants_closed"], 1);
+    assert_eq!(closed["key_destroyed"], true);
+    assert!(custodian::access::grants::project_key(&w.app.db, key, project_id).await.unwrap().is_none());
+    exact_count(&w, &project, "chest-ct").await.assert_error(StatusCode::FORBIDDEN, "project-closed");
+    let history = w.app.get(&format!("/api/v1/grants/{grant}"), Some(&w.pi)).await.json();
+    assert_eq!(history.as_array().unwrap().last().unwrap()["state"], "closed");
+    let duties = w.app.get(&format!("/api/v1/projects/{project}/obligations"), Some(&w.pi)).await.json();
+    let deletion = duties.as_array().unwrap().iter().find(|d| d["kind"] == "deletion_attestation").unwrap();
+    assert!(deletion["fulfilled_at"].is_string());
+    w.app
+        .post_json(&format!("/api/v1/projects/{project}/close"), Some(&w.pi), &attest)
+        .await
+        .assert_error(StatusCode::CONFLICT, "conflict");
+}
+
+#[tokio::test]
+async fn people_are_notified_of_what_they_must_act_on() {
+    let w = world().await;
+    cohort(&w, "knee-mri", "registered", json!({"permission": "HMB"}), false).await;
+    let project = project(&w).await;
+    let id = application(&w, &project, &content(&["knee-mri"], "HMB")).await;
+    w.app
+        .post_json(&format!("/api/v1/applications/{id}/submit"), Some(&w.pi), &json!({}))
+        .await
+        .assert_status(StatusCode::OK);
+    let stewards = w.app.get("/api/v1/me/notifications", Some(&w.sue)).await.json();
+    assert_eq!(stewards[0]["kind"], "application.submitted");
+    assert_eq!(stewards[0]["target"], format!("application:{id}"));
+    w.app
+        .post_json(&format!("/api/v1/applications/{id}/review"), Some(&w.sam), &json!({}))
+        .await
+        .assert_status(StatusCode::OK);
+    let vote = json!({"vote": "request_changes", "comment": "Add a data management plan."});
+    crate::access::declare_and_vote(&w, &w.sam, &id, vote).await.assert_status(StatusCode::CREATED);
+    let mine = w.app.get("/api/v1/me/notifications", Some(&w.pi)).await.json();
+    assert_eq!(mine[0]["kind"], "application.changes_requested");
+    assert!(mine.as_array().unwrap().iter().all(|n| n["recipient"] == "rita"), "only the PI's own: {mine}");
+    let note = mine[0]["id"].as_str().unwrap();
+    w.app
+        .post_json(&format!("/api/v1/notifications/{note}/read"), Some(&w.sue), &json!({}))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not-found");
+    w.app
+        .post_json(&format!("/api/v1/notifications/{note}/read"), Some(&w.pi), &json!({}))
+        .await
+        .assert_status(StatusCode::NO_CONTENT);
+    assert!(w.app.get("/api/v1/me/notifications", Some(&w.pi)).await.json()[0]["read_at"].is_string());
+}
+
+#[tokio::test]
+async fn a_withdrawal_notifies_exactly_the_projects_that_may_hold_the_subject_under_their_own_pseudonyms() {
+    let w = world().await;
+    let (holder, _) = active_grant(&w).await;
+    // Another project, granted another cohort only.
+    let olga = w.app.token("olga", &[custodian::auth::Role::Researcher]);
+    let profile = json!({"name": "Olga", "institution": "Tartu", "email": "o@example.org", "position": "PI"});
+    w.app.put_json("/api/v1/me/profile", Some(&olga), &profile).await.assert_status(StatusCode::CREATED);
+    cohort(&w, "knee-mri", "registered", json!({"permission": "GRU"}), true).await;
+    let other = w.app.post_json("/api/v1/projects", Some(&olga), &json!({"title": "Knees"})).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = json!({"content": content(&["knee-mri"], "HMB")});
+    let app = w.app.post_json(&format!("/api/v1/projects/{other}/applications"), Some(&olga), &body).await.json();
+    let app = app["id"].as_str().unwrap();
+    w.app
+        .post_json(&format!("/api/v1/applications/{app}/submit"), Some(&olga), &json!({}))
+        .await
+        .assert_status(StatusCode::OK);
+
+    let uploader = w.app.token("ulrich", &[custodian::auth::Role::Uploader]);
+    let csv = "patient_id,sex,birth_year\nHOSP-000417,F,1961\nHOSP-000418,M,1970\n";
+    let request = axum::http::Request::post("/api/v1/imports/subjects?cohort=chest-ct&site=local")
+        .header("authorization", format!("Bearer {uploader}"))
+        .header("content-type", "text/csv")
+        .body(axum::body::Body::from(csv))
+        .unwrap();
+    w.app.call(request).await.assert_status(StatusCode::CREATED);
+    let everyone = json!({"criteria": {"field": "cohort", "in": ["chest-ct"]}});
+    let before =
+        w.app.post_json("/api/v1/discovery/count", Some(&w.sam), &everyone).await.json()["counts"]["subjects"].clone();
+    assert_eq!(before, 2);
+
+    let withdrawal = json!({"site": "local", "patient_id": "HOSP-000417", "scope": "full"});
+    w.app
+        .post_json("/api/v1/withdrawals", Some(&w.pi), &withdrawal)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    let done = w.app.post_json("/api/v1/withdrawals", Some(&w.sam), &withdrawal).await;
+    let done = done.assert_status(StatusCode::CREATED).json();
+    assert_eq!(done["notices"], 1, "only the project granted chest-ct: {done}");
+    w.app
+        .post_json("/api/v1/withdrawals", Some(&w.sam), &withdrawal)
+        .await
+        .assert_error(StatusCode::CONFLICT, "conflict");
+    let after =
+        w.app.post_json("/api/v1/discovery/count", Some(&w.sam), &everyone).await.json()["counts"]["subjects"].clone();
+    assert_eq!(after, 1, "the subject left discovery at once");
+
+    let notices = w.app.get(&format!("/api/v1/projects/{holder}/withdrawal-notices"), Some(&w.pi)).await.json();
+    assert_eq!(notices.as_array().unwrap().len(), 1);
+    let theirs = notices[0]["project_pseudonym"].as_str().unwrap();
+    let registry = done["pseudonym"].as_str().unwrap();
+    let project_id: uuid::Uuid = holder.parse().unwrap();
+    let key =
+        custodian::access::grants::project_key(&w.app.db, &w.app.state.ingest.key, project_id).await.unwrap().unwrap();
+    assert_eq!(theirs, custodian::deid::pseudonym::project_subject(&key, registry));
+    assert_ne!(theirs, registry, "the project sees its own pseudonym, not the registry's");
+    let none = w.app.get(&format!("/api/v1/projects/{other}/withdrawal-notices"), Some(&olga)).await.json();
+    assert_eq!(none.as_array().unwrap().len(), 0);
+
+    let open = w.app.get("/api/v1/withdrawal-notices?unacknowledged=true", Some(&w.sam)).await.json();
+    assert_eq!(open.as_array().unwrap().len(), 1, "stewards see what is not acknowledged");
+    let id = notices[0]["id"].as_str().unwrap();
+    w.app
+        .post_json(&format!("/api/v1/withdrawal-notices/{id}/acknowledge"), Some(&olga), &json!({}))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not-found");
+    w.app
+        .post_json(&format!("/api/v1/withdrawal-notices/{id}/acknowledge"), Some(&w.pi), &json!({}))
+        .await
+        .assert_status(StatusCode::OK);
+    let open = w.app.get("/api/v1/withdrawal-notices?unacknowledged=true", Some(&w.sam)).await.json();
+    assert_eq!(open.as_array().unwrap().len(), 0);
+    let stored = w.app.rows_as_text(&["subject", "withdrawal_notice", "audit_event", "notification"]).await;
+    assert!(!stored.contains("HOSP-000417"), "the local patient ID was not stored");
+}
