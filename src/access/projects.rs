@@ -479,6 +479,23 @@ pub async fn visible(db: impl PgExecutor<'_>, project_id: Uuid, principal: &Prin
     .await
 }
 
+/// Whether the caller may read the project's data (applications, grants,
+/// duties, notices): an accepted, not removed member, or a steward or admin.
+/// An invitee sees the project itself, to decide whether to join, but not its data.
+pub async fn readable(db: impl PgExecutor<'_>, project_id: Uuid, principal: &Principal) -> sqlx::Result<bool> {
+    let privileged = STEWARDS.iter().any(|r| principal.has_role(*r));
+    sqlx::query_scalar(
+        "select exists (select 1 from project where project_id = $1)
+                and ($3 or exists (select 1 from project_member where project_id = $1 and username = $2
+                                   and accepted_at is not null and removed_at is null))",
+    )
+    .bind(project_id)
+    .bind(&principal.username)
+    .bind(privileged)
+    .fetch_one(db)
+    .await
+}
+
 /// Usernames of the active (accepted, not removed) members with their institutions (None without a profile).
 pub async fn members_with_institutions(
     db: impl PgExecutor<'_>,

@@ -109,7 +109,7 @@ pub async fn list_applications(
     principal: Principal,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<AppJson<ApplicationList>> {
-    if !crate::access::projects::visible(&state.db, id, &principal).await? {
+    if !crate::access::projects::readable(&state.db, id, &principal).await? {
         return Err(ApiError::NotFound("project"));
     }
     let mut applications = Vec::new();

@@ -248,7 +248,7 @@ pub async fn project_obligations(
     principal: Principal,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<AppJson<Vec<Obligation>>> {
-    if !projects::visible(&state.db, id, &principal).await? {
+    if !projects::readable(&state.db, id, &principal).await? {
         return Err(ApiError::NotFound("project"));
     }
     Ok(AppJson(duties::obligations(&state.db, Some(id), false).await?))
@@ -301,14 +301,17 @@ fn statement(text: &str) -> Result<&str> {
 }
 
 async fn require_pi(state: &AppState, principal: &Principal, project_id: Uuid, missing: &'static str) -> Result<()> {
-    match projects::member_role(&state.db, project_id, &principal.username).await?.as_deref() {
-        Some("pi") => Ok(()),
-        Some(_) => Err(ApiError::Forbidden("only the project's PI does this".into())),
-        None if projects::visible(&state.db, project_id, principal).await? => {
-            Err(ApiError::Forbidden("only the project's PI does this".into()))
-        }
-        None => Err(ApiError::NotFound(missing)),
+    let forbidden = || ApiError::Forbidden("only the project's PI does this".into());
+    if let Some(role) = projects::member_role(&state.db, project_id, &principal.username).await? {
+        return if role == "pi" { Ok(()) } else { Err(forbidden()) };
     }
+    // An invitee sees the project itself, not its grants or duties.
+    let seen = if missing == "project" {
+        projects::visible(&state.db, project_id, principal).await?
+    } else {
+        projects::readable(&state.db, project_id, principal).await?
+    };
+    Err(if seen { forbidden() } else { ApiError::NotFound(missing) })
 }
 
 /// Fulfil an obligation (the PI): a progress report, the returned results, an attestation.

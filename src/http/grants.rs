@@ -48,7 +48,7 @@ pub async fn list_grants(
     principal: Principal,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<AppJson<GrantList>> {
-    if !crate::access::projects::visible(&state.db, id, &principal).await? {
+    if !crate::access::projects::readable(&state.db, id, &principal).await? {
         return Err(ApiError::NotFound("project"));
     }
     Ok(AppJson(GrantList { grants: grants::of_project(&state.db, id).await? }))
@@ -57,7 +57,7 @@ pub async fn list_grants(
 async fn visible_grant(state: &AppState, principal: &Principal, id: Uuid) -> Result<Vec<Grant>> {
     let history = grants::history(&state.db, id).await?;
     let Some(first) = history.first() else { return Err(ApiError::NotFound("grant")) };
-    if !crate::access::projects::visible(&state.db, first.project_id, principal).await? {
+    if !crate::access::projects::readable(&state.db, first.project_id, principal).await? {
         return Err(ApiError::NotFound("grant"));
     }
     Ok(history)

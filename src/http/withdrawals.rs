@@ -209,7 +209,7 @@ pub async fn project_notices(
     principal: Principal,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<AppJson<Vec<Notice>>> {
-    if !projects::visible(&state.db, id, &principal).await? {
+    if !projects::readable(&state.db, id, &principal).await? {
         return Err(ApiError::NotFound("project"));
     }
     Ok(AppJson(
@@ -286,7 +286,7 @@ pub async fn acknowledge(
     let project = project.ok_or(ApiError::NotFound("notice"))?;
     match projects::member_role(&state.db, project, &principal.username).await?.as_deref() {
         Some("pi") => {}
-        _ if projects::visible(&state.db, project, &principal).await? => {
+        _ if projects::readable(&state.db, project, &principal).await? => {
             return Err(ApiError::Forbidden("only the project's PI acknowledges a withdrawal notice".into()));
         }
         _ => return Err(ApiError::NotFound("notice")),

@@ -136,7 +136,9 @@ fn sees_p1(caller: Caller) -> Expect {
     }
 }
 
-/// P1's applications, grants and comments: accepted members, stewards and admins.
+/// P1's applications, grants, their duties and notices, and comments: accepted
+/// members, stewards and admins. An invitee sees the project, not its data
+/// (as `GET /applications/{id}` already answers him).
 fn reads_p1(caller: Caller) -> Expect {
     match caller {
         Caller::Rita | Caller::Carl | Caller::Sam | Caller::Alice => Expect::Ok,
@@ -1219,6 +1221,11 @@ async fn an_invitee_who_has_not_accepted_reads_neither_applications_nor_grants()
         (format!("/api/v1/projects/{}/applications", w.p1), format!("/api/v1/projects/{missing}/applications")),
         (format!("/api/v1/projects/{}/grants", w.p1), format!("/api/v1/projects/{missing}/grants")),
         (format!("/api/v1/grants/{}", w.g1), format!("/api/v1/grants/{missing}")),
+        (format!("/api/v1/projects/{}/obligations", w.p1), format!("/api/v1/projects/{missing}/obligations")),
+        (
+            format!("/api/v1/projects/{}/withdrawal-notices", w.p1),
+            format!("/api/v1/projects/{missing}/withdrawal-notices"),
+        ),
     ] {
         let (hidden, missing) = (w.get(Caller::Ivan, &path).await, w.get(Caller::Ivan, &other).await);
         if hidden.status != missing.status || hidden.body != missing.body {
