@@ -181,20 +181,3 @@ pub async fn obligation(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Obli
     .fetch_optional(db)
     .await?)
 }
-
-/// The earliest unfulfilled duty of a grant overdue by more than `grace_days`, if any.
-pub async fn overdue(
-    db: impl PgExecutor<'_>,
-    grant_id: Uuid,
-    grace_days: u32,
-) -> Result<Option<(String, NaiveDate)>, ApiError> {
-    Ok(sqlx::query_as(
-        "select kind, due_on from obligation
-         where grant_id = $1 and fulfilled_at is null and due_on < current_date - $2::integer
-         order by due_on limit 1",
-    )
-    .bind(grant_id)
-    .bind(i32::try_from(grace_days).unwrap_or(i32::MAX))
-    .fetch_optional(db)
-    .await?)
-}

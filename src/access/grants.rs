@@ -265,7 +265,7 @@ fn refused(code: &'static str, message: String) -> ApiError {
 /// accepted member of an open project whose grant for the cohort is active and
 /// within its dates. Returns that grant, or a refusal that says why.
 pub async fn check(
-    db: &sqlx::PgPool,
+    db: impl PgExecutor<'_>,
     project_id: Uuid,
     username: &str,
     need: Need<'_>,
@@ -275,15 +275,20 @@ pub async fn check(
         "select exists (select 1 from project_member m where m.project_id = p.project_id and m.username = $2
                         and m.accepted_at is not null and m.removed_at is null),
                 p.closed_at is not null,
-                coalesce((select jsonb_agg(to_jsonb(g)) from (
-                    select distinct on (grant_id) g.* from access_grant g
-                    where g.project_id = p.project_id and g.scope -> 'cohorts' ? $3
-                    order by grant_id, version desc) g), '[]')
+                coalesce((select jsonb_agg(to_jsonb(g) || jsonb_build_object('overdue', (
+                              select jsonb_build_object('kind', o.kind, 'due_on', o.due_on) from obligation o
+                              where o.grant_id = g.grant_id and o.fulfilled_at is null
+                                and $4 > 0 and o.due_on < current_date - $4
+                              order by o.due_on limit 1)))
+                          from (select distinct on (grant_id) g.* from access_grant g
+                                where g.project_id = p.project_id and g.scope -> 'cohorts' ? $3
+                                order by grant_id, version desc) g), '[]')
          from project p where p.project_id = $1",
     )
     .bind(project_id)
     .bind(username)
     .bind(need.cohort)
+    .bind(i32::try_from(hold_after_overdue_days).unwrap_or(i32::MAX))
     .fetch_optional(db)
     .await?
     .map_or((false, false, Vec::new()), |(m, c, g): (bool, bool, Value)| {
@@ -299,12 +304,13 @@ pub async fn check(
     let now = Utc::now();
     let mut grants = Vec::new();
     for row in rows {
-        let row: StoredGrant = serde_json::from_value(row).map_err(|e| ApiError::Internal(e.into()))?;
-        grants.push(grant(row.into(), now)?);
+        let mut row: StoredGrant = serde_json::from_value(row).map_err(|e| ApiError::Internal(e.into()))?;
+        let overdue = row.overdue.take();
+        grants.push((grant(row.into(), now)?, overdue));
     }
     // The best grant decides: an active one if there is, else the reason of the most recent.
-    grants.sort_by_key(|g| (g.effective_state != GrantState::Active, std::cmp::Reverse(g.created_at)));
-    let Some(g) = grants.into_iter().next() else {
+    grants.sort_by_key(|(g, _)| (g.effective_state != GrantState::Active, std::cmp::Reverse(g.created_at)));
+    let Some((g, overdue)) = grants.into_iter().next() else {
         return Err(refused("no-grant", format!("the project has no grant for the cohort `{}`", need.cohort)));
     };
     let why = g.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
@@ -316,20 +322,18 @@ pub async fn check(
         GrantState::Active if need.imaging && !g.scope.imaging => {
             Err(refused("outside-grant", format!("the grant for `{}` covers tables only, not imaging", need.cohort)))
         }
-        GrantState::Active if hold_after_overdue_days > 0 => {
-            match super::duties::overdue(db, g.id, hold_after_overdue_days).await? {
-                Some((kind, due)) => Err(refused(
-                    "obligation-overdue",
-                    format!(
-                        "the grant is held: the project's {} was due on {due}, more than {hold_after_overdue_days} \
-                         days ago; the PI fulfils it to lift the hold",
-                        kind.replace('_', " ")
-                    ),
-                )),
-                None => Ok(g),
-            }
-        }
-        GrantState::Active => Ok(g),
+        GrantState::Active => match overdue {
+            Some(duty) => Err(refused(
+                "obligation-overdue",
+                format!(
+                    "the grant is held: the project's {} was due on {}, more than {hold_after_overdue_days} days \
+                     ago; the PI fulfils it to lift the hold",
+                    duty.kind.replace('_', " "),
+                    duty.due_on
+                ),
+            )),
+            None => Ok(g),
+        },
         GrantState::Pending => Err(refused(
             "grant-pending",
             "the grant is approved but not active yet: the PI has to accept the data use agreement".into(),
@@ -344,8 +348,17 @@ pub async fn check(
     }
 }
 
+/// A duty overdue beyond the grace period.
+#[derive(Deserialize)]
+struct OverdueDuty {
+    kind: String,
+    due_on: NaiveDate,
+}
+
 #[derive(Deserialize)]
 struct StoredGrant {
+    #[serde(default)]
+    overdue: Option<OverdueDuty>,
     grant_id: Uuid,
     version: i32,
     project_id: Uuid,
