@@ -4,8 +4,6 @@
 //! or files, so expiry, suspension and revocation take effect on the very next
 //! call without a background job.
 
-use std::collections::BTreeSet;
-
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -390,11 +388,6 @@ impl From<StoredGrant> for GrantRow {
             g.created_at,
         )
     }
-}
-
-/// Cohorts in a scope, for set operations.
-pub fn cohorts(scope: &Scope) -> BTreeSet<&str> {
-    scope.cohorts.iter().map(String::as_str).collect()
 }
 
 /// Creates the project's own pseudonymization key unless it has one, sealed

@@ -466,32 +466,32 @@ pub async fn member_role(db: impl PgExecutor<'_>, project_id: Uuid, username: &s
 ///
 /// `false` for a project that does not exist, whoever asks.
 pub async fn visible(db: impl PgExecutor<'_>, project_id: Uuid, principal: &Principal) -> sqlx::Result<bool> {
-    let privileged = STEWARDS.iter().any(|r| principal.has_role(*r));
-    sqlx::query_scalar(
-        "select exists (select 1 from project where project_id = $1)
-                and ($3 or exists (select 1 from project_member
-                                   where project_id = $1 and username = $2 and removed_at is null))",
-    )
-    .bind(project_id)
-    .bind(&principal.username)
-    .bind(privileged)
-    .fetch_one(db)
-    .await
+    can_see(db, project_id, principal, false).await
 }
 
 /// Whether the caller may read the project's data (applications, grants,
 /// duties, notices): an accepted, not removed member, or a steward or admin.
 /// An invitee sees the project itself, to decide whether to join, but not its data.
 pub async fn readable(db: impl PgExecutor<'_>, project_id: Uuid, principal: &Principal) -> sqlx::Result<bool> {
+    can_see(db, project_id, principal, true).await
+}
+
+async fn can_see(
+    db: impl PgExecutor<'_>,
+    project_id: Uuid,
+    principal: &Principal,
+    accepted_only: bool,
+) -> sqlx::Result<bool> {
     let privileged = STEWARDS.iter().any(|r| principal.has_role(*r));
     sqlx::query_scalar(
         "select exists (select 1 from project where project_id = $1)
                 and ($3 or exists (select 1 from project_member where project_id = $1 and username = $2
-                                   and accepted_at is not null and removed_at is null))",
+                                   and (accepted_at is not null or not $4) and removed_at is null))",
     )
     .bind(project_id)
     .bind(&principal.username)
     .bind(privileged)
+    .bind(accepted_only)
     .fetch_one(db)
     .await
 }

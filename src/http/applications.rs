@@ -80,6 +80,12 @@ pub struct Application {
     pub history: Vec<Transition>,
 }
 
+/// The application as stored now, after a change.
+async fn reload(state: &AppState, id: Uuid) -> Result<AppJson<Application>> {
+    let app = db::get(&state.db, id).await?.ok_or(ApiError::NotFound("application"))?;
+    Ok(AppJson(full(state, app).await?))
+}
+
 async fn full(state: &AppState, application: ApplicationRow) -> Result<Application> {
     let history = db::transitions(&state.db, application.id).await?;
     Ok(Application { application, history })
@@ -227,8 +233,7 @@ pub async fn update_application(
     )
     .await?;
     tx.commit().await?;
-    let app = db::get(&state.db, id).await?.ok_or(ApiError::NotFound("application"))?;
-    Ok(AppJson(full(&state, app).await?))
+    reload(&state, id).await
 }
 
 /// Get one submitted version whole (members and stewards).
@@ -531,8 +536,7 @@ pub async fn submit_application(
         .await?;
     }
     tx.commit().await?;
-    let app = db::get(&state.db, id).await?.ok_or(ApiError::NotFound("application"))?;
-    Ok(AppJson(full(&state, app).await?))
+    reload(&state, id).await
 }
 
 /// Why an application is withdrawn.
@@ -576,8 +580,7 @@ pub async fn withdraw_application(
     )
     .await?;
     tx.commit().await?;
-    let app = db::get(&state.db, id).await?.ok_or(ApiError::NotFound("application"))?;
-    Ok(AppJson(full(&state, app).await?))
+    reload(&state, id).await
 }
 
 /// The PI's acceptance of the data use agreement.
@@ -675,8 +678,7 @@ pub async fn activate_application(
     )
     .await?;
     tx.commit().await?;
-    let app = db::get(&state.db, id).await?.ok_or(ApiError::NotFound("application"))?;
-    Ok(AppJson(full(&state, app).await?))
+    reload(&state, id).await
 }
 
 /// A cohort's consent terms and auto-eligibility.
