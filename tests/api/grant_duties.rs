@@ -270,3 +270,51 @@ async fn a_withdrawal_notifies_exactly_the_projects_that_may_hold_the_subject_un
     let stored = w.app.rows_as_text(&["subject", "withdrawal_notice", "audit_event", "notification"]).await;
     assert!(!stored.contains("HOSP-000417"), "the local patient ID was not stored");
 }
+
+#[tokio::test]
+async fn bad_fees_renewals_and_consent_terms_are_refused_with_a_clear_error_and_change_nothing() {
+    let w = world().await;
+    let bad_currency = json!({"tier": "controlled", "access_fee": 100, "maintenance_fee": 0, "currency": "euro"});
+    let message = w
+        .app
+        .put_json("/api/v1/fees/controlled", Some(&w.admin), &bad_currency)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "bad-request");
+    assert!(message.contains("ISO 4217"), "{message}");
+    let mismatch = json!({"tier": "open", "access_fee": 100, "maintenance_fee": 0, "currency": "EUR"});
+    w.app
+        .put_json("/api/v1/fees/controlled", Some(&w.admin), &mismatch)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "bad-request");
+    let fees = w.app.get("/api/v1/fees", Some(&w.pi)).await.json();
+    assert!(fees.as_array().unwrap().iter().all(|f| f["access_fee"] == 0), "nothing changed: {fees}");
+
+    let body = json!({"slug": "spine", "title": "Spine", "tier": "controlled", "design": "retrospective", "source": "registry"});
+    w.app.post_json("/api/v1/cohorts", Some(&w.admin), &body).await.assert_status(StatusCode::CREATED);
+    let terms = json!({"terms": {"permission": "DS", "modifiers": ["MOR"]}});
+    let refused = w.app.put_json("/api/v1/cohorts/spine/consent", Some(&w.sam), &terms).await;
+    let problems = refused.json()["problems"].clone();
+    refused.assert_error(StatusCode::BAD_REQUEST, "invalid-terms");
+    assert!(problems.as_array().unwrap().len() >= 2, "a DS without diseases and a MOR without a date: {problems}");
+    let unknown = json!({"terms": {"permission": "XYZ"}});
+    w.app
+        .put_json("/api/v1/cohorts/spine/consent", Some(&w.sam), &unknown)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid-body");
+
+    let (_, grant) = active_grant(&w).await;
+    for months in [0, 61] {
+        let ask = json!({"months": months, "progress_report": "Progress."});
+        w.app
+            .post_json(&format!("/api/v1/grants/{grant}/renewals"), Some(&w.pi), &ask)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "bad-request");
+    }
+    let empty = json!({"months": 12, "progress_report": "   "});
+    w.app
+        .post_json(&format!("/api/v1/grants/{grant}/renewals"), Some(&w.pi), &empty)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "bad-request");
+    let renewals: i64 = sqlx::query_scalar("select count(*) from grant_renewal").fetch_one(&w.app.db).await.unwrap();
+    assert_eq!(renewals, 0);
+}
