@@ -136,8 +136,6 @@ pub struct AccessConfig {
     pub recuse_same_institution: bool,
     /// Working days (Monday to Friday) from submission to the decision's due date.
     pub review_working_days: u32,
-    /// The version of the data use agreement a PI accepts to activate a grant.
-    pub dua_version: String,
     /// A grant is held once one of its duties is this many days overdue (0: never).
     pub hold_after_overdue_days: u32,
 }
@@ -149,7 +147,6 @@ impl Default for AccessConfig {
             quorum_controlled: 2,
             recuse_same_institution: true,
             review_working_days: 20,
-            dua_version: "custodian-dua-2026-1".into(),
             hold_after_overdue_days: 30,
         }
     }

@@ -59,6 +59,8 @@ pub struct ApplicationRow {
     pub decided_by_rule: bool,
     /// The data use agreement version the PI accepted.
     pub dua_version: Option<String>,
+    /// The SHA-256 (hex) of that version's text.
+    pub dua_sha256: Option<String>,
 }
 
 type Row = (
@@ -74,10 +76,11 @@ type Row = (
     Option<DateTime<Utc>>,
     bool,
     Option<String>,
+    Option<String>,
 );
 
 const COLUMNS: &str = "application_id, project_id, state, draft, version, created_by, created_at, submitted_at, \
-                       due_on, decided_at, decided_by_rule, dua_version";
+                       due_on, decided_at, decided_by_rule, dua_version, dua_sha256";
 
 fn row(r: Row) -> Result<ApplicationRow, ApiError> {
     Ok(ApplicationRow {
@@ -93,6 +96,7 @@ fn row(r: Row) -> Result<ApplicationRow, ApiError> {
         decided_at: r.9,
         decided_by_rule: r.10,
         dua_version: r.11,
+        dua_sha256: r.12,
     })
 }
 
@@ -290,9 +294,75 @@ pub fn changed_fields(before: &ApplicationContent, after: &ApplicationContent) -
     keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).cloned().collect()
 }
 
+/// One difference between two versions: where, and the values on each side
+/// (absent where the field is absent).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Change {
+    /// A JSON pointer into the content, e.g. `/scope/cohorts` or `/title`.
+    pub path: String,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+}
+
+/// Every difference between two versions (none before: everything is new),
+/// down to the leaves of objects; lists are compared whole. In pointer order.
+pub fn diff(before: Option<&ApplicationContent>, after: &ApplicationContent) -> Vec<Change> {
+    let a = before.map_or(Ok(Value::Object(serde_json::Map::new())), serde_json::to_value);
+    let (Ok(a), Ok(b)) = (a, serde_json::to_value(after)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    diff_values(String::new(), Some(&a), Some(&b), &mut out);
+    out
+}
+
+fn diff_values(path: String, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<Change>) {
+    match (a, b) {
+        (Some(Value::Object(a)), Some(Value::Object(b))) => {
+            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for key in keys {
+                let escaped = key.replace('~', "~0").replace('/', "~1");
+                diff_values(format!("{path}/{escaped}"), a.get(key), b.get(key), out);
+            }
+        }
+        (a, b) if a == b => {}
+        // A field that is null on one side and absent on the other has not changed.
+        (None | Some(Value::Null), None | Some(Value::Null)) => {}
+        (a, b) => out.push(Change { path, before: a.cloned(), after: b.cloned() }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample() -> ApplicationContent {
+        serde_json::from_value(serde_json::json!({
+            "title": "Glioma growth", "lay_summary": "s", "rationale": "r", "methods": "m",
+            "scope": {"cohorts": ["brain-mri"], "modalities": ["MR"], "imaging": true},
+            "intended_use": {"purpose": "HMB", "duration_months": 24},
+            "data_security": "HPC", "public_interest": "p"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_diff_names_each_changed_leaf_with_both_values_and_escapes_keys() {
+        let before = sample();
+        let mut after = sample();
+        after.scope.modalities.push("CT".into());
+        after.justifications.insert("brain/mri~x".into(), "needed".into());
+        let changes = diff(Some(&before), &after);
+        let paths: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths, ["/justifications/brain~1mri~0x", "/scope/modalities"]);
+        assert_eq!(changes[0].before, None);
+        assert_eq!(changes[1].after, Some(serde_json::json!(["MR", "CT"])));
+        assert!(diff(Some(&before), &before).is_empty(), "no change, no diff");
+        let first = diff(None, &before);
+        assert!(first.iter().all(|c| c.before.is_none()) && first.iter().any(|c| c.path == "/title"));
+    }
 
     #[test]
     fn due_dates_count_working_days_only() {

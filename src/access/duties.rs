@@ -2,11 +2,12 @@
 //! (obligations with due dates), and the notifications people must act on.
 
 use chrono::{DateTime, Months, NaiveDate, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgExecutor};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::grants::Scope;
 use crate::error::ApiError;
 
 /// Leaves a notification for `recipient` (a username, or `role:steward`).
@@ -47,6 +48,9 @@ pub struct Fee {
     /// In the currency's minor unit (cents).
     pub amount: i64,
     pub currency: String,
+    /// What the amount is made of.
+    #[sqlx(json)]
+    pub basis: Vec<FeeItem>,
     /// `paid` or `waived`; absent while owed.
     pub settlement: Option<String>,
     pub settlement_note: Option<String>,
@@ -55,36 +59,64 @@ pub struct Fee {
     pub created_at: DateTime<Utc>,
 }
 
-const FEE_COLUMNS: &str = "fee_id, application_id, grant_id, kind, amount, currency, settlement, settlement_note, \
-                           settled_by, settled_at, created_at";
+/// One part of a fee.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FeeItem {
+    /// What it is for, e.g. `controlled tier access` or `imaging maintenance`.
+    pub item: String,
+    /// In the currency's minor unit (cents).
+    pub amount: i64,
+}
 
-/// Records the fee the schedule sets for the strictest tier among `cohorts`
-/// (nothing when that fee is zero).
+const FEE_COLUMNS: &str = "fee_id, application_id, grant_id, kind, amount, currency, basis, settlement, \
+                           settlement_note, settled_by, settled_at, created_at";
+
+/// Records the fee the schedule sets for `scope`: the fee of the strictest
+/// tier among its cohorts, plus that tier's imaging surcharge when the scope
+/// holds imaging (nothing when the total is zero). Returns the amount.
 pub async fn charge(
     tx: &mut PgConnection,
     application_id: Uuid,
     grant_id: Uuid,
-    cohorts: &[String],
+    scope: &Scope,
     kind: &str,
 ) -> Result<Option<i64>, ApiError> {
-    let column = if kind == "access" { "access_fee" } else { "maintenance_fee" };
-    let due: Option<(i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select f.{column}, f.currency from fee_schedule f
+    let (base, imaging) = if kind == "access" {
+        ("access_fee", "imaging_access_fee")
+    } else {
+        ("maintenance_fee", "imaging_maintenance_fee")
+    };
+    let due: Option<(String, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select f.tier, f.{base}, f.{imaging}, f.currency from fee_schedule f
          where f.tier in (select tier from cohort where slug = any($1))
          order by case f.tier when 'controlled' then 0 when 'registered' then 1 else 2 end limit 1"
     )))
-    .bind(cohorts)
+    .bind(&scope.cohorts)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((amount, currency)) = due.filter(|(amount, _)| *amount > 0) else { return Ok(None) };
-    sqlx::query("insert into fee (application_id, grant_id, kind, amount, currency) values ($1, $2, $3, $4, $5)")
-        .bind(application_id)
-        .bind(grant_id)
-        .bind(kind)
-        .bind(amount)
-        .bind(&currency)
-        .execute(&mut *tx)
-        .await?;
+    let Some((tier, base_amount, imaging_amount, currency)) = due else { return Ok(None) };
+    let mut basis = Vec::new();
+    if base_amount > 0 {
+        basis.push(FeeItem { item: format!("{tier} tier {kind}"), amount: base_amount });
+    }
+    if scope.imaging && imaging_amount > 0 {
+        basis.push(FeeItem { item: format!("imaging {kind}"), amount: imaging_amount });
+    }
+    let amount: i64 = basis.iter().map(|b| b.amount).sum();
+    if amount == 0 {
+        return Ok(None);
+    }
+    sqlx::query(
+        "insert into fee (application_id, grant_id, kind, amount, currency, basis) values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(application_id)
+    .bind(grant_id)
+    .bind(kind)
+    .bind(amount)
+    .bind(&currency)
+    .bind(sqlx::types::Json(&basis))
+    .execute(&mut *tx)
+    .await?;
     Ok(Some(amount))
 }
 

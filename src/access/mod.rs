@@ -6,8 +6,11 @@
 
 pub mod consent;
 pub mod db;
+pub mod dua;
 pub mod duties;
 pub mod grants;
 pub mod projects;
 pub mod review;
+pub mod snapshot;
 pub mod state;
+pub mod withdrawal;

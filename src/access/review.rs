@@ -114,8 +114,9 @@ pub async fn approve(
         },
     )
     .await?;
+    let snapshots = super::snapshot::take(tx, grant_id, &app.draft.scope.cohorts).await?;
     let new_key = grants::ensure_project_key(tx, key, app.project_id).await?;
-    let fee = super::duties::charge(tx, app.id, grant_id, &app.draft.scope.cohorts, "access").await?;
+    let fee = super::duties::charge(tx, app.id, grant_id, &app.draft.scope, "access").await?;
     let pi = super::duties::pi_of(&mut *tx, app.project_id).await?;
     super::duties::notify(
         tx,
@@ -129,7 +130,7 @@ pub async fn approve(
         tx,
         NewEvent::new(who, "application.approve").target(format!("application:{}", app.id)).details(json!({
             "version": app.version, "by_rule": by_rule, "grant": grant_id, "not_after": not_after,
-            "conditions": conditions, "project_key_created": new_key, "fee": fee,
+            "conditions": conditions, "project_key_created": new_key, "fee": fee, "snapshots": snapshots,
         })),
     )
     .await?;

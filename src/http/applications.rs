@@ -10,18 +10,18 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::extract::{AppJson, AppPath};
+use super::extract::{AppJson, AppPath, AppQuery};
 use crate::access::consent::{self, ConsentTerms, Rule, Verdict};
 use crate::access::db::{self, ApplicationContent, ApplicationRow, Transition, Version};
-use crate::access::duties;
 use crate::access::grants::{self, GrantState, NewVersion};
 use crate::access::review;
 use crate::access::state::{Action, Actor, State as AppState_};
+use crate::access::{dua, duties};
 use crate::app::AppState;
 use crate::audit::{self, NewEvent};
 use crate::auth::{Principal, Role};
@@ -35,6 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_applications, create_application))
         .routes(routes!(get_application, update_application))
         .routes(routes!(get_version))
+        .routes(routes!(diff_versions))
         .routes(routes!(check_application))
         .routes(routes!(submit_application))
         .routes(routes!(withdraw_application))
@@ -260,6 +261,67 @@ pub async fn get_version(
     visible(&state, &principal, id).await?;
     let found = db::versions(&state.db, id).await?.into_iter().find(|v| v.version == version);
     Ok(AppJson(found.ok_or(ApiError::NotFound("version"))?))
+}
+
+/// Which versions to compare.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DiffQuery {
+    /// The earlier version (default: the one before `to`; 0: nothing, so
+    /// every field of `to` shows as new).
+    pub from: Option<i32>,
+    /// The later version (default: the latest submitted).
+    pub to: Option<i32>,
+}
+
+/// What changed between two submitted versions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionDiff {
+    pub from: i32,
+    pub to: i32,
+    /// Field by field, with the values on each side.
+    pub changes: Vec<db::Change>,
+}
+
+/// Compare two submitted versions, field by field (members and stewards).
+#[utoipa::path(
+    get,
+    path = "/applications/{id}/diff",
+    tag = tags::APPLICATIONS,
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Application id"), DiffQuery),
+    responses(
+        (status = 200, description = "The changes from `from` to `to`", body = VersionDiff),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
+    )
+)]
+pub async fn diff_versions(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppPath(id): AppPath<Uuid>,
+    AppQuery(query): AppQuery<DiffQuery>,
+) -> Result<AppJson<VersionDiff>> {
+    visible(&state, &principal, id).await?;
+    let versions = db::versions(&state.db, id).await?;
+    let latest = versions.last().map_or(0, |v| v.version);
+    if latest == 0 {
+        return Err(ApiError::BadRequest("the application has no submitted version yet".into()));
+    }
+    let to = query.to.unwrap_or(latest);
+    let from = query.from.unwrap_or(to - 1);
+    if from < 0 || from >= to {
+        return Err(ApiError::BadRequest(format!("`from` ({from}) is 0 or more and comes before `to` ({to})")));
+    }
+    let find = |n: i32| {
+        versions
+            .iter()
+            .find(|v| v.version == n)
+            .ok_or_else(|| ApiError::BadRequest(format!("no version {n}: versions are 1 to {latest}")))
+    };
+    let before = if from == 0 { None } else { Some(&find(from)?.content) };
+    let after = find(to)?;
+    Ok(AppJson(VersionDiff { from, to, changes: db::diff(before, &after.content) }))
 }
 
 /// The consent check and feasibility of one requested cohort.
@@ -587,8 +649,12 @@ pub async fn withdraw_application(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActivateRequest {
-    /// The exact version of the agreement accepted; must be the current one.
+    /// The exact version of the agreement accepted; must be the one in force (`GET /dua`).
     pub dua_version: String,
+    /// The SHA-256 of the text read, as `GET /dua` gives it: when present it
+    /// must match, proving the text accepted is the text on record.
+    #[serde(default)]
+    pub dua_sha256: Option<String>,
 }
 
 /// Accept the data use agreement (the PI): the approved application becomes
@@ -615,13 +681,20 @@ pub async fn activate_application(
 ) -> Result<AppJson<Application>> {
     let app = visible(&state, &principal, id).await?;
     require_pi(&state, &principal, app.project_id).await?;
-    let current = &state.config.access.dua_version;
+    let mut tx = state.db.begin().await?;
+    let agreement = dua::current(&mut *tx).await?;
+    let current = &agreement.version;
     if &request.dua_version != current {
         return Err(ApiError::Conflict(format!(
-            "the current data use agreement is `{current}`; read and accept that version"
+            "the data use agreement in force is `{current}`; read and accept that version"
         )));
     }
-    let mut tx = state.db.begin().await?;
+    if request.dua_sha256.as_ref().is_some_and(|h| !h.eq_ignore_ascii_case(&agreement.sha256)) {
+        return Err(ApiError::Conflict(format!(
+            "the text accepted differs from the text of `{current}` on record (its SHA-256 is {})",
+            agreement.sha256
+        )));
+    }
     let locked = db::lock(&mut tx, id).await?.ok_or(ApiError::NotFound("application"))?;
     review::advance(&mut tx, &locked, Action::Activate, Actor::Applicant, &principal.username, None).await?;
     if let Some(owed) = duties::fees(&mut *tx, id).await?.into_iter().find(|f| f.settlement.is_none()) {
@@ -636,11 +709,14 @@ pub async fn activate_application(
             ),
         });
     }
-    sqlx::query("update application set dua_version = $2, dua_accepted_at = now() where application_id = $1")
-        .bind(id)
-        .bind(current)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "update application set dua_version = $2, dua_sha256 = $3, dua_accepted_at = now() where application_id = $1",
+    )
+    .bind(id)
+    .bind(current)
+    .bind(&agreement.sha256)
+    .execute(&mut *tx)
+    .await?;
     let grant_id: Uuid =
         sqlx::query_scalar("select grant_id from access_grant where application_id = $1 and version = 1")
             .bind(id)
@@ -674,7 +750,7 @@ pub async fn activate_application(
         &mut tx,
         NewEvent::new(&principal.username, "application.activate")
             .target(format!("application:{id}"))
-            .details(json!({ "dua_version": current, "grant": grant_id, "grant_version": grant.version + 1, "obligations": duties })),
+            .details(json!({ "dua_version": current, "dua_sha256": agreement.sha256, "grant": grant_id, "grant_version": grant.version + 1, "obligations": duties })),
     )
     .await?;
     tx.commit().await?;

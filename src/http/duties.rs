@@ -49,9 +49,17 @@ pub struct TierFees {
     pub access_fee: i64,
     /// Due at each renewal.
     pub maintenance_fee: i64,
+    /// Added to the access fee when imaging is in scope.
+    #[serde(default)]
+    pub imaging_access_fee: i64,
+    /// Added to the maintenance fee when imaging is in scope.
+    #[serde(default)]
+    pub imaging_maintenance_fee: i64,
     /// ISO 4217, e.g. `EUR`.
     pub currency: String,
 }
+
+const TIER_COLUMNS: &str = "tier, access_fee, maintenance_fee, imaging_access_fee, imaging_maintenance_fee, currency";
 
 /// The fee schedule, per cohort tier (anyone signed in).
 #[utoipa::path(
@@ -67,7 +75,7 @@ pub struct TierFees {
 )]
 pub async fn fee_schedule(State(state): State<AppState>, _principal: Principal) -> Result<AppJson<Vec<TierFees>>> {
     Ok(AppJson(
-        sqlx::query_as("select tier, access_fee, maintenance_fee, currency from fee_schedule order by tier")
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("select {TIER_COLUMNS} from fee_schedule order by tier")))
             .fetch_all(&state.db)
             .await?,
     ))
@@ -97,27 +105,35 @@ pub async fn set_fee(
     if request.tier != tier {
         return Err(ApiError::BadRequest("the body's `tier` differs from the path's".into()));
     }
-    if request.access_fee < 0 || request.maintenance_fee < 0 {
+    if [request.access_fee, request.maintenance_fee, request.imaging_access_fee, request.imaging_maintenance_fee]
+        .iter()
+        .any(|fee| *fee < 0)
+    {
         return Err(ApiError::BadRequest("fees are zero or more".into()));
     }
     if request.currency.len() != 3 || !request.currency.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(ApiError::BadRequest("`currency` is an ISO 4217 code such as EUR".into()));
     }
     let mut tx = state.db.begin().await?;
-    let saved: TierFees = sqlx::query_as(
-        "update fee_schedule set access_fee = $2, maintenance_fee = $3, currency = $4, updated_at = now()
-         where tier = $1 returning tier, access_fee, maintenance_fee, currency",
-    )
+    let saved: TierFees = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "update fee_schedule set access_fee = $2, maintenance_fee = $3, imaging_access_fee = $4,
+                                 imaging_maintenance_fee = $5, currency = $6, updated_at = now()
+         where tier = $1 returning {TIER_COLUMNS}"
+    )))
     .bind(tier)
     .bind(request.access_fee)
     .bind(request.maintenance_fee)
+    .bind(request.imaging_access_fee)
+    .bind(request.imaging_maintenance_fee)
     .bind(&request.currency)
     .fetch_one(&mut *tx)
     .await?;
     audit::record(
         &mut tx,
         NewEvent::new(&principal.username, "fee.schedule").target(format!("tier:{}", tier_name(tier))).details(
-            json!({ "access_fee": saved.access_fee, "maintenance_fee": saved.maintenance_fee, "currency": saved.currency }),
+            json!({ "access_fee": saved.access_fee, "maintenance_fee": saved.maintenance_fee,
+                    "imaging_access_fee": saved.imaging_access_fee,
+                    "imaging_maintenance_fee": saved.imaging_maintenance_fee, "currency": saved.currency }),
         ),
     )
     .await?;
@@ -521,8 +537,7 @@ pub async fn decide_renewal(
             },
         )
         .await?;
-        let fee =
-            duties::charge(&mut tx, current.application_id, current.id, &current.scope.cohorts, "maintenance").await?;
+        let fee = duties::charge(&mut tx, current.application_id, current.id, &current.scope, "maintenance").await?;
         let scheduled =
             duties::schedule(&mut tx, current.id, current.project_id, &current.scope.cohorts, from, until).await?;
         details = json!({ "renewal": id, "approve": true, "version": current.version + 1, "not_after": until, "fee": fee, "obligations": scheduled });

@@ -12,6 +12,7 @@ pub mod cohorts;
 pub mod deid;
 pub mod dicomweb;
 pub mod discovery;
+pub mod dua;
 pub mod duties;
 pub mod extract;
 pub mod fields;
@@ -46,6 +47,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(annotations::router())
             .merge(projects::router())
             .merge(applications::router())
+            .merge(dua::router())
             .merge(reviews::router())
             .merge(grants::router())
             .merge(duties::router())

@@ -94,6 +94,8 @@ pub struct QueueItem {
     pub votes: i64,
     /// Top-level fields that changed from the previous version.
     pub changed_since_previous: Vec<String>,
+    /// What changed from the previous version, with the values on each side.
+    pub changes: Vec<db::Change>,
 }
 
 /// The committee's queue.
@@ -130,9 +132,11 @@ pub async fn queue(State(state): State<AppState>, principal: Principal) -> Resul
     for (id, project_title, votes) in rows {
         let Some(app) = db::get(&state.db, id).await? else { continue };
         let versions = db::versions(&state.db, id).await?;
-        let changed = match versions.as_slice() {
-            [.., before, after] => db::changed_fields(&before.content, &after.content),
-            _ => Vec::new(),
+        let (fields, changes) = match versions.as_slice() {
+            [.., before, after] => {
+                (db::changed_fields(&before.content, &after.content), db::diff(Some(&before.content), &after.content))
+            }
+            _ => (Vec::new(), Vec::new()),
         };
         items.push(QueueItem {
             application_id: id,
@@ -147,7 +151,8 @@ pub async fn queue(State(state): State<AppState>, principal: Principal) -> Resul
             overdue: app.due_on.is_some_and(|d| d < today),
             assignments: assignments(&state.db, id).await?,
             votes,
-            changed_since_previous: changed,
+            changed_since_previous: fields,
+            changes,
         });
     }
     Ok(AppJson(Queue { items }))

@@ -15,11 +15,11 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::extract::{AppJson, AppPath, AppQuery};
-use crate::access::{duties, grants, projects};
+use crate::access::projects;
+use crate::access::withdrawal::{self, Outcome, Scope};
 use crate::app::AppState;
 use crate::audit::{self, NewEvent};
 use crate::auth::{Principal, Role};
-use crate::deid::pseudonym::project_subject;
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::openapi::tags;
 
@@ -29,25 +29,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(project_notices))
         .routes(routes!(open_notices))
         .routes(routes!(acknowledge))
-}
-
-/// What is withdrawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Scope {
-    /// Everything: the subject leaves discovery and every future extract.
-    Full,
-    /// Imaging only: the subject's images leave; tables stay.
-    Imaging,
-}
-
-impl Scope {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Full => "full",
-            Self::Imaging => "imaging",
-        }
-    }
 }
 
 /// A withdrawal: the subject by registry pseudonym, or by site and local patient ID.
@@ -110,59 +91,11 @@ pub async fn withdraw(
             .fetch_optional(&mut *tx)
             .await?;
     let (subject, before) = found.ok_or(ApiError::NotFound("subject"))?;
-    if before.as_deref() == Some("full") || before.as_deref() == Some(request.scope.as_str()) {
+    if request.scope.covered_by(before.as_deref()) {
         return Err(ApiError::Conflict(format!("the subject has already withdrawn ({})", before.unwrap_or_default())));
     }
-    sqlx::query(
-        "update subject set withdrawal_scope = $2,
-                            withdrawn_at = case when $2 = 'full' then now() else withdrawn_at end
-         where subject_id = $1",
-    )
-    .bind(subject)
-    .bind(request.scope.as_str())
-    .execute(&mut *tx)
-    .await?;
-    let series_removed = sqlx::query("delete from discovery_series where subject_id = $1")
-        .bind(subject)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    // Every project with a grant on one of the subject's cohorts may hold their data.
-    let holders: Vec<Uuid> = sqlx::query_scalar(
-        "select distinct g.project_id from access_grant g
-         join project p on p.project_id = g.project_id and p.closed_at is null
-         where g.state <> 'pending' and g.scope -> 'cohorts' ?| array(
-             select c.slug from cohort c
-             where c.cohort_id in (select cohort_id from cohort_subject where subject_id = $1
-                                   union select cohort_id from study where subject_id = $1))",
-    )
-    .bind(subject)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut notices = 0;
-    for project in holders {
-        let Some(key) = grants::project_key(&mut *tx, &state.ingest.key, project).await? else { continue };
-        let theirs = project_subject(&key, &pseudonym);
-        sqlx::query(
-            "insert into withdrawal_notice (project_id, subject_id, scope, project_pseudonym) values ($1, $2, $3, $4)",
-        )
-        .bind(project)
-        .bind(subject)
-        .bind(request.scope.as_str())
-        .bind(&theirs)
-        .execute(&mut *tx)
-        .await?;
-        let pi = duties::pi_of(&mut *tx, project).await?;
-        duties::notify(
-            &mut tx,
-            &pi,
-            "withdrawal.notice",
-            "A participant withdrew: delete their data and acknowledge the notice",
-            &format!("project:{project}"),
-        )
-        .await?;
-        notices += 1;
-    }
+    let Outcome { notices, series_removed } =
+        withdrawal::withdraw(&mut tx, &state.ingest.key, subject, &pseudonym, request.scope).await?;
     audit::record(
         &mut tx,
         NewEvent::new(&principal.username, "subject.withdraw")

@@ -87,6 +87,17 @@ pub(crate) async fn declare_and_vote(w: &World, token: &str, id: &str, vote: Val
     w.app.post_json(&format!("/api/v1/applications/{id}/votes"), Some(token), &vote).await
 }
 
+/// A subject table imported by an uploader into `cohort` at site `local`.
+pub(crate) async fn import_subjects(w: &World, cohort: &str, csv: &str) -> crate::helpers::TestResponse {
+    let uploader = w.app.token("ulrich", &[Role::Uploader]);
+    let request = axum::http::Request::post(format!("/api/v1/imports/subjects?cohort={cohort}&site=local"))
+        .header("authorization", format!("Bearer {uploader}"))
+        .header("content-type", "text/csv")
+        .body(axum::body::Body::from(csv.to_owned()))
+        .unwrap();
+    w.app.call(request).await
+}
+
 pub(crate) async fn exact_count(w: &World, project: &str, cohort: &str) -> crate::helpers::TestResponse {
     let body = json!({"project": project, "criteria": {"field": "cohort", "in": [cohort]}});
     w.app.post_json("/api/v1/discovery/count", Some(&w.pi), &body).await
@@ -181,8 +192,14 @@ async fn an_application_becomes_an_active_grant_through_two_votes_and_the_pis_ac
 
 pub(crate) async fn active_grant(w: &World) -> (String, String) {
     cohort(w, "chest-ct", "registered", json!({"permission": "GRU"}), true).await;
+    grant_on_chest_ct(w, &content(&["chest-ct"], "HMB")).await
+}
+
+/// A new project of the PI with an active grant on the existing cohort
+/// `chest-ct` (approved by rule) for `content`: the project and grant ids.
+pub(crate) async fn grant_on_chest_ct(w: &World, content: &Value) -> (String, String) {
     let project = project(w).await;
-    let id = application(w, &project, &content(&["chest-ct"], "HMB")).await;
+    let id = application(w, &project, content).await;
     let submitted = w.app.post_json(&format!("/api/v1/applications/{id}/submit"), Some(&w.pi), &json!({})).await.json();
     assert_eq!(submitted["state"], "approved", "approved by rule: {submitted}");
     w.app
@@ -302,7 +319,7 @@ async fn a_consent_mismatch_blocks_submission_until_the_applicant_justifies_it()
 }
 
 #[tokio::test]
-async fn requested_changes_come_back_as_a_new_version_with_the_changed_fields_shown() {
+async fn requested_changes_come_back_as_a_new_version_with_each_changed_value_shown_before_and_after() {
     let w = world().await;
     cohort(&w, "knee-mri", "registered", json!({"permission": "HMB"}), false).await;
     let project = project(&w).await;
@@ -327,6 +344,7 @@ async fn requested_changes_come_back_as_a_new_version_with_the_changed_fields_sh
     assert_eq!(state(&w, &id).await["state"], "changes_requested");
 
     body["data_security"] = json!("University HPC; images deleted after 24 months.");
+    body["scope"]["modalities"] = json!(["MR", "CT"]);
     w.app
         .put_json(&format!("/api/v1/applications/{id}"), Some(&w.pi), &json!({"content": body}))
         .await
@@ -338,7 +356,31 @@ async fn requested_changes_come_back_as_a_new_version_with_the_changed_fields_sh
 
     let queue = w.app.get("/api/v1/reviews/queue", Some(&w.sue)).await.assert_status(StatusCode::OK).json();
     let item = &queue["items"][0];
-    assert_eq!(item["changed_since_previous"], json!(["data_security"]));
+    assert_eq!(item["changed_since_previous"], json!(["data_security", "scope"]));
+    let old_security = "University HPC, ISO 27001 certified, no copies outside it.";
+    let new_security = "University HPC; images deleted after 24 months.";
+    let expected = json!([
+        {"path": "/data_security", "before": old_security, "after": new_security},
+        {"path": "/scope/modalities", "before": ["MR"], "after": ["MR", "CT"]},
+    ]);
+    assert_eq!(item["changes"], expected, "the queue shows each changed value");
+    let diff = w.app.get(&format!("/api/v1/applications/{id}/diff"), Some(&w.pi)).await.json();
+    assert_eq!((diff["from"].clone(), diff["to"].clone(), diff["changes"].clone()), (json!(1), json!(2), expected));
+    let first = w.app.get(&format!("/api/v1/applications/{id}/diff?to=1"), Some(&w.sue)).await.json();
+    assert!(
+        first["changes"].as_array().unwrap().iter().all(|c| c["before"].is_null()),
+        "against nothing, every field of the first version is new: {first}"
+    );
+    let message = w
+        .app
+        .get(&format!("/api/v1/applications/{id}/diff?from=2&to=1"), Some(&w.sue))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "bad-request");
+    assert!(message.contains("comes before"), "{message}");
+    w.app
+        .get(&format!("/api/v1/applications/{id}/diff?to=3"), Some(&w.sue))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "bad-request");
     assert_eq!(item["votes"], 0, "votes on version 1 do not count for version 2");
     assert_eq!(item["overdue"], false);
     let first = w.app.get(&format!("/api/v1/applications/{id}/versions/1"), Some(&w.pi)).await.json();

@@ -318,7 +318,8 @@ impl Target {
 
 enum Payload {
     Empty,
-    /// JSON in which the strings `{id}` and `{dua}` are replaced.
+    /// JSON in which the strings `{id}`, `{dua}` (the agreement in force) and
+    /// `{unique}` (fresh for each case) are replaced.
     Json(Value),
     /// The caller's own profile, unchanged.
     OwnProfile,
@@ -408,6 +409,8 @@ fn matrix() -> Vec<Row> {
             p1_pi,
         ),
         row(M::GET, "/api/v1/applications/{id}/versions/1", Target::A1, Empty, reads_p1),
+        row(M::GET, "/api/v1/applications/{id}/diff", Target::A1, Empty, reads_p1),
+        row(M::GET, "/api/v1/applications/{id}/diff", Target::A3, Empty, reads_p2),
         row(M::GET, "/api/v1/applications/{id}/check", Target::A1, Empty, reads_p1),
         row(M::POST, "/api/v1/applications/{id}/submit", Target::Fresh(Fresh::Draft), body(json!({})), p1_pi),
         row(
@@ -423,6 +426,16 @@ fn matrix() -> Vec<Row> {
             Target::Fresh(Fresh::Approved),
             body(json!({"dua_version": "{dua}"})),
             p1_pi,
+        ),
+        row(M::GET, "/api/v1/dua", Target::NoId, Empty, anyone),
+        row(M::GET, "/api/v1/dua/versions", Target::NoId, Empty, anyone),
+        row(M::GET, "/api/v1/dua/versions/custodian-dua-2026-1", Target::NoId, Empty, anyone),
+        row(
+            M::POST,
+            "/api/v1/dua",
+            Target::NoId,
+            body(json!({"version": "matrix-{unique}", "title": "Data use agreement", "body": "Use the data well."})),
+            admins,
         ),
         row(
             M::PUT,
@@ -470,6 +483,9 @@ fn matrix() -> Vec<Row> {
         row(M::GET, "/api/v1/projects/{id}/grants", Target::P1, Empty, reads_p1),
         row(M::GET, "/api/v1/projects/{id}/grants", Target::P2, Empty, reads_p2),
         row(M::GET, "/api/v1/grants/{id}", Target::G1, Empty, reads_p1),
+        row(M::GET, "/api/v1/grants/{id}/snapshot", Target::G1, Empty, reads_p1),
+        row(M::GET, "/api/v1/projects/{id}/subjects?cohort=chest-ct", Target::P1, Empty, counts_in_p1),
+        row(M::GET, "/api/v1/projects/{id}/subjects?cohort=chest-ct", Target::P2, Empty, counts_in_p2),
         row(
             M::POST,
             "/api/v1/grants/{id}/state",
@@ -584,7 +600,6 @@ fn fees() -> Value {
 struct World {
     app: TestApp,
     tokens: Vec<(Caller, String)>,
-    dua: String,
     p1: String,
     p2: String,
     a1: String,
@@ -645,12 +660,10 @@ impl World {
 async fn world() -> World {
     let app = TestApp::new().await;
     let tokens = CALLERS.iter().filter_map(|&c| Some((c, app.token(c.username()?, c.roles())))).collect();
-    let dua = app.state.config.access.dua_version.clone();
     let sue = app.token("sue", &[Role::Steward]);
     let mut w = World {
         app,
         tokens,
-        dua,
         p1: String::new(),
         p2: String::new(),
         a1: String::new(),
@@ -684,6 +697,8 @@ async fn world() -> World {
     let put = w.send(&Method::PUT, "/api/v1/fees/registered", Caller::Alice, Some(&fees())).await;
     put.assert_status(StatusCode::OK);
 
+    // A subject of the registered cohort, there before P1's grant froze the cohort.
+    let patient = subject(&w).await;
     w.p1 = project_like_p1(&w).await;
     w.a1 = reviewing(&w).await;
     w.a2 = approved(&w).await;
@@ -694,8 +709,7 @@ async fn world() -> World {
         .await;
     w.c1 = id_in(&comments.assert_status(StatusCode::CREATED).json()[0]);
 
-    // A subject of the registered cohort withdraws: P1, granted that cohort, gets a notice.
-    let patient = subject(&w).await;
+    // The subject withdraws: P1, whose grant holds them, gets a notice.
     let withdrawal = json!({"site": "local", "patient_id": patient, "scope": "full"});
     w.post(Caller::Sam, "/api/v1/withdrawals", &withdrawal).await.assert_status(StatusCode::CREATED);
     let notices = w.get(Caller::Rita, &format!("/api/v1/projects/{}/withdrawal-notices", w.p1)).await;
@@ -808,7 +822,8 @@ async fn subject(w: &World) -> String {
 
 async fn activate(w: &World, id: &str) {
     let path = format!("/api/v1/applications/{id}/activate");
-    let active = w.post(Caller::Rita, &path, &json!({"dua_version": w.dua})).await;
+    let dua = w.get(Caller::Rita, "/api/v1/dua").await.json()["version"].clone();
+    let active = w.post(Caller::Rita, &path, &json!({"dua_version": dua})).await;
     assert_eq!(active.assert_status(StatusCode::OK).json()["state"], "active");
 }
 
@@ -868,8 +883,11 @@ async fn resolve<'r>(w: &World, row: &'r Row, caller: Caller) -> Case<'r> {
         Target::Fresh(kind) => Some(fresh(w, kind).await),
         target => w.id(target).map(str::to_owned),
     };
+    // The agreement in force, which the matrix itself may have replaced.
+    let dua = w.get(Caller::Rita, "/api/v1/dua").await.json()["version"].as_str().unwrap_or_default().to_owned();
+    let unique = uuid::Uuid::new_v4().simple().to_string();
     let fill = |text: &str| {
-        let text = text.replace("{dua}", &w.dua);
+        let text = text.replace("{dua}", &dua).replace("{unique}", &unique);
         match &id {
             Some(id) => text.replace("{id}", id),
             None => text,
@@ -1011,6 +1029,7 @@ fn the_matrix_covers_every_governance_endpoint_for_every_caller() {
     let doc: Value = serde_json::from_str(&committed).unwrap();
     let rows = matrix();
     let same_route = |spec: &str, path: &str| {
+        let path = path.split('?').next().unwrap_or(path);
         let (spec, path): (Vec<&str>, Vec<&str>) = (spec.split('/').collect(), path.split('/').collect());
         spec.len() == path.len() && spec.iter().zip(&path).all(|(s, p)| s.starts_with('{') || s == p)
     };

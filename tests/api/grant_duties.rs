@@ -5,7 +5,10 @@
 use axum::http::StatusCode;
 use serde_json::json;
 
-use crate::access::{DUA, World, active_grant, application, cohort, content, exact_count, project, world};
+use crate::access::{
+    DUA, World, active_grant, application, cohort, content, exact_count, grant_on_chest_ct, import_subjects, project,
+    world,
+};
 
 async fn approved_with_fee(w: &World) -> (String, String) {
     let fee = json!({"tier": "registered", "access_fee": 300_000, "maintenance_fee": 50_000, "currency": "GBP"});
@@ -195,7 +198,10 @@ async fn people_are_notified_of_what_they_must_act_on() {
 #[tokio::test]
 async fn a_withdrawal_notifies_exactly_the_projects_that_may_hold_the_subject_under_their_own_pseudonyms() {
     let w = world().await;
-    let (holder, _) = active_grant(&w).await;
+    cohort(&w, "chest-ct", "registered", json!({"permission": "GRU"}), true).await;
+    let csv = "patient_id,sex,birth_year\nHOSP-000417,F,1961\nHOSP-000418,M,1970\n";
+    import_subjects(&w, "chest-ct", csv).await.assert_status(StatusCode::CREATED);
+    let (holder, _) = grant_on_chest_ct(&w, &content(&["chest-ct"], "HMB")).await;
     // Another project, granted another cohort only.
     let olga = w.app.token("olga", &[custodian::auth::Role::Researcher]);
     let profile = json!({"name": "Olga", "institution": "Tartu", "email": "o@example.org", "position": "PI"});
@@ -213,14 +219,6 @@ async fn a_withdrawal_notifies_exactly_the_projects_that_may_hold_the_subject_un
         .await
         .assert_status(StatusCode::OK);
 
-    let uploader = w.app.token("ulrich", &[custodian::auth::Role::Uploader]);
-    let csv = "patient_id,sex,birth_year\nHOSP-000417,F,1961\nHOSP-000418,M,1970\n";
-    let request = axum::http::Request::post("/api/v1/imports/subjects?cohort=chest-ct&site=local")
-        .header("authorization", format!("Bearer {uploader}"))
-        .header("content-type", "text/csv")
-        .body(axum::body::Body::from(csv))
-        .unwrap();
-    w.app.call(request).await.assert_status(StatusCode::CREATED);
     let everyone = json!({"criteria": {"field": "cohort", "in": ["chest-ct"]}});
     let before =
         w.app.post_json("/api/v1/discovery/count", Some(&w.sam), &everyone).await.json()["counts"]["subjects"].clone();

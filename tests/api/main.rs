@@ -17,6 +17,7 @@ mod discovery;
 mod embedded;
 mod errors;
 mod grant_duties;
+mod grant_scope;
 mod helpers;
 mod imports;
 mod jobs;

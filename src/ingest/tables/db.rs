@@ -11,8 +11,10 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{ImportKind, ImportReport, Parsed};
+use crate::access::withdrawal::{self, Scope};
 use crate::audit::{self, NewEvent};
 use crate::deid::RegistryKey;
+use crate::error::ApiError;
 
 /// Where an import goes and who sends it.
 #[derive(Debug)]
@@ -34,7 +36,7 @@ struct Subject {
 }
 
 /// Writes `parsed`, which must be free of problems.
-pub async fn write(tx: &mut PgConnection, ctx: &Context<'_>, parsed: Parsed) -> sqlx::Result<ImportReport> {
+pub async fn write(tx: &mut PgConnection, ctx: &Context<'_>, parsed: Parsed) -> Result<ImportReport, ApiError> {
     let (subjects, created) = resolve_subjects(tx, ctx, &parsed).await?;
     let import_id = sqlx::query_scalar!(
         "insert into data_import (kind, format, cohort_id, site_id, created_by, row_count, subjects_created)
@@ -60,6 +62,7 @@ pub async fn write(tx: &mut PgConnection, ctx: &Context<'_>, parsed: Parsed) -> 
     if !parsed.genotypes.is_empty() {
         values += write_genotypes(tx, &parsed, &subjects, import_id).await?;
     }
+    let withdrawn = record_withdrawals(tx, ctx, &parsed, &subjects, import_id).await?;
 
     let report = ImportReport {
         id: import_id,
@@ -71,6 +74,7 @@ pub async fn write(tx: &mut PgConnection, ctx: &Context<'_>, parsed: Parsed) -> 
         subjects_created: created,
         subjects_matched: subjects.len() as u64 - created,
         values,
+        withdrawn,
     };
     audit::record(
         tx,
@@ -84,11 +88,63 @@ pub async fn write(tx: &mut PgConnection, ctx: &Context<'_>, parsed: Parsed) -> 
                 "subjects_created": report.subjects_created,
                 "subjects_matched": report.subjects_matched,
                 "values": report.values,
+                "withdrawn": report.withdrawn,
             })),
     )
     .await?;
     crate::jobs::enqueue(&mut *tx, &crate::dictionary::db::refresh_soon()).await?;
     Ok(report)
+}
+
+/// Withdraws the subjects the import marks withdrawn, as a steward's
+/// withdrawal does (discovery, notices to the projects that hold them), each
+/// audited; a subject already withdrawn to that extent is left as it is.
+/// Returns how many were withdrawn now.
+async fn record_withdrawals(
+    tx: &mut PgConnection,
+    ctx: &Context<'_>,
+    parsed: &Parsed,
+    subjects: &[Subject],
+    import_id: Uuid,
+) -> Result<u64, ApiError> {
+    // The widest extent per patient, in pseudonym order (the order rows are locked in).
+    let mut wanted: HashMap<u32, Scope> = HashMap::new();
+    for &(patient, scope) in &parsed.withdrawals {
+        let entry = wanted.entry(patient).or_insert(scope);
+        if scope == Scope::Full {
+            *entry = Scope::Full;
+        }
+    }
+    let ids = parsed.patients.ids();
+    let mut list: Vec<(String, Uuid, Scope)> = wanted
+        .into_iter()
+        .map(|(patient, scope)| {
+            (ctx.key.subject(ctx.site, &ids[patient as usize]), subjects[patient as usize].id, scope)
+        })
+        .collect();
+    list.sort();
+    let mut withdrawn = 0;
+    for (pseudonym, subject, scope) in list {
+        let before: Option<String> =
+            sqlx::query_scalar("select withdrawal_scope from subject where subject_id = $1 for update")
+                .bind(subject)
+                .fetch_one(&mut *tx)
+                .await?;
+        if scope.covered_by(before.as_deref()) {
+            continue;
+        }
+        let outcome = withdrawal::withdraw(tx, ctx.key, subject, &pseudonym, scope).await?;
+        audit::record(
+            tx,
+            NewEvent::new(ctx.actor, "subject.withdraw").target(format!("subject:{pseudonym}")).details(json!({
+                "scope": scope, "notices": outcome.notices, "series_removed": outcome.series_removed,
+                "import": import_id, "site": ctx.site,
+            })),
+        )
+        .await?;
+        withdrawn += 1;
+    }
+    Ok(withdrawn)
 }
 
 /// The subject of every patient of the import, by patient number, creating

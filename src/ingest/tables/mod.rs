@@ -251,6 +251,8 @@ pub struct Parsed {
     pub diagnoses: Vec<DiagnosisRow>,
     pub variants: Vec<VariantKey>,
     pub genotypes: Vec<GenotypeRow>,
+    /// Consent withdrawals recorded by the site: patient and extent.
+    pub withdrawals: Vec<(u32, crate::access::withdrawal::Scope)>,
 }
 
 impl Parsed {
@@ -281,6 +283,8 @@ pub struct ImportReport {
     pub subjects_matched: u64,
     /// Rows written: observations, diagnoses or genotypes (a subject row may write several observations).
     pub values: u64,
+    /// Subjects whose consent withdrawal this import recorded (the `withdrawn` column of a subject table).
+    pub withdrawn: u64,
 }
 
 #[cfg(test)]

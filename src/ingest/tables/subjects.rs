@@ -3,13 +3,15 @@
 //! `date` of the measurements, and any observation field of the dictionary as
 //! a column, in its canonical unit or with the unit in brackets
 //! (`height[in]`, `glucose[mg/dL]`). BMI is computed when a row has height and
-//! weight but no BMI.
+//! weight but no BMI. A `withdrawn` column (`full` or `imaging`, blank if
+//! none) records a consent withdrawal the site holds.
 
 use std::collections::HashMap;
 
 use super::observations::{importable, split_unit, value_of};
 use super::table::{self, Format};
 use super::{Demographics, ObservationRow, Parsed, Problems, parse_birth_year, parse_date_time, parse_sex, patient_id};
+use crate::access::withdrawal::Scope;
 use crate::dictionary::{Dictionary, Field};
 
 enum Column<'d> {
@@ -17,6 +19,7 @@ enum Column<'d> {
     Sex,
     BirthYear,
     Date,
+    Withdrawn,
     Value { field: &'d Field, unit: Option<String> },
 }
 
@@ -33,7 +36,7 @@ pub fn parse(format: Format, body: &[u8], dictionary: &Dictionary, problems: &mu
         }
         parsed.rows += 1;
         let mut patient = None;
-        let (mut sex, mut birth_year, mut at) = (None, None, None);
+        let (mut sex, mut birth_year, mut at, mut withdrawn) = (None, None, None, None);
         let mut values: Vec<(&Field, Option<f64>, Option<String>)> = Vec::new();
         let mut ok = true;
         for (i, column) in plan.iter().enumerate() {
@@ -68,6 +71,13 @@ pub fn parse(format: Format, body: &[u8], dictionary: &Dictionary, problems: &mu
                         ok = false;
                     }
                 }
+                Column::Withdrawn => match withdrawal(text) {
+                    Ok(scope) => withdrawn = scope,
+                    Err(message) => {
+                        problems.at(row, name, "invalid-value", message);
+                        ok = false;
+                    }
+                },
                 Column::Value { field, unit } => match value_of(field, text, unit.as_deref()) {
                     Ok((value, code)) => values.push((field, value, code)),
                     Err((code, message)) => {
@@ -89,15 +99,10 @@ pub fn parse(format: Format, body: &[u8], dictionary: &Dictionary, problems: &mu
         {
             return problems.add(Some(row), None, "conflicting-value", message);
         }
-        let bmi_given = values.iter().any(|(f, ..)| f.id == "bmi");
-        let number = |id: &str| values.iter().find(|(f, ..)| f.id == id).and_then(|(_, v, _)| *v);
-        let computed = match (bmi_given, number("height"), number("weight"), dictionary.get("bmi")) {
-            (false, Some(height_cm), Some(weight_kg), Some(bmi)) if height_cm > 0.0 => {
-                let value = weight_kg / (height_cm / 100.0).powi(2);
-                bmi.in_range(value).then_some((bmi, value))
-            }
-            _ => None,
-        };
+        if let Some(scope) = withdrawn {
+            parsed.withdrawals.push((patient, scope));
+        }
+        let computed = computed_bmi(&values, dictionary);
         for (field, value, code) in values {
             let field = parsed.field(&field.id);
             parsed.observations.push(ObservationRow { patient, field, value, code, at });
@@ -141,6 +146,30 @@ fn record_demographics(
     Ok(())
 }
 
+/// The BMI of a row that has height and weight but no BMI, when in range.
+fn computed_bmi<'d>(
+    values: &[(&Field, Option<f64>, Option<String>)],
+    dictionary: &'d Dictionary,
+) -> Option<(&'d Field, f64)> {
+    let bmi_given = values.iter().any(|(f, ..)| f.id == "bmi");
+    let number = |id: &str| values.iter().find(|(f, ..)| f.id == id).and_then(|(_, v, _)| *v);
+    match (bmi_given, number("height"), number("weight"), dictionary.get("bmi")) {
+        (false, Some(height_cm), Some(weight_kg), Some(bmi)) if height_cm > 0.0 => {
+            let value = weight_kg / (height_cm / 100.0).powi(2);
+            bmi.in_range(value).then_some((bmi, value))
+        }
+        _ => None,
+    }
+}
+
+/// A `withdrawn` cell: blank, `full` or `imaging`.
+fn withdrawal(text: &str) -> Result<Option<Scope>, &'static str> {
+    match text.trim() {
+        "" => Ok(None),
+        scope => Scope::parse(scope).map(Some).ok_or("not a withdrawal (full or imaging; blank if none)"),
+    }
+}
+
 fn plan_columns<'d>(
     header: &table::Header,
     dictionary: &'d Dictionary,
@@ -153,6 +182,7 @@ fn plan_columns<'d>(
             "sex" => Some(Column::Sex),
             "birth_date" | "birth_year" => Some(Column::BirthYear),
             "date" | "time" => Some(Column::Date),
+            "withdrawn" => Some(Column::Withdrawn),
             other => {
                 let (id, unit) = split_unit(other);
                 match dictionary.get(id) {
