@@ -136,7 +136,7 @@ pub struct Obligation {
     pub id: Uuid,
     pub grant_id: Uuid,
     pub project_id: Uuid,
-    /// `progress_report`, `results_return` or `deletion_attestation`.
+    /// `progress_report`, `results_return`, `publication_notice` or `deletion_attestation`.
     pub kind: String,
     pub due_on: NaiveDate,
     pub fulfilled_at: Option<DateTime<Utc>>,
@@ -167,14 +167,19 @@ pub async fn schedule(
         duties.push(("progress_report", due.date_naive()));
         year += 1;
     }
-    let returns: bool = sqlx::query_scalar(
-        "select exists (select 1 from cohort where slug = any($1) and consent_terms -> 'modifiers' ? 'RTN')",
+    let (returns, publishes): (bool, bool) = sqlx::query_as(
+        "select coalesce(bool_or(consent_terms -> 'modifiers' ? 'RTN'), false),
+                coalesce(bool_or(consent_terms -> 'modifiers' ? 'PUB'), false)
+         from cohort where slug = any($1)",
     )
     .bind(cohorts)
     .fetch_one(&mut *tx)
     .await?;
     if returns {
         duties.push(("results_return", until.date_naive()));
+    }
+    if publishes {
+        duties.push(("publication_notice", until.date_naive()));
     }
     duties.push(("deletion_attestation", until.date_naive() + chrono::Days::new(30)));
     for (kind, due) in &duties {

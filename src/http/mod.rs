@@ -21,6 +21,7 @@ pub mod imports;
 pub mod me;
 pub mod ops;
 pub mod projects;
+pub mod publications;
 pub mod reviews;
 pub mod tokens;
 pub mod uploads;
@@ -52,6 +53,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(grants::router())
             .merge(duties::router())
             .merge(withdrawals::router())
+            .merge(publications::router())
             .merge(catalog::router()),
     )
 }

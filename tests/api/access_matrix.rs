@@ -236,6 +236,15 @@ fn author_of_c1(caller: Caller) -> Expect {
     }
 }
 
+/// What P1's accepted members do for the project; whoever else sees it is refused.
+fn members_of_p1(caller: Caller) -> Expect {
+    match caller {
+        Caller::Rita | Caller::Carl => Expect::Ok,
+        Caller::Ivan | Caller::Sam | Caller::Alice => Expect::Forbidden,
+        _ => Expect::Hidden,
+    }
+}
+
 /// Exact counts within P1's grants: its accepted members; for anyone else the project does not exist.
 fn counts_in_p1(caller: Caller) -> Expect {
     match caller {
@@ -549,6 +558,19 @@ fn matrix() -> Vec<Row> {
         row(M::GET, "/api/v1/projects/{id}/withdrawal-notices", Target::P2, Empty, reads_p2),
         row(M::GET, "/api/v1/withdrawal-notices", Target::NoId, Empty, stewards),
         row(M::POST, "/api/v1/withdrawal-notices/{id}/acknowledge", Target::W1, body(json!({})), p1_pi),
+        // publications
+        row(
+            M::POST,
+            "/api/v1/projects/{id}/publications",
+            Target::P1,
+            body(
+                json!({"title": "Chest CT", "doi": "10.1000/matrix", "published_on": "2026-01-01", "cohorts": [REGISTERED]}),
+            ),
+            members_of_p1,
+        ),
+        row(M::GET, "/api/v1/projects/{id}/publications", Target::P1, Empty, reads_p1),
+        row(M::GET, "/api/v1/projects/{id}/publications", Target::P2, Empty, reads_p2),
+        row(M::GET, "/api/v1/publications", Target::NoId, Empty, stewards),
         // discovery within a project
         row(M::POST, "/api/v1/discovery/count", Target::P1, count(REGISTERED), counts_in_p1),
         row(M::POST, "/api/v1/discovery/count", Target::P2, count(REGISTERED), counts_in_p2),

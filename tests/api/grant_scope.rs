@@ -308,3 +308,77 @@ async fn a_member_added_while_a_grant_is_approved_is_either_in_the_snapshot_or_a
     assert_eq!(page["snapshot"]["subjects"], listed, "the snapshot's size is what it lists: {page}");
     assert_eq!(listed, 2, "the approval waited for the writer in flight: {page}");
 }
+
+#[tokio::test]
+async fn publications_wait_for_a_cohorts_moratorium_and_fulfil_the_duty_to_notify_them() {
+    let w = world().await;
+    let terms = json!({"permission": "GRU", "modifiers": ["PUB", "MOR"], "moratorium_until": "2027-06-01"});
+    cohort(&w, "brain-mri", "registered", terms, false).await;
+    cohort(&w, "knee-mri", "registered", json!({"permission": "GRU"}), true).await;
+    let project = project(&w).await;
+    let id = application(&w, &project, &content(&["brain-mri"], "HMB")).await;
+    w.app
+        .post_json(&format!("/api/v1/applications/{id}/submit"), Some(&w.pi), &json!({}))
+        .await
+        .assert_status(StatusCode::OK);
+    w.app
+        .post_json(&format!("/api/v1/applications/{id}/review"), Some(&w.sam), &json!({}))
+        .await
+        .assert_status(StatusCode::OK);
+    crate::access::declare_and_vote(&w, &w.sam, &id, json!({"vote": "approve"}))
+        .await
+        .assert_status(StatusCode::CREATED);
+    w.app
+        .post_json(&format!("/api/v1/applications/{id}/activate"), Some(&w.pi), &json!({"dua_version": DUA}))
+        .await
+        .assert_status(StatusCode::OK);
+    let duty = || {
+        let (w, path) = (&w, format!("/api/v1/projects/{project}/obligations"));
+        async move {
+            let all = w.app.get(&path, Some(&w.pi)).await.json();
+            all.as_array().unwrap().iter().find(|d| d["kind"] == "publication_notice").cloned().expect("a PUB duty")
+        }
+    };
+    assert!(duty().await["fulfilled_at"].is_null());
+
+    let path = format!("/api/v1/projects/{project}/publications");
+    let paper = |published_on: &str, cohorts: Value| {
+        json!({"title": "Glioma growth under radiotherapy", "doi": "10.1038/s41591-027-0001-x",
+               "venue": "Nature Medicine", "published_on": published_on, "cohorts": cohorts})
+    };
+    let early = w
+        .app
+        .post_json(&path, Some(&w.pi), &paper("2027-01-15", json!(["brain-mri"])))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "publication-moratorium");
+    assert!(early.contains("2027-06-01") && early.contains("brain-mri"), "{early}");
+    let ungranted = w
+        .app
+        .post_json(&path, Some(&w.pi), &paper("2027-07-01", json!(["brain-mri", "knee-mri"])))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "bad-request");
+    assert!(ungranted.contains("knee-mri"), "{ungranted}");
+    w.app
+        .post_json(&path, Some(&w.sam), &paper("2027-07-01", json!(["brain-mri"])))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    let stranger = w.app.token("olga", &[custodian::auth::Role::Researcher]);
+    w.app
+        .post_json(&path, Some(&stranger), &paper("2027-07-01", json!(["brain-mri"])))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not-found");
+    assert_eq!(w.app.get(&path, Some(&w.pi)).await.json(), json!([]), "refused notices store nothing");
+
+    let notified = w.app.post_json(&path, Some(&w.pi), &paper("2027-07-01", json!(["brain-mri"]))).await;
+    let notified = notified.assert_status(StatusCode::CREATED).json();
+    assert_eq!(notified["doi"], "10.1038/s41591-027-0001-x");
+    let fulfilled = duty().await;
+    assert_eq!(fulfilled["fulfilled_by"], "rita");
+    assert!(fulfilled["statement"].as_str().unwrap().contains("Glioma growth under radiotherapy"));
+    let register = w.app.get("/api/v1/publications", Some(&w.sam)).await.json();
+    assert_eq!(register.as_array().unwrap().len(), 1);
+    w.app.get("/api/v1/publications", Some(&w.pi)).await.assert_error(StatusCode::FORBIDDEN, "forbidden");
+    let told = w.app.get("/api/v1/me/notifications", Some(&w.sue)).await.json();
+    assert!(told.as_array().unwrap().iter().any(|n| n["kind"] == "publication.notified"), "{told}");
+    assert!(w.app.audit_actions().await.iter().any(|a| a == "publication.notify"));
+}
