@@ -161,6 +161,7 @@ pub struct IntendedUse {
 /// How one rule judged the stated use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = ConsentOutcome)]
 pub enum Outcome {
     /// The stated use meets the rule.
     Pass,
@@ -172,6 +173,7 @@ pub enum Outcome {
 
 /// One rule that took part in the decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = ConsentRule)]
 pub struct Rule {
     /// The DUO code that the rule comes from (`GRU`, `DS`, `NCU`, `IRB`, …).
     pub code: &'static str,

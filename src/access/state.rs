@@ -72,6 +72,7 @@ impl State {
 /// What happens to an application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = ApplicationAction)]
 pub enum Action {
     Submit,
     StartReview,

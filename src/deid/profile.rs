@@ -18,6 +18,7 @@ const TABLE: &str = include_str!("profile/table_e1_1.tsv");
 /// An action of Table E.1-1, after compound codes are resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
+#[schema(as = DeidAction)]
 pub enum Action {
     /// K: keep the value (sequences are still processed item by item).
     Keep,
@@ -105,6 +106,7 @@ pub const BASIC_PROFILE_CODE: (&str, &str) = ("113100", "Basic Application Confi
 
 /// One row of the table, with the action Custodian takes.
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = DeidRule)]
 pub struct Rule {
     /// `(GGGG,EEEE)`, or a pattern such as `(50xx,xxxx)`.
     pub tag: String,

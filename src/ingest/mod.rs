@@ -67,6 +67,7 @@ pub struct Target {
 /// What happened to one received file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = FileOutcome)]
 pub enum Outcome {
     /// De-identified and stored; published when the session commits.
     Stored,
@@ -152,6 +153,7 @@ pub enum Received {
 
 /// Counts of a batch, for the audit log and responses.
 #[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
+#[schema(as = BatchCounts)]
 pub struct Counts {
     pub stored: u32,
     pub duplicate: u32,

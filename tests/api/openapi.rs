@@ -35,6 +35,59 @@ fn every_operation_documents_its_errors_and_security() {
     }
 }
 
+/// Every type that derives `ToSchema` under `src/`, by the name it takes in
+/// the document: its own, or the one `#[schema(as = …)]` gives it.
+fn schema_names(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            schema_names(&path, out);
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if !(line.trim_start().starts_with("#[derive(") && line.contains("ToSchema")) {
+                continue;
+            }
+            let mut alias = None;
+            for next in lines.iter().skip(i + 1).take(15) {
+                let next = next.trim_start();
+                if let Some(rest) = next.strip_prefix("#[schema(as = ") {
+                    let name = rest.split(|c: char| !c.is_alphanumeric() && c != '_' && c != ':').next().unwrap();
+                    alias = name.rsplit("::").next().map(str::to_owned);
+                }
+                let declared = ["pub struct ", "pub enum ", "pub(crate) struct ", "pub(crate) enum "]
+                    .iter()
+                    .find_map(|prefix| next.strip_prefix(prefix));
+                if let Some(rest) = declared {
+                    let own = rest.split(|c: char| !c.is_alphanumeric() && c != '_').next().unwrap().to_owned();
+                    let place = format!("{}:{}", path.display(), i + 1);
+                    out.push((alias.unwrap_or(own), place));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn no_two_schemas_share_a_name_so_none_overwrites_another() {
+    let mut names = Vec::new();
+    schema_names(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut names);
+    assert!(names.len() > 100, "found only {} schemas", names.len());
+    names.sort();
+    let clashes: Vec<String> = names
+        .windows(2)
+        .filter(|w| w[0].0 == w[1].0)
+        .map(|w| format!("{} at {} and {}", w[0].0, w[0].1, w[1].1))
+        .collect();
+    assert!(clashes.is_empty(), "schemas with one name, one silently replacing the other: {clashes:?}");
+}
+
 #[tokio::test]
 async fn spec_and_offline_swagger_ui_are_served() {
     let app = TestApp::new().await;
