@@ -143,13 +143,22 @@ async fn custodian(base: &str, token: &str, corpus: &[Bytes], connections: usize
     drive(corpus, connections, per_request, move |files| {
         let (http, auth, url) = (http2.clone(), auth2.clone(), files_url.clone());
         async move {
-            let (content_type, body) =
-                if files.len() == 1 { ("application/dicom".to_owned(), files[0].clone()) } else { multipart(&files) };
+            let (content_type, parts) = if files.len() == 1 {
+                ("application/dicom".to_owned(), vec![files[0].clone()])
+            } else {
+                multipart(&files)
+            };
+            let length: usize = parts.iter().map(Bytes::len).sum();
+            // The files go out as they are, without being copied into one body first.
+            let frames = futures::stream::iter(
+                parts.into_iter().map(|b| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b))),
+            );
             let response = http
                 .post(&url)
                 .header("authorization", &auth)
                 .header("content-type", content_type)
-                .body(body)
+                .header("content-length", length)
+                .body(reqwest::Body::wrap(http_body_util::StreamBody::new(frames)))
                 .send()
                 .await?
                 .error_for_status()?;
@@ -168,16 +177,19 @@ async fn custodian(base: &str, token: &str, corpus: &[Bytes], connections: usize
     Ok(start.elapsed().as_secs_f64())
 }
 
-fn multipart(files: &[Bytes]) -> (String, Bytes) {
+/// A `multipart/related` body as its pieces: each part's header, the file itself, the delimiters.
+fn multipart(files: &[Bytes]) -> (String, Vec<Bytes>) {
     const BOUNDARY: &str = "custodian-bench-boundary-7d3f";
-    let mut body = Vec::with_capacity(files.iter().map(|f| f.len() + 128).sum());
-    for file in files {
-        body.extend_from_slice(format!("--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes());
-        body.extend_from_slice(file);
-        body.extend_from_slice(b"\r\n");
+    let header = Bytes::from(format!("--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n"));
+    let mut parts = Vec::with_capacity(files.len() * 3 + 1);
+    for (i, file) in files.iter().enumerate() {
+        let separator =
+            if i == 0 { header.clone() } else { Bytes::from(format!("\r\n{}", String::from_utf8_lossy(&header))) };
+        parts.push(separator);
+        parts.push(file.clone());
     }
-    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
-    (format!("multipart/related; type=\"application/dicom\"; boundary={BOUNDARY}"), Bytes::from(body))
+    parts.push(Bytes::from(format!("\r\n--{BOUNDARY}--\r\n")));
+    (format!("multipart/related; type=\"application/dicom\"; boundary={BOUNDARY}"), parts)
 }
 
 async fn orthanc(base: &str, corpus: &[Bytes], connections: usize) -> Result<f64> {

@@ -11,6 +11,7 @@
 
 pub mod archive;
 pub mod cstore;
+mod direct;
 pub mod sessions;
 pub mod sweep;
 pub mod tables;
@@ -42,7 +43,7 @@ pub struct Ingestor {
     pub safe_private: Vec<SafePrivate>,
     pub limits: IngestConfig,
     writer: writer::Writer,
-    /// The object directory of a local store, whose files get their write-back started early.
+    /// The object directory of a local store, which instances are written into directly.
     local_root: Option<std::path::PathBuf>,
 }
 
@@ -348,7 +349,7 @@ impl Ingestor {
         let safe_private = self.safe_private.clone();
         let max_shift_days = self.max_shift_days;
         let max_inflated_bytes = self.limits.max_file_bytes;
-        let deid = tokio::task::spawn_blocking(move || {
+        let (deid, sha256) = tokio::task::spawn_blocking(move || {
             let settings = DeidSettings {
                 key: &key,
                 site: &site_code,
@@ -356,44 +357,53 @@ impl Ingestor {
                 safe_private: &safe_private,
                 max_inflated_bytes,
             };
-            deid::deidentify(&bytes, &settings)
+            let deid = deid::deidentify(&bytes, &settings)?;
+            let mut hasher = aws_lc_rs::digest::Context::new(&SHA256);
+            for part in &deid.parts {
+                hasher.update(part);
+            }
+            Ok::<_, deid::Rejection>((deid, hasher.finish().as_ref().to_vec()))
         })
         .await
         .map_err(|_| Refused::new(size, "malformed-dicom", "the file could not be processed"))?
         .map_err(|rejection| Refused::new(size, rejection.code, rejection.message))?;
 
-        let mut hasher = aws_lc_rs::digest::Context::new(&SHA256);
-        for part in &deid.parts {
-            hasher.update(part);
-        }
-        let sha256 = hasher.finish().as_ref().to_vec();
         let stored_size = deid.len();
         let key = storage::keys::instance(&deid.meta.study_uid, &deid.meta.series_uid, &deid.meta.sop_uid);
-        let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
-        match self.store.put_opts(&key, deid.parts.into_iter().collect::<PutPayload>(), options).await {
-            Ok(_) => {
-                if let Some(root) = &self.local_root {
-                    start_write_back(root.join(key.as_ref()));
-                }
-            }
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                // Written before (an earlier upload, or one that crashed before its rows):
-                // identical bytes are the same instance, anything else is a conflict.
-                let existing = match self.store.get(&key).await {
-                    Ok(result) => result.bytes().await,
-                    Err(e) => Err(e),
-                }
+        let created = if let Some(root) = &self.local_root {
+            let (root, path, parts) = (root.clone(), key.to_string(), deid.parts);
+            tokio::task::spawn_blocking(move || direct::create(&root, &path, &parts))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|written| written)
                 .map_err(|e| {
-                    tracing::error!(error = %e, "reading an existing instance object");
-                    Refused::new(size, "storage-failed", "the object store could not be read")
-                })?;
-                if digest(&SHA256, &existing).as_ref() != sha256.as_slice() {
-                    return Err(conflict(size, &deid.meta.sop_uid));
+                    tracing::error!(error = %e, "writing an instance object");
+                    Refused::new(size, "storage-failed", "the object store refused the write")
+                })?
+        } else {
+            let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
+            match self.store.put_opts(&key, deid.parts.into_iter().collect::<PutPayload>(), options).await {
+                Ok(_) => direct::Created::New,
+                Err(object_store::Error::AlreadyExists { .. }) => direct::Created::Exists,
+                Err(e) => {
+                    tracing::error!(error = %e, "writing an instance object");
+                    return Err(Refused::new(size, "storage-failed", "the object store refused the write"));
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "writing an instance object");
-                return Err(Refused::new(size, "storage-failed", "the object store refused the write"));
+        };
+        if created == direct::Created::Exists {
+            // Written before (an earlier upload, or one that crashed before its rows):
+            // identical bytes are the same instance, anything else is a conflict.
+            let existing = match self.store.get(&key).await {
+                Ok(result) => result.bytes().await,
+                Err(e) => Err(e),
+            }
+            .map_err(|e| {
+                tracing::error!(error = %e, "reading an existing instance object");
+                Refused::new(size, "storage-failed", "the object store could not be read")
+            })?;
+            if digest(&SHA256, &existing).as_ref() != sha256.as_slice() {
+                return Err(conflict(size, &deid.meta.sop_uid));
             }
         }
         Ok(Prepared {
@@ -405,20 +415,6 @@ impl Ingestor {
             sha256,
         })
     }
-}
-
-/// Starts writing the file at `path` to disk now, without waiting for it.
-/// The group's flush before commit then finds most of its bytes already on
-/// disk, and the disk works while the next files arrive instead of in bursts.
-/// Best effort: the flush before commit is what guarantees durability.
-fn start_write_back(path: std::path::PathBuf) {
-    tokio::task::spawn_blocking(move || {
-        if let Ok(file) = std::fs::File::open(path) {
-            // On Linux, DONTNEED starts write-back of the dirty pages (and drops clean ones:
-            // nothing reads a fresh object back soon).
-            let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
-        }
-    });
 }
 
 /// What closing a session did.

@@ -1,0 +1,138 @@
+//! Create-only writes of instance objects into the local object directory,
+//! straight to the disk where the file system allows it.
+//!
+//! A de-identified instance is written once and not read back soon, so
+//! passing it through the page cache only costs: the kernel copies every byte
+//! into freshly allocated cache pages, tracks them dirty, writes them back
+//! later and evicts them. With `O_DIRECT` the disk reads the bytes from one
+//! reused, aligned buffer per thread instead. The layout is the one
+//! `object_store`'s `LocalFileSystem` uses and reads: the bytes go to a
+//! staging file `<key>#<digits>` (which its listings skip), and a hard link
+//! publishes them under the key only if nothing is there yet. Durability
+//! still comes from the catalog writer's flush before commit, which now finds
+//! only metadata left to write. File systems that refuse `O_DIRECT` (tmpfs)
+//! get ordinary writes.
+
+use std::cell::RefCell;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+
+/// Alignment `O_DIRECT` needs for the buffer, the length and the offset.
+const ALIGN: usize = 4096;
+
+/// Set once a file system refused `O_DIRECT`.
+static BUFFERED_ONLY: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// One growing buffer per blocking thread, reused for every file.
+    static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What a create-only write found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The object is new.
+    New,
+    /// An object was there already; nothing was changed.
+    Exists,
+}
+
+/// Writes `parts` as the object `key` under `root`, unless it exists.
+pub fn create(root: &Path, key: &str, parts: &[Bytes]) -> io::Result<Created> {
+    let dest = root.join(key);
+    let parent = dest.parent().ok_or_else(|| io::Error::other("an object key without a directory"))?;
+    fs::create_dir_all(parent)?;
+    let mut staging = dest.clone().into_os_string();
+    staging.push(format!("#{}", rand_digits()));
+    let staging = std::path::PathBuf::from(staging);
+    let written = write_new(&staging, parts).and_then(|()| match fs::hard_link(&staging, &dest) {
+        Ok(()) => Ok(Created::New),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Created::Exists),
+        Err(e) => Err(e),
+    });
+    let removed = fs::remove_file(&staging);
+    let created = written?;
+    removed?;
+    Ok(created)
+}
+
+fn write_new(path: &Path, parts: &[Bytes]) -> io::Result<()> {
+    if !BUFFERED_ONLY.load(Ordering::Relaxed) {
+        match OpenOptions::new().write(true).create_new(true).custom_flags(direct_flag()).open(path) {
+            Ok(file) => return write_direct(file, parts),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                BUFFERED_ONLY.store(true, Ordering::Relaxed);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
+    for part in parts {
+        file.write_all(part)?;
+    }
+    // Start the write-back now (and drop the pages once written: nothing reads a
+    // fresh object back soon), so the disk works while the next files arrive.
+    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+    Ok(())
+}
+
+/// Writes the parts padded to the alignment, then cuts the file to its length.
+fn write_direct(mut file: fs::File, parts: &[Bytes]) -> io::Result<()> {
+    let len: usize = parts.iter().map(Bytes::len).sum();
+    let padded = len.div_ceil(ALIGN) * ALIGN;
+    BUFFER.with_borrow_mut(|buffer| {
+        if buffer.len() < padded + ALIGN {
+            buffer.resize(padded + ALIGN, 0);
+        }
+        let start = buffer.as_ptr().align_offset(ALIGN);
+        let aligned = &mut buffer[start..start + padded];
+        let mut at = 0;
+        for part in parts {
+            aligned[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        aligned[len..].fill(0);
+        file.write_all(aligned)
+    })?;
+    file.set_len(len as u64)
+}
+
+fn direct_flag() -> i32 {
+    // `O_DIRECT` as the `open` flags want it; the bits fit an i32 on Linux.
+    i32::try_from(rustix::fs::OFlags::DIRECT.bits()).unwrap_or(0)
+}
+
+/// A staging suffix of digits only, which `object_store` listings skip.
+fn rand_digits() -> u64 {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default()) % 1_000_000_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_is_written_once_whole_and_staging_leaves_no_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let parts = [Bytes::from(vec![7u8; 5000]), Bytes::from_static(b"tail")];
+        assert_eq!(create(&root, "instances/a/b/c.dcm", &parts).unwrap(), Created::New);
+        let stored = fs::read(root.join("instances/a/b/c.dcm")).unwrap();
+        assert_eq!(stored.len(), 5004, "cut to its length, not the padded one");
+        assert!(stored[..5000].iter().all(|b| *b == 7) && stored.ends_with(b"tail"));
+        let other = [Bytes::from_static(b"different")];
+        assert_eq!(create(&root, "instances/a/b/c.dcm", &other).unwrap(), Created::Exists);
+        assert_eq!(fs::read(root.join("instances/a/b/c.dcm")).unwrap(), stored, "create-only");
+        let names: Vec<String> = fs::read_dir(root.join("instances/a/b"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["c.dcm"], "no staging file left behind");
+    }
+}
