@@ -297,8 +297,17 @@ impl Scp {
             None
         };
 
-        let mut link =
-            Link { scp: &self, association, calling_ae, actor, target, pending: None, reports: Vec::new(), echoes: 0 };
+        let mut link = Link {
+            scp: &self,
+            association,
+            calling_ae,
+            actor,
+            target,
+            pending: None,
+            reports: Vec::new(),
+            echoes: 0,
+            last_file_size: 0,
+        };
         let end = link.run(&mut stop).await;
         link.finish(end).await;
     }
@@ -372,7 +381,12 @@ struct Message {
     context_id: u8,
     command_bytes: Vec<u8>,
     command: Option<Command>,
+    /// The Part-10 file being assembled: preamble, file meta group, then the
+    /// data set fragments as they arrive (no second copy to add the header).
     data: Vec<u8>,
+    /// Whether `data` starts with the file meta group (else it could not be built).
+    has_header: bool,
+    /// Bytes of the data set received (the header not counted).
     data_size: usize,
     too_large: bool,
 }
@@ -410,9 +424,10 @@ impl Command {
     }
 }
 
-/// A data set as received, or its size when it was over the limit.
+/// A data set as received, as a Part-10 file, or its size when it was over the limit.
 struct DataSet {
-    bytes: Vec<u8>,
+    file: Vec<u8>,
+    has_header: bool,
     size: usize,
     too_large: bool,
 }
@@ -428,6 +443,9 @@ struct Link<'a> {
     pending: Option<Message>,
     reports: Vec<FileReport>,
     echoes: u32,
+    /// The size of the previous file: the next one (a slice of the same series, most
+    /// likely) is received into a buffer that large, so it never grows by copying.
+    last_file_size: usize,
 }
 
 impl Link<'_> {
@@ -468,6 +486,7 @@ impl Link<'_> {
                     command_bytes: Vec::new(),
                     command: None,
                     data: Vec::new(),
+                    has_header: false,
                     data_size: 0,
                     too_large: false,
                 });
@@ -491,27 +510,44 @@ impl Link<'_> {
                 }
             }
             PDataValueType::Data => {
+                let transfer_syntax = self.context(context_id).map(|pc| trim_uid(&pc.transfer_syntax).to_owned());
+                let reserve = self.last_file_size;
                 let Some(message) = self.pending.as_mut().filter(|m| m.command.is_some() && m.context_id == context_id)
                 else {
                     return Err(End::Protocol("a data set fragment arrived without its command"));
                 };
+                if message.data_size == 0 && !message.too_large {
+                    // The first fragment: start the file with its meta group.
+                    let command = message.command.as_ref().expect("checked above");
+                    if let (Some(class), Some(instance), Some(ts)) =
+                        (command.sop_class.as_deref(), command.sop_instance.as_deref(), transfer_syntax.as_deref())
+                        && let Some(header) = part10_header(class, instance, ts)
+                    {
+                        message.data = Vec::with_capacity(reserve.max(header.len() + pdv.data.len()));
+                        message.data.extend_from_slice(&header);
+                        message.has_header = true;
+                    }
+                }
                 message.data_size = message.data_size.saturating_add(pdv.data.len());
                 if message.data_size > limit {
                     // Keep counting, stop keeping: the answer is "too large" either way.
                     message.too_large = true;
                     message.data = Vec::new();
                 } else {
-                    let mut data = pdv.data;
-                    message.data.append(&mut data);
+                    message.data.extend_from_slice(&pdv.data);
                 }
                 if !pdv.is_last {
                     return Ok(());
                 }
-                let Some(Message { command: Some(command), data, data_size, too_large, .. }) = self.pending.take()
+                let Some(Message { command: Some(command), data, has_header, data_size, too_large, .. }) =
+                    self.pending.take()
                 else {
                     return Err(End::Protocol("a data set fragment arrived without its command"));
                 };
-                let data_set = DataSet { bytes: data, size: data_size, too_large };
+                if !too_large {
+                    self.last_file_size = data.len();
+                }
+                let data_set = DataSet { file: data, has_header, size: data_size, too_large };
                 self.dispatch(context_id, command, Some(data_set)).await
             }
         }
@@ -544,11 +580,11 @@ impl Link<'_> {
         let Some(pc) = self.context(context_id) else {
             return (SOP_CLASS_NOT_SUPPORTED, None);
         };
-        let (abstract_syntax, transfer_syntax) = (pc.abstract_syntax.clone(), pc.transfer_syntax.clone());
+        let abstract_syntax = pc.abstract_syntax.clone();
         let Some(target) = self.target.as_ref() else {
             return (SOP_CLASS_NOT_SUPPORTED, Some("no storage SOP class was negotiated".into()));
         };
-        let (Some(data_set), Some(sop_class), Some(sop_instance)) =
+        let (Some(data_set), Some(sop_class), Some(_)) =
             (data_set, command.sop_class.as_deref(), command.sop_instance.as_deref())
         else {
             return (CANNOT_UNDERSTAND, Some("incomplete C-STORE request".into()));
@@ -565,14 +601,13 @@ impl Link<'_> {
                     self.scp.ingest.limits.max_file_bytes
                 ),
             }
+        } else if data_set.has_header {
+            Received::File(Bytes::from(data_set.file))
         } else {
-            match part10(sop_class, sop_instance, trim_uid(&transfer_syntax), &data_set.bytes) {
-                Some(file) => Received::File(Bytes::from(file)),
-                None => Received::Unreadable {
-                    size: data_set.size,
-                    code: "malformed-dicom",
-                    message: "the file meta group could not be built for the data set".into(),
-                },
+            Received::Unreadable {
+                size: data_set.size,
+                code: "malformed-dicom",
+                message: "the file meta group could not be built for the data set".into(),
             }
         };
         let files = futures::stream::iter([Ok(received)]);
@@ -689,21 +724,20 @@ pub fn status_of(report: &FileReport) -> u16 {
     }
 }
 
-/// The Part-10 file of a received data set: 128-byte preamble, `DICM`, the file
-/// meta group, then the data set bytes exactly as received.
-fn part10(sop_class: &str, sop_instance: &str, transfer_syntax: &str, data_set: &[u8]) -> Option<Vec<u8>> {
+/// The start of the Part-10 file of a received data set: 128-byte preamble,
+/// `DICM`, the file meta group; the data set bytes follow exactly as received.
+fn part10_header(sop_class: &str, sop_instance: &str, transfer_syntax: &str) -> Option<Vec<u8>> {
     let meta = FileMetaTableBuilder::new()
         .media_storage_sop_class_uid(sop_class)
         .media_storage_sop_instance_uid(sop_instance)
         .transfer_syntax(transfer_syntax)
         .build()
         .ok()?;
-    let mut file = Vec::with_capacity(132 + 256 + data_set.len());
-    file.resize(128, 0);
-    file.extend_from_slice(b"DICM");
-    meta.write(&mut file).ok()?;
-    file.extend_from_slice(data_set);
-    Some(file)
+    let mut header = Vec::with_capacity(132 + 256);
+    header.resize(128, 0);
+    header.extend_from_slice(b"DICM");
+    meta.write(&mut header).ok()?;
+    Some(header)
 }
 
 /// The command set of a response, Implicit VR Little Endian.
