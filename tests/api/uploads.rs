@@ -422,3 +422,28 @@ async fn a_session_closed_while_its_files_are_in_flight_records_none_of_them() {
     assert_eq!(count(&app, "select count(*) from upload_file").await, 0);
     assert_eq!(count(&app, "select file_count::int8 from upload_session").await, 0, "no ordinal was taken");
 }
+
+#[tokio::test]
+async fn two_sessions_committing_slices_of_one_series_at_once_both_publish_and_discovery_counts_all() {
+    let app = TestApp::new().await;
+    let up = Uploader::new(&app);
+    // A PACS sending one study over two associations: each series split between two sessions.
+    for round in 1..=8_u32 {
+        let (a, b) = (up.open().await, up.open().await);
+        let halves = |first: u32| -> Vec<Vec<u8>> {
+            (1..=3)
+                .flat_map(|series| [first, first + 1].map(|n| Instance::ct(round, 1, series, n).to_bytes()))
+                .collect()
+        };
+        up.send_files(&a, &halves(1)).await;
+        up.send_files(&b, &halves(3)).await;
+        let (first, second) = tokio::join!(up.commit(&a), up.commit(&b));
+        first.assert_status(StatusCode::OK);
+        second.assert_status(StatusCode::OK);
+    }
+    let counts: Vec<i32> = sqlx::query_scalar("select instances from discovery_series order by series_id")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(counts, vec![4; 24], "every series counts the slices of both sessions");
+}
