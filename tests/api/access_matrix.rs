@@ -905,8 +905,13 @@ async fn resolve<'r>(w: &World, row: &'r Row, caller: Caller) -> Case<'r> {
         Target::Fresh(kind) => Some(fresh(w, kind).await),
         target => w.id(target).map(str::to_owned),
     };
-    // The agreement in force, which the matrix itself may have replaced.
-    let dua = w.get(Caller::Rita, "/api/v1/dua").await.json()["version"].as_str().unwrap_or_default().to_owned();
+    // The agreement in force, which the matrix itself may have replaced: asked only where a row needs it.
+    let needs_dua = matches!(&row.payload, Payload::Json(value) if value.to_string().contains("{dua}"));
+    let dua = if needs_dua {
+        w.get(Caller::Rita, "/api/v1/dua").await.json()["version"].as_str().unwrap_or_default().to_owned()
+    } else {
+        String::new()
+    };
     let unique = uuid::Uuid::new_v4().simple().to_string();
     let fill = |text: &str| {
         let text = text.replace("{dua}", &dua).replace("{unique}", &unique);
