@@ -114,15 +114,21 @@ pub enum AuditCommand {
 }
 
 /// This node's job worker: claims due jobs of every kind it knows.
-async fn run_jobs(db: sqlx::PgPool, store: crate::storage::Store, sweep_interval: Duration, sweep_grace: Duration) {
+async fn run_jobs(
+    db: sqlx::PgPool,
+    store: crate::storage::Store,
+    local_root: Option<std::path::PathBuf>,
+    sweep_interval: Duration,
+    sweep_grace: Duration,
+) {
     let worker = format!("node-{}", uuid::Uuid::new_v4());
     let (lease, poll) = (Duration::from_mins(5), Duration::from_secs(2));
     crate::jobs::work(db.clone(), worker, lease, poll, |job| {
-        let (db, store) = (db.clone(), store.clone());
+        let (db, store, local_root) = (db.clone(), store.clone(), local_root.clone());
         async move {
             match job.kind.as_str() {
                 crate::ingest::sweep::SWEEP_JOB => {
-                    crate::ingest::sweep::run_job(&db, &store, sweep_interval, sweep_grace).await
+                    crate::ingest::sweep::run_job(&db, &store, local_root.as_deref(), sweep_interval, sweep_grace).await
                 }
                 crate::dictionary::db::COVERAGE_JOB => crate::dictionary::db::run_coverage_job(&db).await,
                 other => anyhow::bail!("this node has no handler for jobs of kind `{other}`"),
@@ -316,6 +322,7 @@ async fn serve_with(
     tokio::spawn(run_jobs(
         db.pool.clone(),
         store.clone(),
+        config.local_objects_dir(),
         sweep_interval,
         Duration::from_secs(config.ingest.sweep_grace_secs),
     ));

@@ -539,6 +539,11 @@ impl Config {
         self.storage.path.clone().unwrap_or_else(|| self.data_dir.join("objects"))
     }
 
+    /// The local object directory, when objects live on this node's file system.
+    pub fn local_objects_dir(&self) -> Option<PathBuf> {
+        (self.storage.kind == StorageKind::Local).then(|| self.objects_dir())
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.http.request_timeout_secs)
     }

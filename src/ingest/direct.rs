@@ -17,8 +17,9 @@ use std::cell::RefCell;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 
@@ -107,6 +108,41 @@ fn direct_flag() -> i32 {
     i32::try_from(rustix::fs::OFlags::DIRECT.bits()).unwrap_or(0)
 }
 
+/// Deletes the staging files (`<name>#<digits>`) under `root/<prefix>` last
+/// modified before `cutoff`: what a crash between writing and linking leaves
+/// behind, here or in `object_store`'s own writes. Listings skip such files,
+/// so nothing else would ever find them. Returns how many went.
+pub fn sweep_staging(root: &Path, prefixes: &[&str], cutoff: SystemTime) -> io::Result<u64> {
+    let mut removed = 0;
+    let mut pending: Vec<PathBuf> = prefixes.iter().map(|p| root.join(p)).collect();
+    while let Some(dir) = pending.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if is_staging(&entry.file_name().to_string_lossy()) && entry.metadata()?.modified()? < cutoff {
+                match fs::remove_file(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// A staging name: anything, then `#` and digits only.
+fn is_staging(name: &str) -> bool {
+    name.rsplit_once('#').is_some_and(|(_, digits)| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// A staging suffix of digits only, which `object_store` listings skip.
 fn rand_digits() -> u64 {
     let bytes = uuid::Uuid::new_v4().into_bytes();
@@ -134,5 +170,14 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["c.dcm"], "no staging file left behind");
+    }
+
+    #[test]
+    fn staging_names_are_told_apart_from_object_keys() {
+        assert!(is_staging("1.2.3.dcm#123456789"));
+        assert!(is_staging("abc.nii.gz#7"));
+        assert!(!is_staging("1.2.3.dcm"));
+        assert!(!is_staging("1.2.3.dcm#"));
+        assert!(!is_staging("1.2.3.dcm#12a"));
     }
 }

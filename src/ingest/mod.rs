@@ -219,7 +219,7 @@ impl Ingestor {
     /// The ingestor of a configured node.
     /// Must be called inside a Tokio runtime: it starts the catalog writer.
     pub fn new(config: &crate::config::Config, db: PgPool, store: Store) -> anyhow::Result<Self> {
-        let durable_root = (config.storage.kind == crate::config::StorageKind::Local).then(|| config.objects_dir());
+        let durable_root = config.local_objects_dir();
         Ok(Self {
             writer: writer::Writer::start(db.clone(), durable_root.clone()),
             local_root: durable_root,

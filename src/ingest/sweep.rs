@@ -22,27 +22,49 @@ const LOCK_KEY: i64 = 0x0043_5553_5357_4545; // "CUSSWEE"
 /// What a sweep did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SweepReport {
+    /// Objects listed.
     pub examined: u64,
+    /// Unreferenced objects deleted.
     pub deleted: u64,
+    /// Staging files a crash mid-write left in the local object directory, deleted.
+    pub staging: u64,
 }
 
-/// Deletes unreferenced instance and annotation objects older than `grace`. Returns `None` when
+/// Deletes unreferenced instance and annotation objects older than `grace`, and with a local
+/// object directory (`local_root`) the staging files left there as old. Returns `None` when
 /// another node is sweeping.
-pub async fn sweep_orphans(db: &PgPool, store: &Store, grace: Duration) -> anyhow::Result<Option<SweepReport>> {
+pub async fn sweep_orphans(
+    db: &PgPool,
+    store: &Store,
+    local_root: Option<&std::path::Path>,
+    grace: Duration,
+) -> anyhow::Result<Option<SweepReport>> {
     let mut conn = db.acquire().await?;
     let locked: bool =
         sqlx::query_scalar!("select pg_try_advisory_lock($1) as \"locked!\"", LOCK_KEY).fetch_one(&mut *conn).await?;
     if !locked {
         return Ok(None);
     }
-    let result = sweep(db, store, grace).await;
+    let result = sweep(db, store, local_root, grace).await;
     sqlx::query_scalar!("select pg_advisory_unlock($1)", LOCK_KEY).fetch_one(&mut *conn).await?;
     result.map(Some)
 }
 
-async fn sweep(db: &PgPool, store: &Store, grace: Duration) -> anyhow::Result<SweepReport> {
+async fn sweep(
+    db: &PgPool,
+    store: &Store,
+    local_root: Option<&std::path::Path>,
+    grace: Duration,
+) -> anyhow::Result<SweepReport> {
     let cutoff = chrono::Utc::now() - chrono::Duration::from_std(grace)?;
     let mut report = SweepReport::default();
+    if let Some(root) = local_root {
+        let (root, cutoff) = (root.to_path_buf(), std::time::SystemTime::now() - grace);
+        report.staging = tokio::task::spawn_blocking(move || {
+            super::direct::sweep_staging(&root, &[keys::INSTANCES, keys::ANNOTATIONS], cutoff)
+        })
+        .await??;
+    }
     for prefix in [keys::INSTANCES, keys::ANNOTATIONS] {
         let prefix = Path::from(prefix);
         let mut listing = store.list(Some(&prefix));
@@ -58,16 +80,19 @@ async fn sweep(db: &PgPool, store: &Store, grace: Duration) -> anyhow::Result<Sw
         }
         report.deleted += delete_unreferenced(db, store, &candidates).await?;
     }
-    if report.deleted > 0 {
+    if report.deleted > 0 || report.staging > 0 {
         let mut tx = db.begin().await?;
         audit::record(
             &mut tx,
-            NewEvent::new("system:sweep", "storage.sweep")
-                .details(json!({ "examined": report.examined, "deleted": report.deleted })),
+            NewEvent::new("system:sweep", "storage.sweep").details(json!({
+                "examined": report.examined,
+                "deleted": report.deleted,
+                "staging_deleted": report.staging,
+            })),
         )
         .await?;
         tx.commit().await?;
-        tracing::info!(deleted = report.deleted, "swept unreferenced objects");
+        tracing::info!(deleted = report.deleted, staging = report.staging, "swept unreferenced objects");
     }
     Ok(report)
 }
@@ -107,9 +132,10 @@ pub fn next_sweep(interval: Duration) -> NewJob {
 pub async fn run_job(
     db: &PgPool,
     store: &Store,
+    local_root: Option<&std::path::Path>,
     interval: Duration,
     grace: Duration,
 ) -> anyhow::Result<Option<NewJob>> {
-    sweep_orphans(db, store, grace).await?;
+    sweep_orphans(db, store, local_root, grace).await?;
     Ok(Some(next_sweep(interval)))
 }

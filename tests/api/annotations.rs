@@ -288,7 +288,7 @@ async fn a_nifti_mask_is_stored_without_header_text_or_extensions() {
         sqlx::query_as("select annotator_role, method, sha256 from annotation").fetch_one(&app.db).await.unwrap();
     assert_eq!((role.as_str(), method.as_str()), ("resident", "semi-automatic"));
     assert_eq!(sha, aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &stored).as_ref());
-    let swept = custodian::ingest::sweep::sweep_orphans(&app.db, &app.state.store, std::time::Duration::ZERO)
+    let swept = custodian::ingest::sweep::sweep_orphans(&app.db, &app.state.store, None, std::time::Duration::ZERO)
         .await
         .unwrap()
         .unwrap();

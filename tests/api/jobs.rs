@@ -70,7 +70,7 @@ async fn the_sweep_is_a_recurring_job_with_never_more_than_one_run_pending() {
     let job = jobs::claim(&app.db, "w", LEASE).await.unwrap().unwrap();
     assert_eq!(job.kind, custodian::ingest::sweep::SWEEP_JOB);
     let store = app.state.store.clone();
-    let work = custodian::ingest::sweep::run_job(&app.db, &store, interval, Duration::ZERO);
+    let work = custodian::ingest::sweep::run_job(&app.db, &store, None, interval, Duration::ZERO);
     jobs::run_claimed(&app.db, "w", LEASE, &job, work).await.unwrap();
     assert_eq!(job_row(&app, id).await.0, "done");
     let pending: Vec<(String, bool)> =

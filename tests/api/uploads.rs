@@ -307,13 +307,14 @@ async fn the_sweep_removes_objects_no_row_points_to_once_they_are_old_enough() {
     let orphan_mask = custodian::storage::keys::annotation(uuid::Uuid::new_v4(), "nii.gz");
     app.state.store.put(&orphan_mask, object_store::PutPayload::from_static(b"mask")).await.unwrap();
 
-    let young = custodian::ingest::sweep::sweep_orphans(&app.db, &app.state.store, std::time::Duration::from_hours(1))
-        .await
-        .unwrap()
-        .unwrap();
+    let young =
+        custodian::ingest::sweep::sweep_orphans(&app.db, &app.state.store, None, std::time::Duration::from_hours(1))
+            .await
+            .unwrap()
+            .unwrap();
     assert_eq!(young.deleted, 0, "a fresh object may belong to an upload in flight");
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let swept = custodian::ingest::sweep::sweep_orphans(&app.db, &app.state.store, std::time::Duration::ZERO)
+    let swept = custodian::ingest::sweep::sweep_orphans(&app.db, &app.state.store, None, std::time::Duration::ZERO)
         .await
         .unwrap()
         .unwrap();
@@ -322,6 +323,42 @@ async fn the_sweep_removes_objects_no_row_points_to_once_they_are_old_enough() {
     assert!(app.state.store.head(&orphan_mask).await.is_err());
     assert_eq!(walk(&app.state.config.objects_dir()).len(), 1, "the committed instance keeps its object");
     assert_eq!(app.audit_actions().await.last().unwrap(), "storage.sweep");
+}
+
+#[tokio::test]
+async fn the_sweep_removes_staging_files_a_crash_mid_write_left_behind() {
+    let app = TestApp::new().await;
+    let up = Uploader::new(&app);
+    let session = up.open().await;
+    up.send_files(&session, &[Instance::ct(1, 1, 1, 1).to_bytes()]).await;
+    up.commit(&session).await.assert_status(StatusCode::OK);
+    let root = app.state.config.objects_dir();
+    // Bytes written to a staging name and never linked into place, for an
+    // instance and for an annotation payload: listings never show them.
+    let staged = [
+        root.join("instances/2.25.1/2.25.2/2.25.3.dcm#123456789"),
+        root.join("annotations/0b7e9f1c-2a34-4c1e-9a57-2f1d7c9e0a11.json#42"),
+    ];
+    for path in &staged {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"de-identified bytes").unwrap();
+    }
+    let sweep = |grace| custodian::ingest::sweep::sweep_orphans(&app.db, &app.state.store, Some(&root), grace);
+
+    let young = sweep(std::time::Duration::from_hours(1)).await.unwrap().unwrap();
+    assert_eq!(young.staging, 0, "a fresh staging file may be a write in flight");
+    assert!(staged.iter().all(|p| p.exists()));
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let swept = sweep(std::time::Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!((swept.staging, swept.deleted), (2, 0));
+    assert!(staged.iter().all(|p| !p.exists()));
+    assert_eq!(walk(&root).len(), 1, "the committed instance keeps its object");
+    let details: serde_json::Value =
+        sqlx::query_scalar("select details from audit_event where action = 'storage.sweep' order by seq desc limit 1")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(details["staging_deleted"], 2);
 }
 
 #[tokio::test]
