@@ -67,8 +67,10 @@ pub struct DicomConfig {
     pub ae_title: String,
     /// Calling AE titles allowed to send, each mapped to a site and a cohort.
     pub peers: Vec<DicomPeer>,
-    /// Largest PDU Custodian accepts.
+    /// Largest PDU Custodian accepts (4,096 bytes to 16 MiB); each association buffers one.
     pub max_pdu_length: u32,
+    /// Associations open at once; one more is rejected as transient (local limit exceeded).
+    pub max_associations: usize,
 }
 
 impl Default for DicomConfig {
@@ -79,7 +81,36 @@ impl Default for DicomConfig {
             ae_title: "CUSTODIAN".into(),
             peers: Vec::new(),
             max_pdu_length: 65_536,
+            max_associations: 32,
         }
+    }
+}
+
+impl DicomConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| Err(ConfigError::Invalid { key, problem: problem.to_owned() });
+        let ae_ok = |ae: &str| {
+            !ae.trim().is_empty()
+                && ae.len() <= 16
+                && ae.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+                && !ae.contains('\\')
+        };
+        if !ae_ok(&self.ae_title) {
+            return invalid("dicom.ae_title", "must be 1–16 printable ASCII characters without a backslash");
+        }
+        if self.peers.iter().any(|p| !ae_ok(&p.ae_title)) {
+            return invalid(
+                "dicom.peers",
+                "every ae_title must be 1–16 printable ASCII characters without a backslash",
+            );
+        }
+        if !(4_096..=16 * 1024 * 1024).contains(&self.max_pdu_length) {
+            return invalid("dicom.max_pdu_length", "must be between 4096 and 16777216 bytes");
+        }
+        if self.max_associations == 0 {
+            return invalid("dicom.max_associations", "must be at least 1");
+        }
+        Ok(())
     }
 }
 
@@ -508,21 +539,7 @@ impl Config {
         if self.ingest.parallelism == 0 {
             return invalid("ingest.parallelism", "must be at least 1");
         }
-        let ae_ok = |ae: &str| {
-            !ae.trim().is_empty()
-                && ae.len() <= 16
-                && ae.chars().all(|c| c.is_ascii_graphic() || c == ' ')
-                && !ae.contains('\\')
-        };
-        if !ae_ok(&self.dicom.ae_title) {
-            return invalid("dicom.ae_title", "must be 1–16 printable ASCII characters without a backslash");
-        }
-        if self.dicom.peers.iter().any(|p| !ae_ok(&p.ae_title)) {
-            return invalid(
-                "dicom.peers",
-                "every ae_title must be 1–16 printable ASCII characters without a backslash",
-            );
-        }
+        self.dicom.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return invalid("log.filter", "is not a valid tracing filter");
         }
@@ -675,6 +692,9 @@ mod tests {
             ("CUSTODIAN_AUTH__DEFAULT_TOKEN_TTL", "soon", "auth.default_token_ttl"),
             ("CUSTODIAN_LOG__FORMAT", "xml", "format"),
             ("CUSTODIAN_HTTP__BULK_TIMEOUT_SECS", "0", "http.bulk_timeout_secs"),
+            ("CUSTODIAN_DICOM__MAX_PDU_LENGTH", "100", "dicom.max_pdu_length"),
+            ("CUSTODIAN_DICOM__MAX_PDU_LENGTH", "1000000000", "dicom.max_pdu_length"),
+            ("CUSTODIAN_DICOM__MAX_ASSOCIATIONS", "0", "dicom.max_associations"),
         ];
         for (var, value, key) in cases {
             Jail::expect_with(|jail| {

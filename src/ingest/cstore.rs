@@ -37,12 +37,14 @@ use dicom_ul::association::server::{
     AcceptAny, AccessControl, AsyncServerAssociation, DefaultNegotiation, ServerAssociationOptions,
 };
 use dicom_ul::pdu::{
-    AssociationRJServiceUserReason, MAXIMUM_PDU_SIZE, MINIMUM_PDU_SIZE, PDataValue, PDataValueType, Pdu,
+    AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason, AssociationRJServiceUserReason,
+    AssociationRJSource, MAXIMUM_PDU_SIZE, MINIMUM_PDU_SIZE, PDataValue, PDataValueType, Pdu,
     PresentationContextResultReason, UserIdentity,
 };
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -108,6 +110,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_mins(5);
 const WRITE_TIMEOUT: Duration = Duration::from_mins(1);
 /// How long associations may go on after shutdown is requested before they are aborted.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a connection refused for the association limit may take to send its request.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// A command set is a few hundred bytes; anything this large is not one.
 const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
@@ -157,6 +161,10 @@ pub async fn serve_with_grace(
         tracing::warn!("no DICOM peers are configured (dicom.peers); every association will be rejected");
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    // One permit per association; a connection beyond the limit is refused (and
+    // refusals, each waiting a moment for the request it answers, are bounded too).
+    let slots = Arc::new(Semaphore::new(scp.max_associations));
+    let refusals = Arc::new(Semaphore::new(scp.max_associations));
     let mut associations = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -167,7 +175,20 @@ pub async fn serve_with_grace(
                     if let Err(error) = socket.set_nodelay(true) {
                         tracing::debug!(%error, %remote, "setting TCP_NODELAY on a DICOM connection failed");
                     }
-                    associations.spawn(Arc::clone(&scp).association(socket, remote, stop_rx.clone()));
+                    if let Ok(slot) = Arc::clone(&slots).try_acquire_owned() {
+                        let association = Arc::clone(&scp).association(socket, remote, stop_rx.clone());
+                        associations.spawn(async move {
+                            association.await;
+                            drop(slot);
+                        });
+                    } else if let Ok(refusal) = Arc::clone(&refusals).try_acquire_owned() {
+                        associations.spawn(async move {
+                            refuse_over_limit(socket, remote).await;
+                            drop(refusal);
+                        });
+                    } else {
+                        tracing::warn!(%remote, "DICOM connection closed: too many associations and refusals at once");
+                    }
                 }
                 Err(error) => {
                     // Out of file descriptors, typically: wait rather than spin.
@@ -197,6 +218,40 @@ pub async fn serve_with_grace(
     tracing::info!("DICOM SCP stopped");
 }
 
+/// Answers the A-ASSOCIATE-RQ of a connection beyond `dicom.max_associations`
+/// with an A-ASSOCIATE-RJ, rejected-transient, "local limit exceeded"
+/// (PS3.8 9.3.4), which tells the sender to try again later; then closes it.
+async fn refuse_over_limit(mut socket: TcpStream, remote: SocketAddr) {
+    let mut received = bytes::BytesMut::with_capacity(4096);
+    let request = tokio::time::timeout(REFUSAL_TIMEOUT, async {
+        loop {
+            if socket.read_buf(&mut received).await.ok()? == 0 || received.len() > MAX_COMMAND_BYTES {
+                return None;
+            }
+            match dicom_ul::pdu::read_pdu(&received[..], MAXIMUM_PDU_SIZE, false) {
+                Ok(Some(Pdu::AssociationRQ(_))) => return Some(()),
+                Ok(None) => {}
+                Ok(Some(_)) | Err(_) => return None,
+            }
+        }
+    })
+    .await;
+    if let Ok(Some(())) = request {
+        let rejection = Pdu::AssociationRJ(AssociationRJ {
+            result: AssociationRJResult::Transient,
+            source: AssociationRJSource::ServiceProviderPresentation(
+                AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+            ),
+        });
+        let mut bytes = Vec::new();
+        if dicom_ul::pdu::write_pdu(&mut bytes, &rejection).is_ok() {
+            let _ = tokio::time::timeout(REFUSAL_TIMEOUT, socket.write_all(&bytes)).await;
+        }
+        let _ = socket.shutdown().await;
+    }
+    tracing::warn!(%remote, "DICOM association rejected: the limit of concurrent associations (dicom.max_associations) is reached");
+}
+
 fn log_panic(ended: Result<(), tokio::task::JoinError>) {
     if let Err(error) = ended
         && error.is_panic()
@@ -210,12 +265,14 @@ struct Scp {
     options: ServerAssociationOptions<'static, AcceptAny, DefaultNegotiation>,
     peers: Vec<DicomPeer>,
     ingest: Arc<Ingestor>,
+    max_associations: usize,
 }
 
 impl Scp {
     fn new(config: DicomConfig, ingest: Arc<Ingestor>) -> Self {
         let mut options = ServerAssociationOptions::new()
             .ae_title(config.ae_title.trim().to_owned())
+            // Validated with the configuration; the clamp only keeps dicom-ul's own bounds.
             .max_pdu_length(config.max_pdu_length.clamp(MINIMUM_PDU_SIZE, MAXIMUM_PDU_SIZE))
             .read_timeout(IDLE_TIMEOUT)
             .write_timeout(WRITE_TIMEOUT)
@@ -226,7 +283,7 @@ impl Scp {
         for transfer_syntax in TRANSFER_SYNTAXES {
             options = options.with_transfer_syntax(*transfer_syntax);
         }
-        Self { options, peers: config.peers, ingest }
+        Self { options, peers: config.peers, ingest, max_associations: config.max_associations.max(1) }
     }
 
     fn peer(&self, calling_ae: &str) -> Option<&DicomPeer> {

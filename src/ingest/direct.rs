@@ -5,13 +5,13 @@
 //! passing it through the page cache only costs: the kernel copies every byte
 //! into freshly allocated cache pages, tracks them dirty, writes them back
 //! later and evicts them. With `O_DIRECT` the disk reads the bytes from one
-//! reused, aligned buffer per thread instead. The layout is the one
-//! `object_store`'s `LocalFileSystem` uses and reads: the bytes go to a
-//! staging file `<key>#<digits>` (which its listings skip), and a hard link
-//! publishes them under the key only if nothing is there yet. Durability
-//! still comes from the catalog writer's flush before commit, which now finds
-//! only metadata left to write. File systems that refuse `O_DIRECT` (tmpfs)
-//! get ordinary writes.
+//! reused, aligned buffer per thread instead (files under 128 KiB excepted).
+//! The layout is the one `object_store`'s `LocalFileSystem` uses and reads:
+//! the bytes go to a staging file `<key>#<digits>` (which its listings skip),
+//! and a hard link publishes them under the key only if nothing is there yet.
+//! Durability still comes from the catalog writer's flush before commit,
+//! which then finds little more than metadata left to write. File systems
+//! that refuse `O_DIRECT` (tmpfs) get ordinary writes.
 
 use std::cell::RefCell;
 use std::fs::{self, OpenOptions};
@@ -25,6 +25,12 @@ use bytes::Bytes;
 
 /// Alignment `O_DIRECT` needs for the buffer, the length and the offset.
 const ALIGN: usize = 4096;
+
+/// Smaller objects are written through the page cache. A direct write waits
+/// for the disk, which for a small file costs more than the copy it saves;
+/// buffered small files are written back together by the flush before commit
+/// (measured on 35 KB slices: about 10 % more instances per second).
+const DIRECT_MIN_BYTES: usize = 128 * 1024;
 
 /// Set once a file system refused `O_DIRECT`.
 static BUFFERED_ONLY: AtomicBool = AtomicBool::new(false);
@@ -63,7 +69,8 @@ pub fn create(root: &Path, key: &str, parts: &[Bytes]) -> io::Result<Created> {
 }
 
 fn write_new(path: &Path, parts: &[Bytes]) -> io::Result<()> {
-    if !BUFFERED_ONLY.load(Ordering::Relaxed) {
+    let len: usize = parts.iter().map(Bytes::len).sum();
+    if len >= DIRECT_MIN_BYTES && !BUFFERED_ONLY.load(Ordering::Relaxed) {
         match OpenOptions::new().write(true).create_new(true).custom_flags(direct_flag()).open(path) {
             Ok(file) => return write_direct(file, parts),
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
@@ -170,6 +177,18 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["c.dcm"], "no staging file left behind");
+    }
+
+    #[test]
+    fn a_large_object_written_directly_is_cut_to_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        // Above the direct-write threshold, and not a multiple of the alignment.
+        let parts = [Bytes::from(vec![3u8; DIRECT_MIN_BYTES + 1000]), Bytes::from_static(b"end")];
+        assert_eq!(create(&root, "instances/x/y/z.dcm", &parts).unwrap(), Created::New);
+        let stored = fs::read(root.join("instances/x/y/z.dcm")).unwrap();
+        assert_eq!(stored.len(), DIRECT_MIN_BYTES + 1003);
+        assert!(stored[..DIRECT_MIN_BYTES + 1000].iter().all(|b| *b == 3) && stored.ends_with(b"end"));
     }
 
     #[test]

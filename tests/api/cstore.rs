@@ -14,7 +14,10 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::{EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN};
 use dicom_ul::association::client::ClientAssociationOptions;
-use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
+use dicom_ul::pdu::{
+    AssociationRJResult, AssociationRJServiceProviderPresentationReason, AssociationRJSource, PDataValue,
+    PDataValueType, Pdu,
+};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -491,4 +494,55 @@ async fn storescu_sends_a_deflated_file_over_a_deflated_context_and_it_is_stored
     assert_eq!(syntax, "1.2.840.10008.1.2.1", "stored as the Explicit VR Little Endian it was");
     let leaks = canaries_in(everything_stored(&app).await.as_bytes());
     assert!(leaks.is_empty(), "{leaks:?}");
+}
+
+#[tokio::test]
+async fn an_association_beyond_the_limit_is_rejected_as_transient_and_the_next_one_after_a_release_is_accepted() {
+    let app = TestApp::with_config(|config| config.dicom.max_associations = 1).await;
+    let scp = Scp::start(&app).await;
+    let mut holder = Sender::connect(&scp).await;
+    assert_eq!(holder.store("1.2.3.4.1", vec![data_set_of(&Instance::ct(15, 1, 1, 1))]).await, 0x0000);
+
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_files(dir.path(), &[("2.dcm", Instance::ct(15, 1, 1, 2).to_bytes())]);
+    let refused = storescu(&scp, "STORESCU", &[], &files).await;
+    assert!(!refused.status.success(), "a second association was accepted:\n{}", transcript(&refused));
+    assert!(
+        transcript(&refused).contains("Local Limit Exceeded"),
+        "an A-ASSOCIATE-RJ the sender understands:\n{}",
+        transcript(&refused)
+    );
+    let rejection = ClientAssociationOptions::new()
+        .calling_ae_title("STORESCU")
+        .called_ae_title("CUSTODIAN")
+        .with_presentation_context(CT_IMAGE_STORAGE, vec![EXPLICIT_VR_LE])
+        .establish_async(("127.0.0.1", scp.port))
+        .await
+        .map(|_| ())
+        .expect_err("the limit holds");
+    let dicom_ul::association::Error::Rejected { association_rj, .. } = rejection else {
+        panic!("not an A-ASSOCIATE-RJ: {rejection:?}")
+    };
+    assert_eq!(association_rj.result, AssociationRJResult::Transient, "the sender may try again later");
+    assert_eq!(
+        association_rj.source,
+        AssociationRJSource::ServiceProviderPresentation(
+            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded
+        )
+    );
+
+    holder.association.release().await.unwrap();
+    let mut again = storescu(&scp, "STORESCU", &[], &files).await;
+    for _ in 0..50 {
+        if again.status.success() {
+            break;
+        }
+        // The slot is freed once the released association's task has ended.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        again = storescu(&scp, "STORESCU", &[], &files).await;
+    }
+    assert!(again.status.success(), "the freed slot is taken:\n{}", transcript(&again));
+    assert_eq!(count(&app, "select count(*) from instance where status = 'published'").await, 2);
+    assert_eq!(count(&app, "select count(*) from upload_session").await, 2, "a refusal opens no session");
+    scp.stop().await;
 }
