@@ -64,9 +64,16 @@ impl Writer {
     }
 }
 
-/// Groups in flight at once: while one holds the session and audit locks
-/// on its way to commit, the next writes its instance rows.
-const WRITERS: usize = 2;
+/// Groups in flight at once. A second writer overlapped one group's flush
+/// with the next group's rows while objects went through the page cache and
+/// the flush wrote their bytes. Now that objects are on their way to the disk
+/// when they are handed over, the flush is short, and a second writer only
+/// splits the waiting batches into more, smaller groups: measured on 2,000
+/// small slices sent one per request, one writer took about 25 % less
+/// PostgreSQL CPU and 8–12 % more instances per second, with batched uploads
+/// and C-STORE unchanged or better. Groups of other nodes still race this
+/// one, hence the retries.
+const WRITERS: usize = 1;
 
 /// Attempts of a group that lost a race (a session closed under it, a deadlock).
 const ATTEMPTS: usize = 3;
