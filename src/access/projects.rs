@@ -153,7 +153,7 @@ pub struct ProjectMember {
     pub institution: Option<String>,
 }
 
-/// A project with every member it has had.
+/// A project with every membership it has had.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ProjectDetails {
     pub id: Uuid,
@@ -161,7 +161,7 @@ pub struct ProjectDetails {
     pub pi_username: String,
     pub created_at: DateTime<Utc>,
     pub closed_at: Option<DateTime<Utc>>,
-    /// Oldest invitation first.
+    /// Oldest invitation first; a member invited again after leaving appears once per period.
     pub members: Vec<ProjectMember>,
 }
 
@@ -522,12 +522,20 @@ pub async fn get_project(db: impl PgExecutor<'_>, project_id: Uuid) -> sqlx::Res
     .await
 }
 
-/// Every member the project has had, oldest invitation first, with names and institutions from their profiles.
+/// Every membership the project has had, oldest invitation first, with names and institutions
+/// from their profiles. A member invited again after leaving appears once per period.
 pub async fn list_members(db: impl PgExecutor<'_>, project_id: Uuid) -> sqlx::Result<Vec<ProjectMember>> {
-    sqlx::query_as::<_, ProjectMember>(concat!(
-        member_select!(),
-        " where m.project_id = $1 order by m.invited_at, m.username"
-    ))
+    sqlx::query_as::<_, ProjectMember>(
+        "select m.username, m.role, m.invited_by, m.invited_at, m.accepted_at, m.removed_at, m.removed_by,
+                p.name, p.institution
+         from (select username, role, invited_by, invited_at, accepted_at, removed_at, removed_by
+               from project_member where project_id = $1
+               union all
+               select username, role, invited_by, invited_at, accepted_at, removed_at, removed_by
+               from project_member_period where project_id = $1) m
+         left join researcher_profile p on p.username = m.username
+         order by m.invited_at, m.username",
+    )
     .bind(project_id)
     .fetch_all(db)
     .await
@@ -709,6 +717,17 @@ pub async fn invite_member(
             return Err(ApiError::Conflict("the user is already a member of the project, or invited".into()));
         }
         Some(_) => {
+            // The period that ended is kept; the row starts a new one.
+            sqlx::query(
+                "insert into project_member_period
+                     (project_id, username, role, invited_by, invited_at, accepted_at, removed_at, removed_by)
+                 select project_id, username, role, invited_by, invited_at, accepted_at, removed_at, removed_by
+                 from project_member where project_id = $1 and username = $2",
+            )
+            .bind(project_id)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query(
                 "update project_member
                  set role = 'collaborator', invited_by = $3, invited_at = now(), accepted_at = null,

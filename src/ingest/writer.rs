@@ -69,7 +69,7 @@ impl Writer {
 /// the flush wrote their bytes. Now that objects are on their way to the disk
 /// when they are handed over, the flush is short, and a second writer only
 /// splits the waiting batches into more, smaller groups: measured on 2,000
-/// small slices sent one per request, one writer took about 25 % less
+/// small slices sent one per request, one writer took about 30 % less
 /// PostgreSQL CPU and 8–12 % more instances per second, with batched uploads
 /// and C-STORE unchanged or better. Groups of other nodes still race this
 /// one, hence the retries.

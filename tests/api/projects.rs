@@ -422,6 +422,43 @@ async fn changing_a_verified_profile_clears_its_verification() {
 }
 
 #[tokio::test]
+async fn a_member_invited_again_after_leaving_keeps_the_earlier_period_in_the_project() {
+    let app = TestApp::new().await;
+    let (id, rita) = project_of(&app, "rita").await;
+    let carl = app.token("carl", &[Role::Researcher]);
+    let members = format!("/api/v1/projects/{id}/members");
+    app.post_json(&members, Some(&rita), &json!({ "username": "carl" })).await.assert_status(StatusCode::CREATED);
+    app.post_json(&format!("{members}/carl/accept"), Some(&carl), &json!({})).await.assert_status(StatusCode::OK);
+    app.delete(&format!("{members}/carl"), Some(&rita)).await.assert_status(StatusCode::NO_CONTENT);
+    app.post_json(&members, Some(&rita), &json!({ "username": "carl" })).await.assert_status(StatusCode::CREATED);
+    app.post_json(&format!("{members}/carl/accept"), Some(&carl), &json!({})).await.assert_status(StatusCode::OK);
+
+    let project = app.get(&format!("/api/v1/projects/{id}"), Some(&rita)).await.assert_status(StatusCode::OK).json();
+    let periods: Vec<&Value> =
+        project["members"].as_array().unwrap().iter().filter(|m| m["username"] == "carl").collect();
+    assert_eq!(periods.len(), 2, "both periods, oldest first: {project}");
+    let (first, second) = (periods[0], periods[1]);
+    assert!(first["accepted_at"].is_string(), "the first period was accepted");
+    assert_eq!(first["removed_by"], "rita", "and ended by the PI");
+    let time = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    assert!(time(&first["removed_at"]) <= time(&second["invited_at"]), "the periods do not overlap");
+    assert!(second["accepted_at"].is_string() && second["removed_at"].is_null(), "the current one is open");
+
+    // The current period is the one that counts: carl can leave it once, and only it ends.
+    app.delete(&format!("{members}/carl"), Some(&carl)).await.assert_status(StatusCode::NO_CONTENT);
+    app.delete(&format!("{members}/carl"), Some(&carl)).await.assert_error(StatusCode::NOT_FOUND, "not-found");
+    let project = app.get(&format!("/api/v1/projects/{id}"), Some(&rita)).await.json();
+    let removers: Vec<&Value> = project["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["username"] == "carl")
+        .map(|m| &m["removed_by"])
+        .collect();
+    assert_eq!(removers, [&json!("rita"), &json!("carl")]);
+}
+
+#[tokio::test]
 async fn every_membership_change_is_audited() {
     let app = TestApp::new().await;
     let (id, rita) = project_of(&app, "rita").await;
