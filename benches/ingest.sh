@@ -151,7 +151,14 @@ for corpus in ${CORPORA:-small large}; do
         row "Custodian_REST,_1_file_per_request_(round_$round)" "$corpus" "$seconds" "$(peak_mb)"; stop
         rest batched "$corpus"; batched=$seconds
         row "Custodian_REST,_${BATCH}_files_per_request_(round_$round)" "$corpus" "$seconds" "$(peak_mb)"; stop
-        echo "$corpus $orthanc $single $batched" >>"$work/rounds"
+        # C-STORE takes turns too: it is the figure a busy machine moves most.
+        start_orthanc
+        seconds=$(cstore "$corpus" BENCH ORTHANC "$ORTHANC_DICOM"); orthanc_cstore=$seconds
+        row "Orthanc_C-STORE_(storescu,_round_$round)" "$corpus" "$seconds" "$(peak_mb)"; stop
+        start_custodian
+        seconds=$(cstore "$corpus" BENCH CUSTODIAN "$DICOM_PORT"); custodian_cstore=$seconds
+        row "Custodian_C-STORE_(storescu,_round_$round)" "$corpus" "$seconds" "$(peak_mb)"; stop
+        echo "$corpus $orthanc $single $batched $orthanc_cstore $custodian_cstore" >>"$work/rounds"
     done
 
     run=$((run + 1))
@@ -160,14 +167,6 @@ for corpus in ${CORPORA:-small large}; do
     copy=$(echo "$t0 $t1" | awk '{ printf "%.3f", $2 - $1 }')
     row "cp_-r_+_sync" "$corpus" "$copy"
     echo "$corpus $copy" >>"$work/copies"
-
-    start_orthanc
-    seconds=$(cstore "$corpus" BENCH ORTHANC "$ORTHANC_DICOM")
-    row "Orthanc_C-STORE_(storescu)" "$corpus" "$seconds" "$(peak_mb)"; stop
-
-    start_custodian
-    seconds=$(cstore "$corpus" BENCH CUSTODIAN "$DICOM_PORT")
-    row "Custodian_C-STORE_(storescu)" "$corpus" "$seconds" "$(peak_mb)"; stop
 done
 
 start_custodian
@@ -176,19 +175,20 @@ row "Custodian_REST,_${BATCH}_files_per_request" quarter "$seconds" "$(peak_mb)"
 
 # Summary: per corpus, the ratio of each round (speed-up = Orthanc's time / Custodian's) and their median.
 echo
-echo "| corpus | batched ÷ Orthanc, per round | median | 1 file per request ÷ Orthanc, median | batched ÷ cp + sync, median |"
-echo "|---|---|---:|---:|---:|"
+echo "| corpus | batched ÷ Orthanc, per round | median | 1 file per request ÷ Orthanc, median | batched ÷ cp + sync, median | C-STORE ÷ Orthanc C-STORE, per round | median |"
+echo "|---|---|---:|---:|---:|---|---:|"
 for corpus in ${CORPORA:-small large}; do
     copy=$(awk -v c="$corpus" '$1 == c { print $2 }' "$work/copies")
     awk -v c="$corpus" -v copy="$copy" '
-        $1 == c { n++; b[n] = $2 / $4; s[n] = $2 / $3; k[n] = copy / $4 }
+        $1 == c { n++; b[n] = $2 / $4; s[n] = $2 / $3; k[n] = copy / $4; d[n] = $5 / $6 }
         function median(a, n,   i, j, t) {
             for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
             return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
         }
         END {
-            rounds = ""
+            rounds = ""; dimse = ""
             for (i = 1; i <= n; i++) rounds = rounds sprintf("%s%.2f", (i > 1 ? ", " : ""), b[i])
-            printf "| %s | %s | %.2f × | %.2f × | %.0f %% |\n", c, rounds, median(b, n), median(s, n), 100 * median(k, n)
+            for (i = 1; i <= n; i++) dimse = dimse sprintf("%s%.2f", (i > 1 ? ", " : ""), d[i])
+            printf "| %s | %s | %.2f × | %.2f × | %.0f %% | %s | %.2f × |\n", c, rounds, median(b, n), median(s, n), 100 * median(k, n), dimse, median(d, n)
         }' "$work/rounds"
 done
