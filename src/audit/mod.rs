@@ -69,21 +69,8 @@ pub struct AuditEvent {
 /// Appends `event` to the chain inside `tx`, returning its sequence number.
 #[tracing::instrument(skip_all, fields(action = event.action), err)]
 pub async fn record(tx: &mut PgConnection, event: NewEvent<'_>) -> Result<i64, sqlx::Error> {
-    // The row lock on the head orders all writers; it is held until `tx` ends.
-    let head = sqlx::query!("select seq, hash from audit_head where singleton for update").fetch_one(&mut *tx).await?;
-    let seq = head.seq + 1;
-    let occurred_at = chain::to_micros(Utc::now());
-    let hash = chain::link(
-        &head.hash,
-        &chain::EventContent {
-            seq,
-            occurred_at,
-            actor: event.actor,
-            action: event.action,
-            target: event.target.as_deref(),
-            details: &event.details,
-        },
-    );
+    let head = lock_head(&mut *tx).await?;
+    let (seq, occurred_at, hash) = head.link(&event);
     // The event and the new head in one statement (one round trip less per action).
     sqlx::query!(
         "with event as (
@@ -103,6 +90,81 @@ pub async fn record(tx: &mut PgConnection, event: NewEvent<'_>) -> Result<i64, s
     .execute(&mut *tx)
     .await?;
     Ok(seq)
+}
+
+/// The head of the chain: the last event's sequence number and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub seq: i64,
+    pub hash: Vec<u8>,
+}
+
+impl Head {
+    /// The sequence number, time and hash `event` gets when it follows this head.
+    fn link(&self, event: &NewEvent<'_>) -> (i64, DateTime<Utc>, [u8; chain::HASH_LEN]) {
+        let seq = self.seq + 1;
+        let occurred_at = chain::to_micros(Utc::now());
+        let content = chain::EventContent {
+            seq,
+            occurred_at,
+            actor: event.actor,
+            action: event.action,
+            target: event.target.as_deref(),
+            details: &event.details,
+        };
+        (seq, occurred_at, chain::link(&self.hash, &content))
+    }
+}
+
+/// Reads the head and locks it until `tx` ends: the row lock orders all writers.
+pub async fn lock_head(tx: &mut PgConnection) -> Result<Head, sqlx::Error> {
+    let head = sqlx::query!("select seq, hash from audit_head where singleton for update").fetch_one(tx).await?;
+    Ok(Head { seq: head.seq, hash: head.hash })
+}
+
+/// Events linked one after another from a locked head, as the columns of one
+/// insert: for a writer that records several events and saves round trips by
+/// inserting them with its own rows. The transaction must hold the head's lock
+/// ([`lock_head`], or `for update` in one of its statements), insert every
+/// event, and set the head to [`Linked::head`].
+#[derive(Debug, Default)]
+pub struct Linked {
+    pub seq: Vec<i64>,
+    pub occurred_at: Vec<DateTime<Utc>>,
+    pub actor: Vec<String>,
+    pub action: Vec<String>,
+    pub target: Vec<Option<String>>,
+    pub details: Vec<Value>,
+    pub prev_hash: Vec<Vec<u8>>,
+    pub hash: Vec<Vec<u8>>,
+    head: Option<Head>,
+}
+
+impl Linked {
+    /// `events` chained after `head`, in order.
+    pub fn after(head: Head, events: Vec<NewEvent<'_>>) -> Self {
+        let mut linked = Self::default();
+        let mut last = head;
+        for event in events {
+            let (seq, occurred_at, hash) = last.link(&event);
+            linked.seq.push(seq);
+            linked.occurred_at.push(occurred_at);
+            linked.actor.push(event.actor.to_owned());
+            linked.action.push(event.action.to_owned());
+            linked.target.push(event.target);
+            linked.details.push(event.details);
+            linked.prev_hash.push(std::mem::replace(&mut last.hash, hash.to_vec()));
+            linked.hash.push(hash.to_vec());
+            last.seq = seq;
+        }
+        linked.head = Some(last);
+        linked
+    }
+
+    /// The head once these events are in: the last one's sequence number and hash.
+    pub fn head(&self) -> &Head {
+        self.head.as_ref().expect("built by Linked::after")
+    }
 }
 
 /// Filter for [`list_events`]; every field narrows the result.
@@ -166,4 +228,34 @@ pub async fn list_events(db: impl PgExecutor<'_>, filter: &EventFilter) -> Resul
 
 fn escape_like(text: &str) -> String {
     text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_linked_after_a_head_form_the_chain_verify_expects() {
+        let head = Head { seq: 41, hash: vec![9; chain::HASH_LEN] };
+        let events = vec![
+            NewEvent::new("alice", "upload.files").target("upload:a").details(serde_json::json!({ "files": 2 })),
+            NewEvent::new("bob", "upload.files").target("upload:b"),
+        ];
+        let linked = Linked::after(head.clone(), events);
+        assert_eq!(linked.seq, [42, 43]);
+        assert_eq!(linked.prev_hash[0], head.hash, "the first event follows the head");
+        assert_eq!(linked.prev_hash[1], linked.hash[0], "each event follows the one before");
+        for i in 0..2 {
+            let content = chain::EventContent {
+                seq: linked.seq[i],
+                occurred_at: linked.occurred_at[i],
+                actor: &linked.actor[i],
+                action: &linked.action[i],
+                target: linked.target[i].as_deref(),
+                details: &linked.details[i],
+            };
+            assert_eq!(chain::link(&linked.prev_hash[i], &content).to_vec(), linked.hash[i]);
+        }
+        assert_eq!(*linked.head(), Head { seq: 43, hash: linked.hash[1].clone() });
+    }
 }

@@ -255,11 +255,16 @@ struct Request<'a> {
 struct Row<'a> {
     request: usize,
     index: usize,
+    ordinal: i32,
     target: &'a Target,
     file: &'a Prepared,
 }
 
-#[allow(clippy::too_many_lines)] // one transaction, read top to bottom
+/// One group in one transaction, in five round trips however many batches and
+/// sessions it holds (plus one statement per table whose rows are not yet
+/// known): the sessions, the instances with the audit head, the reports with
+/// the audit events, and `BEGIN`/`COMMIT`. Locks are taken in the order every
+/// other writer takes them: sessions first, the audit head last.
 async fn write_group(
     db: &PgPool,
     requests: Vec<Request<'_>>,
@@ -268,101 +273,57 @@ async fn write_group(
 ) -> Result<(Vec<Result<Vec<FileReport>, BatchError>>, Known), GroupError> {
     let mut tx = db.begin().await?;
 
-    // Which sessions are open. They are locked only at the end, when their
-    // ordinals are taken, so that groups for the same session overlap.
-    let mut ids: Vec<Uuid> = requests.iter().map(|r| r.target.session_id).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let states: HashMap<Uuid, String> =
-        sqlx::query!("select upload_session_id, state from upload_session where upload_session_id = any($1)", &ids)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|r| (r.upload_session_id, r.state))
-            .collect();
+    // Every file of a batch takes the next ordinal of its session, if the
+    // session is still open. The update locks the sessions (in a fixed order)
+    // against a concurrent commit until this transaction ends.
+    let mut next_ordinal = open_sessions(&mut tx, &requests).await?;
 
     // Files of open sessions become rows; refused files get their report now.
-    // Ordinals are filled in once the sessions are locked.
     let mut reports: Vec<Result<Vec<Option<FileReport>>, BatchError>> = Vec::with_capacity(requests.len());
     let mut rows: Vec<Row<'_>> = Vec::new();
     for (r, request) in requests.iter().enumerate() {
-        match states.get(&request.target.session_id) {
-            Some(state) if state == "open" => {}
-            state => {
-                let state = state.cloned().unwrap_or_else(|| "missing".to_owned());
-                reports.push(Err(BatchError::SessionClosed(state)));
+        let next = match next_ordinal.get_mut(&request.target.session_id) {
+            Some(Ok(next)) => next,
+            Some(Err(state)) => {
+                reports.push(Err(BatchError::SessionClosed(state.clone())));
                 continue;
             }
-        }
+            None => unreachable!("every session is looked up"),
+        };
         let mut slots = Vec::with_capacity(request.items.len());
         for (index, item) in request.items.iter().enumerate() {
+            let ordinal = *next;
+            *next += 1;
             slots.push(match item {
                 Ok(file) if request.target.only_study.as_ref().is_some_and(|study| *study != file.meta.study_uid) => {
                     // Its object stays unreferenced and goes with the next sweep.
-                    Some(wrong_study(file.size).report(0))
+                    Some(wrong_study(file.size).report(ordinal))
                 }
                 Ok(file) => {
-                    rows.push(Row { request: r, index, target: request.target, file });
+                    rows.push(Row { request: r, index, ordinal, target: request.target, file });
                     None
                 }
-                Err(refused) => Some(refused.clone().report(0)),
+                Err(refused) => Some(refused.clone().report(ordinal)),
             });
         }
         reports.push(Ok(slots));
     }
+    if reports.iter().all(Result::is_err) {
+        tx.rollback().await?;
+        let results = reports.into_iter().map(|r| r.map(|_| Vec::new())).collect();
+        return Ok((results, Known::default()));
+    }
 
-    let mut learned = Known::default();
-    if !rows.is_empty() {
-        let decided;
-        let known = known.lock().expect("known rows").view(&rows);
-        (decided, learned) = insert_rows(&mut tx, &rows, &known).await?;
-        for (row, report) in rows.iter().zip(decided) {
-            if let Ok(slots) = &mut reports[row.request] {
-                slots[row.index] = Some(report);
-            }
+    let known = known.lock().expect("known rows").view(&rows);
+    let (decided, learned, head) = insert_rows(&mut tx, &rows, &known).await?;
+    for (row, report) in rows.iter().zip(decided) {
+        if let Ok(slots) = &mut reports[row.request] {
+            slots[row.index] = Some(report);
         }
     }
 
-    // Ordinals: one update for every session with accepted batches, in a fixed
-    // order, which also locks them against a concurrent commit until this
-    // transaction ends. A session closed since the check above sends the whole
-    // group round again.
-    let mut wanted: HashMap<Uuid, i32> = HashMap::new();
-    for (request, slots) in requests.iter().zip(&reports) {
-        if let Ok(slots) = slots {
-            *wanted.entry(request.target.session_id).or_default() += len_i32(slots.len());
-        }
-    }
-    let mut sessions: Vec<(Uuid, i32)> = wanted.iter().map(|(id, n)| (*id, *n)).collect();
-    sessions.sort_unstable();
-    let (ids, counts): (Vec<Uuid>, Vec<i32>) = sessions.into_iter().unzip();
-    let mut next_ordinal: HashMap<Uuid, i32> = sqlx::query!(
-        "update upload_session s set file_count = s.file_count + v.n
-         from unnest($1::uuid[], $2::int[]) as v(id, n)
-         where s.upload_session_id = v.id and s.state = 'open'
-         returning s.upload_session_id, s.file_count",
-        &ids,
-        &counts,
-    )
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .map(|r| (r.upload_session_id, r.file_count - wanted[&r.upload_session_id] + 1))
-    .collect();
-    if next_ordinal.len() < ids.len() {
-        return Err(GroupError::Retry);
-    }
-    for (request, slots) in requests.iter().zip(&mut reports) {
-        if let Ok(slots) = slots {
-            let next = next_ordinal.get_mut(&request.target.session_id).expect("taken above");
-            for slot in slots.iter_mut().flatten() {
-                slot.ordinal = *next;
-                *next += 1;
-            }
-        }
-    }
-
-    // The per-file reports of every accepted batch, then one audit event per session.
+    // The per-file reports of every accepted batch and one audit event per
+    // session, in one statement.
     let mut file_rows = FileRows::default();
     let mut per_session: HashMap<(Uuid, &str), (usize, Vec<FileReport>)> = HashMap::new();
     let mut results = Vec::with_capacity(reports.len());
@@ -380,24 +341,64 @@ async fn write_group(
         entry.1.extend(done.iter().cloned());
         results.push(Ok(done));
     }
-    file_rows.insert(&mut tx).await?;
     let mut sessions: Vec<_> = per_session.into_iter().collect();
     sessions.sort_by_key(|((id, actor), _)| (*id, *actor));
-    for ((session, actor), (batches, done)) in sessions {
-        audit::record(
-            &mut tx,
+    let events = sessions
+        .into_iter()
+        .map(|((session, actor), (batches, done))| {
             NewEvent::new(actor, "upload.files")
                 .target(format!("upload:{session}"))
-                .details(json!({ "files": done.len(), "batches": batches, "counts": Counts::of(&done) })),
-        )
-        .await?;
-    }
+                .details(json!({ "files": done.len(), "batches": batches, "counts": Counts::of(&done) }))
+        })
+        .collect();
+    file_rows.insert_with_events(&mut tx, &audit::Linked::after(head, events)).await?;
     tracing::trace!("rows written, waiting for the flush");
     if let Some(flushed) = flushed {
         flushed.await.map_err(std::io::Error::other).and_then(|r| r).map_err(GroupError::NotDurable)?;
     }
     tx.commit().await?;
     Ok((results, learned))
+}
+
+/// Adds each open session's files to its count, locking it; returns per
+/// session the first ordinal its files take, or the state it is in instead of
+/// open. A session that looked open yet could not be updated was closed by a
+/// transaction that committed meanwhile: the group goes round again.
+async fn open_sessions(
+    tx: &mut PgConnection,
+    requests: &[Request<'_>],
+) -> Result<HashMap<Uuid, Result<i32, String>>, GroupError> {
+    let mut wanted: std::collections::BTreeMap<Uuid, i32> = std::collections::BTreeMap::new();
+    for request in requests {
+        *wanted.entry(request.target.session_id).or_default() += len_i32(request.items.len());
+    }
+    let (ids, counts): (Vec<Uuid>, Vec<i32>) = wanted.into_iter().unzip();
+    let found = sqlx::query!(
+        r#"with taken as (
+               update upload_session s set file_count = s.file_count + v.n
+               from unnest($1::uuid[], $2::int[]) as v(id, n)
+               where s.upload_session_id = v.id and s.state = 'open'
+               returning s.upload_session_id, s.file_count - v.n + 1 as first_ordinal
+           )
+           select v.id as "id!", s.state as "state?", taken.first_ordinal
+           from unnest($1::uuid[]) as v(id)
+           left join upload_session s on s.upload_session_id = v.id
+           left join taken on taken.upload_session_id = v.id"#,
+        &ids,
+        &counts,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut sessions = HashMap::with_capacity(found.len());
+    for row in found {
+        let next = match (row.first_ordinal, row.state) {
+            (Some(first), _) => Ok(first),
+            (None, Some(state)) if state == "open" => return Err(GroupError::Retry),
+            (None, state) => Err(state.unwrap_or_else(|| "missing".to_owned())),
+        };
+        sessions.insert(row.id, next);
+    }
+    Ok(sessions)
 }
 
 fn wrong_study(size: usize) -> Refused {
@@ -411,13 +412,14 @@ fn len_i32(n: usize) -> i32 {
 /// Upserts subjects, cohort memberships, studies, scanners and series, inserts
 /// the instances, and decides each row's report. Idempotent: an instance already
 /// stored with the same bytes is a duplicate; different bytes under the same
-/// SOP Instance UID are a conflict.
+/// SOP Instance UID are a conflict. The statement that inserts the instances
+/// also locks the audit head, which it returns.
 #[allow(clippy::too_many_lines)] // one statement per table, in foreign-key order
 async fn insert_rows(
     tx: &mut PgConnection,
     rows: &[Row<'_>],
     known: &Known,
-) -> Result<(Vec<FileReport>, Known), sqlx::Error> {
+) -> Result<(Vec<FileReport>, Known, audit::Head), sqlx::Error> {
     let mut learned = Known::default();
     // Subjects (first-seen values win within the group, stored values win over both).
     // A subject already stored with sex and birth year, or for which this group
@@ -568,8 +570,9 @@ async fn insert_rows(
     // compared by content.
     let offered = first_of(rows, |r| r.file.meta.sop_uid.as_str());
     let u32_i32 = |v: Option<u32>| v.and_then(|v| i32::try_from(v).ok());
-    let inserted: std::collections::HashSet<String> = sqlx::query_scalar!(
-        "insert into instance (sop_uid, series_id, upload_session_id, sop_class_uid, transfer_syntax, instance_number,
+    let instances = sqlx::query!(
+        r#"with inserted as (
+         insert into instance (sop_uid, series_id, upload_session_id, sop_class_uid, transfer_syntax, instance_number,
                                rows, columns, frames, object_key, size_bytes, sha256, status, quarantine_code,
                                quarantine_reason, referenced_sop_uids)
          select v.sop_uid, v.series_id, v.session_id, v.sop_class_uid, v.transfer_syntax, v.instance_number,
@@ -581,7 +584,12 @@ async fn insert_rows(
               as v(sop_uid, series_id, session_id, sop_class_uid, transfer_syntax, instance_number, rows, columns,
                    frames, object_key, size_bytes, sha256, status, quarantine_code, quarantine_reason, refs)
          on conflict (sop_uid) do nothing
-         returning sop_uid",
+         returning sop_uid
+         ), head as (
+             select seq, hash from audit_head where singleton for update
+         )
+         select head.seq, head.hash, array(select sop_uid from inserted) as "inserted!"
+         from head"#,
         &offered.iter().map(|r| r.file.meta.sop_uid.clone()).collect::<Vec<_>>(),
         &offered.iter().map(|r| series_of(&r.file.meta.series_uid)).collect::<Vec<_>>(),
         &offered.iter().map(|r| r.target.session_id).collect::<Vec<_>>(),
@@ -605,10 +613,10 @@ async fn insert_rows(
         // UIDs are digits and dots, so a space separates them safely.
         &offered.iter().map(|r| r.file.meta.referenced_sop_uids.join(" ")).collect::<Vec<_>>(),
     )
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect();
+    .fetch_one(&mut *tx)
+    .await?;
+    let head = audit::Head { seq: instances.seq, hash: instances.hash };
+    let inserted: std::collections::HashSet<String> = instances.inserted.into_iter().collect();
 
     let mut reports = Vec::with_capacity(rows.len());
     let mut claimed = std::collections::HashSet::new();
@@ -629,7 +637,7 @@ async fn insert_rows(
     for row in rows {
         let meta = &row.file.meta;
         let report = |outcome, code: Option<&str>, message: Option<&str>| FileReport {
-            ordinal: 0, // taken with the session lock, at the end
+            ordinal: row.ordinal,
             outcome,
             code: code.map(str::to_owned),
             message: message.map(str::to_owned),
@@ -654,7 +662,7 @@ async fn insert_rows(
             }
         });
     }
-    Ok((reports, learned))
+    Ok((reports, learned, head))
 }
 
 /// A scanner's identity: manufacturer, model and the bits of its field strength.
@@ -689,13 +697,21 @@ impl FileRows {
         self.size_bytes.push(report.size_bytes);
     }
 
-    async fn insert(self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
-        if self.session.is_empty() {
-            return Ok(());
-        }
+    /// Inserts the rows and the audit `events` and moves the audit head past
+    /// them, in one statement.
+    async fn insert_with_events(self, tx: &mut PgConnection, events: &audit::Linked) -> Result<(), sqlx::Error> {
+        let head = events.head();
         sqlx::query!(
-            "insert into upload_file (upload_session_id, ordinal, outcome, code, message, sop_uid, size_bytes)
-             select * from unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[])",
+            "with files as (
+                 insert into upload_file (upload_session_id, ordinal, outcome, code, message, sop_uid, size_bytes)
+                 select * from unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                      $7::int8[])
+             ), events as (
+                 insert into audit_event (seq, occurred_at, actor, action, target, details, prev_hash, hash)
+                 select * from unnest($8::int8[], $9::timestamptz[], $10::text[], $11::text[], $12::text[],
+                                      $13::jsonb[], $14::bytea[], $15::bytea[])
+             )
+             update audit_head set seq = $16, hash = $17 where singleton",
             &self.session,
             &self.ordinal,
             &self.outcome,
@@ -703,6 +719,16 @@ impl FileRows {
             &self.message as &[Option<String>],
             &self.sop_uid as &[Option<String>],
             &self.size_bytes,
+            &events.seq,
+            &events.occurred_at,
+            &events.actor,
+            &events.action,
+            &events.target as &[Option<String>],
+            &events.details,
+            &events.prev_hash,
+            &events.hash,
+            head.seq,
+            &head.hash,
         )
         .execute(tx)
         .await?;

@@ -400,6 +400,46 @@ async fn concurrent_single_file_uploads_each_get_one_report_and_one_ordinal() {
 }
 
 #[tokio::test]
+async fn concurrent_uploads_to_four_sessions_keep_their_ordinals_and_one_unbroken_audit_chain() {
+    let app = TestApp::new().await;
+    let up = Uploader::new(&app);
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        sessions.push(up.open().await);
+    }
+    // Five rounds of one slice to each session at once: groups hold files of
+    // several sessions, each with its own ordinals and its own audit event.
+    for slice in 1..=5 {
+        let sends = sessions.iter().enumerate().map(|(s, session)| {
+            up.send(session, "application/dicom", Instance::ct(30 + u32::try_from(s).unwrap(), 1, 1, slice).to_bytes())
+        });
+        for response in futures::future::join_all(sends).await {
+            response.assert_status(StatusCode::OK);
+        }
+    }
+    for session in &sessions {
+        up.commit(session).await.assert_status(StatusCode::OK);
+        let report =
+            app.get(&format!("/api/v1/uploads/{session}"), Some(&up.token)).await.assert_status(StatusCode::OK).json();
+        let ordinals: Vec<i64> =
+            report["files"].as_array().unwrap().iter().map(|f| f["ordinal"].as_i64().unwrap()).collect();
+        assert_eq!(ordinals, [1, 2, 3, 4, 5], "{report}");
+        let files: i64 = sqlx::query_scalar(
+            "select sum((details->>'files')::int)::int8 from audit_event
+             where action = 'upload.files' and target = 'upload:' || $1",
+        )
+        .bind(session)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        assert_eq!(files, 5, "the audit log accounts for every file of the session");
+    }
+    let steward = app.token("sam", &[Role::Steward]);
+    let verified = app.get("/api/v1/audit/verify", Some(&steward)).await.assert_status(StatusCode::OK).json();
+    assert_eq!(verified["ok"], true, "{verified}");
+}
+
+#[tokio::test]
 async fn a_file_repeated_inside_one_batch_is_stored_once_and_a_variant_is_a_conflict() {
     let app = TestApp::new().await;
     let up = Uploader::new(&app);
