@@ -15,7 +15,7 @@
 //! Part-10 file in memory (preamble, `DICM`, a file meta group naming the
 //! command's SOP class and instance and the presentation context's transfer
 //! syntax, then the bytes as received) and goes through
-//! [`Ingestor::ingest_batch`] like every other path. A C-STORE-RSP follows each
+//! [`Ingestor::ingest_one`], the pipeline of every other path. A C-STORE-RSP follows each
 //! instance once its rows are committed.
 //!
 //! Logs carry AE titles, remote addresses, counts and status codes, never a
@@ -32,10 +32,10 @@ use dicom_dictionary_std::{tags, uids};
 use dicom_object::InMemDicomObject;
 use dicom_object::meta::FileMetaTableBuilder;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
-use dicom_ul::association::Association;
 use dicom_ul::association::server::{
     AcceptAny, AccessControl, AsyncServerAssociation, DefaultNegotiation, ServerAssociationOptions,
 };
+use dicom_ul::association::{Association, AsyncAssociation};
 use dicom_ul::pdu::{
     AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason, AssociationRJServiceUserReason,
     AssociationRJSource, MAXIMUM_PDU_SIZE, MINIMUM_PDU_SIZE, PDataValue, PDataValueType, Pdu,
@@ -114,6 +114,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// A command set is a few hundred bytes; anything this large is not one.
 const MAX_COMMAND_BYTES: usize = 64 * 1024;
+
+// PDU types (PS3.8 9.3.1) read by the association loop.
+const P_DATA_TF: u8 = 0x04;
+const A_RELEASE_RQ: u8 = 0x05;
+const A_ABORT: u8 = 0x07;
 
 // DIMSE command fields (PS3.7 E.1).
 const C_STORE_RQ: u16 = 0x0001;
@@ -266,14 +271,17 @@ struct Scp {
     peers: Vec<DicomPeer>,
     ingest: Arc<Ingestor>,
     max_associations: usize,
+    /// The largest PDU accepted, as advertised in the A-ASSOCIATE-AC.
+    max_pdu_length: usize,
 }
 
 impl Scp {
     fn new(config: DicomConfig, ingest: Arc<Ingestor>) -> Self {
+        // Validated with the configuration; the clamp only keeps dicom-ul's own bounds.
+        let max_pdu_length = config.max_pdu_length.clamp(MINIMUM_PDU_SIZE, MAXIMUM_PDU_SIZE);
         let mut options = ServerAssociationOptions::new()
             .ae_title(config.ae_title.trim().to_owned())
-            // Validated with the configuration; the clamp only keeps dicom-ul's own bounds.
-            .max_pdu_length(config.max_pdu_length.clamp(MINIMUM_PDU_SIZE, MAXIMUM_PDU_SIZE))
+            .max_pdu_length(max_pdu_length)
             .read_timeout(IDLE_TIMEOUT)
             .write_timeout(WRITE_TIMEOUT)
             .with_abstract_syntax(uids::VERIFICATION);
@@ -283,7 +291,13 @@ impl Scp {
         for transfer_syntax in TRANSFER_SYNTAXES {
             options = options.with_transfer_syntax(*transfer_syntax);
         }
-        Self { options, peers: config.peers, ingest, max_associations: config.max_associations.max(1) }
+        Self {
+            options,
+            peers: config.peers,
+            ingest,
+            max_associations: config.max_associations.max(1),
+            max_pdu_length: max_pdu_length as usize,
+        }
     }
 
     fn peer(&self, calling_ae: &str) -> Option<&DicomPeer> {
@@ -298,7 +312,7 @@ impl Scp {
             _ = stop.wait_for(|stop| *stop) => return,
             established = tokio::time::timeout(ASSOCIATE_TIMEOUT, options.establish_async(socket)) => established,
         };
-        let association = match established {
+        let mut association = match established {
             Ok(Ok(association)) => association,
             // Rejections by AE title are logged by `Peers`.
             Ok(Err(dicom_ul::association::Error::Rejected { association_rj, .. })) => {
@@ -354,6 +368,8 @@ impl Scp {
             None
         };
 
+        // What dicom-ul read past the request (nothing, from a well-behaved peer).
+        let read_ahead = AsyncAssociation::get_mut(&mut association).1.split();
         let mut link = Link {
             scp: &self,
             association,
@@ -364,6 +380,7 @@ impl Scp {
             reports: Vec::new(),
             echoes: 0,
             last_file_size: 0,
+            read_ahead,
         };
         let end = link.run(&mut stop).await;
         link.finish(end).await;
@@ -448,6 +465,20 @@ struct Message {
     too_large: bool,
 }
 
+impl Message {
+    fn new(context_id: u8) -> Self {
+        Self {
+            context_id,
+            command_bytes: Vec::new(),
+            command: None,
+            data: Vec::new(),
+            has_header: false,
+            data_size: 0,
+            too_large: false,
+        }
+    }
+}
+
 /// The parts of a command set Custodian uses.
 struct Command {
     field: u16,
@@ -460,23 +491,42 @@ struct Command {
 }
 
 impl Command {
+    /// Reads the elements Custodian uses from a command set: Implicit VR
+    /// Little Endian (PS3.7 6.3.1), group 0000 only, every length defined.
     fn parse(bytes: &[u8]) -> Option<Self> {
-        // Command sets are always Implicit VR Little Endian (PS3.7 6.3.1).
-        let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased()).ok()?;
-        let number = |tag| obj.element(tag).ok().and_then(|e| e.to_int::<u16>().ok());
-        let text = |tag| {
-            obj.element(tag)
-                .ok()
-                .and_then(|e| e.to_str().ok())
-                .map(|s| s.trim_end_matches(['\0', ' ']).to_owned())
-                .filter(|s| !s.is_empty())
-        };
+        let (mut field, mut message_id, mut data_set_type) = (None, None, None);
+        let (mut sop_class, mut sop_instance) = (None, None);
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let header = rest.get(..8)?;
+            let group = u16::from_le_bytes([header[0], header[1]]);
+            let element = u16::from_le_bytes([header[2], header[3]]);
+            let length = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+            let value = rest.get(8..8usize.checked_add(length)?)?;
+            rest = &rest[8 + length..];
+            if group != 0x0000 {
+                return None;
+            }
+            let number = || value.get(..2).map(|v| u16::from_le_bytes([v[0], v[1]]));
+            let text = || {
+                let text = std::str::from_utf8(value).ok()?.trim_end_matches(['\0', ' ']);
+                (!text.is_empty()).then(|| text.to_owned())
+            };
+            match element {
+                0x0002 => sop_class = text(),
+                0x0100 => field = number(),
+                0x0110 => message_id = number(),
+                0x0800 => data_set_type = number(),
+                0x1000 => sop_instance = text(),
+                _ => {}
+            }
+        }
         Some(Self {
-            field: number(tags::COMMAND_FIELD)?,
-            message_id: number(tags::MESSAGE_ID).unwrap_or(0),
-            has_data_set: number(tags::COMMAND_DATA_SET_TYPE)? != NO_DATA_SET,
-            sop_class: text(tags::AFFECTED_SOP_CLASS_UID),
-            sop_instance: text(tags::AFFECTED_SOP_INSTANCE_UID),
+            field: field?,
+            message_id: message_id.unwrap_or(0),
+            has_data_set: data_set_type? != NO_DATA_SET,
+            sop_class,
+            sop_instance,
         })
     }
 }
@@ -503,111 +553,220 @@ struct Link<'a> {
     /// The size of the previous file: the next one (a slice of the same series, most
     /// likely) is received into a buffer that large, so it never grows by copying.
     last_file_size: usize,
+    /// Bytes dicom-ul read past the A-ASSOCIATE-RQ, read before the socket.
+    read_ahead: bytes::BytesMut,
 }
 
 impl Link<'_> {
     async fn run(&mut self, stop: &mut watch::Receiver<bool>) -> End {
+        let mut complete = Vec::new();
         loop {
-            let pdu = tokio::select! {
+            // Only reading waits on `stop`: a message being stored is finished
+            // and answered first.
+            let read = tokio::select! {
                 biased;
                 _ = stop.wait_for(|stop| *stop) => return End::Shutdown,
-                pdu = self.association.receive() => pdu,
+                read = tokio::time::timeout(IDLE_TIMEOUT, self.read_pdu(&mut complete)) => read,
             };
-            match pdu {
-                Ok(Pdu::PData { data }) => {
-                    for pdv in data {
-                        if let Err(end) = self.on_pdv(pdv).await {
-                            return end;
-                        }
-                    }
+            match read {
+                Ok(Ok(None)) => {}
+                Ok(Ok(Some(end)) | Err(end)) => return end,
+                Err(_) => return End::Lost("timed out"),
+            }
+            for (context_id, command, data_set) in complete.drain(..) {
+                if let Err(end) = self.dispatch(context_id, command, data_set).await {
+                    return end;
                 }
-                Ok(Pdu::ReleaseRQ) => return End::Release,
-                Ok(Pdu::AbortRQ { .. }) => return End::PeerAbort,
-                Ok(_) => return End::Protocol("unexpected PDU"),
-                Err(error) => return End::Lost(describe(&error)),
             }
         }
     }
 
-    /// One presentation data value: a fragment of a command set or of a data set.
-    async fn on_pdv(&mut self, pdv: PDataValue) -> Result<(), End> {
-        let context_id = pdv.presentation_context_id;
-        if self.context(context_id).is_none() {
-            return Err(End::Protocol("P-DATA on a presentation context that was not accepted"));
+    /// Reads one PDU off the socket. A P-DATA-TF's presentation data values go
+    /// straight from the socket into the message they belong to (dicom-ul's
+    /// reader would copy each PDU twice on the way); the messages it completes
+    /// are added to `complete`. Returns how the association ends, if it does.
+    async fn read_pdu(&mut self, complete: &mut Vec<(u8, Command, Option<DataSet>)>) -> Result<Option<End>, End> {
+        let mut header = [0u8; 6];
+        self.read_exact(&mut header).await?;
+        let length = u32::from_be_bytes([header[2], header[3], header[4], header[5]]) as usize;
+        match header[0] {
+            P_DATA_TF => {
+                if length > self.scp.max_pdu_length {
+                    return Err(End::Protocol("PDU larger than the negotiated maximum"));
+                }
+                self.read_pdata(length, complete).await?;
+                Ok(None)
+            }
+            A_RELEASE_RQ | A_ABORT if length <= MAX_COMMAND_BYTES => {
+                let mut body = vec![0u8; length];
+                self.read_exact(&mut body).await?;
+                Ok(Some(if header[0] == A_RELEASE_RQ { End::Release } else { End::PeerAbort }))
+            }
+            _ => Err(End::Protocol("unexpected PDU")),
         }
+    }
+
+    /// The presentation data values of a P-DATA-TF PDU of `length` bytes.
+    async fn read_pdata(
+        &mut self,
+        length: usize,
+        complete: &mut Vec<(u8, Command, Option<DataSet>)>,
+    ) -> Result<(), End> {
+        let mut left = length;
+        while left > 0 {
+            let mut item = [0u8; 6];
+            if left < item.len() {
+                return Err(End::Protocol("malformed PDU"));
+            }
+            self.read_exact(&mut item).await?;
+            let item_length = u32::from_be_bytes([item[0], item[1], item[2], item[3]]) as usize;
+            if item_length < 2 || item_length - 2 > left - item.len() {
+                return Err(End::Protocol("malformed PDU"));
+            }
+            let (context_id, control, len) = (item[4], item[5], item_length - 2);
+            left -= item.len() + len;
+            if self.context(context_id).is_none() {
+                return Err(End::Protocol("P-DATA on a presentation context that was not accepted"));
+            }
+            let is_last = control & 0x02 != 0;
+            let done = if control & 0x01 != 0 {
+                self.command_fragment(context_id, len, is_last).await?
+            } else {
+                self.data_fragment(context_id, len, is_last).await?
+            };
+            complete.extend(done);
+        }
+        Ok(())
+    }
+
+    /// A fragment of a command set; the message once the command is complete
+    /// and has no data set.
+    async fn command_fragment(
+        &mut self,
+        context_id: u8,
+        len: usize,
+        is_last: bool,
+    ) -> Result<Option<(u8, Command, Option<DataSet>)>, End> {
+        let message = self.pending.get_or_insert_with(|| Message::new(context_id));
+        if message.command.is_some() || message.context_id != context_id {
+            return Err(End::Protocol("a command fragment arrived before the previous data set ended"));
+        }
+        if message.command_bytes.len() + len > MAX_COMMAND_BYTES {
+            return Err(End::Protocol("command set too large"));
+        }
+        let mut bytes = std::mem::take(&mut message.command_bytes);
+        let read = self.read_into(&mut bytes, len).await;
+        let message = self.pending.as_mut().expect("inserted above");
+        message.command_bytes = bytes;
+        read?;
+        if !is_last {
+            return Ok(None);
+        }
+        let command = Command::parse(&message.command_bytes).ok_or(End::Protocol("unreadable command set"))?;
+        if command.has_data_set {
+            message.command = Some(command);
+            Ok(None)
+        } else {
+            self.pending = None;
+            Ok(Some((context_id, command, None)))
+        }
+    }
+
+    /// A fragment of a data set, read into the Part-10 file being assembled;
+    /// the message once the data set is complete.
+    async fn data_fragment(
+        &mut self,
+        context_id: u8,
+        len: usize,
+        is_last: bool,
+    ) -> Result<Option<(u8, Command, Option<DataSet>)>, End> {
+        let transfer_syntax = self.context(context_id).map(|pc| trim_uid(&pc.transfer_syntax).to_owned());
         let limit = self.scp.ingest.limits.max_file_bytes;
-        match pdv.value_type {
-            PDataValueType::Command => {
-                let message = self.pending.get_or_insert_with(|| Message {
-                    context_id,
-                    command_bytes: Vec::new(),
-                    command: None,
-                    data: Vec::new(),
-                    has_header: false,
-                    data_size: 0,
-                    too_large: false,
-                });
-                if message.command.is_some() || message.context_id != context_id {
-                    return Err(End::Protocol("a command fragment arrived before the previous data set ended"));
-                }
-                message.command_bytes.extend_from_slice(&pdv.data);
-                if message.command_bytes.len() > MAX_COMMAND_BYTES {
-                    return Err(End::Protocol("command set too large"));
-                }
-                if !pdv.is_last {
-                    return Ok(());
-                }
-                let command = Command::parse(&message.command_bytes).ok_or(End::Protocol("unreadable command set"))?;
-                if command.has_data_set {
-                    message.command = Some(command);
-                    Ok(())
-                } else {
-                    self.pending = None;
-                    self.dispatch(context_id, command, None).await
-                }
-            }
-            PDataValueType::Data => {
-                let transfer_syntax = self.context(context_id).map(|pc| trim_uid(&pc.transfer_syntax).to_owned());
-                let reserve = self.last_file_size;
-                let Some(message) = self.pending.as_mut().filter(|m| m.command.is_some() && m.context_id == context_id)
-                else {
-                    return Err(End::Protocol("a data set fragment arrived without its command"));
-                };
-                if message.data_size == 0 && !message.too_large {
-                    // The first fragment: start the file with its meta group.
-                    let command = message.command.as_ref().expect("checked above");
-                    if let (Some(class), Some(instance), Some(ts)) =
-                        (command.sop_class.as_deref(), command.sop_instance.as_deref(), transfer_syntax.as_deref())
-                        && let Some(header) = part10_header(class, instance, ts)
-                    {
-                        message.data = Vec::with_capacity(reserve.max(header.len() + pdv.data.len()));
-                        message.data.extend_from_slice(&header);
-                        message.has_header = true;
-                    }
-                }
-                message.data_size = message.data_size.saturating_add(pdv.data.len());
-                if message.data_size > limit {
-                    // Keep counting, stop keeping: the answer is "too large" either way.
-                    message.too_large = true;
-                    message.data = Vec::new();
-                } else {
-                    message.data.extend_from_slice(&pdv.data);
-                }
-                if !pdv.is_last {
-                    return Ok(());
-                }
-                let Some(Message { command: Some(command), data, has_header, data_size, too_large, .. }) =
-                    self.pending.take()
-                else {
-                    return Err(End::Protocol("a data set fragment arrived without its command"));
-                };
-                if !too_large {
-                    self.last_file_size = data.len();
-                }
-                let data_set = DataSet { file: data, has_header, size: data_size, too_large };
-                self.dispatch(context_id, command, Some(data_set)).await
+        let reserve = self.last_file_size;
+        let Some(message) = self.pending.as_mut().filter(|m| m.command.is_some() && m.context_id == context_id) else {
+            return Err(End::Protocol("a data set fragment arrived without its command"));
+        };
+        if message.data_size == 0 && !message.too_large {
+            // The first fragment: start the file with its meta group.
+            let command = message.command.as_ref().expect("checked above");
+            if let (Some(class), Some(instance), Some(ts)) =
+                (command.sop_class.as_deref(), command.sop_instance.as_deref(), transfer_syntax.as_deref())
+                && let Some(header) = part10_header(class, instance, ts)
+            {
+                message.data = Vec::with_capacity(reserve.max(header.len() + len));
+                message.data.extend_from_slice(&header);
+                message.has_header = true;
             }
         }
+        message.data_size = message.data_size.saturating_add(len);
+        if message.data_size > limit {
+            // Keep counting, stop keeping: the answer is "too large" either way.
+            message.too_large = true;
+            message.data = Vec::new();
+            self.skip(len).await?;
+        } else {
+            let mut data = std::mem::take(&mut message.data);
+            let read = self.read_into(&mut data, len).await;
+            self.pending.as_mut().expect("checked above").data = data;
+            read?;
+        }
+        if !is_last {
+            return Ok(None);
+        }
+        let Some(Message { command: Some(command), data, has_header, data_size, too_large, .. }) = self.pending.take()
+        else {
+            return Err(End::Protocol("a data set fragment arrived without its command"));
+        };
+        if !too_large {
+            self.last_file_size = data.len();
+        }
+        Ok(Some((context_id, command, Some(DataSet { file: data, has_header, size: data_size, too_large }))))
+    }
+
+    /// Fills `out` from what dicom-ul had read ahead, then from the socket.
+    async fn read_exact(&mut self, out: &mut [u8]) -> Result<(), End> {
+        let mut filled = 0;
+        if !self.read_ahead.is_empty() {
+            filled = out.len().min(self.read_ahead.len());
+            out[..filled].copy_from_slice(&self.read_ahead.split_to(filled));
+        }
+        if filled < out.len() {
+            self.association.inner_stream().read_exact(&mut out[filled..]).await.map_err(|e| lost(&e))?;
+        }
+        Ok(())
+    }
+
+    /// Appends `len` bytes to `out`, read from the socket into its spare capacity.
+    async fn read_into(&mut self, out: &mut Vec<u8>, len: usize) -> Result<(), End> {
+        out.reserve(len);
+        let mut left = len;
+        if !self.read_ahead.is_empty() {
+            let n = left.min(self.read_ahead.len());
+            out.extend_from_slice(&self.read_ahead.split_to(n));
+            left -= n;
+        }
+        let socket = self.association.inner_stream();
+        while left > 0 {
+            let n = socket.read_buf(&mut bytes::BufMut::limit(&mut *out, left)).await.map_err(|e| lost(&e))?;
+            if n == 0 {
+                return Err(End::Lost("connection closed by the peer"));
+            }
+            left -= n;
+        }
+        Ok(())
+    }
+
+    /// Reads and drops `len` bytes.
+    async fn skip(&mut self, len: usize) -> Result<(), End> {
+        let mut scratch = Vec::with_capacity(len.min(64 * 1024));
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(64 * 1024);
+            scratch.clear();
+            self.read_into(&mut scratch, n).await?;
+            left -= n;
+        }
+        Ok(())
     }
 
     /// Answers one complete message.
@@ -667,12 +826,8 @@ impl Link<'_> {
                 message: "the file meta group could not be built for the data set".into(),
             }
         };
-        let files = futures::stream::iter([Ok(received)]);
-        match self.scp.ingest.ingest_batch(&self.actor, target, files).await {
-            Ok(reports) => {
-                let Some(report) = reports.into_iter().next() else {
-                    return (UNABLE_TO_PROCESS, None);
-                };
+        match self.scp.ingest.ingest_one(&self.actor, target, received).await {
+            Ok(report) => {
                 let answer = (status_of(&report), report.code.clone().filter(|_| report.outcome == Outcome::Rejected));
                 self.reports.push(report);
                 answer
@@ -824,6 +979,15 @@ fn response(field: u16, command: &Command, status: u16, comment: Option<&str>) -
     let mut out = Vec::new();
     obj.write_dataset_with_ts(&mut out, &IMPLICIT_VR_LITTLE_ENDIAN.erased()).ok()?;
     Some(out)
+}
+
+/// How a failed read ends the association.
+fn lost(error: &std::io::Error) -> End {
+    if error.kind() == std::io::ErrorKind::UnexpectedEof {
+        End::Lost("connection closed by the peer")
+    } else {
+        End::Lost("connection lost")
+    }
 }
 
 fn trim_uid(uid: &str) -> &str {

@@ -431,6 +431,106 @@ async fn truncated_and_oversized_data_sets_get_failure_statuses_and_the_associat
     scp.stop().await;
 }
 
+/// A P-DATA-TF PDU of `(presentation context, message control header, bytes)` values.
+fn pdata(values: &[(u8, u8, &[u8])]) -> Vec<u8> {
+    let mut items = Vec::new();
+    for (context, control, data) in values {
+        items.extend_from_slice(&u32::try_from(data.len() + 2).unwrap().to_be_bytes());
+        items.extend_from_slice(&[*context, *control]);
+        items.extend_from_slice(data);
+    }
+    let mut pdu = vec![0x04, 0];
+    pdu.extend_from_slice(&u32::try_from(items.len()).unwrap().to_be_bytes());
+    pdu.extend_from_slice(&items);
+    pdu
+}
+
+// Message control headers (PS3.8 E.2): command or data set, last fragment or not.
+const COMMAND: u8 = 0x01;
+const COMMAND_LAST: u8 = 0x03;
+const DATA: u8 = 0x00;
+const DATA_LAST: u8 = 0x02;
+
+#[tokio::test]
+async fn a_message_cut_into_odd_fragments_and_pdus_arriving_in_small_pieces_is_stored_whole() {
+    let app = TestApp::new().await;
+    let scp = Scp::start(&app).await;
+    let mut sender = Sender::connect(&scp).await;
+    let context = sender.context;
+    // The command set in two fragments in two PDUs; the data set in six
+    // fragments over three PDUs: one alone, then three in one PDU (one of them
+    // empty), then the last two together.
+    let command = store_request(1, "1.2.3.4.9");
+    let data = data_set_of(&Instance::ct(15, 1, 1, 1));
+    let n = data.len();
+    let cut = [n / 5, n / 5 + 1, n * 3 / 5, n - 7];
+    let mut bytes = pdata(&[(context, COMMAND, &command[..10])]);
+    bytes.extend(pdata(&[(context, COMMAND_LAST, &command[10..])]));
+    bytes.extend(pdata(&[(context, DATA, &data[..cut[0]])]));
+    bytes.extend(pdata(&[
+        (context, DATA, &data[cut[0]..cut[1]]),
+        (context, DATA, &[]),
+        (context, DATA, &data[cut[1]..cut[2]]),
+    ]));
+    bytes.extend(pdata(&[(context, DATA, &data[cut[2]..cut[3]]), (context, DATA_LAST, &data[cut[3]..])]));
+    // In pieces of 97 bytes, so headers and values straddle the reads.
+    let socket = sender.association.inner_stream();
+    for piece in bytes.chunks(97) {
+        tokio::io::AsyncWriteExt::write_all(socket, piece).await.unwrap();
+        tokio::io::AsyncWriteExt::flush(socket).await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    let Pdu::PData { data: response } = sender.association.receive().await.unwrap() else {
+        panic!("expected a C-STORE-RSP")
+    };
+    let response =
+        InMemDicomObject::read_dataset_with_ts(&response[0].data[..], &IMPLICIT_VR_LITTLE_ENDIAN.erased()).unwrap();
+    assert_eq!(response.element(tags::STATUS).unwrap().to_int::<u16>().unwrap(), 0x0000);
+    // The next message on the same association is read from the right place.
+    assert_eq!(sender.store("1.2.3.4.10", vec![data_set_of(&Instance::ct(15, 1, 1, 2))]).await, 0x0000);
+    sender.association.release().await.unwrap();
+    assert_eq!(count(&app, "select count(*) from instance where status = 'published'").await, 2);
+    scp.stop().await;
+}
+
+#[tokio::test]
+async fn a_value_longer_than_its_pdu_aborts_the_association_and_publishes_nothing() {
+    let app = TestApp::new().await;
+    let scp = Scp::start(&app).await;
+    for broken in ["value overruns its PDU", "PDU over the maximum", "unknown PDU type"] {
+        let mut sender = Sender::connect(&scp).await;
+        assert_eq!(sender.store("1.2.3.4.1", vec![data_set_of(&Instance::ct(16, 1, 1, 1))]).await, 0x0000);
+        let context = sender.context;
+        let bytes = match broken {
+            "value overruns its PDU" => {
+                let mut pdu = pdata(&[(context, COMMAND_LAST, &store_request(2, "1.2.3.4.2"))]);
+                pdu[6..10].copy_from_slice(&u32::MAX.to_be_bytes());
+                pdu
+            }
+            "PDU over the maximum" => {
+                let mut pdu = vec![0x04, 0];
+                pdu.extend_from_slice(&(64 * 1024 * 1024_u32).to_be_bytes());
+                pdu
+            }
+            _ => vec![0x09, 0, 0, 0, 0, 4, 0, 0, 0, 0],
+        };
+        tokio::io::AsyncWriteExt::write_all(sender.association.inner_stream(), &bytes).await.unwrap();
+        assert!(
+            matches!(sender.association.receive().await, Ok(Pdu::AbortRQ { .. })),
+            "{broken}: the sender is told with an A-ABORT"
+        );
+    }
+    for _ in 0..100 {
+        if count(&app, "select count(*) from upload_session where state = 'open'").await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count(&app, "select count(*) from upload_session where state = 'aborted'").await, 3);
+    assert_eq!(count(&app, "select count(*) from instance").await, 0, "nothing of an aborted session is kept");
+    scp.stop().await;
+}
+
 #[tokio::test]
 async fn a_connection_lost_without_release_aborts_the_session_and_publishes_nothing() {
     let app = TestApp::new().await;
