@@ -166,16 +166,17 @@ pub fn deidentify(original: &Bytes, settings: &DeidSettings<'_>) -> Result<Deide
             format!("the element ({:04X},{:04X}) declares a value longer than the file", tag.group(), tag.element()),
         )
     })?;
-    // Pixel Data that ends the file is carried over as it is: the parser reads
-    // only what precedes it, and the output shares its bytes with the input.
-    let (parsed, pixel_data) = match layout.pixel_data_at {
-        Some(at) => (&bytes[..at], Some(original.slice(at..))),
-        None => (bytes, None),
-    };
-    let file = OpenFileOptions::new()
-        .read_preamble(if preamble { ReadPreamble::Always } else { ReadPreamble::Never })
-        .from_reader(parsed)
-        .map_err(|e| classify_read_error(&e))?;
+    // Pixel Data that ends the file is carried over as it is: the parser stops
+    // at its header, and the output shares its bytes with the input. (Stopping
+    // there rather than at the end of a cut copy also spares the end-of-data
+    // error, which dicom-rs builds with a backtrace when RUST_BACKTRACE is set.)
+    let pixel_data = layout.pixel_data_at.map(|at| original.slice(at..));
+    let mut options =
+        OpenFileOptions::new().read_preamble(if preamble { ReadPreamble::Always } else { ReadPreamble::Never });
+    if pixel_data.is_some() {
+        options = options.read_until(tags::PIXEL_DATA);
+    }
+    let file = options.from_reader(bytes).map_err(|e| classify_read_error(&e))?;
     let transfer_syntax = file.meta().transfer_syntax().trim_end_matches(['\0', ' ']).to_owned();
     let sop_class_uid = file.meta().media_storage_sop_class_uid().trim_end_matches(['\0', ' ']).to_owned();
     let dataset = file.into_inner();
@@ -255,7 +256,7 @@ pub fn deidentify(original: &Bytes, settings: &DeidSettings<'_>) -> Result<Deide
         .build()
         .map_err(|_| Rejection::new("encoding-failed", "the de-identified file meta group could not be built"))?;
     let file = out.with_exact_meta(file_meta);
-    let mut encoded = Vec::with_capacity(parsed.len() + 512);
+    let mut encoded = Vec::with_capacity(layout.pixel_data_at.unwrap_or(bytes.len()) + 512);
     file.write_all(&mut encoded)
         .map_err(|_| Rejection::new("encoding-failed", "the de-identified data set could not be encoded"))?;
     let parts = std::iter::once(Bytes::from(encoded)).chain(pixel_data).collect();
