@@ -1,7 +1,8 @@
 #!/bin/sh
 # A/B of server binaries on one ingest path: the binaries take turns for
-# ROUNDS rounds, each on a fresh data directory, and every run prints its
-# instances/s and the CPU seconds of the server and of its PostgreSQL.
+# ROUNDS rounds (in reverse order every other round), each on a fresh data
+# directory, and every run prints its instances/s and the CPU seconds of the
+# server and of its PostgreSQL.
 #
 #   benches/ab.sh rest   CORPUS BIN_A BIN_B [BIN…]   # batched REST (BATCH=100)
 #   BATCH=1 benches/ab.sh rest CORPUS A B            # one file per request
@@ -79,9 +80,12 @@ run() { # binary run-number
         awk -v b="$1" '{ printf "%-40s %7.0f instances/s   server CPU %5.2f s   PostgreSQL CPU %5.2f s\n", b, $3 / ($2 - $1), $4, $5 }'
 }
 
+# Whoever runs first in a round tends to run faster (the file system is
+# emptier), so the order is reversed every other round.
 n=0
 for round in $(seq "$ROUNDS"); do
-    for binary in "$@"; do
+    if [ $((round % 2)) -eq 0 ]; then order=$(printf '%s\n' "$@" | tac); else order=$(printf '%s\n' "$@"); fi
+    for binary in $order; do
         n=$((n + 1))
         run "$binary" "$n"
     done
