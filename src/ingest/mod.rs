@@ -363,7 +363,7 @@ impl Ingestor {
         let max_shift_days = self.max_shift_days;
         let max_inflated_bytes = self.limits.max_file_bytes;
         let local_root = self.local_root.clone();
-        let (deid, sha256, written) = tokio::task::spawn_blocking(move || {
+        let (deid, sha256, key, written) = tokio::task::spawn_blocking(move || {
             let settings = DeidSettings {
                 key: &key,
                 site: &site_code,
@@ -377,18 +377,15 @@ impl Ingestor {
             for part in &deid.parts {
                 hasher.update(part);
             }
-            let written = local_root.map(|root| {
-                let key = storage::keys::instance(&deid.meta.study_uid, &deid.meta.series_uid, &deid.meta.sop_uid);
-                direct::create(&root, key.as_ref(), &deid.parts, write)
-            });
-            Ok::<_, deid::Rejection>((deid, hasher.finish().as_ref().to_vec(), written))
+            let key = storage::keys::instance(&deid.meta.study_uid, &deid.meta.series_uid, &deid.meta.sop_uid);
+            let written = local_root.map(|root| direct::create(&root, key.as_ref(), &deid.parts, write));
+            Ok::<_, deid::Rejection>((deid, hasher.finish().as_ref().to_vec(), key, written))
         })
         .await
         .map_err(|_| Refused::new(size, "malformed-dicom", "the file could not be processed"))?
         .map_err(|rejection| Refused::new(size, rejection.code, rejection.message))?;
 
         let stored_size = deid.len();
-        let key = storage::keys::instance(&deid.meta.study_uid, &deid.meta.series_uid, &deid.meta.sop_uid);
         let created = if let Some(written) = written {
             written.map_err(|e| {
                 tracing::error!(error = %e, "writing an instance object");
