@@ -148,10 +148,20 @@ pub struct DeidConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DiscoveryConfig {
-    /// Discovery queries per user in any 24 hours (stewards and admins are exempt).
-    pub daily_query_budget: u32,
-    /// Answer discovery from an in-memory index of the registry (rebuilt in the
-    /// background after changes, PostgreSQL answering meanwhile); off: always PostgreSQL.
+    /// Units of protected discovery each user may spend in each cohort over
+    /// the window: a count costs 1, a breakdown 2 (one dimension) or 4 (two).
+    /// Stewards, admins and project members within their grants are exempt.
+    pub budget_units: u32,
+    /// The budget's rolling window, in days.
+    pub budget_window_days: u32,
+    /// Standard deviation of the perturbation table (a discrete normal).
+    pub noise_sd: f64,
+    /// Largest perturbation the table adds or takes away.
+    pub noise_bound: i64,
+    /// Answer exact counts from an in-memory index of the registry (rebuilt in
+    /// the background after changes, PostgreSQL answering meanwhile); off:
+    /// exact counts always from PostgreSQL. Protected counts always use the
+    /// index, brought up to date before they answer: it holds the record keys.
     pub memory_index: bool,
 }
 
@@ -185,7 +195,7 @@ impl Default for AccessConfig {
 
 impl Default for DiscoveryConfig {
     fn default() -> Self {
-        Self { daily_query_budget: 500, memory_index: true }
+        Self { budget_units: 300, budget_window_days: 30, noise_sd: 2.0, noise_bound: 6, memory_index: true }
     }
 }
 
@@ -509,6 +519,15 @@ impl Config {
         }
         if self.http.body_limit_bytes < 1024 {
             return invalid("http.body_limit_bytes", "must be at least 1024");
+        }
+        if !(0.5..=20.0).contains(&self.discovery.noise_sd) {
+            return invalid("discovery.noise_sd", "must be between 0.5 and 20");
+        }
+        if !(1..=60).contains(&self.discovery.noise_bound) {
+            return invalid("discovery.noise_bound", "must be between 1 and 60");
+        }
+        if self.discovery.budget_window_days == 0 || self.discovery.budget_window_days > 366 {
+            return invalid("discovery.budget_window_days", "must be between 1 and 366");
         }
         if self.http.bulk_timeout_secs == 0 {
             return invalid("http.bulk_timeout_secs", "must be at least 1");

@@ -47,12 +47,12 @@ pub enum ApiError {
     /// The body was read but its content is invalid; every problem is listed.
     #[error("{message}")]
     Invalid { code: &'static str, message: String, problems: Vec<Problem> },
-    /// Refused by policy (e.g. a differencing query), with its own code.
+    /// Refused by policy, with its own code.
     #[error("{message}")]
     Refused { code: &'static str, message: String },
-    /// A quota is used up.
-    #[error("{0}")]
-    TooManyRequests(String),
+    /// A quota is used up; it allows another request after `retry_after` seconds.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: u64 },
     /// The request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
@@ -84,7 +84,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::Refused { .. } => StatusCode::FORBIDDEN,
-            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -109,7 +109,7 @@ impl ApiError {
             Self::NotFound(_) | Self::RouteNotFound => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::Invalid { code, .. } | Self::Refused { code, .. } => code,
-            Self::TooManyRequests(_) => "query-budget-exhausted",
+            Self::TooManyRequests { .. } => "query-budget-exhausted",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge => "payload-too-large",
             Self::Timeout(_) => "timeout",
@@ -164,6 +164,10 @@ impl IntoResponse for ApiError {
         };
         let code = self.code();
         let unauthorized = matches!(self, Self::Unauthorized(_));
+        let retry_after = match &self {
+            Self::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
         let problems = match self {
             Self::Invalid { problems, .. } => problems,
             _ => Vec::new(),
@@ -171,6 +175,9 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(ErrorBody { code, message, problems })).into_response();
         if unauthorized {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
         response
     }

@@ -1,17 +1,7 @@
-//! Disclosure control of a single count: cells below a cohort's threshold are
-//! suppressed, the others rounded to a base, so a published count neither
-//! singles out a few people nor reveals exact differences between queries.
-
-/// A count as it may be shown: `None` when suppressed.
-pub fn disclose(count: i64, threshold: i64, rounding: i64) -> Option<i64> {
-    if count < threshold.max(1) {
-        return None;
-    }
-    let base = rounding.max(1);
-    // Round half up to the base; never below the threshold, which would invite a guess.
-    let rounded = (count + base / 2) / base * base;
-    Some(rounded.max(threshold))
-}
+//! Secondary suppression of a breakdown table: no row or column, totals
+//! included, has exactly one hidden cell. With perturbed counts a lone hidden
+//! cell no longer follows exactly from its line, but hiding a partner keeps
+//! one breakdown from being a differencing attack all by itself.
 
 /// A cell of a breakdown table: its row and column labels (`None`: the total
 /// over that dimension) and its subject count.
@@ -22,12 +12,12 @@ pub struct Cell {
     pub subjects: i64,
 }
 
-/// Which cells of a table to hide: those below `threshold` (primary), and
-/// enough others (secondary) that no row or column, totals included, has
-/// exactly one hidden cell, which its total and the visible cells would give
-/// away. The smallest visible cell of such a line is hidden with it.
-pub fn suppress(cells: &[Cell], threshold: i64) -> Vec<bool> {
-    let mut hidden: Vec<bool> = cells.iter().map(|c| c.subjects < threshold).collect();
+/// Which cells of a table to hide: the `primary` ones, and enough others
+/// (secondary) that no row or column, totals included, has exactly one
+/// hidden cell. The smallest visible `eligible` cell of such a line is hidden
+/// with it; a line with none left keeps its lone hidden cell.
+pub fn suppress(cells: &[Cell], primary: &[bool], eligible: &[bool]) -> Vec<bool> {
+    let mut hidden: Vec<bool> = primary.to_vec();
     let mut lines: Vec<Vec<usize>> = Vec::new();
     for by_row in [true, false] {
         let mut keys: Vec<&Option<String>> = cells.iter().map(|c| if by_row { &c.row } else { &c.column }).collect();
@@ -49,7 +39,7 @@ pub fn suppress(cells: &[Cell], threshold: i64) -> Vec<bool> {
             }
             // Prefer the smallest visible inner cell; the line's total only when nothing else is left.
             let is_total = |i: usize| cells[i].row.is_none() || cells[i].column.is_none();
-            let pick = line.iter().copied().filter(|i| !hidden[*i]).min_by_key(|i| {
+            let pick = line.iter().copied().filter(|i| !hidden[*i] && eligible[*i]).min_by_key(|i| {
                 (is_total(*i) && line.iter().any(|j| !hidden[*j] && !is_total(*j)), cells[*i].subjects)
             });
             if let Some(i) = pick {
@@ -65,7 +55,11 @@ pub fn suppress(cells: &[Cell], threshold: i64) -> Vec<bool> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Cell, disclose, suppress};
+    use super::{Cell, suppress};
+
+    fn small(cells: &[Cell]) -> Vec<bool> {
+        cells.iter().map(|c| c.subjects < 10).collect()
+    }
 
     fn cell(row: Option<&str>, column: Option<&str>, subjects: i64) -> Cell {
         Cell { row: row.map(Into::into), column: column.map(Into::into), subjects }
@@ -76,10 +70,10 @@ mod tests {
         // site breakdown with its total: 40 + 25 + 4 = 69
         let cells =
             [cell(Some("a"), None, 40), cell(Some("b"), None, 25), cell(Some("c"), None, 4), cell(None, None, 69)];
-        assert_eq!(suppress(&cells, 10), [false, true, true, false]);
+        assert_eq!(suppress(&cells, &small(&cells), &[true; 9][..cells.len()]), [false, true, true, false]);
         // nothing small: nothing hidden
         let cells = [cell(Some("a"), None, 40), cell(Some("b"), None, 25), cell(None, None, 65)];
-        assert_eq!(suppress(&cells, 10), [false, false, false]);
+        assert_eq!(suppress(&cells, &small(&cells), &[true; 9][..cells.len()]), [false, false, false]);
     }
 
     #[test]
@@ -96,23 +90,11 @@ mod tests {
             cell(None, Some("M"), 28),
             cell(None, None, 78),
         ];
-        let hidden = suppress(&cells, 10);
+        let hidden = suppress(&cells, &small(&cells), &[true; 9][..cells.len()]);
         // (a, M) is primary; row a then needs (a, F); column M needs (b, M); column F and row b follow.
         assert_eq!(hidden, [true, true, true, true, false, false, false, false, false]);
         for line in [[0, 1, 4], [2, 3, 5], [0, 2, 6], [1, 3, 7]] {
             assert_ne!(line.iter().filter(|i| hidden[**i]).count(), 1, "line {line:?}");
         }
-    }
-
-    #[test]
-    fn small_cells_are_suppressed_and_others_rounded() {
-        assert_eq!(disclose(0, 10, 5), None);
-        assert_eq!(disclose(9, 10, 5), None);
-        assert_eq!(disclose(10, 10, 5), Some(10));
-        assert_eq!(disclose(12, 10, 5), Some(10));
-        assert_eq!(disclose(13, 10, 5), Some(15));
-        assert_eq!(disclose(11, 12, 5), None);
-        assert_eq!(disclose(12, 12, 5), Some(12), "a rounded value never drops below the threshold");
-        assert_eq!(disclose(1234, 10, 1), Some(1234));
     }
 }

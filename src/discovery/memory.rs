@@ -17,6 +17,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::criteria::{Condition, Node, SeriesColumn, VariantRef};
+use super::protect::Tally;
 use super::sql::Dimension;
 
 const NONE: u32 = u32::MAX;
@@ -198,6 +199,10 @@ pub struct Snapshot {
     subject_start: Vec<u32>,
     subject_site: Vec<u32>,
     subject_sex: Vec<u32>,
+    /// Each subject's secret record key (the cell key method) and the threshold
+    /// of its strictest cohort.
+    subject_key: Vec<u64>,
+    subject_threshold: Vec<i32>,
     sexes: Dict,
     sites: Dict,
     cohorts: Dict,
@@ -265,38 +270,53 @@ impl Snapshot {
             .map(|(id, code)| (id, sites.code(Some(code))))
             .collect();
         let mut cohorts = Dict::default();
+        let mut cohort_threshold = Vec::new();
         let cohort_codes: HashMap<Uuid, u32> =
-            sqlx::query_as::<_, (Uuid, String)>("select cohort_id, slug from cohort")
+            sqlx::query_as::<_, (Uuid, String, i32)>("select cohort_id, slug, suppression_threshold from cohort")
                 .fetch_all(&mut *tx)
                 .await?
                 .into_iter()
-                .map(|(id, slug)| (id, cohorts.code(Some(slug))))
+                .map(|(id, slug, threshold)| {
+                    cohort_threshold.push(threshold);
+                    (id, cohorts.code(Some(slug)))
+                })
                 .collect();
 
         let mut sexes = Dict::default();
         let mut subject_index: HashMap<Uuid, u32> = HashMap::new();
         let mut subject_site = Vec::new();
         let mut subject_sex = Vec::new();
+        let mut subject_key = Vec::new();
         {
-            let mut rows = sqlx::query_as::<_, (Uuid, Uuid, Option<String>)>(
-                "select subject_id, site_id, sex from subject where withdrawn_at is null",
+            let mut rows = sqlx::query_as::<_, (Uuid, Uuid, Option<String>, i64)>(
+                "select subject_id, site_id, sex, record_key from subject where withdrawn_at is null",
             )
             .fetch(&mut *tx);
-            while let Some((subject, site, sex)) = rows.try_next().await? {
+            while let Some((subject, site, sex, key)) = rows.try_next().await? {
                 subject_index.insert(subject, index_of(subject_site.len()));
                 subject_site.push(site_codes.get(&site).copied().unwrap_or(NONE));
                 subject_sex.push(sexes.code(sex));
+                subject_key.push(u64::from_ne_bytes(key.to_ne_bytes()));
             }
         }
         let subjects = subject_site.len();
         let mut members: Vec<Bits> = (0..cohorts.values.len()).map(|_| Bits::zeros(subjects)).collect();
+        // A subject in no cohort has the registry's default threshold.
+        let mut subject_threshold: Vec<i32> = vec![0; subjects];
         {
             let mut rows =
                 sqlx::query_as::<_, (Uuid, Uuid)>("select cohort_id, subject_id from cohort_subject").fetch(&mut *tx);
             while let Some((cohort, subject)) = rows.try_next().await? {
                 if let (Some(c), Some(s)) = (cohort_codes.get(&cohort), subject_index.get(&subject)) {
                     members[*c as usize].set(*s as usize);
+                    let t = &mut subject_threshold[*s as usize];
+                    *t = (*t).max(cohort_threshold[*c as usize]);
                 }
+            }
+        }
+        for t in &mut subject_threshold {
+            if *t == 0 {
+                *t = super::protect::DEFAULT_THRESHOLD;
             }
         }
 
@@ -459,6 +479,8 @@ impl Snapshot {
             subject_start,
             subject_site,
             subject_sex,
+            subject_key,
+            subject_threshold,
             sexes,
             sites,
             cohorts,
@@ -785,8 +807,33 @@ impl Snapshot {
     /// with the totals of each dimension and the grand total (`None` labels),
     /// as SQL's grouping sets give them: only cells with units, and the grand total always.
     pub fn breakdown(&self, node: Option<&Node>, by: &[Dimension]) -> Vec<(Vec<Option<String>>, [i64; 4])> {
+        self.cells::<Cell>(node, by, false)
+            .into_iter()
+            .map(|(values, cell)| (values, [cell.subjects, cell.studies, cell.series, cell.instances]))
+            .collect()
+    }
+
+    /// The cell of the units matching `node`, for protected counts: its
+    /// subjects by threshold, with their record keys.
+    pub fn tally(&self, node: Option<&Node>) -> Tally {
+        let mut cell = Protected::default();
+        for u in self.evaluate(node).ones() {
+            cell.add(self, u);
+        }
+        cell.tally
+    }
+
+    /// A breakdown for protected counts: every label the registry holds in
+    /// each dimension, empty cells included (an absent cell would tell zero
+    /// from a few), with the totals of each dimension and the grand total.
+    pub fn tallies(&self, node: Option<&Node>, by: &[Dimension]) -> Vec<(Vec<Option<String>>, Tally)> {
+        self.cells::<Protected>(node, by, true).into_iter().map(|(values, cell)| (values, cell.tally)).collect()
+    }
+
+    fn cells<C: Accumulate>(&self, node: Option<&Node>, by: &[Dimension], all: bool) -> Vec<(Vec<Option<String>>, C)> {
         let mut units = self.evaluate(node);
         if by.iter().any(|d| d.on_series()) {
+            // Series dimensions describe series: subjects without imaging do not fall into a cell.
             for u in units.ones().collect::<Vec<_>>() {
                 if self.unit_study[u] == NONE {
                     units.clear(u);
@@ -794,11 +841,25 @@ impl Snapshot {
             }
         }
         let dims: Vec<(Vec<u32>, Vec<String>)> = by.iter().map(|d| self.labels(*d)).collect();
+        // The labels the registry holds in each dimension (with `unknown` only where some unit has it).
+        let series_only = by.iter().any(|d| d.on_series());
+        let present: Vec<Vec<u32>> = dims
+            .iter()
+            .map(|(per_unit, labels)| {
+                let mut seen = vec![false; labels.len()];
+                for (u, code) in per_unit.iter().enumerate() {
+                    if !series_only || self.unit_study[u] != NONE {
+                        seen[*code as usize] = true;
+                    }
+                }
+                (0..labels.len()).filter(|i| seen[*i]).map(index_of).collect()
+            })
+            .collect();
         let sets: Vec<Vec<usize>> =
             if by.len() == 2 { vec![vec![0, 1], vec![0], vec![1], vec![]] } else { vec![vec![0], vec![]] };
         let mut out = Vec::new();
         for set in sets {
-            let mut cells: HashMap<Vec<u32>, Cell> = HashMap::new();
+            let mut cells: HashMap<Vec<u32>, C> = HashMap::new();
             let mut key = Vec::with_capacity(2);
             for u in units.ones() {
                 key.clear();
@@ -809,18 +870,41 @@ impl Snapshot {
                 };
                 cell.add(self, u);
             }
-            if set.is_empty() && cells.is_empty() {
-                cells.insert(Vec::new(), Cell::default());
+            if all {
+                let mut keys: Vec<Vec<u32>> = vec![Vec::new()];
+                for d in &set {
+                    keys = keys
+                        .into_iter()
+                        .flat_map(|k| {
+                            present[*d].iter().map(move |code| {
+                                let mut k = k.clone();
+                                k.push(*code);
+                                k
+                            })
+                        })
+                        .collect();
+                }
+                for k in keys {
+                    cells.entry(k).or_default();
+                }
+            } else if set.is_empty() && cells.is_empty() {
+                cells.insert(Vec::new(), C::default());
             }
             for (key, cell) in cells {
                 let values = (0..by.len())
                     .map(|d| set.iter().position(|s| *s == d).map(|i| dims[d].1[key[i] as usize].clone()))
                     .collect();
-                out.push((values, [cell.subjects, cell.studies, cell.series, cell.instances]));
+                out.push((values, cell));
             }
         }
         out
     }
+}
+
+/// What a cell accumulates, unit by unit. Units arrive in (subject, study)
+/// order, so a subject's or study's units in a cell are consecutive.
+trait Accumulate: Default {
+    fn add(&mut self, snapshot: &Snapshot, u: usize);
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -839,8 +923,7 @@ impl Default for Cell {
     }
 }
 
-impl Cell {
-    /// Units arrive in (subject, study) order, so a subject's or study's units in a cell are consecutive.
+impl Accumulate for Cell {
     fn add(&mut self, snapshot: &Snapshot, u: usize) {
         let subject = snapshot.unit_subject[u];
         if subject != self.last_subject {
@@ -853,6 +936,42 @@ impl Cell {
             self.instances += i64::from(snapshot.instances[u]);
             if study != self.last_study {
                 self.studies += 1;
+                self.last_study = study;
+            }
+        }
+    }
+}
+
+/// A cell for protected counts: counts by threshold, with record keys.
+#[derive(Debug)]
+struct Protected {
+    tally: Tally,
+    last_subject: u32,
+    last_study: u32,
+    threshold: i32,
+}
+
+impl Default for Protected {
+    fn default() -> Self {
+        Self { tally: Tally::default(), last_subject: NONE, last_study: NONE, threshold: 0 }
+    }
+}
+
+impl Accumulate for Protected {
+    fn add(&mut self, snapshot: &Snapshot, u: usize) {
+        let subject = snapshot.unit_subject[u];
+        if subject != self.last_subject {
+            self.last_subject = subject;
+            self.threshold = snapshot.subject_threshold[subject as usize];
+            self.tally.subject(self.threshold, snapshot.subject_key[subject as usize]);
+        }
+        let study = snapshot.unit_study[u];
+        if study != NONE {
+            let part = self.tally.parts.get_mut(&self.threshold).expect("the subject's part was counted");
+            part.counts[2] += 1;
+            part.counts[3] += i64::from(snapshot.instances[u]);
+            if study != self.last_study {
+                part.counts[1] += 1;
                 self.last_study = study;
             }
         }

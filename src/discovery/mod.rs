@@ -1,15 +1,20 @@
 //! Discovery: what the registry holds, as counts that protect the people
-//! counted. Every answer passes disclosure control unless the caller is a
-//! steward or admin: counts below the cohorts' threshold are suppressed, the
-//! others rounded, breakdowns get secondary suppression, each user has a daily
-//! query budget, and a query that adds or drops one condition of an earlier
-//! one and moves the count by fewer subjects than the threshold is refused.
-//! Every query is audited with the hash of its criteria and the class of its
-//! result, never with a row.
+//! counted. Stewards and admins, and project members asking within their
+//! grants, see exact counts. Everyone else gets protected counts (see
+//! [`protect`]): perturbed by the cell key method, suppressed below each
+//! cohort's threshold with all four counts together, breakdowns listing every
+//! label with margins that are cells in their own right, and answers to sets
+//! near an earlier published one given that one's counts ([`anchors`]); each
+//! user has a budget per cohort ([`budget`]). Nothing is refused for what the
+//! data holds. Every query is audited with the hash of its criteria and the
+//! class of its result, never with a count or a row.
 
+pub mod anchors;
+pub mod budget;
 pub mod criteria;
 pub mod disclosure;
 pub mod memory;
+pub mod protect;
 pub mod sql;
 
 use std::sync::Arc;
@@ -17,15 +22,17 @@ use std::sync::Arc;
 use aws_lc_rs::digest::{SHA256, digest};
 use serde::Serialize;
 use serde_json::{Value, json};
-use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use utoipa::ToSchema;
 
 use crate::audit::{self, NewEvent};
 use crate::error::ApiError;
+pub use budget::Budget;
 use criteria::{Condition, Known, Node};
+use protect::{Perturbation, PerturbationRow, Tally};
 use sql::Dimension;
 
-/// Counts of one query or cell: `None` where suppressed.
+/// Counts of one query or cell: all four `null` where suppressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Counts {
     pub subjects: Option<i64>,
@@ -34,30 +41,75 @@ pub struct Counts {
     pub instances: Option<i64>,
 }
 
-/// How counts are shown to a caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-pub struct Disclosure {
-    /// Exact counts (stewards and admins); otherwise suppressed and rounded.
-    pub exact: bool,
-    /// Counts below this are suppressed.
-    pub threshold: i64,
-    /// Counts are rounded to a multiple of this.
-    pub rounding: i64,
+impl Counts {
+    fn exact(raw: [i64; 4]) -> Self {
+        Self { subjects: Some(raw[0]), studies: Some(raw[1]), series: Some(raw[2]), instances: Some(raw[3]) }
+    }
+
+    const SUPPRESSED: Self = Self { subjects: None, studies: None, series: None, instances: None };
+
+    fn published(published: Option<[i64; 4]>) -> Self {
+        published.map_or(Self::SUPPRESSED, Self::exact)
+    }
 }
 
-impl Disclosure {
-    fn show(self, raw: [i64; 4], hidden: bool) -> Counts {
-        let one = |n: i64| {
-            if self.exact {
-                Some(n)
-            } else if hidden {
-                None
-            } else {
-                disclosure::disclose(n, self.threshold, self.rounding)
-            }
-        };
-        Counts { subjects: one(raw[0]), studies: one(raw[1]), series: one(raw[2]), instances: one(raw[3]) }
-    }
+/// A cohort's threshold, as it applies to the cohort's own subjects.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CohortThreshold {
+    pub cohort: String,
+    pub threshold: i64,
+}
+
+/// The perturbation of protected counts.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Noise {
+    /// `cell-key`: the published count is the true count plus the table's
+    /// value at the position given by the sum of the cell's subjects' secret
+    /// record keys; the same subjects always get the same value.
+    pub method: &'static str,
+    /// Standard deviation of the table's discrete normal.
+    pub sd: f64,
+    /// The table never adds or takes away more than this.
+    pub bound: i64,
+    /// Mean absolute perturbation of a subject count.
+    pub mean_absolute: f64,
+    /// The whole table.
+    pub table: Vec<PerturbationRow>,
+}
+
+/// What a query spent of the caller's budget.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BudgetState {
+    /// Units this query spent (0 for the same query asked again).
+    pub spent: i32,
+    /// Units left, in the cohort with the fewest left among those charged.
+    pub remaining: i64,
+    /// Allowance of each cohort over the window.
+    pub allowance: u32,
+    pub window_days: u32,
+    /// Cohorts charged: those the criteria name at the top level, else all.
+    pub cohorts: Vec<String>,
+}
+
+/// How counts are shown to a caller, with every parameter of the protection.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Disclosure {
+    /// Exact counts (stewards, admins, project members within their grants);
+    /// otherwise protected.
+    pub exact: bool,
+    /// Subjects in no cohort have this threshold.
+    pub threshold: i64,
+    /// Thresholds of the cohorts the query can touch. A subject counts in a
+    /// cell only when at least its strictest cohort's threshold of such
+    /// subjects are in the cell; a cell with none is suppressed (all `null`).
+    pub cohort_thresholds: Vec<CohortThreshold>,
+    /// Protected answers: the perturbation.
+    pub noise: Option<Noise>,
+    /// A cell whose counted subjects differ by fewer than its threshold from a
+    /// cell published before (by anyone) gets that cell's counts.
+    pub anchored: bool,
+    /// Protected answers: the budget.
+    pub budget: Option<BudgetState>,
 }
 
 /// A checked query.
@@ -66,8 +118,6 @@ pub struct Query {
     pub node: Option<Node>,
     /// SHA-256 of the canonical criteria.
     pub hash: String,
-    /// Hashes of the top-level conditions.
-    pub conditions: Vec<String>,
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -78,7 +128,7 @@ fn sha256_hex(text: &str) -> String {
 /// and checks that every variant it names is known.
 pub async fn prepare(db: &PgPool, criteria: Option<&Value>) -> Result<Query, ApiError> {
     let Some(criteria) = criteria else {
-        return Ok(Query { node: None, hash: sha256_hex("null"), conditions: Vec::new() });
+        return Ok(Query { node: None, hash: sha256_hex("null") });
     };
     let (dictionary, cohorts, sites) = tokio::try_join!(
         crate::dictionary::db::dictionary(db),
@@ -107,11 +157,7 @@ pub async fn prepare(db: &PgPool, criteria: Option<&Value>) -> Result<Query, Api
         return Err(invalid(unknown));
     }
     // Canonical text: serde_json sorts object keys.
-    let conditions = match criteria.get("and") {
-        Some(Value::Array(items)) => items.iter().map(|c| sha256_hex(&c.to_string())).collect(),
-        _ => vec![sha256_hex(&criteria.to_string())],
-    };
-    Ok(Query { node: Some(node), hash: sha256_hex(&criteria.to_string()), conditions })
+    Ok(Query { node: Some(node), hash: sha256_hex(&criteria.to_string()) })
 }
 
 fn invalid(problems: Vec<crate::error::Problem>) -> ApiError {
@@ -143,9 +189,23 @@ fn variants(node: &Node) -> Vec<&criteria::VariantRef> {
 #[derive(Debug, Clone)]
 pub struct Caller<'a> {
     pub username: &'a str,
-    /// Stewards and admins: exact counts, no budget, no differencing check.
+    /// Exact counts, no budget: stewards, admins, project members within their grants.
     pub privileged: bool,
-    pub daily_budget: u32,
+    pub budget: Budget,
+    /// Standard deviation and bound of the perturbation table.
+    pub noise: (f64, i64),
+}
+
+impl Caller<'_> {
+    /// The caller's terms from the discovery settings.
+    pub fn new<'a>(username: &'a str, privileged: bool, config: &crate::config::DiscoveryConfig) -> Caller<'a> {
+        Caller {
+            username,
+            privileged,
+            budget: Budget { units: config.budget_units, window_days: config.budget_window_days },
+            noise: (config.noise_sd, config.noise_bound),
+        }
+    }
 }
 
 /// The cohorts a query is limited to by a top-level cohort condition (empty: every cohort).
@@ -163,96 +223,67 @@ pub fn cohorts_of(node: &Node) -> Vec<String> {
     }
 }
 
-/// The threshold and rounding of the cohorts a query can touch: the strictest.
-async fn disclosure(db: &PgPool, caller: &Caller<'_>, node: Option<&Node>) -> Result<Disclosure, ApiError> {
-    let cohorts = node.map(cohorts_of).unwrap_or_default();
-    let row = sqlx::query!(
-        r#"select coalesce(max(suppression_threshold), 10)::bigint as "threshold!",
-                  coalesce(max(count_rounding), 5)::bigint as "rounding!"
-           from cohort where cardinality($1::text[]) = 0 or slug = any($1)"#,
-        &cohorts
-    )
-    .fetch_one(db)
-    .await?;
-    Ok(Disclosure { exact: caller.privileged, threshold: row.threshold, rounding: row.rounding })
-}
-
-/// Refuses the query when the caller's budget is used up.
-async fn check_budget(db: &PgPool, caller: &Caller<'_>) -> Result<(), ApiError> {
-    if caller.privileged {
-        return Ok(());
-    }
-    let used = sqlx::query_scalar!(
-        r#"select count(*) as "n!" from discovery_query where username = $1 and created_at > now() - interval '1 day'"#,
-        caller.username
-    )
-    .fetch_one(db)
-    .await?;
-    if used >= i64::from(caller.daily_budget) {
-        return Err(ApiError::TooManyRequests(format!(
-            "the discovery budget of {} queries in 24 hours is used up; try again later",
-            caller.daily_budget
-        )));
-    }
-    Ok(())
-}
-
-/// Whether an earlier query of the caller differs from this one by exactly one
-/// top-level condition and by fewer than `threshold` subjects (but some).
-async fn differencing(
-    db: &PgPool,
-    caller: &Caller<'_>,
-    query: &Query,
-    subjects: i64,
-    threshold: i64,
-) -> Result<bool, ApiError> {
-    if caller.privileged {
-        return Ok(false);
-    }
-    let earlier = sqlx::query!(
-        "select conditions, subjects from discovery_query
-         where username = $1 and not refused and created_at > now() - interval '1 day'",
-        caller.username
+/// The cohorts a query can touch, with their thresholds: those named at the top level, else all.
+async fn scope(db: &PgPool, node: Option<&Node>) -> Result<Vec<CohortThreshold>, ApiError> {
+    let named = node.map(cohorts_of).unwrap_or_default();
+    let rows = sqlx::query!(
+        r#"select slug, suppression_threshold::bigint as "threshold!" from cohort
+           where cardinality($1::text[]) = 0 or slug = any($1) order by slug"#,
+        &named
     )
     .fetch_all(db)
     .await?;
-    Ok(earlier.iter().any(|e| {
-        let added = query.conditions.iter().filter(|c| !e.conditions.contains(c)).count();
-        let dropped = e.conditions.iter().filter(|c| !query.conditions.contains(c)).count();
-        let moved = (subjects - e.subjects).abs();
-        added + dropped == 1 && moved > 0 && moved < threshold
-    }))
+    Ok(rows.into_iter().map(|r| CohortThreshold { cohort: r.slug, threshold: r.threshold }).collect())
 }
 
-/// Logs and audits a query in one transaction.
+fn disclosure(caller: &Caller<'_>, thresholds: Vec<CohortThreshold>, budget: Option<BudgetState>) -> Disclosure {
+    let noise = (!caller.privileged).then(|| {
+        let table = Perturbation::new(caller.noise.0, caller.noise.1);
+        Noise {
+            method: "cell-key",
+            sd: table.sd,
+            bound: table.bound,
+            mean_absolute: (table.mean_absolute() * 1000.0).round() / 1000.0,
+            table: table.rows(),
+        }
+    });
+    Disclosure {
+        exact: caller.privileged,
+        threshold: i64::from(protect::DEFAULT_THRESHOLD),
+        cohort_thresholds: thresholds,
+        noise,
+        anchored: !caller.privileged,
+        budget,
+    }
+}
+
+/// Logs and audits a query in the caller's transaction.
 async fn record(
-    db: &PgPool,
+    tx: &mut PgConnection,
     caller: &Caller<'_>,
     kind: &str,
-    query: &Query,
-    subjects: i64,
+    key: &str,
+    criteria_sha256: &str,
+    spent: Option<&budget::Spent>,
     class: &str,
 ) -> Result<(), ApiError> {
-    let mut tx = db.begin().await?;
+    let (units, cohorts) = spent.map_or((0, Vec::new()), |s| (s.units, s.cohorts.clone()));
     sqlx::query!(
-        "insert into discovery_query (username, kind, criteria_hash, conditions, subjects, refused)
-         values ($1, $2, $3, $4, $5, $6)",
+        "insert into discovery_query (username, kind, criteria_hash, units, cohorts) values ($1, $2, $3, $4, $5)",
         caller.username,
         kind,
-        query.hash,
-        &query.conditions,
-        subjects,
-        class == "refused",
+        key,
+        units,
+        &cohorts,
     )
     .execute(&mut *tx)
     .await?;
     audit::record(
-        &mut tx,
+        tx,
         NewEvent::new(caller.username, &format!("discovery.{kind}"))
-            .details(json!({ "criteria_sha256": query.hash, "result": class })),
+            .details(json!({ "criteria_sha256": criteria_sha256, "result": class, "units": units })),
     )
     .await?;
-    tx.commit().await?;
     Ok(())
 }
 
@@ -294,6 +325,15 @@ async fn current(db: &PgPool, index: &Arc<memory::Index>) -> Result<Option<Arc<m
     Ok(index.current(db).await?)
 }
 
+/// A snapshot that holds every change committed so far: protected answers
+/// need every subject's record key, which only the index carries.
+async fn fresh(db: &PgPool, index: &Arc<memory::Index>) -> Result<Arc<memory::Snapshot>, ApiError> {
+    match index.current(db).await? {
+        Some(snapshot) => Ok(snapshot),
+        None => Ok(index.refresh(db).await?),
+    }
+}
+
 /// The answer to a count.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CountResult {
@@ -303,45 +343,60 @@ pub struct CountResult {
     pub criteria_sha256: String,
 }
 
-/// Counts subjects, studies, series and instances matching `query`: from the
-/// in-memory index when it is current, else from PostgreSQL.
+/// Counts subjects, studies, series and instances matching `query`: exact
+/// for the privileged (from the in-memory index when it is current, else
+/// from PostgreSQL), protected for everyone else.
 pub async fn count(
     db: &PgPool,
     index: &Arc<memory::Index>,
     caller: &Caller<'_>,
     query: &Query,
 ) -> Result<CountResult, ApiError> {
-    let ((), policy, snapshot) =
-        tokio::try_join!(check_budget(db, caller), disclosure(db, caller, query.node.as_ref()), current(db, index))?;
-    let raw = match snapshot {
-        Some(snapshot) => {
-            let node = query.node.clone();
-            in_memory(snapshot, move |s| s.count(node.as_ref())).await?
-        }
-        None => count_in_database(db, query).await?,
-    };
-    if differencing(db, caller, query, raw[0], policy.threshold).await? {
-        record(db, caller, "count", query, raw[0], "refused").await?;
-        return Err(refusal());
+    let thresholds = scope(db, query.node.as_ref()).await?;
+    if caller.privileged {
+        let raw = match current(db, index).await? {
+            Some(snapshot) => {
+                let node = query.node.clone();
+                in_memory(snapshot, move |s| s.count(node.as_ref())).await?
+            }
+            None => count_in_database(db, query).await?,
+        };
+        let mut tx = db.begin().await?;
+        record(&mut tx, caller, "count", &query.hash, &query.hash, None, "exact").await?;
+        tx.commit().await?;
+        return Ok(CountResult {
+            counts: Counts::exact(raw),
+            disclosure: disclosure(caller, thresholds, None),
+            criteria_sha256: query.hash.clone(),
+        });
     }
-    let counts = policy.show(raw, false);
-    let class = if policy.exact {
-        "exact"
-    } else if counts.subjects.is_none() {
-        "suppressed"
-    } else {
-        "shown"
-    };
-    record(db, caller, "count", query, raw[0], class).await?;
-    Ok(CountResult { counts, disclosure: policy, criteria_sha256: query.hash.clone() })
+    let snapshot = fresh(db, index).await?;
+    let node = query.node.clone();
+    let tally: Tally = in_memory(snapshot, move |s| s.tally(node.as_ref())).await?;
+    let table = Perturbation::new(caller.noise.0, caller.noise.1);
+    let cohorts = thresholds.iter().map(|c| c.cohort.clone()).collect();
+    let mut tx = db.begin().await?;
+    let spent =
+        budget::spend(&mut tx, caller.username, "count", &query.hash, cohorts, budget::units(0), caller.budget).await?;
+    let published = anchors::answer(&mut tx, &table, &[anchors::Cell::from(&tally)], None).await?;
+    let counts = Counts::published(published[0]);
+    let class = if counts.subjects.is_none() { "suppressed" } else { "shown" };
+    record(&mut tx, caller, "count", &query.hash, &query.hash, Some(&spent), class).await?;
+    tx.commit().await?;
+    Ok(CountResult {
+        counts,
+        disclosure: disclosure(caller, thresholds, Some(budget_state(caller, &spent))),
+        criteria_sha256: query.hash.clone(),
+    })
 }
 
-fn refusal() -> ApiError {
-    ApiError::Refused {
-        code: "differencing-refused",
-        message: "this query adds or drops one condition of an earlier query and changes its count by fewer subjects \
-                  than the disclosure threshold, which could single people out; it is refused and recorded"
-            .into(),
+fn budget_state(caller: &Caller<'_>, spent: &budget::Spent) -> BudgetState {
+    BudgetState {
+        spent: spent.units,
+        remaining: spent.remaining,
+        allowance: caller.budget.units,
+        window_days: caller.budget.window_days,
+        cohorts: spent.cohorts.clone(),
     }
 }
 
@@ -360,10 +415,105 @@ pub struct BreakdownCell {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BreakdownResult {
     pub by: Vec<Dimension>,
-    /// Cells, then totals of each dimension, then the grand total.
+    /// Cells, then totals of each dimension, then the grand total. Protected
+    /// answers list every label the registry holds, empty cells included.
     pub cells: Vec<BreakdownCell>,
     pub disclosure: Disclosure,
     pub criteria_sha256: String,
+}
+
+/// Orders cells by label, then totals, then the grand total.
+fn order<T>(mut cells: Vec<(Vec<Option<String>>, T)>) -> Vec<(Vec<Option<String>>, T)> {
+    cells.sort_by(|(a, _), (b, _)| {
+        let key = |v: &Vec<Option<String>>| (v.iter().filter(|x| x.is_none()).count(), v.clone());
+        key(a).cmp(&key(b))
+    });
+    cells
+}
+
+fn table_cells<T>(
+    cells: &[(Vec<Option<String>>, T)],
+    by: &[Dimension],
+    subjects: impl Fn(&T) -> i64,
+) -> Vec<disclosure::Cell> {
+    cells
+        .iter()
+        .map(|(values, cell)| disclosure::Cell {
+            row: values[0].clone(),
+            column: if by.len() == 2 { values[1].clone() } else { None },
+            subjects: subjects(cell),
+        })
+        .collect()
+}
+
+/// Counts broken down by one or two dimensions, with totals.
+pub async fn breakdown(
+    db: &PgPool,
+    index: &Arc<memory::Index>,
+    caller: &Caller<'_>,
+    query: &Query,
+    by: &[Dimension],
+) -> Result<BreakdownResult, ApiError> {
+    let thresholds = scope(db, query.node.as_ref()).await?;
+    if caller.privileged {
+        let rows = match current(db, index).await? {
+            Some(snapshot) => {
+                let (node, dims) = (query.node.clone(), by.to_vec());
+                in_memory(snapshot, move |s| s.breakdown(node.as_ref(), &dims)).await?
+            }
+            None => breakdown_in_database(db, query, by).await?,
+        };
+        let mut tx = db.begin().await?;
+        record(&mut tx, caller, "breakdown", &breakdown_key(query, by), &query.hash, None, "exact").await?;
+        tx.commit().await?;
+        let cells = order(rows)
+            .into_iter()
+            .map(|(values, raw)| BreakdownCell { values, counts: Counts::exact(raw), suppressed: false })
+            .collect();
+        return Ok(BreakdownResult {
+            by: by.to_vec(),
+            cells,
+            disclosure: disclosure(caller, thresholds, None),
+            criteria_sha256: query.hash.clone(),
+        });
+    }
+    let snapshot = fresh(db, index).await?;
+    let (node, dims) = (query.node.clone(), by.to_vec());
+    let cells = order(in_memory(snapshot, move |s| s.tallies(node.as_ref(), &dims)).await?);
+    // The table for secondary suppression: no line with exactly one hidden cell.
+    let lines = table_cells(&cells, by, |t: &Tally| t.parts.values().map(|p| p.counts[0]).sum());
+    let candidates: Vec<anchors::Cell> = cells.iter().map(|(_, t)| anchors::Cell::from(t)).collect();
+    let table = Perturbation::new(caller.noise.0, caller.noise.1);
+    let cohorts = thresholds.iter().map(|c| c.cohort.clone()).collect();
+    let key = breakdown_key(query, by);
+    let mut tx = db.begin().await?;
+    let spent =
+        budget::spend(&mut tx, caller.username, "breakdown", &key, cohorts, budget::units(by.len()), caller.budget)
+            .await?;
+    let published = anchors::answer(&mut tx, &table, &candidates, Some(&lines)).await?;
+    let class = if published.iter().any(Option::is_none) { "partly-suppressed" } else { "shown" };
+    record(&mut tx, caller, "breakdown", &key, &query.hash, Some(&spent), class).await?;
+    tx.commit().await?;
+    let result_cells = cells
+        .into_iter()
+        .zip(published)
+        .map(|((values, _), published)| BreakdownCell {
+            values,
+            counts: Counts::published(published),
+            suppressed: published.is_none(),
+        })
+        .collect();
+    Ok(BreakdownResult {
+        by: by.to_vec(),
+        cells: result_cells,
+        disclosure: disclosure(caller, thresholds, Some(budget_state(caller, &spent))),
+        criteria_sha256: query.hash.clone(),
+    })
+}
+
+/// What makes a breakdown the same query: its criteria and its dimensions.
+fn breakdown_key(query: &Query, by: &[Dimension]) -> String {
+    sha256_hex(&format!("{}/{}", query.hash, serde_json::to_string(by).unwrap_or_default()))
 }
 
 /// Cells of a breakdown as PostgreSQL's grouping sets give them: labels
@@ -410,69 +560,4 @@ pub async fn breakdown_in_database(db: &PgPool, query: &Query, by: &[Dimension])
             (values, [row.get::<i64, _>(base), row.get(base + 1), row.get(base + 2), row.get(base + 3)])
         })
         .collect())
-}
-
-/// Counts broken down by one or two dimensions, with totals.
-pub async fn breakdown(
-    db: &PgPool,
-    index: &Arc<memory::Index>,
-    caller: &Caller<'_>,
-    query: &Query,
-    by: &[Dimension],
-) -> Result<BreakdownResult, ApiError> {
-    let ((), policy, snapshot) =
-        tokio::try_join!(check_budget(db, caller), disclosure(db, caller, query.node.as_ref()), current(db, index))?;
-    let rows = match snapshot {
-        Some(snapshot) => {
-            let (node, dims) = (query.node.clone(), by.to_vec());
-            in_memory(snapshot, move |s| s.breakdown(node.as_ref(), &dims)).await?
-        }
-        None => breakdown_in_database(db, query, by).await?,
-    };
-    let (cells, raw): (Vec<Vec<Option<String>>>, Vec<[i64; 4]>) = rows.into_iter().unzip();
-    // Order: cells by label, then totals, then the grand total.
-    let mut order: Vec<usize> = (0..cells.len()).collect();
-    order.sort_by(|a, b| {
-        let key = |i: usize| (cells[i].iter().filter(|v| v.is_none()).count(), cells[i].clone());
-        key(*a).cmp(&key(*b))
-    });
-    let table: Vec<disclosure::Cell> = order
-        .iter()
-        .map(|i| disclosure::Cell {
-            row: cells[*i][0].clone(),
-            column: cells[*i].get(1).cloned().flatten(),
-            subjects: raw[*i][0],
-        })
-        .collect();
-    let table: Vec<disclosure::Cell> =
-        if by.len() == 1 { table.into_iter().map(|c| disclosure::Cell { column: None, ..c }).collect() } else { table };
-    let hidden = if policy.exact { vec![false; table.len()] } else { disclosure::suppress(&table, policy.threshold) };
-    let total = raw[order.last().copied().unwrap_or_default()][0];
-    if differencing(db, caller, query, total, policy.threshold).await? {
-        record(db, caller, "breakdown", query, total, "refused").await?;
-        return Err(refusal());
-    }
-    let result_cells: Vec<BreakdownCell> = order
-        .iter()
-        .zip(&hidden)
-        .map(|(i, hide)| BreakdownCell {
-            values: cells[*i].clone(),
-            counts: policy.show(raw[*i], *hide),
-            suppressed: *hide,
-        })
-        .collect();
-    let class = if policy.exact {
-        "exact"
-    } else if hidden.iter().any(|h| *h) {
-        "partly-suppressed"
-    } else {
-        "shown"
-    };
-    record(db, caller, "breakdown", query, total, class).await?;
-    Ok(BreakdownResult {
-        by: by.to_vec(),
-        cells: result_cells,
-        disclosure: policy,
-        criteria_sha256: query.hash.clone(),
-    })
 }

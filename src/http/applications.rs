@@ -338,7 +338,7 @@ pub struct CohortCheck {
     pub justified: bool,
     /// Subjects, studies, series and instances of the cohort in the requested
     /// modalities, under the caller's disclosure control (absent when the
-    /// discovery budget or the differencing check refused the count).
+    /// discovery budget is used up).
     pub feasibility: Option<Counts>,
 }
 
@@ -418,11 +418,7 @@ async fn check(state: &AppState, principal: &Principal, content: &ApplicationCon
     let mut problems = completeness(content, &dictionary);
     let scope = &content.scope;
     let today = Utc::now().date_naive();
-    let caller = Caller {
-        username: &principal.username,
-        privileged: is_steward(principal),
-        daily_budget: state.config.discovery.daily_query_budget,
-    };
+    let caller = Caller::new(&principal.username, is_steward(principal), &state.config.discovery);
     let mut cohorts = Vec::new();
     for (i, slug) in scope.cohorts.iter().enumerate() {
         let row: Option<(Tier, Option<serde_json::Value>)> =
@@ -470,7 +466,7 @@ async fn check(state: &AppState, principal: &Principal, content: &ApplicationCon
         let feasibility = match discovery::prepare(&state.db, Some(&criteria)).await {
             Ok(query) => match discovery::count(&state.db, &state.discovery, &caller, &query).await {
                 Ok(result) => Some(result.counts),
-                Err(ApiError::Refused { .. } | ApiError::TooManyRequests(_)) => None,
+                Err(ApiError::Refused { .. } | ApiError::TooManyRequests { .. }) => None,
                 Err(e) => return Err(e),
             },
             Err(_) => None,

@@ -13,6 +13,7 @@ use super::extract::{AppJson, AppPath};
 use crate::app::AppState;
 use crate::audit::{self, NewEvent};
 use crate::auth::{Principal, Role};
+use crate::discovery::protect;
 use crate::error::{ApiError, ErrorBody, Result, ResultExt};
 use crate::openapi::tags;
 use crate::registry::db::{self, NewCohort};
@@ -45,7 +46,9 @@ pub struct CreateCohortRequest {
     pub source: Source,
     pub license: Option<String>,
     pub citation: Option<String>,
-    /// Small-cell suppression threshold for discovery counts (default 10).
+    /// Small-cell threshold for the cohort's own subjects in protected
+    /// discovery counts: 5 to 50, default 10.
+    #[schema(minimum = 5, maximum = 50)]
     pub suppression_threshold: Option<i32>,
 }
 
@@ -135,9 +138,14 @@ pub async fn create_cohort(
     if title.is_empty() || title.chars().count() > 200 {
         return Err(ApiError::BadRequest("`title` must be 1 to 200 characters".into()));
     }
-    let threshold = request.suppression_threshold.unwrap_or(10);
-    if threshold < 1 {
-        return Err(ApiError::BadRequest("`suppression_threshold` must be at least 1".into()));
+    let threshold = request.suppression_threshold.unwrap_or(protect::DEFAULT_THRESHOLD);
+    if !(protect::MIN_THRESHOLD..=protect::MAX_THRESHOLD).contains(&threshold) {
+        return Err(ApiError::BadRequest(format!(
+            "`suppression_threshold` must be between {} and {}: it applies to the cohort's own subjects in every \
+             protected count",
+            protect::MIN_THRESHOLD,
+            protect::MAX_THRESHOLD
+        )));
     }
     let new = NewCohort {
         slug: &request.slug,

@@ -1,5 +1,5 @@
 //! Discovery over REST: counts and breakdowns for every signed-in user, under
-//! disclosure control (exact for stewards and admins).
+//! protection (exact for stewards and admins, and for project members within their grants).
 
 use axum::extract::State;
 use serde::Deserialize;
@@ -79,7 +79,7 @@ async fn caller<'a>(
         }
         privileged = true;
     }
-    Ok(Caller { username: &principal.username, privileged, daily_budget: state.config.discovery.daily_query_budget })
+    Ok(Caller::new(&principal.username, privileged, &state.config.discovery))
 }
 
 /// Count subjects, studies, series and instances matching the criteria.
@@ -90,10 +90,11 @@ async fn caller<'a>(
     security(("bearer" = [])),
     request_body = CountRequest,
     responses(
-        (status = 200, description = "Counts, suppressed below the threshold and rounded", body = CountResult),
+        (status = 200, description = "Counts: exact, or protected (perturbed by the cell key method, suppressed below each cohort's threshold, anchored against differencing); the disclosure section gives every parameter", body = CountResult),
         (status = 400, description = "Invalid criteria: every problem with its JSON Pointer", body = ErrorBody),
-        (status = 403, description = "Refused as a differencing query, or outside the project's grants (`no-grant`, `grant-expired`, `grant-suspended`, ...)", body = ErrorBody),
-        (status = 429, description = "Daily query budget used up", body = ErrorBody),
+        (status = 403, description = "Outside the project's grants (`no-grant`, `grant-expired`, `grant-suspended`, ...)", body = ErrorBody),
+        (status = 429, description = "The budget of a cohort the query touches is used up (`query-budget-exhausted`); `Retry-After` gives the seconds until units come back", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds until the oldest spending query leaves the window"))),
         (status = "4XX", description = "Client error", body = ErrorBody),
         (status = "5XX", description = "Server error", body = ErrorBody),
     )
@@ -116,10 +117,11 @@ pub async fn count(
     security(("bearer" = [])),
     request_body = BreakdownRequest,
     responses(
-        (status = 200, description = "Cells with totals, with primary and secondary suppression", body = BreakdownResult),
+        (status = 200, description = "Every label of each dimension with totals; protected cells are perturbed, suppressed (primary and secondary) and anchored like counts", body = BreakdownResult),
         (status = 400, description = "Invalid criteria or dimensions", body = ErrorBody),
-        (status = 403, description = "Refused as a differencing query", body = ErrorBody),
-        (status = 429, description = "Daily query budget used up", body = ErrorBody),
+        (status = 403, description = "Outside the project's grants", body = ErrorBody),
+        (status = 429, description = "The budget of a cohort the query touches is used up (`query-budget-exhausted`); see `Retry-After`", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds until the oldest spending query leaves the window"))),
         (status = "4XX", description = "Client error", body = ErrorBody),
         (status = "5XX", description = "Server error", body = ErrorBody),
     )

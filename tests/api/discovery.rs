@@ -1,7 +1,7 @@
 //! Discovery counts and breakdowns on a small generated registry, checked
-//! against expectations computed here from the same model; disclosure
-//! control (suppression, rounding, secondary suppression, budget,
-//! differencing) and invalid criteria.
+//! against expectations computed here from the same model; protected counts
+//! (perturbation, suppression, anchors against differencing, per-cohort
+//! thresholds, the budget and its races) and invalid criteria.
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -290,8 +290,15 @@ async fn counts_match_expectations_computed_independently_for_every_kind_of_cond
     }
 }
 
+/// The published bound of the perturbation with the default settings.
+const BOUND: i64 = 6;
+
+fn all_null(counts: &Value) -> bool {
+    ["subjects", "studies", "series", "instances"].iter().all(|k| counts[k].is_null())
+}
+
 #[tokio::test]
-async fn researchers_see_suppressed_rounded_counts_and_breakdowns_with_secondary_suppression() {
+async fn researchers_get_perturbed_counts_within_the_published_bound_and_suppressed_cells_all_null() {
     let app = TestApp::new().await;
     let people = people();
     registry(&app, &people).await;
@@ -300,48 +307,68 @@ async fn researchers_see_suppressed_rounded_counts_and_breakdowns_with_secondary
 
     let all = discover(&app, &researcher, "count", &json!({})).await.json();
     let exact = expected(&people, |_, _| true);
-    assert_eq!(all["disclosure"], json!({"exact": false, "threshold": 10, "rounding": 5}));
-    assert_eq!(all["counts"]["subjects"], json!((exact[0] + 2) / 5 * 5));
+    let disclosure = &all["disclosure"];
+    assert_eq!(disclosure["exact"], false);
+    assert_eq!(disclosure["threshold"], 10);
+    assert_eq!(disclosure["noise"]["method"], "cell-key");
+    assert_eq!(disclosure["noise"]["bound"], BOUND);
+    assert_eq!(disclosure["noise"]["table"].as_array().unwrap().len(), 13);
+    assert_eq!(disclosure["budget"]["spent"], 1);
+    assert_eq!(disclosure["cohort_thresholds"], json!([{"cohort": "default", "threshold": 10}]));
+    let shown = counts(&all);
+    assert!((shown[0] - exact[0]).abs() <= BOUND, "{shown:?} vs {exact:?}");
+    assert!(shown.iter().all(|n| *n >= 0));
+    // The same query again: the same answer, for free.
+    let again = discover(&app, &researcher, "count", &json!({})).await.json();
+    assert_eq!(again["counts"], all["counts"]);
+    assert_eq!(again["disclosure"]["budget"]["spent"], 0);
+
+    // A few people and nobody at all look the same: every count null.
     let few = discover(&app, &researcher, "count", &json!({"criteria": {"field": "diagnosis", "prefix": "I21"}}))
         .await
         .json();
-    assert_eq!(few["counts"]["subjects"], Value::Null, "fewer than 10 people are suppressed");
+    let none = discover(&app, &researcher, "count", &json!({"criteria": {"field": "diagnosis", "prefix": "Z99"}}))
+        .await
+        .json();
+    assert!(all_null(&few["counts"]) && all_null(&none["counts"]), "{few} {none}");
 
-    let by = json!({"criteria": {"field": "modality", "in": ["MR"]}, "by": ["manufacturer"]});
+    let mr = json!({"field": "modality", "in": ["MR"]});
+    let by = json!({"criteria": mr, "by": ["manufacturer"]});
     let open = discover(&app, &steward, "breakdown", &by).await.json();
-    let shown = discover(&app, &researcher, "breakdown", &by).await.json();
-    let cells = |body: &Value| -> Vec<(Value, Value, bool)> {
-        body["cells"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| (c["values"][0].clone(), c["counts"]["subjects"].clone(), c["suppressed"].as_bool().unwrap()))
-            .collect()
-    };
-    let mr =
-        |maker: &str| expected(&people, |_, s| s.is_some_and(|s| s.modality == "MR" && s.manufacturer == maker))[0];
-    assert_eq!(
-        cells(&open),
-        vec![
-            (json!("GE"), json!(mr("GE")), false),
-            (json!("Philips"), json!(mr("Philips")), false),
-            (json!("Siemens"), json!(mr("Siemens")), false),
-            (Value::Null, json!(mr("GE") + mr("Philips") + mr("Siemens")), false),
-        ]
-    );
-    let shown = cells(&shown);
-    assert!(shown.iter().all(|(_, n, hidden)| *hidden == n.is_null()));
-    let hidden_cells = shown.iter().filter(|c| c.2 && c.0 != Value::Null).count();
-    assert_ne!(hidden_cells, 1, "one hidden cell next to a visible total would be given away");
-    for (label, subjects, hidden) in &shown {
-        if !hidden {
-            assert_eq!(subjects.as_i64().unwrap() % 5, 0, "{label} is rounded");
+    assert_eq!(open["disclosure"]["exact"], true);
+    assert!(open["disclosure"]["noise"].is_null());
+    let protected = discover(&app, &researcher, "breakdown", &by).await.json();
+    let cells = protected["cells"].as_array().unwrap();
+    let labels: Vec<&Value> = cells.iter().map(|c| &c["values"][0]).collect();
+    // Every manufacturer the registry holds is listed, GE's CT scanner included: no cell is told apart by being absent.
+    assert_eq!(labels, [&json!("GE"), &json!("Philips"), &json!("Siemens"), &Value::Null]);
+    let maker = |m: &str| expected(&people, |_, s| s.is_some_and(|s| s.modality == "MR" && s.manufacturer == m));
+    for cell in cells {
+        let want = match cell["values"][0].as_str() {
+            Some(m) => maker(m),
+            None => expected(&people, |_, s| s.is_some_and(|s| s.modality == "MR")),
+        };
+        if cell["suppressed"] == true {
+            assert!(all_null(&cell["counts"]));
+        } else {
+            let got = cell["counts"]["subjects"].as_i64().unwrap();
+            assert!(want[0] >= 10 && (got - want[0]).abs() <= BOUND, "{cell} vs {want:?}");
         }
     }
+    // The total is a cell in its own right: the plain count of the same criteria answers the same.
+    let total = cells.last().unwrap();
+    let plain = discover(&app, &researcher, "count", &json!({"criteria": mr})).await.json();
+    assert_eq!(total["counts"], plain["counts"]);
+    // And so is each cell, however the question is put.
+    let siemens = json!({"criteria": {"and": [{"field": "manufacturer", "in": ["Siemens"]}, mr]}});
+    let siemens = discover(&app, &researcher, "count", &siemens).await.json();
+    assert_eq!(cells[2]["counts"], siemens["counts"]);
+    assert_eq!(protected["disclosure"]["budget"]["spent"], 2);
 
     let two_way = discover(&app, &researcher, "breakdown", &json!({"by": ["site", "sex"]})).await;
     two_way.assert_status(StatusCode::OK);
     assert_eq!(two_way.json()["cells"].as_array().unwrap().len(), 2 * 2 + 2 + 2 + 1);
+    assert_eq!(two_way.json()["disclosure"]["budget"]["spent"], 4);
 }
 
 #[tokio::test]
@@ -378,49 +405,150 @@ async fn invalid_criteria_are_refused_with_every_problem_and_unknown_variants_ar
 }
 
 #[tokio::test]
-async fn a_query_that_isolates_a_few_people_from_an_earlier_one_is_refused_and_audited() {
+async fn adding_or_removing_a_few_people_by_any_route_gets_the_earlier_answer_and_is_never_refused() {
     let app = TestApp::new().await;
     let people = people();
     registry(&app, &people).await;
     let token = app.token("rita", &[Role::Researcher]);
-    let base = json!({"field": "modality", "in": ["MR"]});
-    discover(&app, &token, "count", &json!({"criteria": {"and": [base.clone()]}})).await.assert_status(StatusCode::OK);
-    // The same, minus the people with myocardial infarction: a handful of subjects.
-    let minus = json!({"criteria": {"and": [base.clone(), {"not": {"field": "diagnosis", "prefix": "I21"}}]}});
-    let response = discover(&app, &token, "count", &minus).await;
-    response.assert_error(StatusCode::FORBIDDEN, "differencing-refused");
-    // A change of many subjects is fine.
-    let half = json!({"criteria": {"and": [base, {"field": "sex", "in": ["F"]}]}});
-    discover(&app, &token, "count", &half).await.assert_status(StatusCode::OK);
-    // Stewards are not checked.
-    discover(&app, &app.token("stella", &[Role::Steward]), "count", &minus).await.assert_status(StatusCode::OK);
+    let mr = json!({"field": "modality", "in": ["MR"]});
+    let heart = json!({"field": "diagnosis", "prefix": "I21"});
+    let nobody = json!({"field": "diagnosis", "prefix": "Z99"});
+    let base = discover(&app, &token, "count", &json!({"criteria": mr})).await.json();
+    let exact = |f: &dyn Fn(&Person, Option<&Series>) -> bool| expected(&people, f)[0];
+    let with_heart =
+        exact(&|p, s| s.is_some_and(|s| s.modality == "MR") && p.diagnosis.is_some_and(|d| d.0 == "I21.4"));
+    assert!((1..10).contains(&with_heart), "the test needs a few people to take away: {with_heart}");
+    let variants = [
+        json!({"and": [mr, {"not": heart}]}),
+        json!({"or": [{"and": [mr, {"not": heart}]}]}),
+        json!({"and": [{"and": [{"field": "modality", "in": ["MR", "MR"]}]}, {"not": {"or": [heart, heart]}}]}),
+        json!({"or": [mr, heart]}),
+        json!({"or": [mr, nobody]}),
+        json!({"and": [mr, {"not": nobody}]}),
+        json!({"not": {"not": {"or": [{"and": [mr, heart]}, {"and": [mr, {"not": heart}]}]}}}),
+    ];
+    for criteria in &variants {
+        let response = discover(&app, &token, "count", &json!({"criteria": criteria})).await;
+        response.assert_status(StatusCode::OK);
+        assert_eq!(response.json()["counts"], base["counts"], "{criteria}");
+    }
+    // A change of many subjects gets an answer of its own.
+    let women = json!({"criteria": {"and": [mr, {"field": "sex", "in": ["F"]}]}});
+    let women = discover(&app, &token, "count", &women).await.json();
+    let want = exact(&|p, s| s.is_some_and(|s| s.modality == "MR") && p.sex == "F");
+    assert!((women["counts"]["subjects"].as_i64().unwrap() - want).abs() <= BOUND);
+    // Another researcher gets the same answers: the anchors are the registry's, not the user's.
+    let other = app.token("rafael", &[Role::Researcher]);
+    let theirs = discover(&app, &other, "count", &json!({"criteria": variants[3]})).await.json();
+    assert_eq!(theirs["counts"], base["counts"]);
+    // Stewards see exact counts.
+    let open =
+        discover(&app, &app.token("stella", &[Role::Steward]), "count", &json!({"criteria": variants[0]})).await.json();
+    assert_eq!(open["counts"]["subjects"], exact(&|_, s| s.is_some_and(|s| s.modality == "MR")) - with_heart);
 
     let events: Vec<(String, Value)> =
         sqlx::query_as("select action, details from audit_event where action like 'discovery.%' order by seq")
             .fetch_all(&app.db)
             .await
             .unwrap();
-    let results: Vec<&str> = events.iter().map(|(_, d)| d["result"].as_str().unwrap()).collect();
-    assert_eq!(results, ["shown", "refused", "shown", "exact"]);
+    assert_eq!(events.len(), 1 + variants.len() + 3);
+    assert!(events.iter().all(|(_, d)| d["result"] == "shown" || d["result"] == "exact"));
     assert!(events.iter().all(|(_, d)| d["criteria_sha256"].as_str().unwrap().len() == 64));
-    assert!(events.iter().all(|(_, d)| d.as_object().unwrap().len() == 2), "no counts or rows in the audit log");
+    let keys: Vec<Vec<&String>> = events.iter().map(|(_, d)| d.as_object().unwrap().keys().collect()).collect();
+    assert!(keys.iter().all(|k| k == &["criteria_sha256", "result", "units"]), "no counts or rows in the audit log");
 }
 
 #[tokio::test]
-async fn the_daily_query_budget_is_enforced_for_researchers_but_not_stewards() {
-    let app = TestApp::with_config(|c| c.discovery.daily_query_budget = 2).await;
+async fn the_budget_is_spent_per_cohort_in_units_and_a_429_says_when_to_retry() {
+    let app = TestApp::with_config(|c| c.discovery.budget_units = 5).await;
     let token = app.token("rita", &[Role::Researcher]);
-    for _ in 0..2 {
-        discover(&app, &token, "count", &json!({})).await.assert_status(StatusCode::OK);
-    }
-    discover(&app, &token, "count", &json!({}))
+    let first = discover(&app, &token, "count", &json!({})).await.json();
+    assert_eq!(first["disclosure"]["budget"]["remaining"], 4);
+    let by_site = discover(&app, &token, "breakdown", &json!({"by": ["site"]})).await.json();
+    assert_eq!(by_site["disclosure"]["budget"]["remaining"], 2);
+    let refused = discover(&app, &token, "breakdown", &json!({"by": ["site", "sex"]})).await;
+    refused.assert_error(StatusCode::TOO_MANY_REQUESTS, "query-budget-exhausted");
+    let retry: u64 = refused.headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    assert!((29 * 86_400..=30 * 86_400).contains(&retry), "retry after {retry} s");
+    assert!(refused.json()["message"].as_str().unwrap().contains("`default`"));
+    // The same query again is free; another user has their own budget; stewards have none.
+    discover(&app, &token, "count", &json!({})).await.assert_status(StatusCode::OK);
+    discover(&app, &app.token("rafael", &[Role::Researcher]), "breakdown", &json!({"by": ["site", "sex"]}))
         .await
-        .assert_error(StatusCode::TOO_MANY_REQUESTS, "query-budget-exhausted");
-    discover(&app, &app.token("rita2", &[Role::Researcher]), "count", &json!({})).await.assert_status(StatusCode::OK);
+        .assert_status(StatusCode::OK);
     let steward = app.token("stella", &[Role::Steward]);
     for _ in 0..3 {
-        discover(&app, &steward, "breakdown", &json!({})).await.assert_status(StatusCode::OK);
+        discover(&app, &steward, "breakdown", &json!({"by": ["site", "sex"]})).await.assert_status(StatusCode::OK);
     }
+    // A query within another cohort spends that cohort's budget only.
+    sqlx::query(
+        "insert into cohort (slug, title, tier, design, source) values ('other', 'Other', 'controlled', 'retrospective', 'registry')",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let other = json!({"criteria": {"field": "cohort", "in": ["other"]}, "by": ["site", "sex"]});
+    let answer = discover(&app, &token, "breakdown", &other).await.json();
+    assert_eq!(answer["disclosure"]["budget"]["cohorts"], json!(["other"]));
+    assert_eq!(answer["disclosure"]["budget"]["remaining"], 1);
+}
+
+#[tokio::test]
+async fn sixty_parallel_queries_cannot_spend_more_than_the_budget() {
+    let app = Arc::new(TestApp::with_config(|c| c.discovery.budget_units = 20).await);
+    let token = app.token("rita", &[Role::Researcher]);
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let (app, token) = (app.clone(), token.clone());
+            tokio::spawn(async move {
+                let body = json!({"criteria": {"field": "age_at_study", "min": i}});
+                discover(&app, &token, "count", &body).await.status
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 20);
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count(), 40);
+}
+
+#[tokio::test]
+async fn a_cohorts_threshold_applies_to_its_own_subjects_and_is_bounded() {
+    let app = TestApp::new().await;
+    let people = people();
+    registry(&app, &people).await;
+    let admin = app.token("ada", &[Role::Admin]);
+    for bad in [4, 51, i32::MAX] {
+        let body = json!({"slug": "strict", "title": "Strict", "tier": "controlled", "design": "retrospective",
+                          "source": "registry", "suppression_threshold": bad});
+        app.post_json("/api/v1/cohorts", Some(&admin), &body)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "bad-request");
+    }
+    let body = json!({"slug": "strict", "title": "Strict", "tier": "controlled", "design": "retrospective",
+                      "source": "registry", "suppression_threshold": 50});
+    app.post_json("/api/v1/cohorts", Some(&admin), &body).await.assert_status(StatusCode::CREATED);
+    // Twelve of the people also join the strict cohort.
+    sqlx::query(
+        "insert into cohort_subject (cohort_id, subject_id)
+         select (select cohort_id from cohort where slug = 'strict'), subject_id from subject order by pseudonym limit 12",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let token = app.token("rita", &[Role::Researcher]);
+    let all = discover(&app, &token, "count", &json!({})).await.json();
+    // The others are still counted; the twelve, fewer than 50 of their kind, are left out.
+    let shown = all["counts"]["subjects"].as_i64().unwrap();
+    assert!((shown - (80 - 12)).abs() <= BOUND, "{shown}");
+    assert_eq!(
+        all["disclosure"]["cohort_thresholds"],
+        json!([{"cohort": "default", "threshold": 10}, {"cohort": "strict", "threshold": 50}])
+    );
+    let strict = discover(&app, &token, "count", &json!({"criteria": {"field": "cohort", "in": ["strict"]}})).await;
+    assert!(all_null(&strict.json()["counts"]));
 }
 
 /// Both evaluators' answers to `criteria`: the in-memory index's and PostgreSQL's.

@@ -13,6 +13,7 @@ mod cstore;
 mod deid;
 mod demo;
 mod dicom_gen;
+mod disclosure_attack;
 mod discovery;
 mod embedded;
 mod errors;
