@@ -755,6 +755,21 @@ impl Snapshot {
         self.totals(&self.evaluate(node))
     }
 
+    /// Counts of the units matching `node`, with studies, series and
+    /// instances only of the given modalities (subjects as matched).
+    pub fn count_limited(&self, node: Option<&Node>, modalities: &[String]) -> [i64; 4] {
+        let mut units = self.evaluate(node);
+        let subjects = self.totals(&units)[0];
+        let allowed = self.code_dicts[0].matching(modalities);
+        for u in units.ones().collect::<Vec<_>>() {
+            if !hit(&allowed, self.unit_codes[0][u]) {
+                units.clear(u);
+            }
+        }
+        let [_, studies, series, instances] = self.totals(&units);
+        [subjects, studies, series, instances]
+    }
+
     /// The label of every unit in a dimension, as codes into the returned labels.
     fn labels(&self, dimension: Dimension) -> (Vec<u32>, Vec<String>) {
         let mut labels = Dict::default();

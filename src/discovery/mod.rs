@@ -124,8 +124,9 @@ fn sha256_hex(text: &str) -> String {
     hex::encode(digest(&SHA256, text.as_bytes()))
 }
 
-/// Reads `criteria` (absent: everything) against the dictionary, cohorts and sites,
-/// and checks that every variant it names is known.
+/// Reads `criteria` (absent: everything) against the dictionary, cohorts and
+/// sites. A variant the registry holds no genotypes of is not an error: it
+/// matches nobody, since saying so would tell whether anyone carries it.
 pub async fn prepare(db: &PgPool, criteria: Option<&Value>) -> Result<Query, ApiError> {
     let Some(criteria) = criteria else {
         return Ok(Query { node: None, hash: sha256_hex("null") });
@@ -137,25 +138,6 @@ pub async fn prepare(db: &PgPool, criteria: Option<&Value>) -> Result<Query, Api
     )?;
     let node = criteria::parse(criteria, Known { dictionary: &dictionary, cohorts: &cohorts, sites: &sites })
         .map_err(invalid)?;
-    let mut unknown = Vec::new();
-    for variant in variants(&node) {
-        let mut qb = QueryBuilder::new("select exists (select 1 from variant v where ");
-        sql::push_variant(&mut qb, variant);
-        qb.push(")");
-        let known: bool = qb.build().fetch_one(db).await?.get(0);
-        if !known {
-            unknown.push(crate::error::Problem {
-                row: None,
-                column: None,
-                path: Some("/criteria".into()),
-                code: "unknown-variant",
-                message: format!("no genotypes of {} are in the registry", describe(variant)),
-            });
-        }
-    }
-    if !unknown.is_empty() {
-        return Err(invalid(unknown));
-    }
     // Canonical text: serde_json sorts object keys.
     Ok(Query { node: Some(node), hash: sha256_hex(&criteria.to_string()) })
 }
@@ -169,22 +151,6 @@ fn invalid(problems: Vec<crate::error::Problem>) -> ApiError {
     }
 }
 
-fn describe(variant: &criteria::VariantRef) -> String {
-    match variant {
-        criteria::VariantRef::Rsid(rsid) => rsid.clone(),
-        criteria::VariantRef::Position { chrom, pos, reference, alt } => format!("{chrom}-{pos}-{reference}-{alt}"),
-    }
-}
-
-fn variants(node: &Node) -> Vec<&criteria::VariantRef> {
-    match node {
-        Node::And(items) | Node::Or(items) => items.iter().flat_map(variants).collect(),
-        Node::Not(inner) => variants(inner),
-        Node::Leaf(Condition::Genotype { variant, .. }) => vec![variant],
-        Node::Leaf(_) => Vec::new(),
-    }
-}
-
 /// Who asks, and how their answers are disclosed.
 #[derive(Debug, Clone)]
 pub struct Caller<'a> {
@@ -194,6 +160,9 @@ pub struct Caller<'a> {
     pub budget: Budget,
     /// Standard deviation and bound of the perturbation table.
     pub noise: (f64, i64),
+    /// Exact counts of a project whose grants name modalities: studies,
+    /// series and instances of these only.
+    pub modalities: Option<Vec<String>>,
 }
 
 impl Caller<'_> {
@@ -204,6 +173,7 @@ impl Caller<'_> {
             privileged,
             budget: Budget { units: config.budget_units, window_days: config.budget_window_days },
             noise: (config.noise_sd, config.noise_bound),
+            modalities: None,
         }
     }
 }
@@ -354,12 +324,16 @@ pub async fn count(
 ) -> Result<CountResult, ApiError> {
     let thresholds = scope(db, query.node.as_ref()).await?;
     if caller.privileged {
-        let raw = match current(db, index).await? {
-            Some(snapshot) => {
+        let raw = match (&caller.modalities, current(db, index).await?) {
+            (Some(modalities), _) => {
+                let (node, modalities) = (query.node.clone(), modalities.clone());
+                in_memory(fresh(db, index).await?, move |s| s.count_limited(node.as_ref(), &modalities)).await?
+            }
+            (None, Some(snapshot)) => {
                 let node = query.node.clone();
                 in_memory(snapshot, move |s| s.count(node.as_ref())).await?
             }
-            None => count_in_database(db, query).await?,
+            (None, None) => count_in_database(db, query).await?,
         };
         let mut tx = db.begin().await?;
         record(&mut tx, caller, "count", &query.hash, &query.hash, None, "exact").await?;

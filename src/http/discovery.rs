@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::extract::AppJson;
 use crate::access::grants;
+use crate::access::scope::Coverage;
 use crate::app::AppState;
 use crate::auth::{Principal, Role};
 use crate::discovery::sql::Dimension;
@@ -56,14 +57,18 @@ fn default_by() -> Vec<Dimension> {
 }
 
 /// Who asks: stewards and admins see exact counts, and so does a project
-/// member asking within the project's active grants.
+/// member asking within the project's active grants: the criteria name the
+/// cohorts, each granted, and stay inside every one of those grants' scope.
 async fn caller<'a>(
     state: &AppState,
     principal: &'a Principal,
     project: Option<Uuid>,
     query: &discovery::Query,
+    by: &[Dimension],
+    breakdown: bool,
 ) -> Result<Caller<'a>> {
     let mut privileged = principal.has_role(Role::Steward) || principal.has_role(Role::Admin);
+    let mut modalities: Option<Vec<String>> = None;
     if let Some(project) = project {
         let cohorts = query.node.as_ref().map(discovery::cohorts_of).unwrap_or_default();
         if cohorts.is_empty() {
@@ -72,14 +77,32 @@ async fn caller<'a>(
                     .into(),
             ));
         }
+        let dictionary = crate::dictionary::db::dictionary(&state.db).await?;
         for cohort in &cohorts {
             let need = grants::Need { cohort, imaging: false };
-            grants::check(&state.db, project, &principal.username, need, state.config.access.hold_after_overdue_days)
-                .await?;
+            let grant = grants::check(
+                &state.db,
+                project,
+                &principal.username,
+                need,
+                state.config.access.hold_after_overdue_days,
+            )
+            .await?;
+            let coverage = Coverage { scope: &grant.scope, conditions: &grant.conditions, dictionary: &dictionary };
+            coverage.permits(query.node.as_ref(), by, breakdown)?;
+            if let Some(granted) = coverage.modalities() {
+                // Several cohorts: the modalities every one of their grants covers.
+                modalities = Some(match modalities {
+                    None => granted.to_vec(),
+                    Some(so_far) => so_far.into_iter().filter(|m| granted.contains(m)).collect(),
+                });
+            }
         }
         privileged = true;
     }
-    Ok(Caller::new(&principal.username, privileged, &state.config.discovery))
+    let mut caller = Caller::new(&principal.username, privileged, &state.config.discovery);
+    caller.modalities = modalities;
+    Ok(caller)
 }
 
 /// Count subjects, studies, series and instances matching the criteria.
@@ -92,7 +115,7 @@ async fn caller<'a>(
     responses(
         (status = 200, description = "Counts: exact, or protected (perturbed by the cell key method, suppressed below each cohort's threshold, anchored against differencing); the disclosure section gives every parameter", body = CountResult),
         (status = 400, description = "Invalid criteria: every problem with its JSON Pointer", body = ErrorBody),
-        (status = 403, description = "Outside the project's grants (`no-grant`, `grant-expired`, `grant-suspended`, ...)", body = ErrorBody),
+        (status = 403, description = "Outside the project's grants: `no-grant`, `grant-expired`, `grant-suspended`, `grant-revoked`, `grant-pending`, `grant-not-yet-valid`, `obligation-overdue`, `project-closed`, or `outside-grant` (a field, modality or annotation kind the grant does not cover)", body = ErrorBody),
         (status = 429, description = "The budget of a cohort the query touches is used up (`query-budget-exhausted`); `Retry-After` gives the seconds until units come back", body = ErrorBody,
          headers(("Retry-After" = u64, description = "Seconds until the oldest spending query leaves the window"))),
         (status = "4XX", description = "Client error", body = ErrorBody),
@@ -105,7 +128,7 @@ pub async fn count(
     AppJson(request): AppJson<CountRequest>,
 ) -> Result<AppJson<CountResult>> {
     let query = discovery::prepare(&state.db, request.criteria.as_ref()).await?;
-    let caller = caller(&state, &principal, request.project, &query).await?;
+    let caller = caller(&state, &principal, request.project, &query, &[], false).await?;
     Ok(AppJson(discovery::count(&state.db, &state.discovery, &caller, &query).await?))
 }
 
@@ -119,7 +142,7 @@ pub async fn count(
     responses(
         (status = 200, description = "Every label of each dimension with totals; protected cells are perturbed, suppressed (primary and secondary) and anchored like counts", body = BreakdownResult),
         (status = 400, description = "Invalid criteria or dimensions", body = ErrorBody),
-        (status = 403, description = "Outside the project's grants", body = ErrorBody),
+        (status = 403, description = "Outside the project's grants (as for a count; a dimension the grant does not cover is `outside-grant`)", body = ErrorBody),
         (status = 429, description = "The budget of a cohort the query touches is used up (`query-budget-exhausted`); see `Retry-After`", body = ErrorBody,
          headers(("Retry-After" = u64, description = "Seconds until the oldest spending query leaves the window"))),
         (status = "4XX", description = "Client error", body = ErrorBody),
@@ -138,6 +161,6 @@ pub async fn breakdown(
         return Err(ApiError::BadRequest("the two dimensions of `by` differ".into()));
     }
     let query = discovery::prepare(&state.db, request.criteria.as_ref()).await?;
-    let caller = caller(&state, &principal, request.project, &query).await?;
+    let caller = caller(&state, &principal, request.project, &query, &request.by, true).await?;
     Ok(AppJson(discovery::breakdown(&state.db, &state.discovery, &caller, &query, &request.by).await?))
 }

@@ -382,3 +382,82 @@ async fn publications_wait_for_a_cohorts_moratorium_and_fulfil_the_duty_to_notif
     assert!(told.as_array().unwrap().iter().any(|n| n["kind"] == "publication.notified"), "{told}");
     assert!(w.app.audit_actions().await.iter().any(|a| a == "publication.notify"));
 }
+
+/// Two MR series and one CT series for each of the first three subjects of `chest-ct`.
+async fn imaging(w: &World) {
+    sqlx::query(
+        "with s as (select cs.subject_id, cs.cohort_id, su.site_id, row_number() over (order by su.pseudonym) as n
+                    from cohort_subject cs join cohort c using (cohort_id) join subject su using (subject_id)
+                    where c.slug = 'chest-ct'),
+              st as (insert into study (study_uid, subject_id, cohort_id, site_id, study_date)
+                     select '2.25.77' || n, subject_id, cohort_id, site_id, date '2020-01-01' from s where n <= 3
+                     returning study_id, study_uid),
+              se as (insert into series (series_uid, study_id, modality)
+                     select study_uid || '.' || k, study_id, case when k = 3 then 'CT' else 'MR' end
+                     from st, generate_series(1, 3) k returning series_id, series_uid)
+         insert into instance (sop_uid, series_id, sop_class_uid, transfer_syntax, object_key, size_bytes, sha256, status)
+         select series_uid || '.1', series_id, '1.2.840.10008.5.1.4.1.1.4', '1.2.840.10008.1.2.1',
+                'synthetic/' || series_uid, 1, '\\x00', 'published' from se",
+    )
+    .execute(&w.app.db)
+    .await
+    .unwrap();
+    sqlx::query("select refresh_discovery_series(array(select series_id from series))")
+        .execute(&w.app.db)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_projects_exact_counts_stay_inside_its_grant_however_the_question_is_put() {
+    let w = world().await;
+    cohort(&w, "chest-ct", "registered", json!({"permission": "GRU"}), true).await;
+    let csv = "patient_id,sex,birth_year\nA1,F,1950\nA2,M,1960\nA3,F,1970\nA4,M,1980\n";
+    import_subjects(&w, "chest-ct", csv).await.assert_status(StatusCode::CREATED);
+    imaging(&w).await;
+    // The grant: fields age_at_study and sex, MR imaging only.
+    let (project, _) = grant_on_chest_ct(&w, &content(&["chest-ct"], "HMB")).await;
+    let ask = |path: &'static str, body: Value| {
+        let (w, token) = (&w, w.pi.clone());
+        async move { w.app.post_json(&format!("/api/v1/discovery/{path}"), Some(&token), &body).await }
+    };
+    let cohort = json!({"field": "cohort", "in": ["chest-ct"]});
+
+    // The cohort's subjects exactly, but only the MR part of their imaging.
+    let all = ask("count", json!({"project": project, "criteria": cohort})).await.assert_status(StatusCode::OK).json();
+    assert_eq!(all["disclosure"]["exact"], true);
+    assert_eq!(all["counts"], json!({"subjects": 4, "studies": 3, "series": 6, "instances": 6}));
+    let women = json!({"and": [cohort, {"field": "sex", "in": ["F"]}, {"field": "age_at_study", "max": 120}]});
+    ask("count", json!({"project": project, "criteria": women})).await.assert_status(StatusCode::OK);
+
+    // Outside: another modality, a diagnosis, a genotype, a lab value, annotations; nested, negated or reordered.
+    let outside = [
+        (json!({"and": [cohort, {"field": "modality", "in": ["MR", "CT"]}]}), "`CT`"),
+        (json!({"and": [{"field": "diagnosis", "prefix": "C34"}, cohort]}), "`diagnosis`"),
+        (
+            json!({"and": [cohort, {"or": [{"not": {"field": "genotype", "variant": "rs1", "genotype": "carrier"}}]}]}),
+            "`genotype`",
+        ),
+        (json!({"and": [cohort, {"not": {"not": {"field": "hba1c", "min": 1}}}]}), "`hba1c`"),
+        (json!({"and": [cohort, {"field": "annotation", "kind": ["segmentation"]}]}), "`segmentation`"),
+        (
+            json!({"and": [cohort, {"field": "modality", "in": ["MR"], "within_days_after": {"event": {"field": "diagnosis", "prefix": "C34"}, "min": 0, "max": 30}}]}),
+            "`diagnosis`",
+        ),
+    ];
+    for (criteria, named) in outside {
+        let response = ask("count", json!({"project": project, "criteria": criteria})).await;
+        let message = response.assert_error(StatusCode::FORBIDDEN, "outside-grant");
+        assert!(message.contains(named), "{criteria}: {message}");
+    }
+    // A breakdown names the granted modalities, and only dimensions the grant covers.
+    let mr = json!({"and": [cohort, {"field": "modality", "in": ["MR"]}]});
+    let by_sex = ask("breakdown", json!({"project": project, "criteria": mr, "by": ["sex", "age_band"]})).await;
+    assert_eq!(by_sex.assert_status(StatusCode::OK).json()["disclosure"]["exact"], true);
+    ask("breakdown", json!({"project": project, "criteria": cohort, "by": ["sex"]}))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "outside-grant");
+    // Without the project, the same questions get protected counts like anyone's.
+    let public = ask("count", json!({"criteria": {"and": [cohort, {"field": "diagnosis", "prefix": "C34"}]}})).await;
+    assert_eq!(public.assert_status(StatusCode::OK).json()["disclosure"]["exact"], false);
+}
