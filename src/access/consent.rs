@@ -231,6 +231,16 @@ impl ConsentTerms {
         self.present_modifiers().into_iter().map(Modifier::code).collect()
     }
 
+    /// The latest a use that began at `start` may end under these terms:
+    /// `start` plus the time limit (TS), or `None` without one.
+    pub fn latest_end(&self, start: chrono::DateTime<chrono::Utc>) -> Option<chrono::DateTime<chrono::Utc>> {
+        if !self.has(Modifier::Ts) {
+            return None;
+        }
+        let months = self.time_limit_months?;
+        Some(start.checked_add_months(chrono::Months::new(months)).unwrap_or(start))
+    }
+
     fn has(&self, modifier: Modifier) -> bool {
         self.modifiers.contains(&modifier)
     }

@@ -393,6 +393,8 @@ impl From<StoredGrant> for GrantRow {
 /// Creates the project's own pseudonymization key unless it has one, sealed
 /// (AES-256-GCM) under a key derived from the registry key.
 pub async fn ensure_project_key(tx: &mut PgConnection, key: &RegistryKey, project_id: Uuid) -> Result<bool, ApiError> {
+    // A closed project's key was destroyed with its linkage; it is never made again.
+    super::projects::ensure_open(tx, project_id).await?;
     let mut secret = [0u8; 32];
     let mut nonce = [0u8; NONCE_LEN];
     aws_lc_rs::rand::fill(&mut secret).map_err(|_| ApiError::Internal(anyhow::anyhow!("no randomness")))?;
@@ -441,6 +443,45 @@ fn sealing_key(key: &RegistryKey) -> Result<LessSafeKey, ApiError> {
     let unbound =
         UnboundKey::new(&AES_256_GCM, &derived).map_err(|_| ApiError::Internal(anyhow::anyhow!("AES key")))?;
     Ok(LessSafeKey::new(unbound))
+}
+
+/// Checks that a grant of `scope` that began at `start` may run until `until`
+/// under every one of its cohorts' consent terms (DUO TS), as an application
+/// for that long would be checked. Terms that cannot be read refuse (fail closed).
+pub async fn within_consent(
+    db: impl PgExecutor<'_>,
+    scope: &Scope,
+    start: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let rows: Vec<(String, Option<Value>)> =
+        sqlx::query_as("select slug, consent_terms from cohort where slug = any($1) order by slug")
+            .bind(&scope.cohorts)
+            .fetch_all(db)
+            .await?;
+    for (slug, terms) in rows {
+        let Some(terms) = terms else { continue };
+        let terms: super::consent::ConsentTerms = serde_json::from_value(terms).map_err(|e| {
+            tracing::error!(cohort = %slug, error = %e, "a cohort's consent terms cannot be read");
+            ApiError::Internal(anyhow::anyhow!("the consent terms of `{slug}` cannot be read"))
+        })?;
+        if let Some(latest) = terms.latest_end(start)
+            && until > latest
+        {
+            return Err(ApiError::Refused {
+                code: "consent-time-limit",
+                message: format!(
+                    "the consent terms of `{slug}` limit use to {} months (TS) from the grant's start on {}: the grant \
+                     may run until {} at the latest, not {}",
+                    terms.time_limit_months.unwrap_or_default(),
+                    start.date_naive(),
+                    latest.date_naive(),
+                    until.date_naive()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -850,3 +850,23 @@ pub async fn remove_member(
     tx.commit().await?;
     Ok(())
 }
+
+/// Refuses with `project-closed` when the project is closed, and otherwise
+/// holds a share lock on its row until the transaction ends, so a closure
+/// cannot commit between this check and what the caller writes.
+pub async fn ensure_open(tx: &mut sqlx::PgConnection, project_id: Uuid) -> Result<(), ApiError> {
+    let closed = sqlx::query_scalar!(
+        r#"select closed_at is not null as "closed!" from project where project_id = $1 for share"#,
+        project_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(ApiError::NotFound("project"))?;
+    if closed {
+        return Err(ApiError::Refused {
+            code: "project-closed",
+            message: "the project is closed: it takes no new applications, grants or keys".into(),
+        });
+    }
+    Ok(())
+}

@@ -63,6 +63,10 @@ pub async fn advance(
 ) -> Result<State, ApiError> {
     let to = state::next(app.state, action, actor)
         .map_err(|why| ApiError::Refused { code: "invalid-transition", message: why })?;
+    // A closed project's applications may only be withdrawn.
+    if action != Action::Withdraw {
+        super::projects::ensure_open(tx, app.project_id).await?;
+    }
     db::transition(tx, app, to, who, reason).await?;
     Ok(to)
 }

@@ -155,6 +155,7 @@ pub async fn create_application(
 ) -> Result<(StatusCode, AppJson<Application>)> {
     require_pi(&state, &principal, project_id).await?;
     let mut tx = state.db.begin().await?;
+    crate::access::projects::ensure_open(&mut tx, project_id).await?;
     let id = db::create(&mut tx, project_id, &principal.username, &request.content).await?;
     audit::record(
         &mut tx,

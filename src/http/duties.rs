@@ -439,6 +439,9 @@ pub async fn request_renewal(
             current.effective_state.as_str()
         )));
     }
+    // Refused now if it could never be approved: the consent terms' time limit.
+    grants::within_consent(&state.db, &current.scope, current.not_before, renewed_until(current, request.months))
+        .await?;
     let mut tx = state.db.begin().await?;
     let renewal: Renewal = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "insert into grant_renewal (grant_id, requested_by, months, progress_report) values ($1, $2, $3, $4)
@@ -468,6 +471,12 @@ pub async fn request_renewal(
     .await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, AppJson(renewal)))
+}
+
+/// The end a renewal of `months` gives a grant: from its end, or from now if it has expired.
+fn renewed_until(grant: &grants::Grant, months: i32) -> chrono::DateTime<Utc> {
+    let from = grant.not_after.max(Utc::now());
+    from.checked_add_months(Months::new(u32::try_from(months).unwrap_or(1))).unwrap_or(from)
 }
 
 /// A steward's decision on a renewal.
@@ -517,8 +526,8 @@ pub async fn decide_renewal(
     let mut details = json!({ "renewal": id, "approve": request.approve });
     if request.approve {
         let from = current.not_after.max(Utc::now());
-        let months = u32::try_from(renewal.months).unwrap_or(1);
-        let until = from.checked_add_months(Months::new(months)).unwrap_or(from);
+        let until = renewed_until(&current, renewal.months);
+        grants::within_consent(&mut *tx, &current.scope, current.not_before, until).await?;
         let state_now = if current.state == GrantState::Suspended { GrantState::Suspended } else { GrantState::Active };
         grants::insert(
             &mut tx,
@@ -590,6 +599,8 @@ pub struct Closed {
     pub project_id: Uuid,
     /// Grants that were closed.
     pub grants_closed: usize,
+    /// Applications still open that were withdrawn.
+    pub applications_withdrawn: usize,
     /// Whether the project's pseudonymization key existed and is now destroyed.
     pub key_destroyed: bool,
 }
@@ -630,6 +641,26 @@ pub async fn close_project(
     .rows_affected();
     if closed == 0 {
         return Err(ApiError::Conflict("the project is already closed".into()));
+    }
+    // Open applications are withdrawn: a closed project gets no new grant.
+    let open: Vec<Uuid> = sqlx::query_scalar(
+        "select application_id from application where project_id = $1
+         and state in ('draft', 'submitted', 'under_review', 'changes_requested') order by created_at",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    for application in &open {
+        let locked = crate::access::db::lock(&mut tx, *application).await?.ok_or(ApiError::NotFound("application"))?;
+        crate::access::review::advance(
+            &mut tx,
+            &locked,
+            crate::access::state::Action::Withdraw,
+            crate::access::state::Actor::Applicant,
+            &principal.username,
+            Some("the project was closed"),
+        )
+        .await?;
     }
     let mut grants_closed = 0;
     for grant in grants::of_project(&mut *tx, id).await? {
@@ -672,11 +703,16 @@ pub async fn close_project(
         &mut tx,
         NewEvent::new(&principal.username, "project.close")
             .target(format!("project:{id}"))
-            .details(json!({ "grants_closed": grants_closed, "key_destroyed": key_destroyed })),
+            .details(json!({
+                "grants_closed": grants_closed,
+                "applications_withdrawn": open,
+                "key_destroyed": key_destroyed,
+                "deletion_attestation_sha256": hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, attestation.as_bytes())),
+            })),
     )
     .await?;
     tx.commit().await?;
-    Ok(AppJson(Closed { project_id: id, grants_closed, key_destroyed }))
+    Ok(AppJson(Closed { project_id: id, grants_closed, applications_withdrawn: open.len(), key_destroyed }))
 }
 
 /// Something to act on.

@@ -256,6 +256,28 @@ pub async fn put_field(
         max_value: request.max_value,
     };
     let mut tx = state.db.begin().await?;
+    // Stored values are in the field's unit and type: neither changes under them.
+    // The row lock makes an import of values for the field wait, or this wait for it.
+    let before = sqlx::query!(
+        r#"select f.unit, f.value_type as "value_type: ValueType",
+                  (select count(*) from observation o where o.field_id = f.field_id) as "values!"
+           from field f where f.field_id = $1 for update"#,
+        id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(before) = before
+        && before.values > 0
+        && (before.unit.as_deref() != request.unit.as_deref() || before.value_type != request.value_type)
+    {
+        return Err(ApiError::Conflict(format!(
+            "`{id}` holds {} stored values in {} ({}); its unit and value type cannot change under them: define a \
+             new field",
+            before.values,
+            before.unit.as_deref().unwrap_or("no unit"),
+            serde_json::to_value(before.value_type).unwrap_or_default()
+        )));
+    }
     let (field, created) = db::put_observation_field(&mut *tx, &new)
         .await
         .on_constraint("field_code_key", || {

@@ -460,6 +460,30 @@ async fn adding_or_removing_a_few_people_by_any_route_gets_the_earlier_answer_an
 }
 
 #[tokio::test]
+async fn a_cell_a_breakdown_hid_to_protect_its_neighbour_stays_hidden_when_counted_on_its_own() {
+    let app = TestApp::new().await;
+    let people = people();
+    registry(&app, &people).await;
+    let token = app.token("rita", &[Role::Researcher]);
+    let mr = json!({"field": "modality", "in": ["MR"]});
+    let table =
+        discover(&app, &token, "breakdown", &json!({"criteria": mr, "by": ["manufacturer", "sex"]})).await.json();
+    let cell = |maker: &str, sex: &str| {
+        table["cells"].as_array().unwrap().iter().find(|c| c["values"] == json!([maker, sex])).unwrap().clone()
+    };
+    // Six GE women are too few; the fourteen GE men are hidden with them, or the GE total would give the women away.
+    let want =
+        expected(&people, |p, s| s.is_some_and(|s| s.modality == "MR" && s.manufacturer == "GE") && p.sex == "M");
+    assert_eq!(want[0], 14);
+    assert_eq!(cell("GE", "F")["suppressed"], true);
+    assert_eq!(cell("GE", "M")["suppressed"], true);
+    let alone =
+        json!({"criteria": {"and": [{"field": "sex", "in": ["M"]}, {"field": "manufacturer", "in": ["GE"]}, mr]}});
+    let alone = discover(&app, &token, "count", &alone).await.json();
+    assert!(all_null(&alone["counts"]), "{alone}");
+}
+
+#[tokio::test]
 async fn the_budget_is_spent_per_cohort_in_units_and_a_429_says_when_to_retry() {
     let app = TestApp::with_config(|c| c.discovery.budget_units = 5).await;
     let token = app.token("rita", &[Role::Researcher]);

@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use serde_json::json;
 
 use crate::access::{
-    DUA, World, active_grant, application, cohort, content, exact_count, grant_on_chest_ct, import_subjects, project,
-    world,
+    DUA, World, active_grant, application, cohort, content, declare_and_vote, exact_count, grant_on_chest_ct,
+    import_subjects, project, state, world,
 };
 
 async fn approved_with_fee(w: &World) -> (String, String) {
@@ -315,4 +315,91 @@ async fn bad_fees_renewals_and_consent_terms_are_refused_with_a_clear_error_and_
         .assert_error(StatusCode::BAD_REQUEST, "bad-request");
     let renewals: i64 = sqlx::query_scalar("select count(*) from grant_renewal").fetch_one(&w.app.db).await.unwrap();
     assert_eq!(renewals, 0);
+}
+
+#[tokio::test]
+async fn a_renewal_past_the_consent_time_limit_is_refused_as_an_application_would_be() {
+    let w = world().await;
+    // Use limited to 36 months (DUO TS); the application asks for 24.
+    cohort(
+        &w,
+        "chest-ct",
+        "registered",
+        json!({"permission": "GRU", "modifiers": ["TS"], "time_limit_months": 36}),
+        true,
+    )
+    .await;
+    // A time limit is a condition for the committee: one steward approves.
+    let project = project(&w).await;
+    let id = application(&w, &project, &content(&["chest-ct"], "HMB")).await;
+    w.app
+        .post_json(&format!("/api/v1/applications/{id}/submit"), Some(&w.pi), &json!({}))
+        .await
+        .assert_status(StatusCode::OK);
+    w.app
+        .post_json(&format!("/api/v1/applications/{id}/review"), Some(&w.sam), &json!({}))
+        .await
+        .assert_status(StatusCode::OK);
+    declare_and_vote(&w, &w.sam, &id, json!({"vote": "approve"})).await.assert_status(StatusCode::CREATED);
+    w.app
+        .post_json(&format!("/api/v1/applications/{id}/activate"), Some(&w.pi), &json!({"dua_version": DUA}))
+        .await
+        .assert_status(StatusCode::OK);
+    let grants = w.app.get(&format!("/api/v1/projects/{project}/grants"), Some(&w.pi)).await.json();
+    let grant = grants["grants"][0]["id"].as_str().unwrap().to_owned();
+    let ask = |months: i32| json!({"months": months, "progress_report": "Year one done."});
+    let refused = w.app.post_json(&format!("/api/v1/grants/{grant}/renewals"), Some(&w.pi), &ask(24)).await;
+    let message = refused.assert_error(StatusCode::FORBIDDEN, "consent-time-limit");
+    assert!(message.contains("36 months") && message.contains("`chest-ct`"), "{message}");
+    // Twelve more months fit exactly; approving them checks again.
+    let renewal = w.app.post_json(&format!("/api/v1/grants/{grant}/renewals"), Some(&w.pi), &ask(12)).await;
+    let renewal = renewal.assert_status(StatusCode::CREATED).json()["id"].as_str().unwrap().to_owned();
+    let decision = json!({"approve": true, "reason": "Within the consent."});
+    let decided = w.app.post_json(&format!("/api/v1/renewals/{renewal}/decision"), Some(&w.sam), &decision).await;
+    assert_eq!(decided.assert_status(StatusCode::OK).json()["state"], "approved");
+    // And nothing more after that.
+    w.app
+        .post_json(&format!("/api/v1/grants/{grant}/renewals"), Some(&w.pi), &ask(1))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "consent-time-limit");
+}
+
+#[tokio::test]
+async fn a_closed_project_takes_no_new_application_withdraws_its_open_ones_and_never_gets_a_key_again() {
+    let w = world().await;
+    let (project, _) = active_grant(&w).await;
+    let draft = application(&w, &project, &content(&["chest-ct"], "HMB")).await;
+    let attest = json!({"deletion_attestation": "All copies deleted on 2028-01-31."});
+    let closed = w.app.post_json(&format!("/api/v1/projects/{project}/close"), Some(&w.pi), &attest).await.json();
+    assert_eq!(closed["applications_withdrawn"], 1);
+    assert_eq!(state(&w, &draft).await["state"], "withdrawn");
+
+    let again = w
+        .app
+        .post_json(
+            &format!("/api/v1/projects/{project}/applications"),
+            Some(&w.pi),
+            &json!({"content": content(&["chest-ct"], "HMB")}),
+        )
+        .await;
+    again.assert_error(StatusCode::FORBIDDEN, "project-closed");
+    w.app
+        .post_json(&format!("/api/v1/applications/{draft}/submit"), Some(&w.pi), &json!({}))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "invalid-transition");
+    let mut tx = w.app.db.begin().await.unwrap();
+    let key =
+        custodian::access::grants::ensure_project_key(&mut tx, &w.app.state.ingest.key, project.parse().unwrap()).await;
+    assert!(matches!(key, Err(custodian::error::ApiError::Refused { code: "project-closed", .. })));
+    drop(tx);
+    let events: Vec<serde_json::Value> =
+        sqlx::query_scalar("select details from audit_event where action = 'project.close'")
+            .fetch_all(&w.app.db)
+            .await
+            .unwrap();
+    assert_eq!(
+        events[0]["deletion_attestation_sha256"].as_str().unwrap().len(),
+        64,
+        "the audit keeps what closure rested on"
+    );
 }

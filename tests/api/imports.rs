@@ -381,4 +381,18 @@ async fn stewards_define_new_observation_fields_that_imports_then_accept() {
         .unwrap();
     assert!((value - 120.0).abs() < 1e-9, "ng/mL and ug/L are the same");
     assert!(app.audit_actions().await.iter().any(|a| a == "field.create"));
+
+    // With a value stored, the unit and the type stay; the rest may change.
+    let in_mg = json!({"title": "Ferritin", "category": "laboratory", "value_type": "number", "unit": "mg/L",
+                       "coding_system": "LOINC", "code": "2276-4"});
+    let refused = put("ferritin", in_mg, steward.clone()).await;
+    let message = refused.assert_error(StatusCode::CONFLICT, "conflict");
+    assert!(message.contains("1 stored values in ug/L"), "{message}");
+    let coded = json!({"title": "Ferritin", "category": "laboratory", "value_type": "code", "coding_system": "LOINC", "code": "2276-4"});
+    put("ferritin", coded, steward.clone()).await.assert_error(StatusCode::CONFLICT, "conflict");
+    let renamed = json!({"title": "Serum ferritin", "category": "laboratory", "value_type": "number", "unit": "ug/L",
+                         "coding_system": "LOINC", "code": "2276-4", "min_value": 0, "max_value": 100_000});
+    put("ferritin", renamed, steward.clone()).await.assert_status(StatusCode::OK);
+    let field = app.get("/api/v1/fields/ferritin", Some(&steward)).await.json();
+    assert_eq!((field["unit"].as_str(), field["title"].as_str()), (Some("ug/L"), Some("Serum ferritin")));
 }

@@ -54,6 +54,7 @@ pub async fn write(tx: &mut PgConnection, ctx: &Context<'_>, parsed: Parsed) -> 
 
     let mut values = 0_u64;
     if !parsed.observations.is_empty() {
+        same_units(tx, &parsed).await?;
         values += copy_observations(tx, &parsed, &subjects, import_id).await?;
     }
     if !parsed.diagnoses.is_empty() {
@@ -306,6 +307,25 @@ pub(crate) async fn copy_rows(
 
 fn shifted(at: NaiveDateTime, days: i64) -> NaiveDateTime {
     at + Duration::days(days)
+}
+
+/// Holds the fields the values are for (a steward's change of unit waits for
+/// this import), and refuses if one changed unit since the file was read.
+async fn same_units(tx: &mut PgConnection, parsed: &Parsed) -> Result<(), ApiError> {
+    let now = sqlx::query!(
+        "select field_id, unit from field where field_id = any($1) order by field_id for share",
+        &parsed.fields
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for (id, unit) in parsed.fields.iter().zip(&parsed.field_units) {
+        if !now.iter().any(|f| f.field_id == *id && f.unit == *unit) {
+            return Err(ApiError::Conflict(format!(
+                "the field `{id}` was redefined while the file was read; send it again"
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn copy_observations(

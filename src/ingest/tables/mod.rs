@@ -247,6 +247,8 @@ pub struct Parsed {
     pub demographics: Vec<Demographics>,
     /// Field ids referenced by [`ObservationRow::field`].
     pub fields: Vec<String>,
+    /// Each field's canonical unit as the values were converted to it.
+    pub field_units: Vec<Option<String>>,
     pub observations: Vec<ObservationRow>,
     pub diagnoses: Vec<DiagnosisRow>,
     pub variants: Vec<VariantKey>,
@@ -256,12 +258,13 @@ pub struct Parsed {
 }
 
 impl Parsed {
-    /// The index of field `id` in [`Self::fields`].
-    pub fn field(&mut self, id: &str) -> u16 {
-        if let Some(at) = self.fields.iter().position(|f| f == id) {
+    /// The index of `field` in [`Self::fields`].
+    pub fn field(&mut self, field: &crate::dictionary::Field) -> u16 {
+        if let Some(at) = self.fields.iter().position(|f| *f == field.id) {
             return u16::try_from(at).expect("few fields");
         }
-        self.fields.push(id.to_owned());
+        self.fields.push(field.id.clone());
+        self.field_units.push(field.unit.clone());
         u16::try_from(self.fields.len() - 1).expect("fewer than 65536 fields")
     }
 }

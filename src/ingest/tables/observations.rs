@@ -102,7 +102,7 @@ pub fn parse(format: Format, body: &[u8], dictionary: &Dictionary, problems: &mu
             let column = columns.time_name;
             return problems.at(row, column, "invalid-date", "not a date or date-time (YYYY-MM-DD[THH:MM[:SS]])");
         }
-        let field = parsed.field(&field.id);
+        let field = parsed.field(field);
         parsed.observations.push(ObservationRow { patient, field, value, code: coded, at });
     });
     if let Some(header) = header

@@ -104,11 +104,11 @@ pub fn parse(format: Format, body: &[u8], dictionary: &Dictionary, problems: &mu
         }
         let computed = computed_bmi(&values, dictionary);
         for (field, value, code) in values {
-            let field = parsed.field(&field.id);
+            let field = parsed.field(field);
             parsed.observations.push(ObservationRow { patient, field, value, code, at });
         }
         if let Some((bmi, value)) = computed {
-            let field = parsed.field(&bmi.id);
+            let field = parsed.field(bmi);
             parsed.observations.push(ObservationRow { patient, field, value: Some(value), code: None, at });
         }
     });
