@@ -67,8 +67,10 @@ t1=$(date +%s.%N)
 echo "generation took $(echo "$t1 - $t0" | bc) s" >&2
 psql -X -q -t -A "$URL" -c "select 'rows: ' || (select count(*) from subject) || ' subjects, ' || (select count(*) from study) || ' studies, ' || (select count(*) from series) || ' series, ' || (select count(*) from instance) || ' instances, ' || (select count(*) from observation) || ' lab values, ' || (select count(*) from genotype) || ' genotypes'" >&2
 
-# INDEX=0: the service answers every query from PostgreSQL (no in-memory index).
+# INDEX=0: the service answers every exact query from PostgreSQL (no in-memory index).
 export CUSTODIAN_DISCOVERY__MEMORY_INDEX=$([ "${INDEX:-1}" = 0 ] && echo false || echo true)
+# The researcher of the protected run may ask every query every run.
+export CUSTODIAN_DISCOVERY__BUDGET_UNITS=100000000
 "$BIN" --data-dir "$work/data" serve --listen "127.0.0.1:$PORT" >"$work/server.log" 2>&1 &
 pid=$!
 until curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; do
@@ -85,6 +87,7 @@ if [ "${INDEX:-1}" != 0 ]; then
     echo "service resident memory with the index: $(($(ps -o rss= -p "$pid") / 1024)) MiB" >&2
 fi
 steward=$(custodian token issue --user bench-steward --role steward --ttl 2h)
+researcher=$(custodian token issue --user bench-researcher --role researcher --ttl 2h)
 uploader=$(custodian token issue --user bench-uploader --role uploader --ttl 2h)
 
 if [ "${QUERIES:-1}" = 1 ]; then
@@ -96,6 +99,13 @@ echo
 echo "Query latency in ms, $RUNS runs each after 2 warm-ups (API: steward, exact counts, audited):"
 echo
 "$LOAD" report "$work/api.tsv" "$work/psql.out" benches/discovery_queries.json
+
+echo "running the same 20 queries x $RUNS as a researcher (protected counts)..." >&2
+"$LOAD" api "http://127.0.0.1:$PORT" "$researcher" benches/discovery_queries.json "$RUNS" >"$work/protected.tsv"
+echo
+echo "Protected counts (researcher: cell keys, anchors, budget) against exact counts (steward), in ms:"
+echo
+"$LOAD" compare "$work/api.tsv" "$work/protected.tsv"
 
 fi
 

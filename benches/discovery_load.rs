@@ -4,6 +4,7 @@
 //! discovery_load api <base-url> <token> <queries.json> <runs>   # TSV: name, kind, latencies (ms)
 //! discovery_load sql <queries.json> <runs>                       # a psql script with \timing
 //! discovery_load report <api.tsv> <psql.out> <queries.json>      # the comparison table
+//! discovery_load compare <exact.tsv> <protected.tsv>             # protected against exact, same queries
 //! discovery_load labs <csv> <patients> <rows-per-patient>        # a lab export for the import benchmark
 //! ```
 //!
@@ -77,8 +78,9 @@ fn stats(mut times: Vec<f64>) -> Stats {
     Stats { p50: percentile(&times, 50.0), p95: percentile(&times, 95.0), p99: percentile(&times, 99.0) }
 }
 
-fn report(api_path: &str, psql_path: &str, path: &str) {
-    let api: Vec<(String, String, Vec<f64>)> = std::fs::read_to_string(api_path)
+/// Name, kind and latencies of each query, as `api` wrote them.
+fn api_results(path: &str) -> Vec<(String, String, Vec<f64>)> {
+    std::fs::read_to_string(path)
         .expect("api results")
         .lines()
         .map(|line| {
@@ -88,7 +90,41 @@ fn report(api_path: &str, psql_path: &str, path: &str) {
             let times = parts.next().expect("times").split(',').map(|t| t.parse().expect("ms")).collect();
             (name, kind, times)
         })
-        .collect();
+        .collect()
+}
+
+/// The same queries asked by a steward (exact) and a researcher (protected), side by side.
+fn compare(exact_path: &str, protected_path: &str) {
+    println!(
+        "| query | kind | exact p50 | exact p95 | protected p50 | protected p95 | protected ÷ exact, p50 | protected ÷ exact, p95 |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    let mut ratios = Vec::new();
+    for ((name, kind, exact), (_, _, protected)) in api_results(exact_path).into_iter().zip(api_results(protected_path))
+    {
+        let (e, p) = (stats(exact), stats(protected));
+        ratios.push(p.p95 / e.p95);
+        println!(
+            "| {name} | {kind} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} × | {:.2} × |",
+            e.p50,
+            e.p95,
+            p.p50,
+            p.p95,
+            p.p50 / e.p50,
+            p.p95 / e.p95
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!();
+    println!(
+        "protected ÷ exact at p95: median {:.2} ×, worst {:.2} ×",
+        percentile(&ratios, 50.0),
+        ratios.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
+fn report(api_path: &str, psql_path: &str, path: &str) {
+    let api = api_results(api_path);
     let mut sql: Vec<Vec<f64>> = Vec::new();
     for line in std::fs::read_to_string(psql_path).expect("psql output").lines() {
         if line.starts_with('Q') {
@@ -171,6 +207,7 @@ async fn main() {
         "api" => api(arg(1), arg(2), arg(3), arg(4).parse().expect("runs")).await,
         "sql" => sql(arg(1), arg(2).parse().expect("runs")),
         "report" => report(arg(1), arg(2), arg(3)),
+        "compare" => compare(arg(1), arg(2)),
         "labs" => labs(arg(1), arg(2).parse().expect("patients"), arg(3).parse().expect("rows")),
         other => panic!("unknown command {other}"),
     }
