@@ -1,5 +1,7 @@
-//! The de-identification conformance statement, generated from the profile data.
+//! The de-identification conformance statement, generated from the profile
+//! data, with the disclosure control of counts as configured.
 
+use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -9,6 +11,7 @@ use super::extract::AppJson;
 use crate::app::AppState;
 use crate::deid::profile::BASIC_PROFILE_CODE;
 use crate::deid::{PROFILE, ProfileOption, Rule};
+use crate::discovery::protect::{self, Perturbation};
 use crate::error::{ErrorBody, Result};
 use crate::openapi::tags;
 
@@ -38,7 +41,38 @@ pub struct DeidProfileResponse {
     pub rules: Vec<&'static str>,
     /// Per attribute: the standard's code, the option that decided (if any) and the action taken.
     pub attributes: Vec<Rule>,
+    /// How counts are protected before anyone without a grant sees them.
+    pub disclosure: DisclosureStatement,
 }
+
+/// The statistical disclosure control of discovery, with its parameters as configured.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DisclosureStatement {
+    /// `cell-key`: the ABS TableBuilder / UK 2021 Census method, with anchors.
+    pub method: &'static str,
+    /// What is done, in order, and what it does not protect against.
+    pub rules: Vec<&'static str>,
+    /// The perturbation table.
+    pub noise: crate::discovery::Noise,
+    /// Threshold of subjects in no cohort, and the range a cohort may set.
+    pub default_threshold: i32,
+    pub min_threshold: i32,
+    pub max_threshold: i32,
+    /// Units each user may spend per cohort over the window.
+    pub budget_units: u32,
+    pub budget_window_days: u32,
+}
+
+const DISCLOSURE_RULES: &[&str] = &[
+    "Stewards and admins, and project members asking within an active grant's scope, see exact counts; everyone else sees protected counts.",
+    "Every subject has a fixed, secret, random 64-bit record key; a cell's key is the sum of its subjects' keys, so the same subjects always get the same answer.",
+    "A published subject count is the true count plus the perturbation table's value at the position given by the cell key, and never below the threshold; studies, series and instances get their own draws, scaled to their size per subject.",
+    "A subject counts in a cell only when at least its strictest cohort's threshold of such subjects are in it; a cell with none is suppressed, all four counts null, so nobody and a few look the same.",
+    "Breakdowns list every label the registry holds, empty cells included, with margins computed as cells of their own; a partner of any lone hidden cell in a row or column is hidden too.",
+    "Every answered cell is remembered with a sketch of its subjects' keys; a later cell within the threshold of one, by any route and for anyone, gets the nearest such answer, so adding or removing a few people changes nothing.",
+    "Nothing is refused for what the data holds; each user spends units per cohort (a count 1, a breakdown 2 or 4), checked under a lock, with Retry-After when used up.",
+    "Not stopped: a three-set tracker (P or Y or X against P and Y, all far apart) estimates a small group with the noise of three answers; the budget bounds how many such groups one account can examine, not how well it can examine one (docs/privacy.md).",
+];
 
 const RULES: &[&str] = &[
     "Patient ID (0010,0020) and Patient's Name (0010,0010) are replaced by the subject's registry pseudonym, a keyed HMAC-SHA-256 of site and local patient ID.",
@@ -69,7 +103,9 @@ const RULES: &[&str] = &[
         (status = "5XX", description = "Server error", body = ErrorBody),
     )
 )]
-pub async fn find_deid_profile() -> Result<AppJson<DeidProfileResponse>> {
+pub async fn find_deid_profile(State(state): State<AppState>) -> Result<AppJson<DeidProfileResponse>> {
+    let config = &state.config.discovery;
+    let table = Perturbation::new(config.noise_sd, config.noise_bound);
     let code = |(code_value, code_meaning): (&'static str, &'static str)| ProfileCode {
         code_value,
         coding_scheme: "DCM",
@@ -83,5 +119,21 @@ pub async fn find_deid_profile() -> Result<AppJson<DeidProfileResponse>> {
             .collect(),
         rules: RULES.to_vec(),
         attributes: PROFILE.rules().to_vec(),
+        disclosure: DisclosureStatement {
+            method: "cell-key",
+            rules: DISCLOSURE_RULES.to_vec(),
+            noise: crate::discovery::Noise {
+                method: "cell-key",
+                sd: table.sd,
+                bound: table.bound,
+                mean_absolute: (table.mean_absolute() * 1000.0).round() / 1000.0,
+                table: table.rows(),
+            },
+            default_threshold: protect::DEFAULT_THRESHOLD,
+            min_threshold: protect::MIN_THRESHOLD,
+            max_threshold: protect::MAX_THRESHOLD,
+            budget_units: config.budget_units,
+            budget_window_days: config.budget_window_days,
+        },
     }))
 }

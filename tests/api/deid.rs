@@ -196,6 +196,13 @@ async fn conformance_statement_is_public_and_generated_from_the_profile() {
     assert_eq!(row("PatientSex")["action"], "keep");
     assert_eq!(row("StudyInstanceUID")["action"], "uid");
     assert_eq!(row("DeviceSerialNumber")["action"], "zero");
+    // The statement also says how counts are protected, with the parameters in force, trackers included.
+    let disclosure = &body["disclosure"];
+    assert_eq!(disclosure["method"], "cell-key");
+    assert_eq!((disclosure["noise"]["sd"].as_f64(), disclosure["noise"]["bound"].as_i64()), (Some(2.0), Some(6)));
+    assert_eq!((disclosure["min_threshold"].as_i64(), disclosure["max_threshold"].as_i64()), (Some(5), Some(50)));
+    assert_eq!(disclosure["budget_units"], 300);
+    assert!(disclosure["rules"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().contains("tracker")));
 }
 
 #[test]
