@@ -460,11 +460,7 @@ pub async fn within_consent(
             .fetch_all(db)
             .await?;
     for (slug, terms) in rows {
-        let Some(terms) = terms else { continue };
-        let terms: super::consent::ConsentTerms = serde_json::from_value(terms).map_err(|e| {
-            tracing::error!(cohort = %slug, error = %e, "a cohort's consent terms cannot be read");
-            ApiError::Internal(anyhow::anyhow!("the consent terms of `{slug}` cannot be read"))
-        })?;
+        let Some(terms) = super::consent::stored(&slug, terms)? else { continue };
         if let Some(latest) = terms.latest_end(start)
             && until > latest
         {
@@ -481,6 +477,50 @@ pub async fn within_consent(
             });
         }
     }
+    Ok(())
+}
+
+/// Audits a refused data request (a `Refused` error; others pass): the first
+/// refusal of a user, project and code in an hour becomes an audit event with
+/// the count of the hour before; the rest of the hour are only counted.
+pub async fn audit_refusal(
+    db: &sqlx::PgPool,
+    username: &str,
+    project_id: Uuid,
+    error: &ApiError,
+    request: &str,
+) -> Result<(), ApiError> {
+    let ApiError::Refused { code, .. } = error else { return Ok(()) };
+    let mut tx = db.begin().await?;
+    let first = sqlx::query_scalar!(
+        r#"insert into access_refusal (username, project_id, code, hour) values ($1, $2, $3, date_trunc('hour', now()))
+           on conflict (username, project_id, code, hour) do update set refusals = access_refusal.refusals + 1
+           returning (xmax = 0) as "first!""#,
+        username,
+        project_id,
+        *code
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if first {
+        let before = sqlx::query_scalar!(
+            "select refusals from access_refusal where username = $1 and project_id = $2 and code = $3
+             and hour = date_trunc('hour', now()) - interval '1 hour'",
+            username,
+            project_id,
+            *code
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        crate::audit::record(
+            &mut tx,
+            crate::audit::NewEvent::new(username, "access.refused").target(format!("project:{project_id}")).details(
+                serde_json::json!({ "code": code, "request": request, "refusals_in_the_hour_before": before.unwrap_or(0) }),
+            ),
+        )
+        .await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 

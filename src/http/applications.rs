@@ -431,7 +431,7 @@ async fn check(state: &AppState, principal: &Principal, content: &ApplicationCon
             problems.push(problem(&format!("/scope/cohorts/{i}"), "unknown-cohort", format!("no cohort `{slug}`")));
             continue;
         };
-        let terms: Option<ConsentTerms> = terms.and_then(|t| serde_json::from_value(t).ok());
+        let terms: Option<ConsentTerms> = consent::stored(slug, terms)?;
         let (verdict, rules) = match &terms {
             Some(terms) => {
                 let c = consent::check(terms, &content.intended_use, today);

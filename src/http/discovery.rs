@@ -78,22 +78,38 @@ async fn caller<'a>(
             ));
         }
         let dictionary = crate::dictionary::db::dictionary(&state.db).await?;
+        let request = if breakdown { "discovery.breakdown" } else { "discovery.count" };
         for cohort in &cohorts {
             let need = grants::Need { cohort, imaging: false };
-            let grant = grants::check(
+            let checked = match grants::check(
                 &state.db,
                 project,
                 &principal.username,
                 need,
                 state.config.access.hold_after_overdue_days,
             )
-            .await?;
-            let coverage = Coverage { scope: &grant.scope, conditions: &grant.conditions, dictionary: &dictionary };
-            coverage.permits(query.node.as_ref(), by, breakdown)?;
-            if let Some(granted) = coverage.modalities() {
+            .await
+            {
+                Ok(grant) => {
+                    let coverage =
+                        Coverage { scope: &grant.scope, conditions: &grant.conditions, dictionary: &dictionary };
+                    coverage
+                        .permits(query.node.as_ref(), by, breakdown)
+                        .map(|()| coverage.modalities().map(<[String]>::to_vec))
+                }
+                Err(e) => Err(e),
+            };
+            let granted = match checked {
+                Ok(granted) => granted,
+                Err(e) => {
+                    grants::audit_refusal(&state.db, &principal.username, project, &e, request).await?;
+                    return Err(e);
+                }
+            };
+            if let Some(granted) = granted {
                 // Several cohorts: the modalities every one of their grants covers.
                 modalities = Some(match modalities {
-                    None => granted.to_vec(),
+                    None => granted,
                     Some(so_far) => so_far.into_iter().filter(|m| granted.contains(m)).collect(),
                 });
             }

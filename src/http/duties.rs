@@ -238,7 +238,7 @@ pub async fn settle_fee(
         &mut tx,
         NewEvent::new(&principal.username, "fee.settle")
             .target(format!("application:{application}"))
-            .details(json!({ "fee": id, "settlement": request.settlement })),
+            .details(json!({ "fee": id, "settlement": request.settlement, "note": note })),
     )
     .await?;
     tx.commit().await?;
@@ -523,7 +523,7 @@ pub async fn decide_renewal(
         return Err(ApiError::Conflict(format!("the renewal is already {}", renewal.state)));
     }
     let current = grants::latest_for_update(&mut tx, renewal.grant_id).await?.ok_or(ApiError::NotFound("grant"))?;
-    let mut details = json!({ "renewal": id, "approve": request.approve });
+    let mut details = json!({ "renewal": id, "approve": request.approve, "reason": reason });
     if request.approve {
         let from = current.not_after.max(Utc::now());
         let until = renewed_until(&current, renewal.months);
@@ -549,7 +549,7 @@ pub async fn decide_renewal(
         let fee = duties::charge(&mut tx, current.application_id, current.id, &current.scope, "maintenance").await?;
         let scheduled =
             duties::schedule(&mut tx, current.id, current.project_id, &current.scope.cohorts, from, until).await?;
-        details = json!({ "renewal": id, "approve": true, "version": current.version + 1, "not_after": until, "fee": fee, "obligations": scheduled });
+        details = json!({ "renewal": id, "approve": true, "reason": reason, "version": current.version + 1, "not_after": until, "fee": fee, "obligations": scheduled });
     }
     sqlx::query(
         "update grant_renewal set state = $2, decided_by = $3, decided_at = now(), reason = $4 where renewal_id = $1",

@@ -163,7 +163,7 @@ pub async fn notify_publication(
         return Err(ApiError::BadRequest(format!("the project never held a grant on the cohort `{missing}`")));
     }
     for (slug, terms) in &granted {
-        let terms: Option<ConsentTerms> = terms.clone().and_then(|t| serde_json::from_value(t).ok());
+        let terms: Option<ConsentTerms> = crate::access::consent::stored(slug, terms.clone())?;
         if let Some(until) = terms.filter(|t| t.modifiers.contains(&Modifier::Mor)).and_then(|t| t.moratorium_until)
             && request.published_on < until
         {

@@ -538,9 +538,12 @@ pub async fn vote(
     }
     audit::record(
         &mut tx,
-        NewEvent::new(&principal.username, "review.vote")
-            .target(format!("application:{id}"))
-            .details(json!({ "version": app.version, "vote": request.vote.as_str() })),
+        NewEvent::new(&principal.username, "review.vote").target(format!("application:{id}")).details(json!({
+            "version": app.version,
+            "vote": request.vote.as_str(),
+            "comment": comment,
+            "conditions": conditions,
+        })),
     )
     .await?;
     decide(&mut tx, &state, &app, request.vote, comment, &principal.username).await?;
@@ -581,11 +584,18 @@ async fn decide(
     .fetch_all(&mut *tx)
     .await?;
     let quorum = review::quorum(tx, &state.config.access, app).await?;
+    // Fail closed: conditions that cannot be read stop the decision; they never become "no conditions".
     let approvals: Vec<Conditions> = votes
         .iter()
         .filter(|v| v.0.starts_with("approve"))
-        .map(|v| v.1.clone().and_then(|c| serde_json::from_value(c).ok()).unwrap_or_default())
-        .collect();
+        .map(|v| match v.1.clone() {
+            Some(c) => serde_json::from_value(c).map_err(|e| {
+                tracing::error!(application = %app.id, error = %e, "a vote's conditions cannot be read");
+                ApiError::Internal(anyhow::anyhow!("a vote's approval conditions cannot be read"))
+            }),
+            None => Ok(Conditions::default()),
+        })
+        .collect::<Result<_, _>>()?;
     let rejections: Vec<&str> = votes.iter().filter(|v| v.0 == "reject").filter_map(|v| v.2.as_deref()).collect();
     if i64::try_from(approvals.len()).unwrap_or(i64::MAX) >= quorum {
         let conditions = Conditions::merge(approvals);
@@ -605,7 +615,7 @@ async fn decide(
             tx,
             NewEvent::new(who, "application.reject")
                 .target(format!("application:{}", app.id))
-                .details(json!({ "version": app.version })),
+                .details(json!({ "version": app.version, "reason": reason })),
         )
         .await?;
     }

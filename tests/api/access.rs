@@ -491,3 +491,66 @@ async fn comments_thread_keep_every_revision_and_internal_ones_stay_with_steward
         .await
         .assert_error(StatusCode::NOT_FOUND, "not-found");
 }
+
+#[tokio::test]
+async fn refused_data_requests_are_audited_once_an_hour_however_often_they_are_retried() {
+    let w = world().await;
+    let (project, grant) = active_grant(&w).await;
+    let suspend = json!({"action": "suspend", "reason": "ethics approval lapsed"});
+    w.app
+        .post_json(&format!("/api/v1/grants/{grant}/state"), Some(&w.sam), &suspend)
+        .await
+        .assert_status(StatusCode::OK);
+    for _ in 0..5 {
+        exact_count(&w, &project, "chest-ct").await.assert_error(StatusCode::FORBIDDEN, "grant-suspended");
+    }
+    w.app
+        .get(&format!("/api/v1/projects/{project}/subjects?cohort=chest-ct"), Some(&w.pi))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "grant-suspended");
+    let events: Vec<Value> =
+        sqlx::query_scalar("select details from audit_event where action = 'access.refused' order by seq")
+            .fetch_all(&w.app.db)
+            .await
+            .unwrap();
+    assert_eq!(events.len(), 1, "one event for the hour: {events:?}");
+    assert_eq!(events[0]["code"], "grant-suspended");
+    assert_eq!(events[0]["request"], "discovery.count");
+    let counted: i32 = sqlx::query_scalar("select refusals from access_refusal where code = 'grant-suspended'")
+        .fetch_one(&w.app.db)
+        .await
+        .unwrap();
+    assert_eq!(counted, 6, "every refusal is counted");
+}
+
+#[tokio::test]
+async fn the_audit_keeps_what_each_decision_rested_on() {
+    let w = world().await;
+    cohort(&w, "brain-mri", "registered", json!({"permission": "HMB"}), false).await;
+    let project = project(&w).await;
+    let id = application(&w, &project, &content(&["brain-mri"], "HMB")).await;
+    w.app
+        .post_json(&format!("/api/v1/applications/{id}/submit"), Some(&w.pi), &json!({}))
+        .await
+        .assert_status(StatusCode::OK);
+    w.app
+        .post_json(&format!("/api/v1/applications/{id}/review"), Some(&w.sam), &json!({}))
+        .await
+        .assert_status(StatusCode::OK);
+    let vote = json!({"vote": "reject", "comment": "The lay summary does not describe the risks."});
+    declare_and_vote(&w, &w.sam, &id, vote).await.assert_status(StatusCode::CREATED);
+    let details = |action: &'static str| {
+        let db = w.app.db.clone();
+        async move {
+            sqlx::query_scalar::<_, Value>(
+                "select details from audit_event where action = $1 order by seq desc limit 1",
+            )
+            .bind(action)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(details("review.vote").await["comment"], "The lay summary does not describe the risks.");
+    assert_eq!(details("application.reject").await["reason"], "The lay summary does not describe the risks.");
+}

@@ -58,7 +58,11 @@ async fn a_grant_takes_effect_only_once_its_fee_is_paid_or_waived() {
         .await
         .assert_status(StatusCode::OK);
     exact_count(&w, &project, "chest-ct").await.assert_status(StatusCode::OK);
-    assert!(w.app.audit_actions().await.iter().any(|a| a == "fee.settle"));
+    let settle: serde_json::Value = sqlx::query_scalar("select details from audit_event where action = 'fee.settle'")
+        .fetch_one(&w.app.db)
+        .await
+        .unwrap();
+    assert_eq!(settle["note"], "PhD student", "the audit keeps why it was waived");
 }
 
 #[tokio::test]
@@ -129,7 +133,12 @@ async fn a_renewal_with_a_progress_report_extends_the_grant_as_a_new_version() {
     let (old, new) =
         (chrono::DateTime::parse_from_rfc3339(&end).unwrap(), chrono::DateTime::parse_from_rfc3339(new_end).unwrap());
     assert!((new - old).num_days() >= 365 && (new - old).num_days() <= 366, "{old} -> {new}");
-    assert!(w.app.audit_actions().await.iter().any(|a| a == "grant.renewal.decide"));
+    let decided: serde_json::Value =
+        sqlx::query_scalar("select details from audit_event where action = 'grant.renewal.decide'")
+            .fetch_one(&w.app.db)
+            .await
+            .unwrap();
+    assert_eq!(decided["reason"], "Good progress.", "the audit keeps why");
 }
 
 #[tokio::test]
