@@ -179,6 +179,8 @@ pub struct AccessConfig {
     pub review_working_days: u32,
     /// A grant is held once one of its duties is this many days overdue (0: never).
     pub hold_after_overdue_days: u32,
+    /// A PI submits, and any member reaches data, only with bona fides a steward verified.
+    pub require_verified_profiles: bool,
 }
 
 impl Default for AccessConfig {
@@ -189,6 +191,7 @@ impl Default for AccessConfig {
             recuse_same_institution: true,
             review_working_days: 20,
             hold_after_overdue_days: 30,
+            require_verified_profiles: true,
         }
     }
 }

@@ -260,18 +260,21 @@ fn refused(code: &'static str, message: String) -> ApiError {
 }
 
 /// Checks, now, that `username` may use `need` through `project_id`: an
-/// accepted member of an open project whose grant for the cohort is active and
-/// within its dates. Returns that grant, or a refusal that says why.
+/// accepted member of an open project, with verified bona fides when the
+/// rules ask for them, whose grant for the cohort is active and within its
+/// dates. Returns that grant, or a refusal that says why.
 pub async fn check(
     db: impl PgExecutor<'_>,
     project_id: Uuid,
     username: &str,
     need: Need<'_>,
-    hold_after_overdue_days: u32,
+    rules: &crate::config::AccessConfig,
 ) -> Result<Grant, ApiError> {
-    let (member, closed, rows): (bool, bool, Vec<Value>) = sqlx::query_as(
+    let hold_after_overdue_days = rules.hold_after_overdue_days;
+    let (member, verified, closed, rows): (bool, bool, bool, Vec<Value>) = sqlx::query_as(
         "select exists (select 1 from project_member m where m.project_id = p.project_id and m.username = $2
                         and m.accepted_at is not null and m.removed_at is null),
+                exists (select 1 from researcher_profile r where r.username = $2 and r.verified_at is not null),
                 p.closed_at is not null,
                 coalesce((select jsonb_agg(to_jsonb(g) || jsonb_build_object('overdue', (
                               select jsonb_build_object('kind', o.kind, 'due_on', o.due_on) from obligation o
@@ -289,12 +292,18 @@ pub async fn check(
     .bind(i32::try_from(hold_after_overdue_days).unwrap_or(i32::MAX))
     .fetch_optional(db)
     .await?
-    .map_or((false, false, Vec::new()), |(m, c, g): (bool, bool, Value)| {
-        (m, c, g.as_array().cloned().unwrap_or_default())
+    .map_or((false, false, false, Vec::new()), |(m, v, c, g): (bool, bool, bool, Value)| {
+        (m, v, c, g.as_array().cloned().unwrap_or_default())
     });
     if !member {
         // Not a member, or no such project: the same answer.
         return Err(ApiError::NotFound("project"));
+    }
+    if rules.require_verified_profiles && !verified {
+        return Err(refused(
+            "unverified-profile",
+            "your researcher profile's bona fides are not verified by a steward yet; data access waits for it".into(),
+        ));
     }
     if closed {
         return Err(refused("project-closed", "the project is closed; its access has ended".into()));

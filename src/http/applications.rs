@@ -417,6 +417,22 @@ fn completeness(content: &ApplicationContent, dictionary: &crate::dictionary::Di
 async fn check(state: &AppState, principal: &Principal, content: &ApplicationContent) -> Result<CheckResult> {
     let dictionary = crate::dictionary::db::dictionary(&state.db).await?;
     let mut problems = completeness(content, &dictionary);
+    if state.config.access.require_verified_profiles {
+        let verified: bool = sqlx::query_scalar(
+            "select exists (select 1 from researcher_profile where username = $1 and verified_at is not null)",
+        )
+        .bind(&principal.username)
+        .fetch_one(&state.db)
+        .await?;
+        if !verified {
+            problems.push(problem(
+                "/pi",
+                "unverified-profile",
+                "the PI's bona fides are not verified yet: a steward verifies the profile before the application is \
+                 submitted",
+            ));
+        }
+    }
     let scope = &content.scope;
     let today = Utc::now().date_naive();
     let caller = Caller::new(&principal.username, is_steward(principal), &state.config.discovery);

@@ -81,14 +81,7 @@ async fn caller<'a>(
         let request = if breakdown { "discovery.breakdown" } else { "discovery.count" };
         for cohort in &cohorts {
             let need = grants::Need { cohort, imaging: false };
-            let checked = match grants::check(
-                &state.db,
-                project,
-                &principal.username,
-                need,
-                state.config.access.hold_after_overdue_days,
-            )
-            .await
+            let checked = match grants::check(&state.db, project, &principal.username, need, &state.config.access).await
             {
                 Ok(grant) => {
                     let coverage =

@@ -288,15 +288,7 @@ pub async fn project_subjects(
         return Err(ApiError::BadRequest("`limit` is 1 to 10,000".into()));
     }
     let need = Need { cohort: &query.cohort, imaging: false };
-    let grant = match grants::check(
-        &state.db,
-        id,
-        &principal.username,
-        need,
-        state.config.access.hold_after_overdue_days,
-    )
-    .await
-    {
+    let grant = match grants::check(&state.db, id, &principal.username, need, &state.config.access).await {
         Ok(grant) => grant,
         Err(e) => {
             grants::audit_refusal(&state.db, &principal.username, id, &e, "project.subjects").await?;

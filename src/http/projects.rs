@@ -108,6 +108,8 @@ pub async fn put_my_profile(
 ) -> Result<(StatusCode, AppJson<Profile>)> {
     let valid = projects::validate_profile(&request)?;
     let (profile, created) = projects::put_profile(&state.db, &principal.username, &valid).await?;
+    // The roles the person holds, as of their profile: who may be assigned to review.
+    crate::auth::api_tokens::upsert_user(&state.db, &principal.username, &principal.roles).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, AppJson(profile)))
 }
 

@@ -30,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(queue))
         .routes(routes!(start_review))
         .routes(routes!(assign))
+        .routes(routes!(unassign))
         .routes(routes!(declare))
         .routes(routes!(list_votes, vote))
         .routes(routes!(list_comments, comment))
@@ -96,6 +97,30 @@ pub struct QueueItem {
     pub changed_since_previous: Vec<String>,
     /// What changed from the previous version, with the values on each side.
     pub changes: Vec<db::Change>,
+    /// The project's current members with their institutions and whether a
+    /// steward verified their bona fides (`institution` null: no profile).
+    pub members: Vec<MemberBonaFides>,
+}
+
+/// A member as the committee weighs them.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct MemberBonaFides {
+    pub username: String,
+    /// `pi` or `collaborator`.
+    pub role: String,
+    pub institution: Option<String>,
+    pub verified: bool,
+}
+
+async fn bona_fides(db: &sqlx::PgPool, project_id: Uuid) -> Result<Vec<MemberBonaFides>> {
+    Ok(sqlx::query_as(
+        "select m.username, m.role, r.institution, coalesce(r.verified_at is not null, false) as verified
+         from project_member m left join researcher_profile r using (username)
+         where m.project_id = $1 and m.removed_at is null order by m.role desc, m.username",
+    )
+    .bind(project_id)
+    .fetch_all(db)
+    .await?)
 }
 
 /// The committee's queue.
@@ -111,7 +136,7 @@ pub struct Queue {
     tag = tags::REVIEW,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Pending applications with age, due date, assignments and changes", body = Queue),
+        (status = 200, description = "Pending applications with age, due date, assignments, changes and the members' bona fides", body = Queue),
         (status = "4XX", description = "Client error", body = ErrorBody),
         (status = "5XX", description = "Server error", body = ErrorBody),
     )
@@ -153,6 +178,7 @@ pub async fn queue(State(state): State<AppState>, principal: Principal) -> Resul
             votes,
             changed_since_previous: fields,
             changes,
+            members: bona_fides(&state.db, app.project_id).await?,
         });
     }
     Ok(AppJson(Queue { items }))
@@ -170,6 +196,25 @@ async fn add_assignment(
     who: &str,
     by: &str,
 ) -> Result<bool> {
+    // Every reviewer, self-assigned or assigned: a profile (conflicts of interest are checked
+    // against it) and, as of that profile, the steward or admin role.
+    let (profile, steward_role): (bool, bool) = sqlx::query_as(
+        "select exists (select 1 from researcher_profile where username = $1),
+                exists (select 1 from app_user where username = $1 and roles && array['steward', 'admin'])",
+    )
+    .bind(who)
+    .fetch_one(&mut *tx)
+    .await?;
+    if !profile {
+        return Err(ApiError::BadRequest(format!(
+            "`{who}` has no profile: a reviewer needs one, so that conflicts of interest can be checked"
+        )));
+    }
+    if !steward_role {
+        return Err(ApiError::BadRequest(format!(
+            "`{who}` is not a steward (as of their profile: a steward saves it with a steward's token)"
+        )));
+    }
     if let Some(reason) = review::must_recuse(tx, &state.config.access, app.project_id, who).await? {
         return Err(ApiError::Refused { code: "must-recuse", message: format!("{who} cannot review it: {reason}") });
     }
@@ -259,23 +304,6 @@ pub async fn assign(
 ) -> Result<AppJson<Vec<Assignment>>> {
     steward(&principal)?;
     let who = request.steward.trim();
-    // Reviewers need a profile, so that conflicts of interest can be checked;
-    // where Custodian has seen the person's roles, one of them is steward or admin.
-    let (profile, known_not_steward): (bool, bool) = sqlx::query_as(
-        "select exists (select 1 from researcher_profile where username = $1),
-                exists (select 1 from app_user where username = $1 and not roles && array['steward', 'admin'])",
-    )
-    .bind(who)
-    .fetch_one(&state.db)
-    .await?;
-    if known_not_steward {
-        return Err(ApiError::BadRequest(format!("`{who}` is not a steward")));
-    }
-    if !profile {
-        return Err(ApiError::BadRequest(format!(
-            "`{who}` has no profile: a reviewer needs one, so that conflicts of interest can be checked"
-        )));
-    }
     let mut tx = state.db.begin().await?;
     let app = locked(&mut tx, id).await?;
     if !app.state.pending() {
@@ -285,6 +313,66 @@ pub async fn assign(
         )));
     }
     add_assignment(&mut tx, &state, &app, who, &principal.username).await?;
+    tx.commit().await?;
+    Ok(AppJson(assignments(&state.db, id).await?))
+}
+
+/// Take a steward off a pending application (stewards), as long as they have
+/// not voted on its current version; their declarations stay on record.
+#[utoipa::path(
+    delete,
+    path = "/applications/{id}/assignments/{steward}",
+    tag = tags::REVIEW,
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Application id"), ("steward" = String, Path, description = "The assigned steward")),
+    responses(
+        (status = 200, description = "The remaining assignments", body = [Assignment]),
+        (status = 409, description = "Not pending, or the steward voted on the current version", body = ErrorBody),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
+    )
+)]
+pub async fn unassign(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppPath((id, who)): AppPath<(Uuid, String)>,
+) -> Result<AppJson<Vec<Assignment>>> {
+    steward(&principal)?;
+    let mut tx = state.db.begin().await?;
+    let app = locked(&mut tx, id).await?;
+    if !app.state.pending() {
+        return Err(ApiError::Conflict(format!(
+            "the application is {}: its assignments are final",
+            app.state.as_str().replace('_', " ")
+        )));
+    }
+    let voted: bool = sqlx::query_scalar(
+        "select exists (select 1 from review_vote where application_id = $1 and version = $2 and steward = $3)",
+    )
+    .bind(id)
+    .bind(app.version)
+    .bind(&who)
+    .fetch_one(&mut *tx)
+    .await?;
+    if voted {
+        return Err(ApiError::Conflict(format!("`{who}` has voted on version {}: the vote stands", app.version)));
+    }
+    let removed = sqlx::query("delete from review_assignment where application_id = $1 and steward = $2")
+        .bind(id)
+        .bind(&who)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if removed == 0 {
+        return Err(ApiError::NotFound("assignment"));
+    }
+    audit::record(
+        &mut tx,
+        NewEvent::new(&principal.username, "review.unassign")
+            .target(format!("application:{id}"))
+            .details(json!({ "steward": who })),
+    )
+    .await?;
     tx.commit().await?;
     Ok(AppJson(assignments(&state.db, id).await?))
 }

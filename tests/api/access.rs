@@ -34,6 +34,8 @@ pub(crate) async fn world() -> World {
             json!({"name": name, "institution": institution, "email": "person@example.org", "position": "Professor"});
         app.put_json("/api/v1/me/profile", Some(token), &profile).await.assert_status(StatusCode::CREATED);
     }
+    // The PI's bona fides, verified by a steward: needed to submit and to reach data.
+    app.post_json("/api/v1/profiles/rita/verify", Some(&sam), &json!({})).await.assert_status(StatusCode::OK);
     World { app, admin, pi, sam, sue }
 }
 
@@ -364,6 +366,11 @@ async fn requested_changes_come_back_as_a_new_version_with_each_changed_value_sh
         {"path": "/scope/modalities", "before": ["MR"], "after": ["MR", "CT"]},
     ]);
     assert_eq!(item["changes"], expected, "the queue shows each changed value");
+    assert_eq!(
+        item["members"],
+        json!([{"username": "rita", "role": "pi", "institution": "University of Bologna", "verified": true}]),
+        "the committee sees who the members are and whether their bona fides are verified"
+    );
     let diff = w.app.get(&format!("/api/v1/applications/{id}/diff"), Some(&w.pi)).await.json();
     assert_eq!((diff["from"].clone(), diff["to"].clone(), diff["changes"].clone()), (json!(1), json!(2), expected));
     let first = w.app.get(&format!("/api/v1/applications/{id}/diff?to=1"), Some(&w.sue)).await.json();
@@ -553,4 +560,114 @@ async fn the_audit_keeps_what_each_decision_rested_on() {
     };
     assert_eq!(details("review.vote").await["comment"], "The lay summary does not describe the risks.");
     assert_eq!(details("application.reject").await["reason"], "The lay summary does not describe the risks.");
+}
+
+#[tokio::test]
+async fn bona_fides_a_steward_has_not_verified_keep_a_pi_from_submitting_and_a_member_from_data() {
+    let w = world().await;
+    // Verification cleared: Rita edits her profile.
+    let moved = json!({"name": "Rita Rossi", "institution": "University of Padua", "email": "person@example.org", "position": "Professor"});
+    w.app.put_json("/api/v1/me/profile", Some(&w.pi), &moved).await.assert_status(StatusCode::OK);
+    cohort(&w, "chest-ct", "registered", json!({"permission": "GRU"}), true).await;
+    let project = project(&w).await;
+    let id = application(&w, &project, &content(&["chest-ct"], "HMB")).await;
+    let check = w.app.get(&format!("/api/v1/applications/{id}/check"), Some(&w.pi)).await.json();
+    assert_eq!(check["can_submit"], false);
+    assert!(check["problems"].as_array().unwrap().iter().any(|p| p["code"] == "unverified-profile"), "{check}");
+    w.app
+        .post_json(&format!("/api/v1/applications/{id}/submit"), Some(&w.pi), &json!({}))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid-application");
+
+    // Verified again: the application goes through, and the PI reaches the data.
+    w.app.post_json("/api/v1/profiles/rita/verify", Some(&w.sam), &json!({})).await.assert_status(StatusCode::OK);
+    let submitted = w.app.post_json(&format!("/api/v1/applications/{id}/submit"), Some(&w.pi), &json!({})).await;
+    assert_eq!(submitted.assert_status(StatusCode::OK).json()["state"], "approved");
+    w.app
+        .post_json(&format!("/api/v1/applications/{id}/activate"), Some(&w.pi), &json!({"dua_version": DUA}))
+        .await
+        .assert_status(StatusCode::OK);
+    exact_count(&w, &project, "chest-ct").await.assert_status(StatusCode::OK);
+
+    // A collaborator with a profile nobody verified, and one with no profile at all, reach nothing.
+    for (user, profile) in [("carl", true), ("cleo", false)] {
+        let token = w.app.token(user, &[Role::Researcher]);
+        if profile {
+            let body =
+                json!({"name": "Carl", "institution": "Elsewhere", "email": "carl@example.org", "position": "Postdoc"});
+            w.app.put_json("/api/v1/me/profile", Some(&token), &body).await.assert_status(StatusCode::CREATED);
+        }
+        let invite = w
+            .app
+            .post_json(&format!("/api/v1/projects/{project}/members"), Some(&w.pi), &json!({"username": user}))
+            .await;
+        invite.assert_status(StatusCode::CREATED);
+        let accept = format!("/api/v1/projects/{project}/members/{user}/accept");
+        w.app.post_json(&accept, Some(&token), &json!({})).await.assert_status(StatusCode::OK);
+        let body = json!({"project": project, "criteria": {"field": "cohort", "in": ["chest-ct"]}});
+        w.app
+            .post_json("/api/v1/discovery/count", Some(&token), &body)
+            .await
+            .assert_error(StatusCode::FORBIDDEN, "unverified-profile");
+        w.app
+            .get(&format!("/api/v1/projects/{project}/subjects?cohort=chest-ct"), Some(&token))
+            .await
+            .assert_error(StatusCode::FORBIDDEN, "unverified-profile");
+    }
+}
+
+#[tokio::test]
+async fn a_registry_may_turn_the_bona_fides_rule_off() {
+    let app = TestApp::with_config(|c| c.access.require_verified_profiles = false).await;
+    let pi = app.token("rita", &[Role::Researcher]);
+    let profile = json!({"name": "Rita", "institution": "Bologna", "email": "r@example.org", "position": "Professor"});
+    app.put_json("/api/v1/me/profile", Some(&pi), &profile).await.assert_status(StatusCode::CREATED);
+    let project = app.post_json("/api/v1/projects", Some(&pi), &json!({"title": "T"})).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = json!({"content": content(&["default"], "HMB")});
+    let id = app.post_json(&format!("/api/v1/projects/{project}/applications"), Some(&pi), &body).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let check = app.get(&format!("/api/v1/applications/{id}/check"), Some(&pi)).await.json();
+    assert!(!check["problems"].as_array().unwrap().iter().any(|p| p["code"] == "unverified-profile"), "{check}");
+}
+
+#[tokio::test]
+async fn only_stewards_with_a_profile_review_and_an_assignment_can_be_undone_before_a_vote() {
+    let w = world().await;
+    cohort(&w, "brain-mri", "controlled", json!({"permission": "HMB"}), false).await;
+    let project = project(&w).await;
+    let id = application(&w, &project, &content(&["brain-mri"], "HMB")).await;
+    w.app
+        .post_json(&format!("/api/v1/applications/{id}/submit"), Some(&w.pi), &json!({}))
+        .await
+        .assert_status(StatusCode::OK);
+    // A steward with no profile cannot take it under review: no conflict check could see them.
+    let stan = w.app.token("stan", &[Role::Steward]);
+    let taken = w.app.post_json(&format!("/api/v1/applications/{id}/review"), Some(&stan), &json!({})).await;
+    assert!(taken.assert_error(StatusCode::BAD_REQUEST, "bad-request").contains("no profile"));
+    // A researcher with a profile is no reviewer.
+    let rex = w.app.token("rex", &[Role::Researcher]);
+    let profile = json!({"name": "Rex", "institution": "Elsewhere", "email": "rex@example.org", "position": "Postdoc"});
+    w.app.put_json("/api/v1/me/profile", Some(&rex), &profile).await.assert_status(StatusCode::CREATED);
+    w.app
+        .post_json(&format!("/api/v1/applications/{id}/review"), Some(&w.sam), &json!({}))
+        .await
+        .assert_status(StatusCode::OK);
+    let assign = |who: &str| json!({"steward": who});
+    let refused =
+        w.app.post_json(&format!("/api/v1/applications/{id}/assignments"), Some(&w.sam), &assign("rex")).await;
+    assert!(refused.assert_error(StatusCode::BAD_REQUEST, "bad-request").contains("not a steward"));
+    // Sue is assigned, then taken off again; Sam, once he has voted, stays.
+    let path = format!("/api/v1/applications/{id}/assignments");
+    w.app.post_json(&path, Some(&w.sam), &assign("sue")).await.assert_status(StatusCode::OK);
+    w.app.delete(&format!("{path}/sue"), Some(&w.pi)).await.assert_error(StatusCode::FORBIDDEN, "forbidden");
+    let left = w.app.delete(&format!("{path}/sue"), Some(&w.sam)).await.assert_status(StatusCode::OK).json();
+    assert_eq!(left.as_array().unwrap().iter().map(|a| a["steward"].as_str().unwrap()).collect::<Vec<_>>(), ["sam"]);
+    declare_and_vote(&w, &w.sam, &id, json!({"vote": "approve"})).await.assert_status(StatusCode::CREATED);
+    w.app.delete(&format!("{path}/sam"), Some(&w.sue)).await.assert_error(StatusCode::CONFLICT, "conflict");
+    assert!(w.app.audit_actions().await.iter().any(|a| a == "review.unassign"));
 }

@@ -463,6 +463,7 @@ fn matrix() -> Vec<Row> {
             body(json!({"steward": "sue"})),
             stewards,
         ),
+        row(M::DELETE, "/api/v1/applications/{id}/assignments/sam", Target::Fresh(Fresh::Reviewing), Empty, stewards),
         row(
             M::POST,
             "/api/v1/applications/{id}/declarations",
@@ -703,6 +704,11 @@ async fn world() -> World {
     }
     // A second steward, to be assigned.
     w.app.put_json("/api/v1/me/profile", Some(&sue), &profile("sue")).await.assert_status(StatusCode::CREATED);
+    // Everyone's bona fides verified (by Sue, so that Sam's own is too): data access needs them.
+    for caller in &CALLERS[1..] {
+        let path = format!("/api/v1/profiles/{}/verify", caller.username().unwrap());
+        w.app.post_json(&path, Some(&sue), &json!({})).await.assert_status(StatusCode::OK);
+    }
 
     for (slug, tier, terms, auto_approve) in [
         (REGISTERED, "registered", json!({"permission": "GRU"}), true),

@@ -215,6 +215,7 @@ async fn a_withdrawal_notifies_exactly_the_projects_that_may_hold_the_subject_un
     let olga = w.app.token("olga", &[custodian::auth::Role::Researcher]);
     let profile = json!({"name": "Olga", "institution": "Tartu", "email": "o@example.org", "position": "PI"});
     w.app.put_json("/api/v1/me/profile", Some(&olga), &profile).await.assert_status(StatusCode::CREATED);
+    w.app.post_json("/api/v1/profiles/olga/verify", Some(&w.sam), &json!({})).await.assert_status(StatusCode::OK);
     cohort(&w, "knee-mri", "registered", json!({"permission": "GRU"}), true).await;
     let other = w.app.post_json("/api/v1/projects", Some(&olga), &json!({"title": "Knees"})).await.json()["id"]
         .as_str()
