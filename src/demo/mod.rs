@@ -111,6 +111,28 @@ pub async fn seed(pool: &PgPool) -> Result<()> {
             created.push(format!("cohort:{}", cohort.slug));
         }
     }
+    // Profiles for the researcher and the steward: Rita's bona fides verified by
+    // Sam, so the demo researcher can apply and reach data, and Sam can review.
+    for (username, name, institution, position, verified_by) in [
+        ("rita", "Rita Researcher", "University of Bologna (demo)", "Associate professor", Some("sam")),
+        ("sam", "Sam Steward", "Registry office (demo)", "Data steward", None),
+    ] {
+        let inserted = sqlx::query!(
+            "insert into researcher_profile (username, name, institution, email, position, verified_at, verified_by)
+             values ($1, $2, $3, $1 || '@example.org', $4, case when $5::text is null then null else now() end, $5)
+             on conflict (username) do nothing",
+            username,
+            name,
+            institution,
+            position,
+            verified_by
+        )
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            created.push(format!("profile:{username}"));
+        }
+    }
     if !created.is_empty() {
         audit::record(&mut tx, NewEvent::new("system:demo", "demo.seed").details(json!({ "created": created })))
             .await?;

@@ -91,3 +91,30 @@ async fn a_generated_registry_is_complete_pseudonymized_and_shows_a_site_effect(
     let again = custodian::demo::registry::generate(&app.db, key, 3650, 10, 7).await.unwrap_err();
     assert!(again.to_string().contains("already holds a synthetic registry"), "{again}");
 }
+
+#[tokio::test]
+async fn in_the_demo_rita_can_apply_and_sam_can_review_without_any_set_up() {
+    let app = TestApp::new().await;
+    custodian::demo::seed(&app.db).await.unwrap();
+    let (rita, sam) = (app.token("rita", &[Role::Researcher]), app.token("sam", &[Role::Steward]));
+    let project = app.post_json("/api/v1/projects", Some(&rita), &json!({"title": "Glioma growth"})).await;
+    let project = project.assert_status(axum::http::StatusCode::CREATED).json()["id"].as_str().unwrap().to_owned();
+    let content = json!({
+        "title": "Glioma growth models",
+        "lay_summary": "We study how brain tumours grow.",
+        "rationale": "Growth models need longitudinal MRI.",
+        "methods": "Segmentation, then mixed-effects growth models.",
+        "scope": {"cohorts": ["demo-neuro-mri"], "fields": ["age_at_study", "sex"], "modalities": ["MR"], "imaging": true},
+        "intended_use": {"purpose": "HMB", "duration_months": 24, "ethics_approval": "REC 24/NW/0001", "processing_countries": ["IT"]},
+        "data_security": "University HPC, ISO 27001 certified.",
+        "public_interest": "Better radiotherapy planning."
+    });
+    let created = app
+        .post_json(&format!("/api/v1/projects/{project}/applications"), Some(&rita), &json!({"content": content}))
+        .await;
+    let id = created.assert_status(axum::http::StatusCode::CREATED).json()["id"].as_str().unwrap().to_owned();
+    let submitted = app.post_json(&format!("/api/v1/applications/{id}/submit"), Some(&rita), &json!({})).await;
+    assert_eq!(submitted.assert_status(axum::http::StatusCode::OK).json()["state"], "submitted");
+    let taken = app.post_json(&format!("/api/v1/applications/{id}/review"), Some(&sam), &json!({})).await;
+    taken.assert_status(axum::http::StatusCode::OK);
+}
