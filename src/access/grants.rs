@@ -280,7 +280,9 @@ pub async fn check(
                               select jsonb_build_object('kind', o.kind, 'due_on', o.due_on) from obligation o
                               where o.grant_id = g.grant_id and o.fulfilled_at is null
                                 and $4 > 0 and o.due_on < current_date - $4
-                              order by o.due_on limit 1)))
+                              order by o.due_on limit 1),
+                              'unpaid', exists (select 1 from fee f where f.grant_id = g.grant_id
+                                                and f.kind = 'maintenance' and f.settlement is null)))
                           from (select distinct on (grant_id) g.* from access_grant g
                                 where g.project_id = p.project_id and g.scope -> 'cohorts' ? $3
                                 order by grant_id, version desc) g), '[]')
@@ -313,11 +315,14 @@ pub async fn check(
     for row in rows {
         let mut row: StoredGrant = serde_json::from_value(row).map_err(|e| ApiError::Internal(e.into()))?;
         let overdue = row.overdue.take();
-        grants.push((grant(row.into(), now)?, overdue));
+        let unpaid = row.unpaid;
+        grants.push((grant(row.into(), now)?, overdue, unpaid));
     }
-    // The best grant decides: an active one if there is, else the reason of the most recent.
-    grants.sort_by_key(|(g, _)| (g.effective_state != GrantState::Active, std::cmp::Reverse(g.created_at)));
-    let Some((g, overdue)) = grants.into_iter().next() else {
+    // The best grant decides: an active one without a hold if there is one, else the most recent reason.
+    grants.sort_by_key(|(g, overdue, unpaid)| {
+        (g.effective_state != GrantState::Active, *unpaid, overdue.is_some(), std::cmp::Reverse(g.created_at))
+    });
+    let Some((g, overdue, unpaid)) = grants.into_iter().next() else {
         return Err(refused("no-grant", format!("the project has no grant for the cohort `{}`", need.cohort)));
     };
     let why = g.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
@@ -329,6 +334,12 @@ pub async fn check(
         GrantState::Active if need.imaging && !g.scope.imaging => {
             Err(refused("outside-grant", format!("the grant for `{}` covers tables only, not imaging", need.cohort)))
         }
+        GrantState::Active if unpaid => Err(refused(
+            "fee-unsettled",
+            "the grant is held: the maintenance fee of its renewal is neither paid nor waived; a steward records its \
+             settlement"
+                .into(),
+        )),
         GrantState::Active => match overdue {
             Some(duty) => Err(refused(
                 "obligation-overdue",
@@ -366,6 +377,9 @@ struct OverdueDuty {
 struct StoredGrant {
     #[serde(default)]
     overdue: Option<OverdueDuty>,
+    /// A renewal's maintenance fee is neither paid nor waived.
+    #[serde(default)]
+    unpaid: bool,
     grant_id: Uuid,
     version: i32,
     project_id: Uuid,

@@ -36,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(fulfil))
         .routes(routes!(request_renewal))
         .routes(routes!(decide_renewal))
+        .routes(routes!(list_renewals))
         .routes(routes!(close_project))
         .routes(routes!(my_notifications))
         .routes(routes!(read_notification))
@@ -471,6 +472,76 @@ pub async fn request_renewal(
     .await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, AppJson(renewal)))
+}
+
+/// Which renewals to list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RenewalListQuery {
+    /// `requested` (default), `approved`, `rejected` or `all`.
+    pub state: Option<String>,
+}
+
+/// A renewal as the committee weighs it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RenewalItem {
+    #[serde(flatten)]
+    pub renewal: Renewal,
+    pub project_id: Uuid,
+    pub project_title: String,
+    /// The grant's end before the renewal.
+    pub not_after: chrono::DateTime<Utc>,
+    pub requested_at: chrono::DateTime<Utc>,
+}
+
+/// Renewals, oldest first, with their progress reports (stewards and admins).
+#[utoipa::path(
+    get,
+    path = "/renewals",
+    tag = tags::GRANTS,
+    security(("bearer" = [])),
+    params(RenewalListQuery),
+    responses(
+        (status = 200, description = "Renewals with the progress report, the project and the grant's end", body = [RenewalItem]),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
+    )
+)]
+pub async fn list_renewals(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppQuery(query): AppQuery<RenewalListQuery>,
+) -> Result<AppJson<Vec<RenewalItem>>> {
+    principal.require_any(&[Role::Steward, Role::Admin])?;
+    let wanted = query.state.unwrap_or_else(|| "requested".into());
+    if !["requested", "approved", "rejected", "all"].contains(&wanted.as_str()) {
+        return Err(ApiError::InvalidQuery("`state` is requested, approved, rejected or all".into()));
+    }
+    let rows: Vec<(Uuid, String, chrono::DateTime<Utc>, chrono::DateTime<Utc>)> = sqlx::query_as(
+        "select r.renewal_id, p.title, g.not_after, r.created_at from grant_renewal r
+         join lateral (select * from access_grant g where g.grant_id = r.grant_id order by version desc limit 1) g on true
+         join project p on p.project_id = g.project_id
+         where $1 = 'all' or r.state = $1 order by r.created_at",
+    )
+    .bind(&wanted)
+    .fetch_all(&state.db)
+    .await?;
+    let mut items = Vec::with_capacity(rows.len());
+    for (id, project_title, not_after, requested_at) in rows {
+        let renewal: Renewal = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {RENEWAL_COLUMNS} from grant_renewal where renewal_id = $1"
+        )))
+        .bind(id)
+        .fetch_one(&state.db)
+        .await?;
+        let project_id: Uuid = sqlx::query_scalar("select project_id from access_grant where grant_id = $1 limit 1")
+            .bind(renewal.grant_id)
+            .fetch_one(&state.db)
+            .await?;
+        items.push(RenewalItem { renewal, project_id, project_title, not_after, requested_at });
+    }
+    Ok(AppJson(items))
 }
 
 /// The end a renewal of `months` gives a grant: from its end, or from now if it has expired.

@@ -117,6 +117,12 @@ async fn a_renewal_with_a_progress_report_extends_the_grant_as_a_new_version() {
         .post_json(&format!("/api/v1/grants/{grant}/renewals"), Some(&w.pi), &ask)
         .await
         .assert_error(StatusCode::CONFLICT, "conflict");
+    // The committee sees what waits, with the progress report, before deciding.
+    let waiting = w.app.get("/api/v1/renewals", Some(&w.sam)).await.assert_status(StatusCode::OK).json();
+    assert_eq!(waiting[0]["id"], renewal.as_str());
+    assert_eq!(waiting[0]["progress_report"], "Year one: cohort curated, baseline model done.");
+    assert_eq!(waiting[0]["project_title"], "Glioma growth");
+    w.app.get("/api/v1/renewals", Some(&w.pi)).await.assert_error(StatusCode::FORBIDDEN, "forbidden");
     let decision = json!({"approve": true, "reason": "Good progress."});
     w.app
         .post_json(&format!("/api/v1/renewals/{renewal}/decision"), Some(&w.pi), &decision)
@@ -412,4 +418,34 @@ async fn a_closed_project_takes_no_new_application_withdraws_its_open_ones_and_n
         64,
         "the audit keeps what closure rested on"
     );
+}
+
+#[tokio::test]
+async fn an_unpaid_renewal_fee_holds_access_until_it_is_settled() {
+    let w = world().await;
+    let schedule = json!({"tier": "registered", "access_fee": 0, "maintenance_fee": 50_000, "currency": "EUR"});
+    w.app.put_json("/api/v1/fees/registered", Some(&w.admin), &schedule).await.assert_status(StatusCode::OK);
+    let (project, grant) = active_grant(&w).await;
+    exact_count(&w, &project, "chest-ct").await.assert_status(StatusCode::OK);
+    let ask = json!({"months": 6, "progress_report": "Half-way."});
+    let renewal = w.app.post_json(&format!("/api/v1/grants/{grant}/renewals"), Some(&w.pi), &ask).await.json();
+    let decision = json!({"approve": true, "reason": "On track."});
+    let path = format!("/api/v1/renewals/{}/decision", renewal["id"].as_str().unwrap());
+    w.app.post_json(&path, Some(&w.sam), &decision).await.assert_status(StatusCode::OK);
+    let held = exact_count(&w, &project, "chest-ct").await.assert_error(StatusCode::FORBIDDEN, "fee-unsettled");
+    assert!(held.contains("maintenance fee"), "{held}");
+    let application: String =
+        sqlx::query_scalar("select application_id::text from access_grant where grant_id = $1::uuid limit 1")
+            .bind(&grant)
+            .fetch_one(&w.app.db)
+            .await
+            .unwrap();
+    let fees = w.app.get(&format!("/api/v1/applications/{application}/fees"), Some(&w.pi)).await.json();
+    let fee = fees.as_array().unwrap().iter().find(|f| f["kind"] == "maintenance").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let paid = json!({"settlement": "paid", "note": "Invoice 2026-117"});
+    w.app.post_json(&format!("/api/v1/fees/{fee}/settlement"), Some(&w.sam), &paid).await.assert_status(StatusCode::OK);
+    exact_count(&w, &project, "chest-ct").await.assert_status(StatusCode::OK);
 }
