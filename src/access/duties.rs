@@ -194,6 +194,39 @@ pub async fn schedule(
     Ok(duties.len())
 }
 
+/// Before a renewal's duties are scheduled: the duties of the old end (the
+/// deletion attestation, results to return, the publication notice) that are
+/// still open move to the new end (they are dropped here and `schedule`
+/// writes them anew), and a period too short for a yearly report gets one at
+/// its end. Returns how many were moved.
+pub async fn reschedule_for_renewal(
+    tx: &mut PgConnection,
+    grant_id: Uuid,
+    project_id: Uuid,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<u64, ApiError> {
+    let moved = sqlx::query(
+        "delete from obligation where grant_id = $1 and fulfilled_at is null
+         and kind in ('deletion_attestation', 'results_return', 'publication_notice')",
+    )
+    .bind(grant_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if from.checked_add_months(Months::new(12)).is_none_or(|first| first >= until) {
+        sqlx::query(
+            "insert into obligation (grant_id, project_id, kind, due_on) values ($1, $2, 'progress_report', $3)",
+        )
+        .bind(grant_id)
+        .bind(project_id)
+        .bind(until.date_naive())
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(moved)
+}
+
 pub async fn obligations(
     db: impl PgExecutor<'_>,
     project_id: Option<Uuid>,

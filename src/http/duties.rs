@@ -618,9 +618,10 @@ pub async fn decide_renewal(
         )
         .await?;
         let fee = duties::charge(&mut tx, current.application_id, current.id, &current.scope, "maintenance").await?;
+        let moved = duties::reschedule_for_renewal(&mut tx, current.id, current.project_id, from, until).await?;
         let scheduled =
             duties::schedule(&mut tx, current.id, current.project_id, &current.scope.cohorts, from, until).await?;
-        details = json!({ "renewal": id, "approve": true, "reason": reason, "version": current.version + 1, "not_after": until, "fee": fee, "obligations": scheduled });
+        details = json!({ "renewal": id, "approve": true, "reason": reason, "version": current.version + 1, "not_after": until, "fee": fee, "obligations": scheduled, "end_duties_moved": moved });
     }
     sqlx::query(
         "update grant_renewal set state = $2, decided_by = $3, decided_at = now(), reason = $4 where renewal_id = $1",

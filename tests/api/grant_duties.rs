@@ -107,7 +107,7 @@ async fn duties_are_scheduled_and_a_long_overdue_one_holds_the_grant_until_fulfi
 #[tokio::test]
 async fn a_renewal_with_a_progress_report_extends_the_grant_as_a_new_version() {
     let w = world().await;
-    let (_, grant) = active_grant(&w).await;
+    let (project, grant) = active_grant(&w).await;
     let before = w.app.get(&format!("/api/v1/grants/{grant}"), Some(&w.pi)).await.json();
     let end = before.as_array().unwrap().last().unwrap()["not_after"].as_str().unwrap().to_owned();
     let ask = json!({"months": 12, "progress_report": "Year one: cohort curated, baseline model done."});
@@ -145,6 +145,20 @@ async fn a_renewal_with_a_progress_report_extends_the_grant_as_a_new_version() {
             .await
             .unwrap();
     assert_eq!(decided["reason"], "Good progress.", "the audit keeps why");
+    // The duties of the end move to the new end, and the new period has its report.
+    let duties = w.app.get(&format!("/api/v1/projects/{project}/obligations"), Some(&w.pi)).await.json();
+    let open = |kind: &str| -> Vec<String> {
+        duties
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["kind"] == kind && d["fulfilled_at"].is_null())
+            .map(|d| d["due_on"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let new_end = chrono::DateTime::parse_from_rfc3339(new_end).unwrap().date_naive();
+    assert_eq!(open("deletion_attestation"), [(new_end + chrono::Days::new(30)).to_string()]);
+    assert!(open("progress_report").contains(&new_end.to_string()), "{duties}");
 }
 
 #[tokio::test]
