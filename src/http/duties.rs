@@ -768,6 +768,17 @@ pub async fn close_project(
     .bind(attestation)
     .execute(&mut *tx)
     .await?;
+    // The other open duties can no longer apply: discharged, and said so.
+    let discharged = sqlx::query(
+        "update obligation set fulfilled_at = now(), fulfilled_by = $2,
+                statement = 'no longer applies: the project was closed'
+         where project_id = $1 and fulfilled_at is null",
+    )
+    .bind(id)
+    .bind(&principal.username)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     let key_destroyed =
         sqlx::query("delete from project_key where project_id = $1").bind(id).execute(&mut *tx).await?.rows_affected()
             == 1;
@@ -778,6 +789,7 @@ pub async fn close_project(
             .details(json!({
                 "grants_closed": grants_closed,
                 "applications_withdrawn": open,
+                "duties_discharged": discharged,
                 "key_destroyed": key_destroyed,
                 "deletion_attestation_sha256": hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, attestation.as_bytes())),
             })),

@@ -184,6 +184,11 @@ async fn closing_a_project_closes_its_grants_and_destroys_its_key() {
     let duties = w.app.get(&format!("/api/v1/projects/{project}/obligations"), Some(&w.pi)).await.json();
     let deletion = duties.as_array().unwrap().iter().find(|d| d["kind"] == "deletion_attestation").unwrap();
     assert!(deletion["fulfilled_at"].is_string());
+    // Nothing is left open that a closed project could no longer do, and each says why.
+    for duty in duties.as_array().unwrap().iter().filter(|d| d["kind"] != "deletion_attestation") {
+        assert_eq!(duty["statement"], "no longer applies: the project was closed", "{duty}");
+    }
+    assert!(duties.as_array().unwrap().iter().all(|d| d["fulfilled_at"].is_string()));
     w.app
         .post_json(&format!("/api/v1/projects/{project}/close"), Some(&w.pi), &attest)
         .await
