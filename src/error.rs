@@ -47,9 +47,9 @@ pub enum ApiError {
     /// The body was read but its content is invalid; every problem is listed.
     #[error("{message}")]
     Invalid { code: &'static str, message: String, problems: Vec<Problem> },
-    /// Refused by policy, with its own code.
+    /// Refused by a rule, with its code from the closed set [`Refusal`].
     #[error("{message}")]
-    Refused { code: &'static str, message: String },
+    Refused { code: Refusal, message: String },
     /// A quota is used up; it allows another request after `retry_after` seconds.
     #[error("{message}")]
     TooManyRequests { message: String, retry_after: u64 },
@@ -108,7 +108,8 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) | Self::RouteNotFound => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
-            Self::Invalid { code, .. } | Self::Refused { code, .. } => code,
+            Self::Invalid { code, .. } => code,
+            Self::Refused { code, .. } => code.as_str(),
             Self::TooManyRequests { .. } => "query-budget-exhausted",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge => "payload-too-large",
@@ -122,7 +123,8 @@ impl ApiError {
 /// The body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
-    /// Stable machine-readable code, e.g. `not-found`, `invalid-body`, `forbidden`.
+    /// Stable machine-readable code, e.g. `not-found`, `invalid-body`, `forbidden`; a `403`
+    /// refused by a rule carries one of the closed set `Refusal`.
     #[schema(example = "invalid-body")]
     pub code: &'static str,
     /// Human-readable explanation naming the problem.
@@ -225,3 +227,103 @@ impl<T, E: Into<ApiError>> ResultExt<T> for Result<T, E> {
 
 /// Result of a handler.
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+/// Why a request that was understood is refused by a rule: the closed set of
+/// `403` codes besides `forbidden` (a role the caller lacks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Refusal {
+    /// The project holds no grant for the cohort.
+    NoGrant,
+    /// The grant is approved but the PI has not accepted the data use agreement yet.
+    GrantPending,
+    /// The grant starts later.
+    GrantNotYetValid,
+    /// A steward suspended the grant.
+    GrantSuspended,
+    /// A steward revoked the grant.
+    GrantRevoked,
+    /// The grant has ended; the PI can request a renewal.
+    GrantExpired,
+    /// The grant was closed with its project.
+    GrantClosed,
+    /// The project is closed: no new application, grant or key.
+    ProjectClosed,
+    /// The question or request reaches beyond the grant's scope (a field, modality, annotation kind or imaging).
+    OutsideGrant,
+    /// A duty of the grant is overdue beyond the grace period; fulfilling it lifts the hold.
+    ObligationOverdue,
+    /// A fee is neither paid nor waived.
+    FeeUnsettled,
+    /// A steward has not verified the caller's bona fides yet.
+    UnverifiedProfile,
+    /// The cohorts' consent terms limit the time of use (DUO TS).
+    ConsentTimeLimit,
+    /// A cohort's publication moratorium (DUO MOR) has not ended.
+    PublicationMoratorium,
+    /// The application's state does not allow this step.
+    InvalidTransition,
+    /// The steward must recuse from this application.
+    MustRecuse,
+}
+
+impl Refusal {
+    /// Every code, as the contract lists them.
+    pub const ALL: [Self; 16] = [
+        Self::NoGrant,
+        Self::GrantPending,
+        Self::GrantNotYetValid,
+        Self::GrantSuspended,
+        Self::GrantRevoked,
+        Self::GrantExpired,
+        Self::GrantClosed,
+        Self::ProjectClosed,
+        Self::OutsideGrant,
+        Self::ObligationOverdue,
+        Self::FeeUnsettled,
+        Self::UnverifiedProfile,
+        Self::ConsentTimeLimit,
+        Self::PublicationMoratorium,
+        Self::InvalidTransition,
+        Self::MustRecuse,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoGrant => "no-grant",
+            Self::GrantPending => "grant-pending",
+            Self::GrantNotYetValid => "grant-not-yet-valid",
+            Self::GrantSuspended => "grant-suspended",
+            Self::GrantRevoked => "grant-revoked",
+            Self::GrantExpired => "grant-expired",
+            Self::GrantClosed => "grant-closed",
+            Self::ProjectClosed => "project-closed",
+            Self::OutsideGrant => "outside-grant",
+            Self::ObligationOverdue => "obligation-overdue",
+            Self::FeeUnsettled => "fee-unsettled",
+            Self::UnverifiedProfile => "unverified-profile",
+            Self::ConsentTimeLimit => "consent-time-limit",
+            Self::PublicationMoratorium => "publication-moratorium",
+            Self::InvalidTransition => "invalid-transition",
+            Self::MustRecuse => "must-recuse",
+        }
+    }
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::Refusal;
+
+    #[test]
+    fn every_refusal_code_is_written_in_the_contract_as_it_is_answered() {
+        for code in Refusal::ALL {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+        let contract: serde_json::Value =
+            serde_json::from_str(include_str!("../openapi/openapi.json")).expect("the committed contract");
+        let listed = &contract["components"]["schemas"]["Refusal"]["enum"];
+        let listed: Vec<&str> =
+            listed.as_array().expect("Refusal is an enum").iter().filter_map(|v| v.as_str()).collect();
+        assert_eq!(listed, Refusal::ALL.map(Refusal::as_str));
+    }
+}

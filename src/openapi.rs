@@ -34,7 +34,7 @@ pub mod tags {
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     modifiers(&SecurityAddon),
-    components(schemas(crate::error::ErrorBody)),
+    components(schemas(crate::error::ErrorBody, crate::error::Refusal)),
     tags(
         (name = tags::AUTH, description = "Who is calling: the caller and personal API tokens"),
         (name = tags::AUDIT, description = "The append-only, hash-chained audit log"),

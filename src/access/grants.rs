@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::deid::pseudonym::RegistryKey;
-use crate::error::ApiError;
+use crate::error::{ApiError, Refusal};
 
 /// What an application asks for and a grant allows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -255,7 +255,7 @@ pub struct Need<'a> {
     pub imaging: bool,
 }
 
-fn refused(code: &'static str, message: String) -> ApiError {
+fn refused(code: Refusal, message: String) -> ApiError {
     ApiError::Refused { code, message }
 }
 
@@ -303,12 +303,12 @@ pub async fn check(
     }
     if rules.require_verified_profiles && !verified {
         return Err(refused(
-            "unverified-profile",
+            Refusal::UnverifiedProfile,
             "your researcher profile's bona fides are not verified by a steward yet; data access waits for it".into(),
         ));
     }
     if closed {
-        return Err(refused("project-closed", "the project is closed; its access has ended".into()));
+        return Err(refused(Refusal::ProjectClosed, "the project is closed; its access has ended".into()));
     }
     let now = Utc::now();
     let mut grants = Vec::new();
@@ -323,26 +323,27 @@ pub async fn check(
         (g.effective_state != GrantState::Active, *unpaid, overdue.is_some(), std::cmp::Reverse(g.created_at))
     });
     let Some((g, overdue, unpaid)) = grants.into_iter().next() else {
-        return Err(refused("no-grant", format!("the project has no grant for the cohort `{}`", need.cohort)));
+        return Err(refused(Refusal::NoGrant, format!("the project has no grant for the cohort `{}`", need.cohort)));
     };
     let why = g.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
     match g.effective_state {
         GrantState::Active if now < g.not_before => Err(refused(
-            "grant-not-yet-valid",
+            Refusal::GrantNotYetValid,
             format!("the grant for `{}` starts on {}", need.cohort, g.not_before.date_naive()),
         )),
-        GrantState::Active if need.imaging && !g.scope.imaging => {
-            Err(refused("outside-grant", format!("the grant for `{}` covers tables only, not imaging", need.cohort)))
-        }
+        GrantState::Active if need.imaging && !g.scope.imaging => Err(refused(
+            Refusal::OutsideGrant,
+            format!("the grant for `{}` covers tables only, not imaging", need.cohort),
+        )),
         GrantState::Active if unpaid => Err(refused(
-            "fee-unsettled",
+            Refusal::FeeUnsettled,
             "the grant is held: the maintenance fee of its renewal is neither paid nor waived; a steward records its \
              settlement"
                 .into(),
         )),
         GrantState::Active => match overdue {
             Some(duty) => Err(refused(
-                "obligation-overdue",
+                Refusal::ObligationOverdue,
                 format!(
                     "the grant is held: the project's {} was due on {}, more than {hold_after_overdue_days} days \
                      ago; the PI fulfils it to lift the hold",
@@ -353,16 +354,16 @@ pub async fn check(
             None => Ok(g),
         },
         GrantState::Pending => Err(refused(
-            "grant-pending",
+            Refusal::GrantPending,
             "the grant is approved but not active yet: the PI has to accept the data use agreement".into(),
         )),
-        GrantState::Suspended => Err(refused("grant-suspended", format!("the grant is suspended{why}"))),
-        GrantState::Revoked => Err(refused("grant-revoked", format!("the grant was revoked{why}"))),
+        GrantState::Suspended => Err(refused(Refusal::GrantSuspended, format!("the grant is suspended{why}"))),
+        GrantState::Revoked => Err(refused(Refusal::GrantRevoked, format!("the grant was revoked{why}"))),
         GrantState::Expired => Err(refused(
-            "grant-expired",
+            Refusal::GrantExpired,
             format!("the grant expired on {}; the PI can request a renewal", g.not_after.date_naive()),
         )),
-        GrantState::Closed => Err(refused("grant-closed", "the grant is closed".into())),
+        GrantState::Closed => Err(refused(Refusal::GrantClosed, "the grant is closed".into())),
     }
 }
 
@@ -488,7 +489,7 @@ pub async fn within_consent(
             && until > latest
         {
             return Err(ApiError::Refused {
-                code: "consent-time-limit",
+                code: crate::error::Refusal::ConsentTimeLimit,
                 message: format!(
                     "the consent terms of `{slug}` limit use to {} months (TS) from the grant's start on {}: the grant \
                      may run until {} at the latest, not {}",
@@ -521,7 +522,7 @@ pub async fn audit_refusal(
            returning (xmax = 0) as "first!""#,
         username,
         project_id,
-        *code
+        code.as_str()
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -531,7 +532,7 @@ pub async fn audit_refusal(
              and hour = date_trunc('hour', now()) - interval '1 hour'",
             username,
             project_id,
-            *code
+            code.as_str()
         )
         .fetch_optional(&mut *tx)
         .await?;

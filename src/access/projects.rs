@@ -864,7 +864,7 @@ pub async fn ensure_open(tx: &mut sqlx::PgConnection, project_id: Uuid) -> Resul
     .ok_or(ApiError::NotFound("project"))?;
     if closed {
         return Err(ApiError::Refused {
-            code: "project-closed",
+            code: crate::error::Refusal::ProjectClosed,
             message: "the project is closed: it takes no new applications, grants or keys".into(),
         });
     }

@@ -62,7 +62,7 @@ pub async fn advance(
     reason: Option<&str>,
 ) -> Result<State, ApiError> {
     let to = state::next(app.state, action, actor)
-        .map_err(|why| ApiError::Refused { code: "invalid-transition", message: why })?;
+        .map_err(|why| ApiError::Refused { code: crate::error::Refusal::InvalidTransition, message: why })?;
     // A closed project's applications may only be withdrawn.
     if action != Action::Withdraw {
         super::projects::ensure_open(tx, app.project_id).await?;

@@ -35,7 +35,7 @@ pub struct Coverage<'a> {
 
 fn outside(what: &str) -> ApiError {
     ApiError::Refused {
-        code: "outside-grant",
+        code: crate::error::Refusal::OutsideGrant,
         message: format!("{what} is outside the project's grant; ask without it for protected counts, or apply for it"),
     }
 }
@@ -214,7 +214,7 @@ mod tests {
         let ApiError::Refused { code, message } = coverage.permits(Some(&lab("hba1c")), &[], false).unwrap_err() else {
             panic!("a refusal")
         };
-        assert_eq!(code, "outside-grant");
+        assert_eq!(code, crate::error::Refusal::OutsideGrant);
         assert!(message.contains("`hba1c`"));
     }
 }

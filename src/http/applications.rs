@@ -218,7 +218,7 @@ pub async fn update_application(
     let app = db::lock(&mut tx, id).await?.ok_or(ApiError::NotFound("application"))?;
     if !app.state.editable() {
         return Err(ApiError::Refused {
-            code: "invalid-transition",
+            code: crate::error::Refusal::InvalidTransition,
             message: format!(
                 "an application that is {} cannot be edited; only drafts and applications with changes requested can",
                 app.state.as_str().replace('_', " ")
@@ -562,7 +562,7 @@ pub async fn submit_application(
     }
     let action = if locked.state == AppState_::ChangesRequested { Action::Resubmit } else { Action::Submit };
     crate::access::state::next(locked.state, action, Actor::Applicant)
-        .map_err(|why| ApiError::Refused { code: "invalid-transition", message: why })?;
+        .map_err(|why| ApiError::Refused { code: crate::error::Refusal::InvalidTransition, message: why })?;
     if !checked.can_submit {
         let n = checked.problems.len();
         return Err(ApiError::Invalid {
@@ -712,7 +712,7 @@ pub async fn activate_application(
     review::advance(&mut tx, &locked, Action::Activate, Actor::Applicant, &principal.username, None).await?;
     if let Some(owed) = duties::fees(&mut *tx, id).await?.into_iter().find(|f| f.settlement.is_none()) {
         return Err(ApiError::Refused {
-            code: "fee-unsettled",
+            code: crate::error::Refusal::FeeUnsettled,
             message: format!(
                 "the {} fee of {}.{:02} {} is neither paid nor waived yet; a steward records its settlement",
                 owed.kind,

@@ -168,7 +168,7 @@ pub async fn notify_publication(
             && request.published_on < until
         {
             return Err(ApiError::Refused {
-                code: "publication-moratorium",
+                code: crate::error::Refusal::PublicationMoratorium,
                 message: format!(
                     "the cohort `{slug}` is under a publication moratorium until {until}; a publication dated {} \
                      comes too early",

@@ -216,7 +216,10 @@ async fn add_assignment(
         )));
     }
     if let Some(reason) = review::must_recuse(tx, &state.config.access, app.project_id, who).await? {
-        return Err(ApiError::Refused { code: "must-recuse", message: format!("{who} cannot review it: {reason}") });
+        return Err(ApiError::Refused {
+            code: crate::error::Refusal::MustRecuse,
+            message: format!("{who} cannot review it: {reason}"),
+        });
     }
     let added = sqlx::query(
         "insert into review_assignment (application_id, steward, assigned_by) values ($1, $2, $3) on conflict do nothing",
@@ -586,7 +589,7 @@ pub async fn vote(
     let app = locked(&mut tx, id).await?;
     if app.state != Stage::UnderReview {
         return Err(ApiError::Refused {
-            code: "invalid-transition",
+            code: crate::error::Refusal::InvalidTransition,
             message: format!(
                 "votes are cast under review; the application is {}",
                 app.state.as_str().replace('_', " ")

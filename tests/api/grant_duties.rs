@@ -425,7 +425,10 @@ async fn a_closed_project_takes_no_new_application_withdraws_its_open_ones_and_n
     let mut tx = w.app.db.begin().await.unwrap();
     let key =
         custodian::access::grants::ensure_project_key(&mut tx, &w.app.state.ingest.key, project.parse().unwrap()).await;
-    assert!(matches!(key, Err(custodian::error::ApiError::Refused { code: "project-closed", .. })));
+    assert!(matches!(
+        key,
+        Err(custodian::error::ApiError::Refused { code: custodian::error::Refusal::ProjectClosed, .. })
+    ));
     drop(tx);
     let events: Vec<serde_json::Value> =
         sqlx::query_scalar("select details from audit_event where action = 'project.close'")
