@@ -396,6 +396,10 @@ pub struct BreakdownResult {
     pub criteria_sha256: String,
 }
 
+/// The most cells a protected breakdown answers (labels of both dimensions,
+/// every combination, with margins).
+pub const MAX_CELLS: usize = 2_000;
+
 /// Orders cells by label, then totals, then the grand total.
 fn order<T>(mut cells: Vec<(Vec<Option<String>>, T)>) -> Vec<(Vec<Option<String>>, T)> {
     cells.sort_by(|(a, _), (b, _)| {
@@ -454,6 +458,14 @@ pub async fn breakdown(
     let snapshot = fresh(db, index).await?;
     let (node, dims) = (query.node.clone(), by.to_vec());
     let cells = order(in_memory(snapshot, move |s| s.tallies(node.as_ref(), &dims)).await?);
+    // Every label pair is a cell (and an anchor to match): bound what one request may ask.
+    if cells.len() > MAX_CELLS {
+        return Err(ApiError::BadRequest(format!(
+            "a breakdown by these dimensions has {} cells, more than the {MAX_CELLS} one answer may hold: every \
+             label of each dimension is listed, so break down by one of them, or by one with fewer labels",
+            cells.len()
+        )));
+    }
     // The table for secondary suppression: no line with exactly one hidden cell.
     let lines = table_cells(&cells, by, |t: &Tally| t.parts.values().map(|p| p.counts[0]).sum());
     let candidates: Vec<anchors::Cell> = cells.iter().map(|(_, t)| anchors::Cell::from(t)).collect();

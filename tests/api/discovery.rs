@@ -681,3 +681,29 @@ async fn a_change_is_counted_at_once_and_the_index_catches_up_with_it() {
     assert_eq!(rebuilt.count(None), after);
     assert_eq!(counts(&discover(&app, &steward, "count", &all).await.json()), after);
 }
+
+#[tokio::test]
+async fn a_protected_breakdown_with_too_many_label_pairs_is_refused_before_any_work() {
+    let app = TestApp::new().await;
+    // Fifty scanners, each of its own maker, on one subject's fifty series.
+    sqlx::query(
+        "with su as (insert into subject (pseudonym, site_id, date_shift_days) select 'PSEUDO-X', site_id, 0 from site where code = 'local' returning subject_id, site_id),
+              st as (insert into study (study_uid, subject_id, cohort_id, site_id, study_date)
+                     select '2.25.4242', subject_id, (select cohort_id from cohort where slug = 'default'), site_id, date '2020-01-01' from su returning study_id),
+              sc as (insert into scanner (manufacturer, model) select 'Maker' || k, 'Model' || k from generate_series(1, 50) k returning scanner_id, model),
+              se as (insert into series (series_uid, study_id, scanner_id, modality)
+                     select '2.25.4242.' || row_number() over (), study_id, scanner_id, 'MR' from st, sc returning series_id, series_uid)
+         insert into instance (sop_uid, series_id, sop_class_uid, transfer_syntax, object_key, size_bytes, sha256, status)
+         select series_uid || '.1', series_id, '1.2.840.10008.5.1.4.1.1.4', '1.2.840.10008.1.2.1', 'synthetic/' || series_uid, 1, '\\x00', 'published' from se",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    sqlx::query("select refresh_discovery_series(array(select series_id from series))").execute(&app.db).await.unwrap();
+    let token = app.token("rita", &[Role::Researcher]);
+    let refused = discover(&app, &token, "breakdown", &json!({"by": ["manufacturer", "model"]})).await;
+    assert!(refused.assert_error(StatusCode::BAD_REQUEST, "bad-request").contains("2601 cells"));
+    let spent: i64 = sqlx::query_scalar("select count(*) from discovery_query").fetch_one(&app.db).await.unwrap();
+    assert_eq!(spent, 0, "nothing spent, nothing anchored");
+    discover(&app, &token, "breakdown", &json!({"by": ["manufacturer"]})).await.assert_status(StatusCode::OK);
+}
