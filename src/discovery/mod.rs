@@ -77,6 +77,19 @@ pub struct Noise {
     pub table: Vec<PerturbationRow>,
 }
 
+impl Noise {
+    /// The published form of a perturbation table.
+    pub fn of(table: &Perturbation) -> Self {
+        Self {
+            method: "cell-key",
+            sd: table.sd,
+            bound: table.bound,
+            mean_absolute: (table.mean_absolute() * 1000.0).round() / 1000.0,
+            table: table.rows(),
+        }
+    }
+}
+
 /// What a query spent of the caller's budget.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct BudgetState {
@@ -207,16 +220,7 @@ async fn scope(db: &PgPool, node: Option<&Node>) -> Result<Vec<CohortThreshold>,
 }
 
 fn disclosure(caller: &Caller<'_>, thresholds: Vec<CohortThreshold>, budget: Option<BudgetState>) -> Disclosure {
-    let noise = (!caller.privileged).then(|| {
-        let table = Perturbation::new(caller.noise.0, caller.noise.1);
-        Noise {
-            method: "cell-key",
-            sd: table.sd,
-            bound: table.bound,
-            mean_absolute: (table.mean_absolute() * 1000.0).round() / 1000.0,
-            table: table.rows(),
-        }
-    });
+    let noise = (!caller.privileged).then(|| Noise::of(&Perturbation::new(caller.noise.0, caller.noise.1)));
     Disclosure {
         exact: caller.privileged,
         threshold: i64::from(protect::DEFAULT_THRESHOLD),

@@ -122,13 +122,7 @@ pub async fn find_deid_profile(State(state): State<AppState>) -> Result<AppJson<
         disclosure: DisclosureStatement {
             method: "cell-key",
             rules: DISCLOSURE_RULES.to_vec(),
-            noise: crate::discovery::Noise {
-                method: "cell-key",
-                sd: table.sd,
-                bound: table.bound,
-                mean_absolute: (table.mean_absolute() * 1000.0).round() / 1000.0,
-                table: table.rows(),
-            },
+            noise: crate::discovery::Noise::of(&table),
             default_threshold: protect::DEFAULT_THRESHOLD,
             min_threshold: protect::MIN_THRESHOLD,
             max_threshold: protect::MAX_THRESHOLD,

@@ -78,6 +78,17 @@ pub(crate) async fn application(w: &World, project: &str, content: &Value) -> St
     created.assert_status(StatusCode::CREATED).json()["id"].as_str().unwrap().to_owned()
 }
 
+/// A new project of the PI with an application on `cohorts`, submitted: the project and application ids.
+pub(crate) async fn submitted(w: &World, cohorts: &[&str]) -> (String, String) {
+    let project = project(w).await;
+    let id = application(w, &project, &content(cohorts, "HMB")).await;
+    w.app
+        .post_json(&format!("/api/v1/applications/{id}/submit"), Some(&w.pi), &json!({}))
+        .await
+        .assert_status(StatusCode::OK);
+    (project, id)
+}
+
 pub(crate) async fn state(w: &World, id: &str) -> Value {
     w.app.get(&format!("/api/v1/applications/{id}"), Some(&w.pi)).await.assert_status(StatusCode::OK).json()
 }
@@ -415,12 +426,7 @@ async fn requested_changes_come_back_as_a_new_version_with_each_changed_value_sh
 async fn stewards_who_belong_to_the_project_or_its_institution_recuse() {
     let w = world().await;
     cohort(&w, "knee-mri", "registered", json!({"permission": "HMB"}), false).await;
-    let project = project(&w).await;
-    let id = application(&w, &project, &content(&["knee-mri"], "HMB")).await;
-    w.app
-        .post_json(&format!("/api/v1/applications/{id}/submit"), Some(&w.pi), &json!({}))
-        .await
-        .assert_status(StatusCode::OK);
+    let (_, id) = submitted(&w, &["knee-mri"]).await;
     // A steward from the PI's university.
     let colleague = w.app.token("carla", &[Role::Steward]);
     let profile = json!({"name": "Carla", "institution": "university of bologna ", "email": "c@example.org", "position": "Reader"});
@@ -534,12 +540,7 @@ async fn refused_data_requests_are_audited_once_an_hour_however_often_they_are_r
 async fn the_audit_keeps_what_each_decision_rested_on() {
     let w = world().await;
     cohort(&w, "brain-mri", "registered", json!({"permission": "HMB"}), false).await;
-    let project = project(&w).await;
-    let id = application(&w, &project, &content(&["brain-mri"], "HMB")).await;
-    w.app
-        .post_json(&format!("/api/v1/applications/{id}/submit"), Some(&w.pi), &json!({}))
-        .await
-        .assert_status(StatusCode::OK);
+    let (_, id) = submitted(&w, &["brain-mri"]).await;
     w.app
         .post_json(&format!("/api/v1/applications/{id}/review"), Some(&w.sam), &json!({}))
         .await
@@ -639,12 +640,7 @@ async fn a_registry_may_turn_the_bona_fides_rule_off() {
 async fn only_stewards_with_a_profile_review_and_an_assignment_can_be_undone_before_a_vote() {
     let w = world().await;
     cohort(&w, "brain-mri", "controlled", json!({"permission": "HMB"}), false).await;
-    let project = project(&w).await;
-    let id = application(&w, &project, &content(&["brain-mri"], "HMB")).await;
-    w.app
-        .post_json(&format!("/api/v1/applications/{id}/submit"), Some(&w.pi), &json!({}))
-        .await
-        .assert_status(StatusCode::OK);
+    let (_, id) = submitted(&w, &["brain-mri"]).await;
     // A steward with no profile cannot take it under review: no conflict check could see them.
     let stan = w.app.token("stan", &[Role::Steward]);
     let taken = w.app.post_json(&format!("/api/v1/applications/{id}/review"), Some(&stan), &json!({})).await;

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::access::{
     DUA, World, active_grant, application, cohort, content, declare_and_vote, exact_count, grant_on_chest_ct,
-    import_subjects, project, state, world,
+    import_subjects, project, state, submitted, world,
 };
 
 async fn approved_with_fee(w: &World) -> (String, String) {
@@ -199,12 +199,7 @@ async fn closing_a_project_closes_its_grants_and_destroys_its_key() {
 async fn people_are_notified_of_what_they_must_act_on() {
     let w = world().await;
     cohort(&w, "knee-mri", "registered", json!({"permission": "HMB"}), false).await;
-    let project = project(&w).await;
-    let id = application(&w, &project, &content(&["knee-mri"], "HMB")).await;
-    w.app
-        .post_json(&format!("/api/v1/applications/{id}/submit"), Some(&w.pi), &json!({}))
-        .await
-        .assert_status(StatusCode::OK);
+    let (_, id) = submitted(&w, &["knee-mri"]).await;
     let stewards = w.app.get("/api/v1/me/notifications", Some(&w.sue)).await.json();
     assert_eq!(stewards[0]["kind"], "application.submitted");
     assert_eq!(stewards[0]["target"], format!("application:{id}"));
@@ -365,12 +360,7 @@ async fn a_renewal_past_the_consent_time_limit_is_refused_as_an_application_woul
     )
     .await;
     // A time limit is a condition for the committee: one steward approves.
-    let project = project(&w).await;
-    let id = application(&w, &project, &content(&["chest-ct"], "HMB")).await;
-    w.app
-        .post_json(&format!("/api/v1/applications/{id}/submit"), Some(&w.pi), &json!({}))
-        .await
-        .assert_status(StatusCode::OK);
+    let (project, id) = submitted(&w, &["chest-ct"]).await;
     w.app
         .post_json(&format!("/api/v1/applications/{id}/review"), Some(&w.sam), &json!({}))
         .await
