@@ -123,6 +123,11 @@ async fn a_renewal_with_a_progress_report_extends_the_grant_as_a_new_version() {
     assert_eq!(waiting[0]["progress_report"], "Year one: cohort curated, baseline model done.");
     assert_eq!(waiting[0]["project_title"], "Glioma growth");
     w.app.get("/api/v1/renewals", Some(&w.pi)).await.assert_error(StatusCode::FORBIDDEN, "forbidden");
+    w.app
+        .get("/api/v1/renewals?state=pending", Some(&w.sam))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid-query");
+    assert_eq!(w.app.get("/api/v1/renewals?state=approved", Some(&w.sam)).await.json(), json!([]));
     let decision = json!({"approve": true, "reason": "Good progress."});
     w.app
         .post_json(&format!("/api/v1/renewals/{renewal}/decision"), Some(&w.pi), &decision)
