@@ -13,5 +13,6 @@ pub mod projects;
 pub mod review;
 pub mod scope;
 pub mod snapshot;
+pub mod standing;
 pub mod state;
 pub mod withdrawal;

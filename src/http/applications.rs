@@ -20,6 +20,8 @@ use crate::access::consent::{self, ConsentTerms, Rule, Verdict};
 use crate::access::db::{self, ApplicationContent, ApplicationRow, Transition, Version};
 use crate::access::grants::{self, GrantState, NewVersion};
 use crate::access::review;
+use crate::access::standing::InProject;
+use crate::access::standing::standing;
 use crate::access::state::{Action, Actor, State as AppState_};
 use crate::access::{dua, duties};
 use crate::app::AppState;
@@ -52,24 +54,15 @@ pub(crate) fn is_steward(principal: &Principal) -> bool {
 /// steward. For anyone else it does not exist.
 pub(crate) async fn visible(state: &AppState, principal: &Principal, id: Uuid) -> Result<ApplicationRow> {
     let app = db::get(&state.db, id).await?.ok_or(ApiError::NotFound("application"))?;
-    if is_steward(principal)
-        || crate::access::projects::member_role(&state.db, app.project_id, &principal.username).await?.is_some()
-    {
-        Ok(app)
-    } else {
-        Err(ApiError::NotFound("application"))
-    }
+    standing(&state.db, app.project_id, principal).await?.require_reader("application")?;
+    Ok(app)
 }
 
 async fn require_pi(state: &AppState, principal: &Principal, project_id: Uuid) -> Result<()> {
-    match crate::access::projects::member_role(&state.db, project_id, &principal.username).await?.as_deref() {
-        Some("pi") => Ok(()),
-        Some(_) => Err(ApiError::Forbidden("only the project's PI acts on its applications".into())),
-        None if is_steward(principal) => {
-            Err(ApiError::Forbidden("only the project's PI acts on its applications".into()))
-        }
-        None => Err(ApiError::NotFound("project")),
-    }
+    // An invitee sees the project, not its applications.
+    let standing = standing(&state.db, project_id, principal).await?;
+    standing.require_reader("project")?;
+    standing.require_pi("project", "only the project's PI acts on its applications")
 }
 
 /// An application as its readers see it.
@@ -111,14 +104,9 @@ pub struct ApplicationList {
         (status = "5XX", description = "Server error", body = ErrorBody),
     )
 )]
-pub async fn list_applications(
-    State(state): State<AppState>,
-    principal: Principal,
-    AppPath(id): AppPath<Uuid>,
-) -> Result<AppJson<ApplicationList>> {
-    if !crate::access::projects::readable(&state.db, id, &principal).await? {
-        return Err(ApiError::NotFound("project"));
-    }
+pub async fn list_applications(State(state): State<AppState>, caller: InProject) -> Result<AppJson<ApplicationList>> {
+    caller.standing.require_reader("project")?;
+    let id = caller.project_id;
     let mut applications = Vec::new();
     for app in db::of_project(&state.db, id).await? {
         applications.push(full(&state, app).await?);

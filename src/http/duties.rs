@@ -17,7 +17,8 @@ use super::applications::{is_steward, visible};
 use super::extract::{AppJson, AppPath, AppQuery};
 use crate::access::duties::{self, Fee, Obligation};
 use crate::access::grants::{self, GrantState, NewVersion};
-use crate::access::projects;
+use crate::access::standing::InProject;
+use crate::access::standing::standing;
 use crate::app::AppState;
 use crate::audit::{self, NewEvent};
 use crate::auth::{Principal, Role};
@@ -260,14 +261,9 @@ pub async fn settle_fee(
         (status = "5XX", description = "Server error", body = ErrorBody),
     )
 )]
-pub async fn project_obligations(
-    State(state): State<AppState>,
-    principal: Principal,
-    AppPath(id): AppPath<Uuid>,
-) -> Result<AppJson<Vec<Obligation>>> {
-    if !projects::readable(&state.db, id, &principal).await? {
-        return Err(ApiError::NotFound("project"));
-    }
+pub async fn project_obligations(State(state): State<AppState>, caller: InProject) -> Result<AppJson<Vec<Obligation>>> {
+    caller.standing.require_reader("project")?;
+    let id = caller.project_id;
     Ok(AppJson(duties::obligations(&state.db, Some(id), false).await?))
 }
 
@@ -318,17 +314,7 @@ fn statement(text: &str) -> Result<&str> {
 }
 
 async fn require_pi(state: &AppState, principal: &Principal, project_id: Uuid, missing: &'static str) -> Result<()> {
-    let forbidden = || ApiError::Forbidden("only the project's PI does this".into());
-    if let Some(role) = projects::member_role(&state.db, project_id, &principal.username).await? {
-        return if role == "pi" { Ok(()) } else { Err(forbidden()) };
-    }
-    // An invitee sees the project itself, not its grants or duties.
-    let seen = if missing == "project" {
-        projects::visible(&state.db, project_id, principal).await?
-    } else {
-        projects::readable(&state.db, project_id, principal).await?
-    };
-    Err(if seen { forbidden() } else { ApiError::NotFound(missing) })
+    standing(&state.db, project_id, principal).await?.require_pi(missing, "only the project's PI does this")
 }
 
 /// Fulfil an obligation (the PI): a progress report, the returned results, an attestation.

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::extract::{AppJson, AppPath, AppQuery};
 use crate::access::grants::{self, Grant, GrantState, Need, NewVersion};
 use crate::access::snapshot::{self, Snapshot};
+use crate::access::standing::InProject;
 use crate::app::AppState;
 use crate::audit::{self, NewEvent};
 use crate::auth::{Principal, Role};
@@ -50,23 +51,16 @@ pub struct GrantList {
         (status = "5XX", description = "Server error", body = ErrorBody),
     )
 )]
-pub async fn list_grants(
-    State(state): State<AppState>,
-    principal: Principal,
-    AppPath(id): AppPath<Uuid>,
-) -> Result<AppJson<GrantList>> {
-    if !crate::access::projects::readable(&state.db, id, &principal).await? {
-        return Err(ApiError::NotFound("project"));
-    }
+pub async fn list_grants(State(state): State<AppState>, caller: InProject) -> Result<AppJson<GrantList>> {
+    caller.standing.require_reader("project")?;
+    let id = caller.project_id;
     Ok(AppJson(GrantList { grants: grants::of_project(&state.db, id).await? }))
 }
 
 async fn visible_grant(state: &AppState, principal: &Principal, id: Uuid) -> Result<Vec<Grant>> {
     let history = grants::history(&state.db, id).await?;
     let Some(first) = history.first() else { return Err(ApiError::NotFound("grant")) };
-    if !crate::access::projects::readable(&state.db, first.project_id, principal).await? {
-        return Err(ApiError::NotFound("grant"));
-    }
+    crate::access::standing::standing(&state.db, first.project_id, principal).await?.require_reader("grant")?;
     Ok(history)
 }
 

@@ -15,7 +15,8 @@ use uuid::Uuid;
 
 use super::extract::{AppJson, AppPath};
 use crate::access::consent::{ConsentTerms, Modifier};
-use crate::access::{duties, projects};
+use crate::access::duties;
+use crate::access::standing::InProject;
 use crate::app::AppState;
 use crate::audit::{self, NewEvent};
 use crate::auth::{Principal, Role};
@@ -138,13 +139,9 @@ pub async fn notify_publication(
     AppPath(id): AppPath<Uuid>,
     AppJson(request): AppJson<NewPublication>,
 ) -> Result<(StatusCode, AppJson<Publication>)> {
-    if projects::member_role(&state.db, id, &principal.username).await?.is_none() {
-        return Err(if projects::visible(&state.db, id, &principal).await? {
-            ApiError::Forbidden("only the project's members notify its publications".into())
-        } else {
-            ApiError::NotFound("project")
-        });
-    }
+    crate::access::standing::standing(&state.db, id, &principal)
+        .await?
+        .require_member("project", "only the project's members notify its publications")?;
     let checked = check(&request, Utc::now().date_naive()).map_err(ApiError::BadRequest)?;
     let mut cohorts = request.cohorts.clone();
     cohorts.sort();
@@ -243,12 +240,10 @@ pub async fn notify_publication(
 )]
 pub async fn project_publications(
     State(state): State<AppState>,
-    principal: Principal,
-    AppPath(id): AppPath<Uuid>,
+    caller: InProject,
 ) -> Result<AppJson<Vec<Publication>>> {
-    if !projects::readable(&state.db, id, &principal).await? {
-        return Err(ApiError::NotFound("project"));
-    }
+    caller.standing.require_reader("project")?;
+    let id = caller.project_id;
     Ok(AppJson(
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "select {COLUMNS} from publication where project_id = $1 order by notified_at desc"

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::extract::{AppJson, AppPath, AppQuery};
-use crate::access::projects;
+use crate::access::standing::InProject;
 use crate::access::withdrawal::{self, Outcome, Scope};
 use crate::app::AppState;
 use crate::audit::{self, NewEvent};
@@ -137,14 +137,9 @@ const COLUMNS: &str = "notice_id, project_id, scope, project_pseudonym, created_
         (status = "5XX", description = "Server error", body = ErrorBody),
     )
 )]
-pub async fn project_notices(
-    State(state): State<AppState>,
-    principal: Principal,
-    AppPath(id): AppPath<Uuid>,
-) -> Result<AppJson<Vec<Notice>>> {
-    if !projects::readable(&state.db, id, &principal).await? {
-        return Err(ApiError::NotFound("project"));
-    }
+pub async fn project_notices(State(state): State<AppState>, caller: InProject) -> Result<AppJson<Vec<Notice>>> {
+    caller.standing.require_reader("project")?;
+    let id = caller.project_id;
     Ok(AppJson(
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "select {COLUMNS} from withdrawal_notice where project_id = $1 order by created_at desc"
@@ -217,13 +212,9 @@ pub async fn acknowledge(
         .fetch_optional(&state.db)
         .await?;
     let project = project.ok_or(ApiError::NotFound("notice"))?;
-    match projects::member_role(&state.db, project, &principal.username).await?.as_deref() {
-        Some("pi") => {}
-        _ if projects::readable(&state.db, project, &principal).await? => {
-            return Err(ApiError::Forbidden("only the project's PI acknowledges a withdrawal notice".into()));
-        }
-        _ => return Err(ApiError::NotFound("notice")),
-    }
+    crate::access::standing::standing(&state.db, project, &principal)
+        .await?
+        .require_pi("notice", "only the project's PI acknowledges a withdrawal notice")?;
     let mut tx = state.db.begin().await?;
     let notice: Notice = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "update withdrawal_notice set acknowledged_at = now(), acknowledged_by = $2
