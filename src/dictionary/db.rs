@@ -23,19 +23,23 @@ pub async fn dictionary(db: impl PgExecutor<'_>) -> sqlx::Result<Dictionary> {
     Ok(Dictionary::new(fields(db).await?))
 }
 
-/// Subjects with a value of a field, in one cohort.
+/// Subjects with a value of a field, in one cohort, of one threshold class.
 #[derive(Debug, Clone)]
 pub struct Coverage {
     pub field_id: String,
     pub cohort_id: Uuid,
+    /// The strictest cohort threshold of these subjects.
+    pub threshold: i32,
     pub subjects: i64,
+    /// The sum of their record keys modulo 2^64 (as stored, signed).
+    pub key_sum: i64,
 }
 
 /// The coverage of every field in the given cohorts.
 pub async fn coverage(db: impl PgExecutor<'_>, cohorts: &[Uuid]) -> sqlx::Result<Vec<Coverage>> {
     sqlx::query_as!(
         Coverage,
-        "select field_id, cohort_id, subjects from field_coverage where cohort_id = any($1)",
+        "select field_id, cohort_id, threshold, subjects, key_sum from field_coverage where cohort_id = any($1)",
         cohorts
     )
     .fetch_all(db)
@@ -43,52 +47,58 @@ pub async fn coverage(db: impl PgExecutor<'_>, cohorts: &[Uuid]) -> sqlx::Result
 }
 
 /// Recomputes the coverage of every field in every cohort. Withdrawn subjects
-/// and unpublished imaging do not count.
+/// and unpublished imaging do not count. Each cell is kept per threshold class
+/// (a subject's strictest cohort threshold) with the sum of its subjects'
+/// record keys, so that the dictionary publishes it by the cell key method.
 pub async fn refresh_coverage(db: &mut PgConnection) -> sqlx::Result<u64> {
     sqlx::query!("delete from field_coverage").execute(&mut *db).await?;
     let inserted = sqlx::query!(
         r#"
-        with members as (
-            select cs.cohort_id, s.subject_id, s.sex, s.birth_year
-            from cohort_subject cs join subject s using (subject_id)
+        with subjects as (
+            select s.subject_id, s.sex, s.birth_year, s.record_key,
+                   coalesce((select max(c.suppression_threshold) from cohort_subject x join cohort c using (cohort_id)
+                             where x.subject_id = s.subject_id), 10) as threshold
+            from subject s
             where s.withdrawn_at is null
         ),
-        imaged as (
-            select d.* from discovery_series d
-            join subject s on s.subject_id = d.subject_id and s.withdrawn_at is null
+        members as (
+            select cs.cohort_id, s.subject_id, s.sex, s.birth_year
+            from cohort_subject cs join subjects s using (subject_id)
         ),
-        counts (field_id, cohort_id, subjects) as (
-            select 'cohort', cohort_id, count(*) from members group by cohort_id
-            union all select 'site', cohort_id, count(*) from members group by cohort_id
-            union all select 'sex', cohort_id, count(*) filter (where sex is not null) from members group by cohort_id
-            union all select 'birth_year', cohort_id, count(*) filter (where birth_year is not null)
-                from members group by cohort_id
-            union all select 'age_at_study', cohort_id, count(distinct subject_id) filter (where age_years is not null)
-                from imaged group by cohort_id
-            union all select 'modality', cohort_id, count(distinct subject_id) filter (where modality is not null)
-                from imaged group by cohort_id
-            union all select 'body_part', cohort_id, count(distinct subject_id) filter (where body_part is not null)
-                from imaged group by cohort_id
-            union all select 'manufacturer', cohort_id, count(distinct subject_id) filter (where manufacturer is not null)
-                from imaged group by cohort_id
-            union all select 'model', cohort_id, count(distinct subject_id) filter (where model is not null)
-                from imaged group by cohort_id
-            union all select 'field_strength', cohort_id,
-                count(distinct subject_id) filter (where field_strength is not null) from imaged group by cohort_id
-            union all select o.field_id, m.cohort_id, count(distinct m.subject_id)
-                from members m join observation o using (subject_id) group by o.field_id, m.cohort_id
-            union all select 'diagnosis', m.cohort_id, count(distinct m.subject_id)
+        imaged as (
+            select d.* from discovery_series d join subjects s using (subject_id)
+        ),
+        cells (field_id, cohort_id, subject_id) as (
+            select 'cohort', cohort_id, subject_id from members
+            union select 'site', cohort_id, subject_id from members
+            union select 'sex', cohort_id, subject_id from members where sex is not null
+            union select 'birth_year', cohort_id, subject_id from members where birth_year is not null
+            union select 'age_at_study', cohort_id, subject_id from imaged where age_years is not null
+            union select 'modality', cohort_id, subject_id from imaged where modality is not null
+            union select 'body_part', cohort_id, subject_id from imaged where body_part is not null
+            union select 'manufacturer', cohort_id, subject_id from imaged where manufacturer is not null
+            union select 'model', cohort_id, subject_id from imaged where model is not null
+            union select 'field_strength', cohort_id, subject_id from imaged where field_strength is not null
+            union select o.field_id, m.cohort_id, m.subject_id from members m join observation o using (subject_id)
+            union select 'diagnosis', m.cohort_id, m.subject_id
                 from members m where exists (select 1 from diagnosis d where d.subject_id = m.subject_id)
-                group by m.cohort_id
-            union all select 'annotation', m.cohort_id, count(distinct m.subject_id)
+            union select 'annotation', m.cohort_id, m.subject_id
                 from members m where exists (select 1 from annotation a where a.subject_id = m.subject_id)
-                group by m.cohort_id
-            union all select 'genotype', m.cohort_id, count(distinct m.subject_id)
+            union select 'genotype', m.cohort_id, m.subject_id
                 from members m where exists (select 1 from genotype g where g.subject_id = m.subject_id)
-                group by m.cohort_id
+        ),
+        sums as (
+            select c.field_id, c.cohort_id, s.threshold, count(*) as subjects,
+                   (sum(s.record_key::numeric) % 18446744073709551616 + 18446744073709551616)
+                       % 18446744073709551616 as unsigned_sum
+            from cells c join subjects s using (subject_id)
+            group by c.field_id, c.cohort_id, s.threshold
         )
-        insert into field_coverage (field_id, cohort_id, subjects)
-        select field_id, cohort_id, subjects from counts where subjects > 0
+        insert into field_coverage (field_id, cohort_id, threshold, subjects, key_sum)
+        select field_id, cohort_id, threshold, subjects,
+               (case when unsigned_sum >= 9223372036854775808 then unsigned_sum - 18446744073709551616
+                     else unsigned_sum end)::bigint
+        from sums
         "#
     )
     .execute(&mut *db)

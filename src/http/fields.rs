@@ -1,5 +1,5 @@
 //! The public data dictionary: every discoverable field and how many subjects
-//! of each cohort have it, suppressed and rounded. Browsable without signing
+//! of each cohort have it, protected like every discovery count. Browsable without signing
 //! in for open and registered cohorts; signed-in users see every cohort;
 //! stewards and admins see exact counts and define new observation fields.
 
@@ -19,6 +19,7 @@ use crate::audit::{self, NewEvent};
 use crate::auth::{Principal, Role};
 use crate::dictionary::units::Unit;
 use crate::dictionary::{Field, ValueType, db};
+use crate::discovery::protect::{Perturbation, Tally, publish};
 use crate::error::{ApiError, ErrorBody, Result, ResultExt};
 use crate::openapi::tags;
 use crate::registry::{Tier, db as registry};
@@ -27,19 +28,20 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_fields)).routes(routes!(find_field, put_field))
 }
 
-/// Rounding base of published coverage counts.
-const ROUNDING: i64 = 5;
-
-/// A coverage count as it may be shown: suppressed below the cohort's
-/// threshold, else rounded to the base and never below the threshold.
-// Coverage is a fixed set per field and cohort that no query chooses; moving
-// it under the cell key method with the other counts is open work (issue 14).
-fn disclose(count: i64, threshold: i64, rounding: i64) -> Option<i64> {
-    if count < threshold.max(1) {
-        return None;
+/// A coverage cell as it may be shown, by the cell key method of discovery:
+/// the subjects of each threshold class count only when there are at least
+/// that many of them, and the count of those kept is perturbed from the
+/// published table at the sum of their record keys (the same answer
+/// discovery's cell key gives the same set of subjects); `None` when none are kept.
+fn disclose(table: &Perturbation, classes: &[&db::Coverage]) -> Option<i64> {
+    let mut tally = Tally::default();
+    for class in classes {
+        let part = tally.parts.entry(class.threshold).or_default();
+        part.counts[0] += class.subjects;
+        part.key_sum = part.key_sum.wrapping_add(u64::from_ne_bytes(class.key_sum.to_ne_bytes()));
     }
-    let base = rounding.max(1);
-    Some(((count + base / 2) / base * base).max(threshold))
+    let (kept, threshold) = tally.kept()?;
+    Some(publish(table, &kept, threshold)[0])
 }
 
 /// Subjects of one cohort with a value of the field.
@@ -47,7 +49,7 @@ fn disclose(count: i64, threshold: i64, rounding: i64) -> Option<i64> {
 pub struct CohortCoverage {
     /// Cohort slug.
     pub cohort: String,
-    /// Rounded (exact for stewards); `null` when suppressed.
+    /// Perturbed by the cell key method (exact for stewards); `null` when suppressed.
     pub subjects: Option<i64>,
     /// Whether the count is below the cohort's threshold and hidden.
     pub suppressed: bool,
@@ -58,7 +60,7 @@ pub struct CohortCoverage {
 pub struct FieldEntry {
     #[serde(flatten)]
     pub field: Field,
-    /// Cohorts visible to the caller in which at least one subject has a value.
+    /// Every cohort visible to the caller, with how many of its subjects have a value.
     pub coverage: Vec<CohortCoverage>,
 }
 
@@ -86,29 +88,29 @@ async fn entries(state: &AppState, principal: Option<&Principal>, only: Option<&
         .into_iter()
         .filter(|c| principal.is_some() || matches!(c.tier, Tier::Open | Tier::Registered))
         .collect();
-    let by_id: HashMap<_, _> = cohorts.iter().map(|c| (c.id, c)).collect();
     let ids: Vec<_> = cohorts.iter().map(|c| c.id).collect();
-    let mut coverage: HashMap<String, Vec<CohortCoverage>> = HashMap::new();
+    let config = &state.config.discovery;
+    let table = Perturbation::new(config.noise_sd, config.noise_bound);
+    let mut cells: HashMap<(String, uuid::Uuid), Vec<db::Coverage>> = HashMap::new();
     for c in db::coverage(&state.db, &ids).await? {
-        let Some(cohort) = by_id.get(&c.cohort_id) else { continue };
-        let shown = if exact {
-            Some(c.subjects)
-        } else {
-            disclose(c.subjects, i64::from(cohort.suppression_threshold), ROUNDING)
-        };
-        coverage.entry(c.field_id).or_default().push(CohortCoverage {
-            cohort: cohort.slug.clone(),
-            subjects: shown,
-            suppressed: shown.is_none(),
-        });
+        cells.entry((c.field_id.clone(), c.cohort_id)).or_default().push(c);
     }
+    // Every visible cohort is listed for every field, empty ones too: a
+    // cohort left out would say "nobody" where a suppressed one says "few or nobody".
+    let cell = |field: &str, cohort: &crate::registry::Cohort| {
+        let classes: Vec<&db::Coverage> =
+            cells.get(&(field.to_owned(), cohort.id)).map(|v| v.iter().collect()).unwrap_or_default();
+        let shown = if exact { Some(classes.iter().map(|c| c.subjects).sum()) } else { disclose(&table, &classes) };
+        CohortCoverage { cohort: cohort.slug.clone(), subjects: shown, suppressed: shown.is_none() }
+    };
+    let mut by_slug: Vec<&crate::registry::Cohort> = cohorts.iter().collect();
+    by_slug.sort_by(|a, b| a.slug.cmp(&b.slug));
     let fields = db::fields(&state.db)
         .await?
         .into_iter()
         .filter(|f| only.is_none_or(|c| f.category == c))
         .map(|field| {
-            let mut coverage = coverage.remove(&field.id).unwrap_or_default();
-            coverage.sort_by(|a, b| a.cohort.cmp(&b.cohort));
+            let coverage = by_slug.iter().map(|cohort| cell(&field.id, cohort)).collect();
             FieldEntry { field, coverage }
         })
         .collect();

@@ -270,7 +270,7 @@ async fn imports_need_the_uploader_role_a_known_cohort_and_a_table_media_type() 
 }
 
 #[tokio::test]
-async fn the_dictionary_is_public_for_open_and_registered_cohorts_with_suppressed_rounded_coverage() {
+async fn the_dictionary_is_public_for_open_and_registered_cohorts_with_coverage_protected_like_discovery() {
     let app = TestApp::new().await;
     let admin = app.token("ada", &[Role::Admin]);
     app.post_json(
@@ -305,15 +305,28 @@ async fn the_dictionary_is_public_for_open_and_registered_cohorts_with_suppresse
         (hba1c["unit"].as_str(), hba1c["coding_system"].as_str(), hba1c["code"].as_str()),
         (Some("%"), Some("LOINC"), Some("4548-4"))
     );
-    assert_eq!(
-        hba1c["coverage"],
-        json!([{"cohort": "open-hearts", "subjects": 15, "suppressed": false}]),
-        "13 rounds to 15; the controlled default cohort is not shown"
-    );
-    assert_eq!(
-        field(&body, "crp")["coverage"],
-        json!([{"cohort": "open-hearts", "subjects": null, "suppressed": true}])
-    );
+    let shown = &hba1c["coverage"];
+    assert_eq!(shown.as_array().unwrap().len(), 1, "the controlled default cohort is not shown: {shown}");
+    assert_eq!((&shown[0]["cohort"], &shown[0]["suppressed"]), (&json!("open-hearts"), &json!(false)));
+    let published = shown[0]["subjects"].as_i64().unwrap();
+    assert!((10..=19).contains(&published), "13 subjects, perturbed by at most 6 and never below 10: {published}");
+    // The same set of subjects gets the same answer from discovery (the cell key method, one record key sum).
+    let researcher = app.token("rhea", &[Role::Researcher]);
+    let criteria = json!({"criteria": {"and": [
+        {"field": "cohort", "in": ["open-hearts"]},
+        {"field": "hba1c", "min": 0}
+    ]}});
+    let counted = app.post_json("/api/v1/discovery/count", Some(&researcher), &criteria).await;
+    counted.assert_status(StatusCode::OK);
+    assert_eq!(counted.json()["counts"]["subjects"], json!(published), "the dictionary and discovery agree");
+    // Four subjects and none look alike: both suppressed, both listed.
+    for id in ["crp", "glucose"] {
+        assert_eq!(
+            field(&body, id)["coverage"],
+            json!([{"cohort": "open-hearts", "subjects": null, "suppressed": true}]),
+            "{id}"
+        );
+    }
 
     let steward = app.token("stella", &[Role::Steward]);
     let exact = app.get("/api/v1/fields/hba1c", Some(&steward)).await.json();
@@ -322,6 +335,14 @@ async fn the_dictionary_is_public_for_open_and_registered_cohorts_with_suppresse
         json!([
             {"cohort": "default", "subjects": 13, "suppressed": false},
             {"cohort": "open-hearts", "subjects": 13, "suppressed": false}
+        ])
+    );
+    let glucose = app.get("/api/v1/fields/glucose", Some(&steward)).await.json();
+    assert_eq!(
+        glucose["coverage"],
+        json!([
+            {"cohort": "default", "subjects": 0, "suppressed": false},
+            {"cohort": "open-hearts", "subjects": 0, "suppressed": false}
         ])
     );
     app.get("/api/v1/fields?category=laboratory", None).await.json()["fields"]
