@@ -53,6 +53,7 @@ pub fn build_router(state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(move |req, next| enforce_timeout(timeout, bulk_timeout, req, next)))
+        .layer(middleware::from_fn(move |req, next| crate::http::nul::refuse(body_limit, req, next)))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track))
         .with_state(state);

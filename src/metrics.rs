@@ -97,16 +97,37 @@ impl Metrics {
     }
 }
 
+/// The method as a label: one of the nine standard methods, else `other`, so
+/// that a client inventing methods cannot grow the label space.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::CONNECT,
+    ]
+    .iter()
+    .zip(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"])
+    .find_map(|(known, label)| (known == method).then_some(label))
+    .unwrap_or("other")
+}
+
 /// Middleware recording every request under its route template (not its raw path,
 /// which would explode the label space and could carry identifiers).
 pub async fn track(State(metrics): State<std::sync::Arc<Metrics>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let route =
         request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     // The route is known only after routing; the request span opened before it.
     tracing::Span::current().record("route", route.as_str());
     let response = next.run(request).await;
-    metrics.observe(&method, &route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    metrics.observe(method, &route, response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }

@@ -19,6 +19,7 @@ pub mod fields;
 pub mod grants;
 pub mod imports;
 pub mod me;
+pub mod nul;
 pub mod ops;
 pub mod projects;
 pub mod publications;

@@ -20,6 +20,7 @@ mod errors;
 mod grant_duties;
 mod grant_scope;
 mod helpers;
+mod hostile;
 mod imports;
 mod jobs;
 mod openapi;

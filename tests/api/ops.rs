@@ -44,6 +44,31 @@ async fn metrics_count_requests_by_route_template_and_status_and_report_the_pool
 }
 
 #[tokio::test]
+async fn invented_methods_and_unknown_paths_share_one_label_each_so_metrics_stay_small() {
+    let app = TestApp::new().await;
+    for i in 0..40 {
+        let request = axum::http::Request::builder()
+            .method(format!("BREW{i}").as_str())
+            .uri(format!("/api/v1/no-such-thing-{i}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        app.call(request).await;
+        let request = axum::http::Request::builder()
+            .method(format!("STEEP{i}").as_str())
+            .uri("/api/v1/cohorts")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        app.call(request).await;
+    }
+    let text = app.get("/metrics", None).await.assert_status(StatusCode::OK).text();
+    assert!(!text.contains("BREW") && !text.contains("STEEP"), "{text}");
+    assert!(!text.contains("no-such-thing"), "{text}");
+    let series = text.lines().filter(|l| l.starts_with("custodian_http_requests_total{")).count();
+    assert!(series <= 4, "eighty invented requests make at most a few series: {text}");
+    assert!(text.contains(r#"method="other",route="unmatched""#), "{text}");
+}
+
+#[tokio::test]
 async fn every_response_carries_a_request_id_and_a_given_one_is_kept() {
     let app = TestApp::new().await;
     let generated = app.get("/healthz", None).await;
