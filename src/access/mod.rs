@@ -11,6 +11,7 @@ pub mod duties;
 pub mod grants;
 pub mod projects;
 pub mod review;
+pub mod review_comments;
 pub mod scope;
 pub mod snapshot;
 pub mod standing;

@@ -3,12 +3,13 @@
 //! door, never stored); the subject leaves discovery (fully, or their imaging
 //! only) and every project that may hold their data gets a notice listing the
 //! subject under that project's own pseudonym, for its PI to acknowledge.
+//!
+//! The rules live in [`crate::access::withdrawal`]; each handler reads the
+//! request, opens the transaction, calls one service function and answers.
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -16,11 +17,10 @@ use uuid::Uuid;
 
 use super::extract::{AppJson, AppPath, AppQuery};
 use crate::access::standing::InProject;
-use crate::access::withdrawal::{self, Outcome, Scope};
+use crate::access::withdrawal::{self, Named, Notice, Outcome, Scope, Withdrawn};
 use crate::app::AppState;
-use crate::audit::{self, NewEvent};
-use crate::auth::{Principal, Role};
-use crate::error::{ApiError, ErrorBody, Result};
+use crate::auth::Principal;
+use crate::error::{ErrorBody, Result};
 use crate::openapi::tags;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -74,55 +74,17 @@ pub async fn withdraw(
     principal: Principal,
     AppJson(request): AppJson<WithdrawalRequest>,
 ) -> Result<(StatusCode, AppJson<Withdrawal>)> {
-    principal.require_any(&[Role::Steward, Role::Admin])?;
-    let pseudonym = match (&request.pseudonym, &request.site, &request.patient_id) {
-        (Some(p), None, None) => p.trim().to_owned(),
-        (None, Some(site), Some(id)) if !id.trim().is_empty() => state.ingest.key.subject(site.trim(), id),
-        _ => {
-            return Err(ApiError::BadRequest(
-                "name the subject by `pseudonym`, or by `site` and `patient_id` (not both)".into(),
-            ));
-        }
+    let named = Named {
+        pseudonym: request.pseudonym.as_deref(),
+        site: request.site.as_deref(),
+        patient_id: request.patient_id.as_deref(),
     };
     let mut tx = state.db.begin().await?;
-    let found: Option<(Uuid, Option<String>)> =
-        sqlx::query_as("select subject_id, withdrawal_scope from subject where pseudonym = $1 for update")
-            .bind(&pseudonym)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let (subject, before) = found.ok_or(ApiError::NotFound("subject"))?;
-    if request.scope.covered_by(before.as_deref()) {
-        return Err(ApiError::Conflict(format!("the subject has already withdrawn ({})", before.unwrap_or_default())));
-    }
-    let Outcome { notices, series_removed } =
-        withdrawal::withdraw(&mut tx, &state.ingest.key, subject, &pseudonym, request.scope).await?;
-    audit::record(
-        &mut tx,
-        NewEvent::new(&principal.username, "subject.withdraw")
-            .target(format!("subject:{pseudonym}"))
-            .details(json!({ "scope": request.scope, "notices": notices, "series_removed": series_removed })),
-    )
-    .await?;
+    let Withdrawn { pseudonym, outcome: Outcome { notices, series_removed } } =
+        withdrawal::withdraw_subject(&mut tx, &principal, &state.ingest.key, named, request.scope).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, AppJson(Withdrawal { pseudonym, scope: request.scope, notices, series_removed })))
 }
-
-/// A withdrawal notice to a project.
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct Notice {
-    #[sqlx(rename = "notice_id")]
-    pub id: Uuid,
-    pub project_id: Uuid,
-    /// `full` or `imaging`.
-    pub scope: String,
-    /// The subject under the project's own pseudonym: delete this subject's data.
-    pub project_pseudonym: String,
-    pub created_at: DateTime<Utc>,
-    pub acknowledged_at: Option<DateTime<Utc>>,
-    pub acknowledged_by: Option<String>,
-}
-
-const COLUMNS: &str = "notice_id, project_id, scope, project_pseudonym, created_at, acknowledged_at, acknowledged_by";
 
 /// A project's withdrawal notices (members and stewards).
 #[utoipa::path(
@@ -138,16 +100,8 @@ const COLUMNS: &str = "notice_id, project_id, scope, project_pseudonym, created_
     )
 )]
 pub async fn project_notices(State(state): State<AppState>, caller: InProject) -> Result<AppJson<Vec<Notice>>> {
-    caller.standing.require_reader("project")?;
-    let id = caller.project_id;
-    Ok(AppJson(
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select {COLUMNS} from withdrawal_notice where project_id = $1 order by created_at desc"
-        )))
-        .bind(id)
-        .fetch_all(&state.db)
-        .await?,
-    ))
+    let mut conn = state.db.acquire().await?;
+    Ok(AppJson(withdrawal::project_notices(&mut conn, &caller).await?))
 }
 
 /// Which notices to list.
@@ -177,15 +131,8 @@ pub async fn open_notices(
     principal: Principal,
     AppQuery(filter): AppQuery<NoticeFilter>,
 ) -> Result<AppJson<Vec<Notice>>> {
-    principal.require_any(&[Role::Steward, Role::Admin])?;
-    Ok(AppJson(
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select {COLUMNS} from withdrawal_notice where not $1 or acknowledged_at is null order by created_at"
-        )))
-        .bind(filter.unacknowledged)
-        .fetch_all(&state.db)
-        .await?,
-    ))
+    let mut conn = state.db.acquire().await?;
+    Ok(AppJson(withdrawal::open_notices(&mut conn, &principal, filter.unacknowledged).await?))
 }
 
 /// Acknowledge a notice once the subject's data is deleted (the PI).
@@ -207,31 +154,8 @@ pub async fn acknowledge(
     principal: Principal,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<AppJson<Notice>> {
-    let project: Option<Uuid> = sqlx::query_scalar("select project_id from withdrawal_notice where notice_id = $1")
-        .bind(id)
-        .fetch_optional(&state.db)
-        .await?;
-    let project = project.ok_or(ApiError::NotFound("notice"))?;
-    crate::access::standing::standing(&state.db, project, &principal)
-        .await?
-        .require_pi("notice", "only the project's PI acknowledges a withdrawal notice")?;
     let mut tx = state.db.begin().await?;
-    let notice: Notice = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "update withdrawal_notice set acknowledged_at = now(), acknowledged_by = $2
-         where notice_id = $1 and acknowledged_at is null returning {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(&principal.username)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| ApiError::Conflict("the notice is already acknowledged".into()))?;
-    audit::record(
-        &mut tx,
-        NewEvent::new(&principal.username, "withdrawal.acknowledge")
-            .target(format!("project:{project}"))
-            .details(json!({ "notice": id })),
-    )
-    .await?;
+    let notice = withdrawal::acknowledge(&mut tx, &principal, id).await?;
     tx.commit().await?;
     Ok(AppJson(notice))
 }

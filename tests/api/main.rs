@@ -27,6 +27,7 @@ mod openapi;
 mod ops;
 mod projects;
 mod real_files;
+mod review_rules;
 mod s3_server;
 mod storage_s3;
 mod stow;
