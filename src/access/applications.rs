@@ -606,3 +606,60 @@ pub async fn set_consent_terms(
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::projects::MemberRole;
+
+    fn draft() -> ApplicationContent {
+        serde_json::from_value(json!({
+            "title": "Glioma growth", "lay_summary": "s", "rationale": "r", "methods": "m",
+            "scope": {"cohorts": ["brain-mri"], "annotation_kinds": ["segmentation"], "modalities": ["MR"], "imaging": true},
+            "intended_use": {"purpose": "HMB", "duration_months": 24},
+            "data_security": "HPC", "public_interest": "p"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_complete_draft_has_no_problems_and_each_gap_is_named_at_its_pointer() {
+        let dictionary = Dictionary::default();
+        assert_eq!(completeness(&draft(), &dictionary), Vec::new());
+        let mut gaps = draft();
+        gaps.methods = "  ".into();
+        gaps.title = "x".repeat(20_001);
+        gaps.scope.cohorts.clear();
+        gaps.scope.fields.push("egfr".into());
+        gaps.scope.categories.push("genomics".into());
+        gaps.scope.annotation_kinds.push("mesh".into());
+        let found: Vec<(String, &str)> =
+            completeness(&gaps, &dictionary).into_iter().map(|p| (p.path.unwrap(), p.code)).collect();
+        let want = [
+            ("/title", "too-long"),
+            ("/methods", "missing"),
+            ("/scope/cohorts", "missing"),
+            ("/scope/fields/0", "unknown-field"),
+            ("/scope/categories/0", "unknown-category"),
+            ("/scope/annotation_kinds/1", "invalid-criteria"),
+        ];
+        assert_eq!(found, want.map(|(path, code)| (path.to_owned(), code)));
+    }
+
+    #[test]
+    fn only_the_pi_acts_and_who_may_not_read_is_told_nothing_exists() {
+        assert!(require_pi(Standing::Member(MemberRole::Pi), "application").is_ok());
+        for (who, thing, status) in [
+            (Standing::Member(MemberRole::Collaborator), "application", 403),
+            (Standing::Steward, "application", 403),
+            (Standing::Invitee, "application", 404),
+            (Standing::Stranger, "application", 404),
+            // An invitee sees the project, but not that it has applications to start.
+            (Standing::Invitee, "project", 404),
+            (Standing::Member(MemberRole::Collaborator), "project", 403),
+        ] {
+            let refused = require_pi(who, thing).unwrap_err();
+            assert_eq!(refused.status().as_u16(), status, "{who:?} on {thing}");
+        }
+    }
+}
