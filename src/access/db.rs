@@ -5,14 +5,16 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::consent::IntendedUse;
+use super::consent::{ConsentTerms, IntendedUse};
 use super::grants::Scope;
 use super::state::State;
 use crate::error::ApiError;
+use crate::registry::Tier;
 
 /// What an application says, kept whole at every submission.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -39,6 +41,19 @@ fn internal(e: impl Into<anyhow::Error>) -> ApiError {
     ApiError::Internal(e.into())
 }
 
+/// Fail closed: a stored `what` (of the application or project `of`) that
+/// cannot be read refuses whatever needs it, with a log line naming it; it is
+/// never taken for absent. Other database errors pass through.
+fn unreadable(what: &'static str, of: Uuid) -> impl FnOnce(sqlx::Error) -> ApiError {
+    move |e| match e {
+        sqlx::Error::ColumnDecode { index, source } => {
+            tracing::error!(id = %of, column = %index, error = %source, "a stored {what} cannot be read");
+            internal(anyhow::anyhow!("a stored {what} cannot be read ({of})"))
+        }
+        other => other.into(),
+    }
+}
+
 /// An application as stored.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ApplicationRow {
@@ -63,41 +78,41 @@ pub struct ApplicationRow {
     pub dua_sha256: Option<String>,
 }
 
-type Row = (
-    Uuid,
-    Uuid,
-    String,
-    Value,
-    i32,
-    String,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-    Option<NaiveDate>,
-    Option<DateTime<Utc>>,
-    bool,
-    Option<String>,
-    Option<String>,
-);
+/// An `application` row as the queries read it (typed state, JSON draft).
+struct Row {
+    application_id: Uuid,
+    project_id: Uuid,
+    state: State,
+    draft: Json<ApplicationContent>,
+    version: i32,
+    created_by: String,
+    created_at: DateTime<Utc>,
+    submitted_at: Option<DateTime<Utc>>,
+    due_on: Option<NaiveDate>,
+    decided_at: Option<DateTime<Utc>>,
+    decided_by_rule: bool,
+    dua_version: Option<String>,
+    dua_sha256: Option<String>,
+}
 
-const COLUMNS: &str = "application_id, project_id, state, draft, version, created_by, created_at, submitted_at, \
-                       due_on, decided_at, decided_by_rule, dua_version, dua_sha256";
-
-fn row(r: Row) -> Result<ApplicationRow, ApiError> {
-    Ok(ApplicationRow {
-        id: r.0,
-        project_id: r.1,
-        state: State::parse(&r.2).ok_or_else(|| internal(anyhow::anyhow!("unknown application state")))?,
-        draft: serde_json::from_value(r.3).map_err(internal)?,
-        version: r.4,
-        created_by: r.5,
-        created_at: r.6,
-        submitted_at: r.7,
-        due_on: r.8,
-        decided_at: r.9,
-        decided_by_rule: r.10,
-        dua_version: r.11,
-        dua_sha256: r.12,
-    })
+impl From<Row> for ApplicationRow {
+    fn from(r: Row) -> Self {
+        ApplicationRow {
+            id: r.application_id,
+            project_id: r.project_id,
+            state: r.state,
+            draft: r.draft.0,
+            version: r.version,
+            created_by: r.created_by,
+            created_at: r.created_at,
+            submitted_at: r.submitted_at,
+            due_on: r.due_on,
+            decided_at: r.decided_at,
+            decided_by_rule: r.decided_by_rule,
+            dua_version: r.dua_version,
+            dua_sha256: r.dua_sha256,
+        }
+    }
 }
 
 pub async fn create(
@@ -106,52 +121,79 @@ pub async fn create(
     by: &str,
     content: &ApplicationContent,
 ) -> Result<Uuid, ApiError> {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar!(
         "insert into application (project_id, draft, created_by) values ($1, $2, $3) returning application_id",
+        project_id,
+        Json(content) as _,
+        by,
     )
-    .bind(project_id)
-    .bind(serde_json::to_value(content).map_err(internal)?)
-    .bind(by)
     .fetch_one(tx)
     .await?)
 }
 
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<ApplicationRow>, ApiError> {
-    let r: Option<Row> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("select {COLUMNS} from application where application_id = $1")))
-            .bind(id)
-            .fetch_optional(db)
-            .await?;
-    r.map(row).transpose()
+    let row = sqlx::query_as!(
+        Row,
+        r#"select application_id, project_id, state as "state: State", draft as "draft: Json<ApplicationContent>",
+                  version, created_by, created_at, submitted_at, due_on, decided_at, decided_by_rule,
+                  dua_version, dua_sha256
+           from application where application_id = $1"#,
+        id,
+    )
+    .fetch_optional(db)
+    .await
+    .map_err(unreadable("application", id))?;
+    Ok(row.map(ApplicationRow::from))
 }
 
 /// The application, locked until `tx` ends.
 pub async fn lock(tx: &mut PgConnection, id: Uuid) -> Result<Option<ApplicationRow>, ApiError> {
-    let r: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS} from application where application_id = $1 for update"
-    )))
-    .bind(id)
+    let row = sqlx::query_as!(
+        Row,
+        r#"select application_id, project_id, state as "state: State", draft as "draft: Json<ApplicationContent>",
+                  version, created_by, created_at, submitted_at, due_on, decided_at, decided_by_rule,
+                  dua_version, dua_sha256
+           from application where application_id = $1 for update"#,
+        id,
+    )
     .fetch_optional(tx)
-    .await?;
-    r.map(row).transpose()
+    .await
+    .map_err(unreadable("application", id))?;
+    Ok(row.map(ApplicationRow::from))
 }
 
 pub async fn of_project(db: impl PgExecutor<'_>, project_id: Uuid) -> Result<Vec<ApplicationRow>, ApiError> {
-    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS} from application where project_id = $1 order by created_at desc"
-    )))
-    .bind(project_id)
+    let rows = sqlx::query_as!(
+        Row,
+        r#"select application_id, project_id, state as "state: State", draft as "draft: Json<ApplicationContent>",
+                  version, created_by, created_at, submitted_at, due_on, decided_at, decided_by_rule,
+                  dua_version, dua_sha256
+           from application where project_id = $1 order by created_at desc"#,
+        project_id,
+    )
     .fetch_all(db)
-    .await?;
-    rows.into_iter().map(row).collect()
+    .await
+    .map_err(unreadable("application of a project", project_id))?;
+    Ok(rows.into_iter().map(ApplicationRow::from).collect())
 }
 
 pub async fn replace_draft(tx: &mut PgConnection, id: Uuid, content: &ApplicationContent) -> Result<(), ApiError> {
-    sqlx::query("update application set draft = $2 where application_id = $1")
-        .bind(id)
-        .bind(serde_json::to_value(content).map_err(internal)?)
+    sqlx::query!("update application set draft = $2 where application_id = $1", id, Json(content) as _)
         .execute(tx)
         .await?;
+    Ok(())
+}
+
+/// Records the dua version (and text digest) the PI accepted, now.
+pub async fn accept_dua(tx: &mut PgConnection, id: Uuid, version: &str, sha256: &str) -> Result<(), ApiError> {
+    sqlx::query!(
+        "update application set dua_version = $2, dua_sha256 = $3, dua_accepted_at = now() where application_id = $1",
+        id,
+        version,
+        sha256,
+    )
+    .execute(tx)
+    .await?;
     Ok(())
 }
 
@@ -164,24 +206,24 @@ pub async fn transition(
     reason: Option<&str>,
 ) -> Result<(), ApiError> {
     let decided = matches!(to, State::Approved | State::Rejected);
-    sqlx::query(
+    sqlx::query!(
         "update application set state = $2, decided_at = case when $3 then now() else decided_at end
          where application_id = $1",
+        app.id,
+        to as State,
+        decided,
     )
-    .bind(app.id)
-    .bind(to.as_str())
-    .bind(decided)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "insert into application_transition (application_id, from_state, to_state, actor, reason)
          values ($1, $2, $3, $4, $5)",
+        app.id,
+        app.state as State,
+        to as State,
+        actor,
+        reason,
     )
-    .bind(app.id)
-    .bind(app.state.as_str())
-    .bind(to.as_str())
-    .bind(actor)
-    .bind(reason)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -195,23 +237,23 @@ pub async fn append_version(
     due_on: NaiveDate,
 ) -> Result<i32, ApiError> {
     let version = app.version + 1;
-    sqlx::query(
+    sqlx::query!(
         "insert into application_version (application_id, version, content, created_by) values ($1, $2, $3, $4)",
+        app.id,
+        version,
+        Json(&app.draft) as _,
+        by,
     )
-    .bind(app.id)
-    .bind(version)
-    .bind(serde_json::to_value(&app.draft).map_err(internal)?)
-    .bind(by)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "update application set version = $2, submitted_at = coalesce(submitted_at, now()),
                                 due_on = coalesce(due_on, $3)
          where application_id = $1",
+        app.id,
+        version,
+        due_on,
     )
-    .bind(app.id)
-    .bind(version)
-    .bind(due_on)
     .execute(&mut *tx)
     .await?;
     Ok(version)
@@ -227,18 +269,23 @@ pub struct Version {
 }
 
 pub async fn versions(db: impl PgExecutor<'_>, id: Uuid) -> Result<Vec<Version>, ApiError> {
-    let rows: Vec<(i32, Value, String, DateTime<Utc>)> = sqlx::query_as(
-        "select version, content, created_by, created_at from application_version
-         where application_id = $1 order by version",
+    let rows = sqlx::query!(
+        r#"select version, content as "content: Json<ApplicationContent>", created_by, created_at
+           from application_version where application_id = $1 order by version"#,
+        id,
     )
-    .bind(id)
     .fetch_all(db)
-    .await?;
-    rows.into_iter()
-        .map(|(version, content, created_by, created_at)| {
-            Ok(Version { version, content: serde_json::from_value(content).map_err(internal)?, created_by, created_at })
+    .await
+    .map_err(unreadable("application version", id))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Version {
+            version: r.version,
+            content: r.content.0,
+            created_by: r.created_by,
+            created_at: r.created_at,
         })
-        .collect()
+        .collect())
 }
 
 /// A state change as recorded.
@@ -252,20 +299,69 @@ pub struct Transition {
 }
 
 pub async fn transitions(db: impl PgExecutor<'_>, id: Uuid) -> Result<Vec<Transition>, ApiError> {
-    type Row = (String, String, String, Option<String>, DateTime<Utc>);
-    let rows: Vec<Row> = sqlx::query_as(
-        "select from_state, to_state, actor, reason, at from application_transition
-         where application_id = $1 order by transition_id",
+    sqlx::query_as!(
+        Transition,
+        r#"select from_state as "from: State", to_state as "to: State", actor, reason, at
+           from application_transition where application_id = $1 order by transition_id"#,
+        id,
     )
-    .bind(id)
     .fetch_all(db)
-    .await?;
-    rows.into_iter()
-        .map(|(from, to, actor, reason, at)| {
-            let parse = |s: &str| State::parse(s).ok_or_else(|| internal(anyhow::anyhow!("unknown state")));
-            Ok(Transition { from: parse(&from)?, to: parse(&to)?, actor, reason, at })
-        })
-        .collect()
+    .await
+    .map_err(unreadable("application transition", id))
+}
+
+/// The grant an approval made for the application (its first version's id).
+pub async fn grant_of(tx: &mut PgConnection, id: Uuid) -> Result<Uuid, ApiError> {
+    Ok(sqlx::query_scalar!("select grant_id from access_grant where application_id = $1 and version = 1", id)
+        .fetch_one(tx)
+        .await?)
+}
+
+/// Whether a steward verified `username`'s researcher profile.
+pub async fn profile_verified(db: impl PgExecutor<'_>, username: &str) -> Result<bool, ApiError> {
+    Ok(sqlx::query_scalar!(
+        r#"select exists (select 1 from researcher_profile where username = $1 and verified_at is not null) as "verified!""#,
+        username,
+    )
+    .fetch_one(db)
+    .await?)
+}
+
+/// A cohort's tier and its consent terms as stored (undecoded: see
+/// [`super::consent::stored`]), if the cohort exists.
+pub async fn cohort_terms(db: impl PgExecutor<'_>, slug: &str) -> Result<Option<(Tier, Option<Value>)>, ApiError> {
+    let row = sqlx::query!(r#"select tier as "tier: Tier", consent_terms from cohort where slug = $1"#, slug)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|r| (r.tier, r.consent_terms)))
+}
+
+/// Whether every one of `cohorts` is `registered` and approves applications by rule.
+pub async fn auto_eligible(db: impl PgExecutor<'_>, cohorts: &[String]) -> Result<bool, ApiError> {
+    Ok(sqlx::query_scalar!(
+        r#"select count(*) = cardinality($1::text[]) as "eligible!"
+           from cohort where slug = any($1) and tier = 'registered' and auto_approve"#,
+        cohorts,
+    )
+    .fetch_one(db)
+    .await?)
+}
+
+/// Stores a cohort's consent terms and auto-eligibility; its tier, if the cohort exists.
+pub async fn set_consent_terms(
+    tx: &mut PgConnection,
+    slug: &str,
+    terms: &ConsentTerms,
+    auto_approve: bool,
+) -> Result<Option<Tier>, ApiError> {
+    Ok(sqlx::query_scalar!(
+        r#"update cohort set consent_terms = $2, auto_approve = $3 where slug = $1 returning tier as "tier: Tier""#,
+        slug,
+        Json(terms) as _,
+        auto_approve,
+    )
+    .fetch_optional(tx)
+    .await?)
 }
 
 /// The date `days` working days (Monday to Friday) after `from`.

@@ -5,13 +5,16 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgExecutor;
+use serde_json::json;
+use sqlx::{PgConnection, PgExecutor};
 use utoipa::ToSchema;
 
+use crate::audit::{self, NewEvent};
+use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 
 /// One version of the agreement.
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Agreement {
     /// E.g. `custodian-dua-2026-1`.
     pub version: String,
@@ -24,29 +27,84 @@ pub struct Agreement {
     pub published_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "version, title, body, sha256, published_by, published_at";
-
 /// The version in force: the newest.
 pub async fn current(db: impl PgExecutor<'_>) -> Result<Agreement, ApiError> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("select {COLUMNS} from dua_version order by published_at desc limit 1")))
-        .fetch_optional(db)
-        .await?
-        .ok_or(ApiError::NotFound("data use agreement"))
+    sqlx::query_as!(
+        Agreement,
+        "select version, title, body, sha256, published_by, published_at
+         from dua_version order by published_at desc limit 1"
+    )
+    .fetch_optional(db)
+    .await?
+    .ok_or(ApiError::NotFound("data use agreement"))
 }
 
 /// One version.
 pub async fn get(db: impl PgExecutor<'_>, version: &str) -> Result<Option<Agreement>, ApiError> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("select {COLUMNS} from dua_version where version = $1")))
-        .bind(version)
-        .fetch_optional(db)
-        .await?)
+    Ok(sqlx::query_as!(
+        Agreement,
+        "select version, title, body, sha256, published_by, published_at from dua_version where version = $1",
+        version,
+    )
+    .fetch_optional(db)
+    .await?)
 }
 
 /// Every version, newest first.
 pub async fn all(db: impl PgExecutor<'_>) -> Result<Vec<Agreement>, ApiError> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("select {COLUMNS} from dua_version order by published_at desc")))
-        .fetch_all(db)
-        .await?)
+    Ok(sqlx::query_as!(
+        Agreement,
+        "select version, title, body, sha256, published_by, published_at from dua_version order by published_at desc"
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// Publishes a new version of the agreement (admins): in force at once.
+/// Version names are never reused.
+pub async fn publish(
+    tx: &mut PgConnection,
+    principal: &Principal,
+    version: &str,
+    title: &str,
+    body: &str,
+) -> Result<Agreement, ApiError> {
+    principal.require_any(&[Role::Admin])?;
+    if !valid_version(version) {
+        return Err(ApiError::BadRequest(
+            "`version` is 1 to 64 letters, digits, `.`, `_` or `-` (e.g. custodian-dua-2027-1)".into(),
+        ));
+    }
+    let title = title.trim();
+    if title.is_empty() || title.chars().count() > 200 {
+        return Err(ApiError::BadRequest("`title` is 1 to 200 characters".into()));
+    }
+    if body.trim().is_empty() || body.chars().count() > 100_000 {
+        return Err(ApiError::BadRequest("`body` is 1 to 100,000 characters".into()));
+    }
+    let sha256 = digest(body);
+    let saved = sqlx::query_as!(
+        Agreement,
+        "insert into dua_version (version, title, body, sha256, published_by) values ($1, $2, $3, $4, $5)
+         on conflict do nothing
+         returning version, title, body, sha256, published_by, published_at",
+        version,
+        title,
+        body,
+        sha256,
+        principal.username,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ApiError::Conflict(format!("a data use agreement `{version}` exists; versions are never reused")))?;
+    audit::record(
+        tx,
+        NewEvent::new(&principal.username, "dua.publish")
+            .target(format!("dua:{}", saved.version))
+            .details(json!({ "title": saved.title, "sha256": saved.sha256 })),
+    )
+    .await?;
+    Ok(saved)
 }
 
 /// The SHA-256 (hex) of a text, as recorded for a version.

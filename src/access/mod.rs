@@ -4,6 +4,7 @@
 //! with a quorum per cohort tier, threaded comments), and versioned grants
 //! checked on every request.
 
+pub mod applications;
 pub mod consent;
 pub mod db;
 pub mod dua;

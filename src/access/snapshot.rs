@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::error::ApiError;
 
 /// A cohort as a grant froze it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Snapshot {
     /// Cohort slug.
     pub cohort: String,
@@ -34,12 +34,13 @@ pub struct Snapshot {
 pub async fn take(tx: &mut PgConnection, grant_id: Uuid, cohorts: &[String]) -> Result<Vec<Snapshot>, ApiError> {
     // Waits for every transaction adding members to finish and holds new ones
     // back until this one commits: approvals are rare and quick.
-    sqlx::query("lock table cohort_subject in share mode").execute(&mut *tx).await?;
-    Ok(sqlx::query_as(
-        "with frozen as (
+    sqlx::query!("lock table cohort_subject in share mode").execute(&mut *tx).await?;
+    Ok(sqlx::query_as!(
+        Snapshot,
+        r#"with frozen as (
              select c.cohort_id, c.slug, t.at, count(s.subject_id)::integer as subjects,
                     encode(sha256(convert_to(coalesce(
-                        string_agg(s.pseudonym, E'\\n' order by s.pseudonym collate \"C\"), ''), 'UTF8')), 'hex') as digest
+                        string_agg(s.pseudonym, E'\n' order by s.pseudonym collate "C"), ''), 'UTF8')), 'hex') as digest
              from (select clock_timestamp() as at) t
              cross join cohort c
              left join cohort_subject cs on cs.cohort_id = c.cohort_id and cs.added_at <= t.at
@@ -50,28 +51,30 @@ pub async fn take(tx: &mut PgConnection, grant_id: Uuid, cohorts: &[String]) -> 
              insert into grant_snapshot (grant_id, cohort_id, as_of, subjects, digest)
              select $1, cohort_id, at, subjects, digest from frozen
          )
-         select slug as cohort, at as as_of, subjects, digest from frozen order by slug",
+         select slug as "cohort!", at as "as_of!", subjects as "subjects!", digest as "digest!"
+         from frozen order by slug"#,
+        grant_id,
+        cohorts,
     )
-    .bind(grant_id)
-    .bind(cohorts)
     .fetch_all(&mut *tx)
     .await?)
 }
 
 /// The snapshots of a grant, by cohort slug.
 pub async fn of_grant(db: impl PgExecutor<'_>, grant_id: Uuid) -> Result<Vec<Snapshot>, ApiError> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        Snapshot,
         "select c.slug as cohort, g.as_of, g.subjects, g.digest
          from grant_snapshot g join cohort c using (cohort_id)
          where g.grant_id = $1 order by c.slug",
+        grant_id,
     )
-    .bind(grant_id)
     .fetch_all(db)
     .await?)
 }
 
 /// A subject of a snapshot as it stands now.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Member {
     /// The registry pseudonym (never shown to a project as such).
     pub pseudonym: String,
@@ -82,16 +85,17 @@ pub struct Member {
 /// The subjects of `grant_id`'s snapshot of `cohort`, withdrawn ones included
 /// (the caller decides what a withdrawal leaves).
 pub async fn members(db: impl PgExecutor<'_>, grant_id: Uuid, cohort: &str) -> Result<Vec<Member>, ApiError> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        Member,
         "select s.pseudonym, s.withdrawal_scope
          from grant_snapshot g
          join cohort c on c.cohort_id = g.cohort_id and c.slug = $2
          join cohort_subject cs on cs.cohort_id = g.cohort_id and cs.added_at <= g.as_of
          join subject s on s.subject_id = cs.subject_id and (s.withdrawn_at is null or s.withdrawn_at > g.as_of)
          where g.grant_id = $1",
+        grant_id,
+        cohort,
     )
-    .bind(grant_id)
-    .bind(cohort)
     .fetch_all(db)
     .await?)
 }
@@ -100,7 +104,7 @@ pub async fn members(db: impl PgExecutor<'_>, grant_id: Uuid, cohort: &str) -> R
 /// that was once active and whose snapshot covers the subject, and, for a
 /// withdrawal of imaging only, whose grant covers imaging.
 pub async fn holders(db: impl PgExecutor<'_>, subject_id: Uuid, scope: &str) -> Result<Vec<Uuid>, ApiError> {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar!(
         "select distinct g.project_id
          from grant_snapshot gs
          join cohort_subject cs on cs.cohort_id = gs.cohort_id and cs.subject_id = $1 and cs.added_at <= gs.as_of
@@ -109,9 +113,9 @@ pub async fn holders(db: impl PgExecutor<'_>, subject_id: Uuid, scope: &str) -> 
          where exists (select 1 from access_grant v where v.grant_id = gs.grant_id and v.state = 'active')
            and ($2 = 'full' or exists (select 1 from access_grant v where v.grant_id = gs.grant_id
                                        and (v.scope ->> 'imaging')::boolean))",
+        subject_id,
+        scope,
     )
-    .bind(subject_id)
-    .bind(scope)
     .fetch_all(db)
     .await?)
 }

@@ -5,7 +5,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::json;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -13,8 +12,7 @@ use utoipa_axum::routes;
 use super::extract::{AppJson, AppPath};
 use crate::access::dua::{self, Agreement};
 use crate::app::AppState;
-use crate::audit::{self, NewEvent};
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::openapi::tags;
 
@@ -113,43 +111,8 @@ pub async fn publish_agreement(
     principal: Principal,
     AppJson(request): AppJson<NewAgreement>,
 ) -> Result<(StatusCode, AppJson<Agreement>)> {
-    principal.require_any(&[Role::Admin])?;
-    if !dua::valid_version(&request.version) {
-        return Err(ApiError::BadRequest(
-            "`version` is 1 to 64 letters, digits, `.`, `_` or `-` (e.g. custodian-dua-2027-1)".into(),
-        ));
-    }
-    let title = request.title.trim();
-    if title.is_empty() || title.chars().count() > 200 {
-        return Err(ApiError::BadRequest("`title` is 1 to 200 characters".into()));
-    }
-    if request.body.trim().is_empty() || request.body.chars().count() > 100_000 {
-        return Err(ApiError::BadRequest("`body` is 1 to 100,000 characters".into()));
-    }
-    let sha256 = dua::digest(&request.body);
     let mut tx = state.db.begin().await?;
-    let saved: Option<Agreement> = sqlx::query_as(
-        "insert into dua_version (version, title, body, sha256, published_by) values ($1, $2, $3, $4, $5)
-         on conflict do nothing
-         returning version, title, body, sha256, published_by, published_at",
-    )
-    .bind(&request.version)
-    .bind(title)
-    .bind(&request.body)
-    .bind(&sha256)
-    .bind(&principal.username)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let saved = saved.ok_or_else(|| {
-        ApiError::Conflict(format!("a data use agreement `{}` exists; versions are never reused", request.version))
-    })?;
-    audit::record(
-        &mut tx,
-        NewEvent::new(&principal.username, "dua.publish")
-            .target(format!("dua:{}", saved.version))
-            .details(json!({ "title": saved.title, "sha256": saved.sha256 })),
-    )
-    .await?;
+    let saved = dua::publish(&mut tx, &principal, &request.version, &request.title, &request.body).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, AppJson(saved)))
 }

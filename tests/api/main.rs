@@ -4,6 +4,7 @@ mod access;
 mod access_matrix;
 mod annotations;
 mod api_tokens;
+mod application_rules;
 mod audit;
 mod auth_jwt;
 mod catalog;
