@@ -4,12 +4,14 @@
 //! with a quorum per cohort tier, threaded comments), and versioned grants
 //! checked on every request.
 
+pub mod closure;
 pub mod consent;
 pub mod db;
 pub mod dua;
 pub mod duties;
 pub mod grants;
 pub mod projects;
+pub mod renewals;
 pub mod review;
 pub mod scope;
 pub mod snapshot;
