@@ -719,6 +719,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_transition_table_allows_exactly_these_changes() {
+        use GrantState::{Active, Closed, Expired, Pending, Revoked, Suspended};
+        let until = Utc::now();
+        let reason = "why";
+        let expected: [(Change<'_>, [Option<GrantState>; 6]); 6] = [
+            // from: Pending, Active, Suspended, Revoked, Expired, Closed
+            (Change::Activate { reason }, [Some(Active), None, None, None, None, None]),
+            (Change::Suspend { reason }, [None, Some(Suspended), None, None, None, None]),
+            (Change::Reinstate { reason }, [None, None, Some(Active), None, None, None]),
+            (Change::Revoke { reason }, [Some(Revoked), Some(Revoked), Some(Revoked), None, None, None]),
+            (
+                Change::Renew { until, reason },
+                [Some(Active), Some(Active), Some(Suspended), Some(Active), Some(Active), Some(Active)],
+            ),
+            (Change::Close { reason }, [Some(Closed), Some(Closed), Some(Closed), None, Some(Closed), None]),
+        ];
+        for (change, row) in expected {
+            for (from, to) in [Pending, Active, Suspended, Revoked, Expired, Closed].into_iter().zip(row) {
+                assert_eq!(change.next(from), to, "{change:?} from {from:?}");
+            }
+        }
+    }
+
+    #[test]
     fn merged_conditions_keep_every_text_the_narrowest_fields_and_the_earliest_end() {
         let a = Conditions {
             text: vec!["cite the cohort".into()],

@@ -19,6 +19,7 @@ mod embedded;
 mod errors;
 mod grant_duties;
 mod grant_scope;
+mod grant_transitions;
 mod helpers;
 mod imports;
 mod jobs;
