@@ -39,10 +39,7 @@ use crate::registry::Tier;
 /// What a reader who is not the PI is told when acting on an application.
 const PI_ONLY: &str = "only the project's PI acts on its applications";
 
-/// Whether the caller reviews (stewards and admins see every application).
-pub fn is_steward(principal: &Principal) -> bool {
-    principal.has_role(Role::Steward) || principal.has_role(Role::Admin)
-}
+pub use super::projects::is_steward;
 
 /// Only the project's PI acts; a reader who is not is refused, and anyone who
 /// may not read `thing` (an invitee included) is told it does not exist.

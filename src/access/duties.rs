@@ -1,14 +1,21 @@
 //! What comes with a grant: the fee of access, the project's duties
 //! (obligations with due dates), and the notifications people must act on.
+//!
+//! Each change is a service function that takes the transaction and the
+//! principal, checks who may make it, writes it and its audit event.
 
 use chrono::{DateTime, Months, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use sqlx::{PgConnection, PgExecutor};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::grants::Scope;
+use crate::audit::{self, NewEvent};
+use crate::auth::{Principal, Role};
 use crate::error::ApiError;
+use crate::registry::Tier;
 
 /// Leaves a notification for `recipient` (a username, or `role:steward`).
 pub async fn notify(
@@ -18,41 +25,114 @@ pub async fn notify(
     subject: &str,
     target: &str,
 ) -> Result<(), ApiError> {
-    sqlx::query("insert into notification (recipient, kind, subject, target) values ($1, $2, $3, $4)")
-        .bind(recipient)
-        .bind(kind)
-        .bind(subject)
-        .bind(target)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "insert into notification (recipient, kind, subject, target) values ($1, $2, $3, $4)",
+        recipient,
+        kind,
+        subject,
+        target
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 
 /// The PI of a project.
 pub async fn pi_of(db: impl PgExecutor<'_>, project_id: Uuid) -> Result<String, ApiError> {
-    Ok(sqlx::query_scalar("select pi_username from project where project_id = $1")
-        .bind(project_id)
-        .fetch_one(db)
-        .await?)
+    Ok(sqlx::query_scalar!("select pi_username from project where project_id = $1", project_id).fetch_one(db).await?)
+}
+
+/// A report, a pointer to returned results, an attestation or a reason, trimmed.
+pub fn statement(text: &str) -> Result<&str, ApiError> {
+    let text = text.trim();
+    if text.is_empty() || text.chars().count() > 20_000 {
+        return Err(ApiError::BadRequest("`statement` is 1 to 20,000 characters".into()));
+    }
+    Ok(text)
+}
+
+// ---------------------------------------------------------------- fees
+
+/// The fees of one tier.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TierFees {
+    pub tier: Tier,
+    /// In the currency's minor unit (cents).
+    pub access_fee: i64,
+    /// Due at each renewal.
+    pub maintenance_fee: i64,
+    /// Added to the access fee when imaging is in scope.
+    #[serde(default)]
+    pub imaging_access_fee: i64,
+    /// Added to the maintenance fee when imaging is in scope.
+    #[serde(default)]
+    pub imaging_maintenance_fee: i64,
+    /// ISO 4217, e.g. `EUR`.
+    pub currency: String,
+}
+
+/// When a fee is owed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum FeeKind {
+    /// At approval.
+    Access,
+    /// At renewal.
+    Maintenance,
+}
+
+impl FeeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Access => "access",
+            Self::Maintenance => "maintenance",
+        }
+    }
+}
+
+impl std::fmt::Display for FeeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a fee was settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum FeeSettlement {
+    Paid,
+    Waived,
+}
+
+impl FeeSettlement {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "paid" => Some(Self::Paid),
+            "waived" => Some(Self::Waived),
+            _ => None,
+        }
+    }
 }
 
 /// A fee owed for access.
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Fee {
-    #[sqlx(rename = "fee_id")]
     pub id: Uuid,
     pub application_id: Uuid,
     pub grant_id: Option<Uuid>,
     /// `access` (at approval) or `maintenance` (at renewal).
-    pub kind: String,
+    #[schema(value_type = String)]
+    pub kind: FeeKind,
     /// In the currency's minor unit (cents).
     pub amount: i64,
     pub currency: String,
     /// What the amount is made of.
-    #[sqlx(json)]
     pub basis: Vec<FeeItem>,
     /// `paid` or `waived`; absent while owed.
-    pub settlement: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub settlement: Option<FeeSettlement>,
     pub settlement_note: Option<String>,
     pub settled_by: Option<String>,
     pub settled_at: Option<DateTime<Utc>>,
@@ -68,12 +148,76 @@ pub struct FeeItem {
     pub amount: i64,
 }
 
-const FEE_COLUMNS: &str = "fee_id, application_id, grant_id, kind, amount, currency, basis, settlement, \
-                           settlement_note, settled_by, settled_at, created_at";
+fn tier_name(tier: Tier) -> &'static str {
+    match tier {
+        Tier::Open => "open",
+        Tier::Registered => "registered",
+        Tier::Controlled => "controlled",
+    }
+}
 
-/// Records the fee the schedule sets for `scope`: the fee of the strictest
-/// tier among its cohorts, plus that tier's imaging surcharge when the scope
-/// holds imaging (nothing when the total is zero). Returns the amount.
+/// The fee schedule, per cohort tier (anyone signed in).
+pub async fn fee_schedule(db: impl PgExecutor<'_>) -> Result<Vec<TierFees>, ApiError> {
+    Ok(sqlx::query_as!(
+        TierFees,
+        r#"select tier as "tier: Tier", access_fee, maintenance_fee, imaging_access_fee, imaging_maintenance_fee,
+                  currency
+           from fee_schedule order by tier"#
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// Sets the fees of `tier` (admins).
+pub async fn set_fees(
+    tx: &mut PgConnection,
+    principal: &Principal,
+    tier: Tier,
+    fees: &TierFees,
+) -> Result<TierFees, ApiError> {
+    principal.require_any(&[Role::Admin])?;
+    if fees.tier != tier {
+        return Err(ApiError::BadRequest("the body's `tier` differs from the path's".into()));
+    }
+    if [fees.access_fee, fees.maintenance_fee, fees.imaging_access_fee, fees.imaging_maintenance_fee]
+        .iter()
+        .any(|fee| *fee < 0)
+    {
+        return Err(ApiError::BadRequest("fees are zero or more".into()));
+    }
+    if fees.currency.len() != 3 || !fees.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(ApiError::BadRequest("`currency` is an ISO 4217 code such as EUR".into()));
+    }
+    let saved = sqlx::query_as!(
+        TierFees,
+        r#"update fee_schedule set access_fee = $2, maintenance_fee = $3, imaging_access_fee = $4,
+                                   imaging_maintenance_fee = $5, currency = $6, updated_at = now()
+           where tier = $1
+           returning tier as "tier: Tier", access_fee, maintenance_fee, imaging_access_fee, imaging_maintenance_fee,
+                     currency"#,
+        tier as Tier,
+        fees.access_fee,
+        fees.maintenance_fee,
+        fees.imaging_access_fee,
+        fees.imaging_maintenance_fee,
+        fees.currency,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    audit::record(
+        tx,
+        NewEvent::new(&principal.username, "fee.schedule").target(format!("tier:{}", tier_name(tier))).details(
+            json!({ "access_fee": saved.access_fee, "maintenance_fee": saved.maintenance_fee,
+                    "imaging_access_fee": saved.imaging_access_fee,
+                    "imaging_maintenance_fee": saved.imaging_maintenance_fee, "currency": saved.currency }),
+        ),
+    )
+    .await?;
+    Ok(saved)
+}
+
+/// Records the fee the schedule sets for `scope` (`kind` is `access` or
+/// `maintenance`); see [`charge_fee`]. Returns the amount.
 pub async fn charge(
     tx: &mut PgConnection,
     application_id: Uuid,
@@ -81,23 +225,41 @@ pub async fn charge(
     scope: &Scope,
     kind: &str,
 ) -> Result<Option<i64>, ApiError> {
-    let (base, imaging) = if kind == "access" {
-        ("access_fee", "imaging_access_fee")
-    } else {
-        ("maintenance_fee", "imaging_maintenance_fee")
+    let kind = match kind {
+        "access" => FeeKind::Access,
+        "maintenance" => FeeKind::Maintenance,
+        other => return Err(ApiError::Internal(anyhow::anyhow!("no fee is of the kind `{other}`"))),
     };
-    let due: Option<(String, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select f.tier, f.{base}, f.{imaging}, f.currency from fee_schedule f
+    charge_fee(tx, application_id, grant_id, scope, kind).await
+}
+
+/// Records the fee the schedule sets for `scope`: the fee of the strictest
+/// tier among its cohorts, plus that tier's imaging surcharge when the scope
+/// holds imaging (nothing when the total is zero). Returns the amount.
+pub async fn charge_fee(
+    tx: &mut PgConnection,
+    application_id: Uuid,
+    grant_id: Uuid,
+    scope: &Scope,
+    kind: FeeKind,
+) -> Result<Option<i64>, ApiError> {
+    let due = sqlx::query!(
+        "select f.tier, f.access_fee, f.maintenance_fee, f.imaging_access_fee, f.imaging_maintenance_fee, f.currency
+         from fee_schedule f
          where f.tier in (select tier from cohort where slug = any($1))
-         order by case f.tier when 'controlled' then 0 when 'registered' then 1 else 2 end limit 1"
-    )))
-    .bind(&scope.cohorts)
+         order by case f.tier when 'controlled' then 0 when 'registered' then 1 else 2 end limit 1",
+        &scope.cohorts
+    )
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((tier, base_amount, imaging_amount, currency)) = due else { return Ok(None) };
+    let Some(due) = due else { return Ok(None) };
+    let (base_amount, imaging_amount) = match kind {
+        FeeKind::Access => (due.access_fee, due.imaging_access_fee),
+        FeeKind::Maintenance => (due.maintenance_fee, due.imaging_maintenance_fee),
+    };
     let mut basis = Vec::new();
     if base_amount > 0 {
-        basis.push(FeeItem { item: format!("{tier} tier {kind}"), amount: base_amount });
+        basis.push(FeeItem { item: format!("{} tier {kind}", due.tier), amount: base_amount });
     }
     if scope.imaging && imaging_amount > 0 {
         basis.push(FeeItem { item: format!("imaging {kind}"), amount: imaging_amount });
@@ -106,49 +268,170 @@ pub async fn charge(
     if amount == 0 {
         return Ok(None);
     }
-    sqlx::query(
+    sqlx::query!(
         "insert into fee (application_id, grant_id, kind, amount, currency, basis) values ($1, $2, $3, $4, $5, $6)",
+        application_id,
+        grant_id,
+        kind as FeeKind,
+        amount,
+        due.currency,
+        sqlx::types::Json(&basis) as _,
     )
-    .bind(application_id)
-    .bind(grant_id)
-    .bind(kind)
-    .bind(amount)
-    .bind(&currency)
-    .bind(sqlx::types::Json(&basis))
     .execute(&mut *tx)
     .await?;
     Ok(Some(amount))
 }
 
+/// A fee as stored: its basis still to be read.
+struct FeeRow {
+    id: Uuid,
+    application_id: Uuid,
+    grant_id: Option<Uuid>,
+    kind: FeeKind,
+    amount: i64,
+    currency: String,
+    basis: Value,
+    settlement: Option<FeeSettlement>,
+    settlement_note: Option<String>,
+    settled_by: Option<String>,
+    settled_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}
+
+impl TryFrom<FeeRow> for Fee {
+    type Error = ApiError;
+
+    /// A basis that cannot be read refuses (fail closed), never counts as none.
+    fn try_from(row: FeeRow) -> Result<Self, ApiError> {
+        let basis = serde_json::from_value(row.basis).map_err(|e| {
+            tracing::error!(fee = %row.id, error = %e, "a fee's basis cannot be read");
+            ApiError::Internal(anyhow::anyhow!("the basis of fee {} cannot be read", row.id))
+        })?;
+        Ok(Fee {
+            id: row.id,
+            application_id: row.application_id,
+            grant_id: row.grant_id,
+            kind: row.kind,
+            amount: row.amount,
+            currency: row.currency,
+            basis,
+            settlement: row.settlement,
+            settlement_note: row.settlement_note,
+            settled_by: row.settled_by,
+            settled_at: row.settled_at,
+            created_at: row.created_at,
+        })
+    }
+}
+
+/// The fees of an application, oldest first.
 pub async fn fees(db: impl PgExecutor<'_>, application_id: Uuid) -> Result<Vec<Fee>, ApiError> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {FEE_COLUMNS} from fee where application_id = $1 order by created_at"
-    )))
-    .bind(application_id)
+    sqlx::query_as!(
+        FeeRow,
+        r#"select fee_id as id, application_id, grant_id, kind as "kind: FeeKind", amount, currency, basis,
+                  settlement as "settlement: FeeSettlement", settlement_note, settled_by, settled_at, created_at
+           from fee where application_id = $1 order by created_at"#,
+        application_id
+    )
     .fetch_all(db)
-    .await?)
+    .await?
+    .into_iter()
+    .map(Fee::try_from)
+    .collect()
+}
+
+/// Records that a fee is paid or waived (stewards and admins); returns the settled fee.
+pub async fn settle(
+    tx: &mut PgConnection,
+    principal: &Principal,
+    fee_id: Uuid,
+    settlement: &str,
+    note: &str,
+) -> Result<Fee, ApiError> {
+    principal.require_any(&[Role::Steward, Role::Admin])?;
+    let settlement = FeeSettlement::parse(settlement)
+        .ok_or_else(|| ApiError::BadRequest("`settlement` is paid or waived".into()))?;
+    let note = note.trim();
+    if note.is_empty() || note.chars().count() > 500 {
+        return Err(ApiError::BadRequest(
+            "`note` (a payment reference or the waiver's reason) is 1 to 500 characters".into(),
+        ));
+    }
+    let updated = sqlx::query_scalar!(
+        "update fee set settlement = $2, settlement_note = $3, settled_by = $4, settled_at = now()
+         where fee_id = $1 and settlement is null returning application_id",
+        fee_id,
+        settlement as FeeSettlement,
+        note,
+        principal.username,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(application) = updated else {
+        let exists = sqlx::query_scalar!(r#"select exists (select 1 from fee where fee_id = $1) as "exists!""#, fee_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        return Err(if exists {
+            ApiError::Conflict("the fee is already settled".into())
+        } else {
+            ApiError::NotFound("fee")
+        });
+    };
+    audit::record(
+        tx,
+        NewEvent::new(&principal.username, "fee.settle")
+            .target(format!("application:{application}"))
+            .details(json!({ "fee": fee_id, "settlement": settlement, "note": note })),
+    )
+    .await?;
+    let fee = fees(&mut *tx, application).await?.into_iter().find(|f| f.id == fee_id);
+    fee.ok_or(ApiError::NotFound("fee"))
+}
+
+// ---------------------------------------------------------------- obligations
+
+/// What a project must do under a grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum ObligationKind {
+    /// Each year of the grant, and at the end of a renewal too short for a yearly one.
+    ProgressReport,
+    /// At the end, where a cohort's consent asks for it (DUO RTN).
+    ResultsReturn,
+    /// At the end, where a cohort's consent asks for publication (DUO PUB).
+    PublicationNotice,
+    /// 30 days after the end: every copy of the data is deleted.
+    DeletionAttestation,
+}
+
+impl ObligationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ProgressReport => "progress_report",
+            Self::ResultsReturn => "results_return",
+            Self::PublicationNotice => "publication_notice",
+            Self::DeletionAttestation => "deletion_attestation",
+        }
+    }
 }
 
 /// A duty of a project under a grant.
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Obligation {
-    #[sqlx(rename = "obligation_id")]
     pub id: Uuid,
     pub grant_id: Uuid,
     pub project_id: Uuid,
     /// `progress_report`, `results_return`, `publication_notice` or `deletion_attestation`.
-    pub kind: String,
+    #[schema(value_type = String)]
+    pub kind: ObligationKind,
     pub due_on: NaiveDate,
     pub fulfilled_at: Option<DateTime<Utc>>,
     pub fulfilled_by: Option<String>,
     pub statement: Option<String>,
     /// Past its due date and not fulfilled.
-    #[sqlx(default)]
     pub overdue: bool,
 }
-
-const OBLIGATION_COLUMNS: &str = "obligation_id, grant_id, project_id, kind, due_on, fulfilled_at, fulfilled_by, \
-                                  statement, (fulfilled_at is null and due_on < current_date) as overdue";
 
 /// The duties that come with an active grant: a progress report each year of
 /// it, the return of results where a cohort's consent asks for it (DUO RTN),
@@ -161,35 +444,37 @@ pub async fn schedule(
     from: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<usize, ApiError> {
-    let mut duties: Vec<(&str, NaiveDate)> = Vec::new();
+    let mut duties: Vec<(ObligationKind, NaiveDate)> = Vec::new();
     let mut year = 1;
     while let Some(due) = from.checked_add_months(Months::new(12 * year)).filter(|d| *d < until) {
-        duties.push(("progress_report", due.date_naive()));
+        duties.push((ObligationKind::ProgressReport, due.date_naive()));
         year += 1;
     }
-    let (returns, publishes): (bool, bool) = sqlx::query_as(
-        "select coalesce(bool_or(consent_terms -> 'modifiers' ? 'RTN'), false),
-                coalesce(bool_or(consent_terms -> 'modifiers' ? 'PUB'), false)
-         from cohort where slug = any($1)",
+    let consent = sqlx::query!(
+        r#"select coalesce(bool_or(consent_terms -> 'modifiers' ? 'RTN'), false) as "returns!",
+                  coalesce(bool_or(consent_terms -> 'modifiers' ? 'PUB'), false) as "publishes!"
+           from cohort where slug = any($1)"#,
+        cohorts
     )
-    .bind(cohorts)
     .fetch_one(&mut *tx)
     .await?;
-    if returns {
-        duties.push(("results_return", until.date_naive()));
+    if consent.returns {
+        duties.push((ObligationKind::ResultsReturn, until.date_naive()));
     }
-    if publishes {
-        duties.push(("publication_notice", until.date_naive()));
+    if consent.publishes {
+        duties.push((ObligationKind::PublicationNotice, until.date_naive()));
     }
-    duties.push(("deletion_attestation", until.date_naive() + chrono::Days::new(30)));
+    duties.push((ObligationKind::DeletionAttestation, until.date_naive() + chrono::Days::new(30)));
     for (kind, due) in &duties {
-        sqlx::query("insert into obligation (grant_id, project_id, kind, due_on) values ($1, $2, $3, $4)")
-            .bind(grant_id)
-            .bind(project_id)
-            .bind(kind)
-            .bind(due)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "insert into obligation (grant_id, project_id, kind, due_on) values ($1, $2, $3, $4)",
+            grant_id,
+            project_id,
+            *kind as ObligationKind,
+            due
+        )
+        .execute(&mut *tx)
+        .await?;
     }
     Ok(duties.len())
 }
@@ -206,48 +491,148 @@ pub async fn reschedule_for_renewal(
     from: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<u64, ApiError> {
-    let moved = sqlx::query(
+    let moved = sqlx::query!(
         "delete from obligation where grant_id = $1 and fulfilled_at is null
          and kind in ('deletion_attestation', 'results_return', 'publication_notice')",
+        grant_id
     )
-    .bind(grant_id)
     .execute(&mut *tx)
     .await?
     .rows_affected();
     if from.checked_add_months(Months::new(12)).is_none_or(|first| first >= until) {
-        sqlx::query(
-            "insert into obligation (grant_id, project_id, kind, due_on) values ($1, $2, 'progress_report', $3)",
+        sqlx::query!(
+            "insert into obligation (grant_id, project_id, kind, due_on) values ($1, $2, $3, $4)",
+            grant_id,
+            project_id,
+            ObligationKind::ProgressReport as ObligationKind,
+            until.date_naive()
         )
-        .bind(grant_id)
-        .bind(project_id)
-        .bind(until.date_naive())
         .execute(&mut *tx)
         .await?;
     }
     Ok(moved)
 }
 
+/// Obligations by due date: of one project or of all, only the overdue ones or all.
 pub async fn obligations(
     db: impl PgExecutor<'_>,
     project_id: Option<Uuid>,
     overdue_only: bool,
 ) -> Result<Vec<Obligation>, ApiError> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {OBLIGATION_COLUMNS} from obligation
-         where ($1::uuid is null or project_id = $1) and (not $2 or (fulfilled_at is null and due_on < current_date))
-         order by due_on, kind"
-    )))
-    .bind(project_id)
-    .bind(overdue_only)
+    Ok(sqlx::query_as!(
+        Obligation,
+        r#"select obligation_id as id, grant_id, project_id, kind as "kind: ObligationKind", due_on, fulfilled_at,
+                  fulfilled_by, statement, (fulfilled_at is null and due_on < current_date) as "overdue!"
+           from obligation
+           where ($1::uuid is null or project_id = $1) and (not $2 or (fulfilled_at is null and due_on < current_date))
+           order by due_on, kind"#,
+        project_id,
+        overdue_only
+    )
     .fetch_all(db)
     .await?)
 }
 
+/// Every project's obligations (stewards and admins), only the overdue ones with `overdue_only`.
+pub async fn all_obligations(
+    db: impl PgExecutor<'_>,
+    principal: &Principal,
+    overdue_only: bool,
+) -> Result<Vec<Obligation>, ApiError> {
+    principal.require_any(&[Role::Steward, Role::Admin])?;
+    obligations(db, None, overdue_only).await
+}
+
 pub async fn obligation(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Obligation>, ApiError> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {OBLIGATION_COLUMNS} from obligation where obligation_id = $1"
-    )))
-    .bind(id)
+    Ok(sqlx::query_as!(
+        Obligation,
+        r#"select obligation_id as id, grant_id, project_id, kind as "kind: ObligationKind", due_on, fulfilled_at,
+                  fulfilled_by, statement, (fulfilled_at is null and due_on < current_date) as "overdue!"
+           from obligation where obligation_id = $1"#,
+        id
+    )
     .fetch_optional(db)
     .await?)
+}
+
+/// The PI fulfils an obligation with a statement: a progress report, the
+/// returned results, an attestation. Returns the fulfilled obligation.
+pub async fn fulfil(
+    tx: &mut PgConnection,
+    principal: &Principal,
+    obligation_id: Uuid,
+    text: &str,
+) -> Result<Obligation, ApiError> {
+    let text = statement(text)?;
+    let found = obligation(&mut *tx, obligation_id).await?.ok_or(ApiError::NotFound("obligation"))?;
+    super::standing::standing(&mut *tx, found.project_id, principal)
+        .await?
+        .require_pi("obligation", "only the project's PI does this")?;
+    let done = sqlx::query!(
+        "update obligation set fulfilled_at = now(), fulfilled_by = $2, statement = $3
+         where obligation_id = $1 and fulfilled_at is null",
+        obligation_id,
+        principal.username,
+        text
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if done == 0 {
+        return Err(ApiError::Conflict("the obligation is already fulfilled".into()));
+    }
+    audit::record(
+        tx,
+        NewEvent::new(&principal.username, "obligation.fulfil").target(format!("grant:{}", found.grant_id)).details(
+            json!({ "obligation": obligation_id, "kind": found.kind, "due_on": found.due_on, "overdue": found.overdue }),
+        ),
+    )
+    .await?;
+    obligation(&mut *tx, obligation_id).await?.ok_or(ApiError::NotFound("obligation"))
+}
+
+// ---------------------------------------------------------------- notifications
+
+/// Something to act on.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Notification {
+    pub id: Uuid,
+    /// The person, or `role:steward` for every steward.
+    pub recipient: String,
+    pub kind: String,
+    pub subject: String,
+    pub target: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub read_at: Option<DateTime<Utc>>,
+}
+
+/// The caller's notifications, newest first (stewards also see those to every steward).
+pub async fn notifications(db: impl PgExecutor<'_>, principal: &Principal) -> Result<Vec<Notification>, ApiError> {
+    Ok(sqlx::query_as!(
+        Notification,
+        "select notification_id as id, recipient, kind, subject, target, created_at, read_at from notification
+         where recipient = $1 or ($2 and recipient = 'role:steward') order by created_at desc limit 200",
+        principal.username,
+        super::projects::is_steward(principal)
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// Marks one of the caller's notifications read.
+pub async fn mark_read(db: impl PgExecutor<'_>, principal: &Principal, id: Uuid) -> Result<(), ApiError> {
+    let done = sqlx::query!(
+        "update notification set read_at = coalesce(read_at, now())
+         where notification_id = $1 and (recipient = $2 or ($3 and recipient = 'role:steward'))",
+        id,
+        principal.username,
+        super::projects::is_steward(principal)
+    )
+    .execute(db)
+    .await?
+    .rows_affected();
+    if done == 0 {
+        return Err(ApiError::NotFound("notification"));
+    }
+    Ok(())
 }

@@ -7,11 +7,13 @@
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::{PgConnection, PgExecutor};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::audit::{self, NewEvent};
+use crate::auth::{Principal, Role};
 use crate::deid::pseudonym::RegistryKey;
 use crate::error::{ApiError, Refusal};
 
@@ -82,8 +84,9 @@ impl Conditions {
 }
 
 /// The state of a grant version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum GrantState {
     /// Approved; waiting for the PI to accept the data use agreement.
     Pending,
@@ -104,16 +107,6 @@ impl GrantState {
             Self::Revoked => "revoked",
             Self::Expired => "expired",
             Self::Closed => "closed",
-        }
-    }
-
-    fn parse(text: &str) -> Self {
-        match text {
-            "active" => Self::Active,
-            "suspended" => Self::Suspended,
-            "revoked" => Self::Revoked,
-            "closed" => Self::Closed,
-            _ => Self::Pending,
         }
     }
 }
@@ -139,41 +132,64 @@ pub struct Grant {
     pub created_at: DateTime<Utc>,
 }
 
-type GrantRow =
-    (Uuid, i32, Uuid, Uuid, String, Value, Value, DateTime<Utc>, DateTime<Utc>, Option<String>, String, DateTime<Utc>);
+/// A grant version as stored: scope and conditions still to be read.
+#[derive(Deserialize)]
+struct GrantRow {
+    grant_id: Uuid,
+    version: i32,
+    project_id: Uuid,
+    application_id: Uuid,
+    state: GrantState,
+    scope: Value,
+    conditions: Value,
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+    reason: Option<String>,
+    created_by: String,
+    created_at: DateTime<Utc>,
+}
 
-const COLUMNS: &str = "grant_id, version, project_id, application_id, state, scope, conditions, not_before, not_after, \
-                       reason, created_by, created_at";
+/// A stored JSON value of a grant, read or refused: one that cannot be read
+/// stops whatever depends on it (fail closed) rather than count as empty.
+fn stored<T: serde::de::DeserializeOwned>(grant_id: Uuid, what: &'static str, value: Value) -> Result<T, ApiError> {
+    serde_json::from_value(value).map_err(|e| {
+        tracing::error!(grant = %grant_id, what, error = %e, "a stored grant cannot be read");
+        ApiError::Internal(anyhow::anyhow!("the {what} of grant {grant_id} cannot be read"))
+    })
+}
+
+fn effective(state: GrantState, not_after: DateTime<Utc>, now: DateTime<Utc>) -> GrantState {
+    if state == GrantState::Active && now >= not_after { GrantState::Expired } else { state }
+}
 
 fn grant(row: GrantRow, now: DateTime<Utc>) -> Result<Grant, ApiError> {
-    let (id, version, project_id, application_id, state, scope, conditions, not_before, not_after, reason, by, at) =
-        row;
-    let state = GrantState::parse(&state);
-    let effective_state = if state == GrantState::Active && now >= not_after { GrantState::Expired } else { state };
     Ok(Grant {
-        id,
-        version,
-        project_id,
-        application_id,
-        state,
-        effective_state,
-        scope: serde_json::from_value(scope).map_err(|e| ApiError::Internal(e.into()))?,
-        conditions: serde_json::from_value(conditions).map_err(|e| ApiError::Internal(e.into()))?,
-        not_before,
-        not_after,
-        reason,
-        created_by: by,
-        created_at: at,
+        id: row.grant_id,
+        version: row.version,
+        project_id: row.project_id,
+        application_id: row.application_id,
+        state: row.state,
+        effective_state: effective(row.state, row.not_after, now),
+        scope: stored(row.grant_id, "scope", row.scope)?,
+        conditions: stored(row.grant_id, "conditions", row.conditions)?,
+        not_before: row.not_before,
+        not_after: row.not_after,
+        reason: row.reason,
+        created_by: row.created_by,
+        created_at: row.created_at,
     })
 }
 
 /// The latest version of every grant of a project, newest grant first.
 pub async fn of_project(db: impl PgExecutor<'_>, project_id: Uuid) -> Result<Vec<Grant>, ApiError> {
-    let rows: Vec<GrantRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select distinct on (grant_id) {COLUMNS} from access_grant where project_id = $1
-         order by grant_id, version desc"
-    )))
-    .bind(project_id)
+    let rows = sqlx::query_as!(
+        GrantRow,
+        r#"select distinct on (grant_id) grant_id, version, project_id, application_id, state as "state: GrantState",
+                  scope, conditions, not_before, not_after, reason, created_by, created_at
+           from access_grant where project_id = $1
+           order by grant_id, version desc"#,
+        project_id
+    )
     .fetch_all(db)
     .await?;
     let now = Utc::now();
@@ -184,10 +200,13 @@ pub async fn of_project(db: impl PgExecutor<'_>, project_id: Uuid) -> Result<Vec
 
 /// Every version of one grant, oldest first.
 pub async fn history(db: impl PgExecutor<'_>, grant_id: Uuid) -> Result<Vec<Grant>, ApiError> {
-    let rows: Vec<GrantRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS} from access_grant where grant_id = $1 order by version"
-    )))
-    .bind(grant_id)
+    let rows = sqlx::query_as!(
+        GrantRow,
+        r#"select grant_id, version, project_id, application_id, state as "state: GrantState",
+                  scope, conditions, not_before, not_after, reason, created_by, created_at
+           from access_grant where grant_id = $1 order by version"#,
+        grant_id
+    )
     .fetch_all(db)
     .await?;
     let now = Utc::now();
@@ -197,14 +216,16 @@ pub async fn history(db: impl PgExecutor<'_>, grant_id: Uuid) -> Result<Vec<Gran
 /// The version in force of a grant, locked for a change in `tx`.
 pub async fn latest_for_update(tx: &mut PgConnection, grant_id: Uuid) -> Result<Option<Grant>, ApiError> {
     // Versions are append-only: lock the grant's first version as the grant's lock.
-    sqlx::query("select 1 from access_grant where grant_id = $1 and version = 1 for update")
-        .bind(grant_id)
-        .execute(&mut *tx)
+    sqlx::query!("select 1 as locked from access_grant where grant_id = $1 and version = 1 for update", grant_id)
+        .fetch_optional(&mut *tx)
         .await?;
-    let row: Option<GrantRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS} from access_grant where grant_id = $1 order by version desc limit 1"
-    )))
-    .bind(grant_id)
+    let row = sqlx::query_as!(
+        GrantRow,
+        r#"select grant_id, version, project_id, application_id, state as "state: GrantState",
+                  scope, conditions, not_before, not_after, reason, created_by, created_at
+           from access_grant where grant_id = $1 order by version desc limit 1"#,
+        grant_id
+    )
     .fetch_optional(&mut *tx)
     .await?;
     row.map(|r| grant(r, Utc::now())).transpose()
@@ -225,26 +246,195 @@ pub struct NewVersion<'a> {
     pub created_by: &'a str,
 }
 
-pub async fn insert(tx: &mut PgConnection, v: NewVersion<'_>) -> Result<(), ApiError> {
-    sqlx::query(
+/// Writes a version; returns when it was made.
+async fn write(tx: &mut PgConnection, v: &NewVersion<'_>) -> Result<DateTime<Utc>, ApiError> {
+    Ok(sqlx::query_scalar!(
         "insert into access_grant (grant_id, version, project_id, application_id, state, scope, conditions,
                                    not_before, not_after, reason, created_by)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) returning created_at",
+        v.grant_id,
+        v.version,
+        v.project_id,
+        v.application_id,
+        v.state as GrantState,
+        sqlx::types::Json(v.scope) as _,
+        sqlx::types::Json(v.conditions) as _,
+        v.not_before,
+        v.not_after,
+        v.reason,
+        v.created_by,
     )
-    .bind(v.grant_id)
-    .bind(v.version)
-    .bind(v.project_id)
-    .bind(v.application_id)
-    .bind(v.state.as_str())
-    .bind(serde_json::to_value(v.scope).map_err(|e| ApiError::Internal(e.into()))?)
-    .bind(serde_json::to_value(v.conditions).map_err(|e| ApiError::Internal(e.into()))?)
-    .bind(v.not_before)
-    .bind(v.not_after)
-    .bind(v.reason)
-    .bind(v.created_by)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    .fetch_one(&mut *tx)
+    .await?)
+}
+
+/// Writes a version as given. A change of a grant that exists goes through
+/// [`transition`], which checks it is allowed; this stays for the first version.
+pub async fn insert(tx: &mut PgConnection, v: NewVersion<'_>) -> Result<(), ApiError> {
+    write(tx, &v).await.map(|_| ())
+}
+
+/// A change of a grant in force; each writes the grant's next version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// The PI accepted the data use agreement: a pending grant takes effect.
+    Activate { reason: &'a str },
+    /// A steward holds the grant (an overdue report, an incident, ...).
+    Suspend { reason: &'a str },
+    /// A steward lifts a suspension.
+    Reinstate { reason: &'a str },
+    /// A steward ends the grant for good.
+    Revoke { reason: &'a str },
+    /// An approved renewal: the grant runs until `until`.
+    Renew { until: DateTime<Utc>, reason: &'a str },
+    /// The project was closed.
+    Close { reason: &'a str },
+}
+
+impl<'a> Change<'a> {
+    /// The one table of allowed changes: the state a grant that is `from`
+    /// (its effective state) takes, or `None` when the change is refused.
+    // One row per change, read top to bottom, rather than rows merged by their result.
+    #[allow(clippy::match_same_arms)]
+    pub fn next(self, from: GrantState) -> Option<GrantState> {
+        use GrantState::{Active, Closed, Expired, Pending, Revoked, Suspended};
+        match (self, from) {
+            (Self::Activate { .. }, Pending) | (Self::Reinstate { .. }, Suspended) => Some(Active),
+            (Self::Suspend { .. }, Active) => Some(Suspended),
+            (Self::Revoke { .. }, Active | Suspended | Pending) => Some(Revoked),
+            // A suspended grant stays suspended through a renewal. The renewal's
+            // request checked the grant could be renewed; its decision refuses no state.
+            (Self::Renew { .. }, Suspended) => Some(Suspended),
+            (Self::Renew { .. }, _) => Some(Active),
+            (Self::Close { .. }, Pending | Active | Expired | Suspended) => Some(Closed),
+            _ => None,
+        }
+    }
+
+    fn reason(self) -> &'a str {
+        match self {
+            Self::Activate { reason }
+            | Self::Suspend { reason }
+            | Self::Reinstate { reason }
+            | Self::Revoke { reason }
+            | Self::Renew { reason, .. }
+            | Self::Close { reason } => reason,
+        }
+    }
+
+    /// The steward's action, audited as `grant.<action>` with the PI notified;
+    /// the other changes are part of a larger act whose own event names the version.
+    fn steward_action(self) -> Option<&'static str> {
+        match self {
+            Self::Suspend { .. } => Some("suspend"),
+            Self::Reinstate { .. } => Some("reinstate"),
+            Self::Revoke { .. } => Some("revoke"),
+            Self::Activate { .. } | Self::Renew { .. } | Self::Close { .. } => None,
+        }
+    }
+
+    fn refusal(self, current: &Grant) -> ApiError {
+        let done = match self {
+            Self::Activate { .. } => {
+                return ApiError::Conflict(format!("the grant is {}, not pending", current.state.as_str()));
+            }
+            Self::Suspend { .. } => "suspended",
+            Self::Reinstate { .. } => "reinstated",
+            Self::Revoke { .. } => "revoked",
+            Self::Renew { .. } => "renewed",
+            Self::Close { .. } => "closed",
+        };
+        ApiError::Conflict(format!("a grant that is {} cannot be {done}", current.effective_state.as_str()))
+    }
+}
+
+/// Changes a grant: locks the version in force, checks the change is allowed
+/// from its state ([`Change::next`]), writes the next version and, for a
+/// steward's suspension, reinstatement or revocation, its audit event and the
+/// PI's notification. Returns the new version in force.
+pub async fn transition(
+    tx: &mut PgConnection,
+    principal: &Principal,
+    grant_id: Uuid,
+    change: Change<'_>,
+) -> Result<Grant, ApiError> {
+    let current = latest_for_update(tx, grant_id).await?.ok_or(ApiError::NotFound("grant"))?;
+    let to = change.next(current.effective_state).ok_or_else(|| change.refusal(&current))?;
+    let reason = change.reason();
+    let not_after = if let Change::Renew { until, .. } = change { until } else { current.not_after };
+    let version = current.version + 1;
+    let next = NewVersion {
+        grant_id,
+        version,
+        project_id: current.project_id,
+        application_id: current.application_id,
+        state: to,
+        scope: &current.scope,
+        conditions: &current.conditions,
+        not_before: current.not_before,
+        not_after,
+        reason: Some(reason),
+        created_by: &principal.username,
+    };
+    let created_at = write(tx, &next).await?;
+    if let Some(action) = change.steward_action() {
+        audit::record(
+            tx,
+            NewEvent::new(&principal.username, &format!("grant.{action}")).target(format!("grant:{grant_id}")).details(
+                json!({ "version": version, "from": current.effective_state, "to": to, "reason": reason, "at": Utc::now() }),
+            ),
+        )
+        .await?;
+        let pi = super::duties::pi_of(&mut *tx, current.project_id).await?;
+        super::duties::notify(
+            tx,
+            &pi,
+            &format!("grant.{}", to.as_str()),
+            &format!("A grant of your project is now {}: {reason}", to.as_str()),
+            &format!("grant:{grant_id}"),
+        )
+        .await?;
+    }
+    Ok(Grant {
+        version,
+        state: to,
+        effective_state: effective(to, not_after, Utc::now()),
+        not_after,
+        reason: Some(reason.to_owned()),
+        created_by: principal.username.clone(),
+        created_at,
+        ..current
+    })
+}
+
+/// What a steward does to a grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StewardAction {
+    Suspend,
+    Reinstate,
+    Revoke,
+}
+
+/// A steward or admin suspends, reinstates or revokes a grant with a reason
+/// (1 to 2,000 characters, shown to the project), effective immediately.
+pub async fn steward_change(
+    tx: &mut PgConnection,
+    principal: &Principal,
+    grant_id: Uuid,
+    action: StewardAction,
+    reason: &str,
+) -> Result<Grant, ApiError> {
+    principal.require_any(&[Role::Steward, Role::Admin])?;
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > 2000 {
+        return Err(ApiError::BadRequest("`reason` is 1 to 2,000 characters".into()));
+    }
+    let change = match action {
+        StewardAction::Suspend => Change::Suspend { reason },
+        StewardAction::Reinstate => Change::Reinstate { reason },
+        StewardAction::Revoke => Change::Revoke { reason },
+    };
+    transition(tx, principal, grant_id, change).await
 }
 
 /// What a request needs from a grant.
@@ -271,32 +461,34 @@ pub async fn check(
     rules: &crate::config::AccessConfig,
 ) -> Result<Grant, ApiError> {
     let hold_after_overdue_days = rules.hold_after_overdue_days;
-    let (member, verified, closed, rows): (bool, bool, bool, Vec<Value>) = sqlx::query_as(
-        "select exists (select 1 from project_member m where m.project_id = p.project_id and m.username = $2
-                        and m.accepted_at is not null and m.removed_at is null),
-                exists (select 1 from researcher_profile r where r.username = $2 and r.verified_at is not null),
-                p.closed_at is not null,
-                coalesce((select jsonb_agg(to_jsonb(g) || jsonb_build_object('overdue', (
-                              select jsonb_build_object('kind', o.kind, 'due_on', o.due_on) from obligation o
-                              where o.grant_id = g.grant_id and o.fulfilled_at is null
-                                and $4 > 0 and o.due_on < current_date - $4
-                              order by o.due_on limit 1),
-                              'unpaid', exists (select 1 from fee f where f.grant_id = g.grant_id
-                                                and f.kind = 'maintenance' and f.settlement is null)))
-                          from (select distinct on (grant_id) g.* from access_grant g
-                                where g.project_id = p.project_id and g.scope -> 'cohorts' ? $3
-                                order by grant_id, version desc) g), '[]')
-         from project p where p.project_id = $1",
+    let found = sqlx::query!(
+        r#"select exists (select 1 from project_member m where m.project_id = p.project_id and m.username = $2
+                          and m.accepted_at is not null and m.removed_at is null) as "member!",
+                  exists (select 1 from researcher_profile r where r.username = $2 and r.verified_at is not null)
+                      as "verified!",
+                  p.closed_at is not null as "closed!",
+                  coalesce((select jsonb_agg(to_jsonb(g) || jsonb_build_object('overdue', (
+                                select jsonb_build_object('kind', o.kind, 'due_on', o.due_on) from obligation o
+                                where o.grant_id = g.grant_id and o.fulfilled_at is null
+                                  and $4 > 0 and o.due_on < current_date - $4
+                                order by o.due_on limit 1),
+                                'unpaid', exists (select 1 from fee f where f.grant_id = g.grant_id
+                                                  and f.kind = 'maintenance' and f.settlement is null)))
+                            from (select distinct on (grant_id) g.* from access_grant g
+                                  where g.project_id = p.project_id and g.scope -> 'cohorts' ? $3
+                                  order by grant_id, version desc) g), '[]') as "grants!"
+           from project p where p.project_id = $1"#,
+        project_id,
+        username,
+        need.cohort,
+        i32::try_from(hold_after_overdue_days).unwrap_or(i32::MAX),
     )
-    .bind(project_id)
-    .bind(username)
-    .bind(need.cohort)
-    .bind(i32::try_from(hold_after_overdue_days).unwrap_or(i32::MAX))
     .fetch_optional(db)
-    .await?
-    .map_or((false, false, false, Vec::new()), |(m, v, c, g): (bool, bool, bool, Value)| {
-        (m, v, c, g.as_array().cloned().unwrap_or_default())
-    });
+    .await?;
+    let (member, verified, closed, rows) = match found {
+        Some(r) => (r.member, r.verified, r.closed, r.grants),
+        None => (false, false, false, Value::Array(Vec::new())),
+    };
     if !member {
         // Not a member, or no such project: the same answer.
         return Err(ApiError::NotFound("project"));
@@ -312,11 +504,12 @@ pub async fn check(
     }
     let now = Utc::now();
     let mut grants = Vec::new();
+    let rows: Vec<StoredGrant> = serde_json::from_value(rows).map_err(|e| {
+        tracing::error!(project = %project_id, error = %e, "the grants of a project cannot be read");
+        ApiError::Internal(anyhow::anyhow!("the grants of project {project_id} cannot be read"))
+    })?;
     for row in rows {
-        let mut row: StoredGrant = serde_json::from_value(row).map_err(|e| ApiError::Internal(e.into()))?;
-        let overdue = row.overdue.take();
-        let unpaid = row.unpaid;
-        grants.push((grant(row.into(), now)?, overdue, unpaid));
+        grants.push((grant(row.grant, now)?, row.overdue, row.unpaid));
     }
     // The best grant decides: an active one without a hold if there is one, else the most recent reason.
     grants.sort_by_key(|(g, overdue, unpaid)| {
@@ -347,7 +540,7 @@ pub async fn check(
                 format!(
                     "the grant is held: the project's {} was due on {}, more than {hold_after_overdue_days} days \
                      ago; the PI fulfils it to lift the hold",
-                    duty.kind.replace('_', " "),
+                    duty.kind.as_str().replace('_', " "),
                     duty.due_on
                 ),
             )),
@@ -370,10 +563,11 @@ pub async fn check(
 /// A duty overdue beyond the grace period.
 #[derive(Deserialize)]
 struct OverdueDuty {
-    kind: String,
+    kind: super::duties::ObligationKind,
     due_on: NaiveDate,
 }
 
+/// A grant version with what holds it, as [`check`] reads it.
 #[derive(Deserialize)]
 struct StoredGrant {
     #[serde(default)]
@@ -381,37 +575,8 @@ struct StoredGrant {
     /// A renewal's maintenance fee is neither paid nor waived.
     #[serde(default)]
     unpaid: bool,
-    grant_id: Uuid,
-    version: i32,
-    project_id: Uuid,
-    application_id: Uuid,
-    state: String,
-    scope: Value,
-    conditions: Value,
-    not_before: DateTime<Utc>,
-    not_after: DateTime<Utc>,
-    reason: Option<String>,
-    created_by: String,
-    created_at: DateTime<Utc>,
-}
-
-impl From<StoredGrant> for GrantRow {
-    fn from(g: StoredGrant) -> Self {
-        (
-            g.grant_id,
-            g.version,
-            g.project_id,
-            g.application_id,
-            g.state,
-            g.scope,
-            g.conditions,
-            g.not_before,
-            g.not_after,
-            g.reason,
-            g.created_by,
-            g.created_at,
-        )
-    }
+    #[serde(flatten)]
+    grant: GrantRow,
 }
 
 /// Creates the project's own pseudonymization key unless it has one, sealed
@@ -430,12 +595,14 @@ pub async fn ensure_project_key(tx: &mut PgConnection, key: &RegistryKey, projec
         .map_err(|_| ApiError::Internal(anyhow::anyhow!("sealing the project key failed")))?;
     let mut stored = nonce.to_vec();
     stored.extend_from_slice(&sealed);
-    let created = sqlx::query("insert into project_key (project_id, sealed) values ($1, $2) on conflict do nothing")
-        .bind(project_id)
-        .bind(stored)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let created = sqlx::query!(
+        "insert into project_key (project_id, sealed) values ($1, $2) on conflict do nothing",
+        project_id,
+        stored
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     Ok(created == 1)
 }
 
@@ -445,8 +612,7 @@ pub async fn project_key(
     key: &RegistryKey,
     project_id: Uuid,
 ) -> Result<Option<[u8; 32]>, ApiError> {
-    let stored: Option<Vec<u8>> = sqlx::query_scalar("select sealed from project_key where project_id = $1")
-        .bind(project_id)
+    let stored = sqlx::query_scalar!("select sealed from project_key where project_id = $1", project_id)
         .fetch_optional(db)
         .await?;
     let Some(stored) = stored else { return Ok(None) };
@@ -478,13 +644,13 @@ pub async fn within_consent(
     start: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<(), ApiError> {
-    let rows: Vec<(String, Option<Value>)> =
-        sqlx::query_as("select slug, consent_terms from cohort where slug = any($1) order by slug")
-            .bind(&scope.cohorts)
+    let rows =
+        sqlx::query!("select slug, consent_terms from cohort where slug = any($1) order by slug", &scope.cohorts)
             .fetch_all(db)
             .await?;
-    for (slug, terms) in rows {
-        let Some(terms) = super::consent::stored(&slug, terms)? else { continue };
+    for row in rows {
+        let slug = row.slug;
+        let Some(terms) = super::consent::stored(&slug, row.consent_terms)? else { continue };
         if let Some(latest) = terms.latest_end(start)
             && until > latest
         {
@@ -551,6 +717,30 @@ pub async fn audit_refusal(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_transition_table_allows_exactly_these_changes() {
+        use GrantState::{Active, Closed, Expired, Pending, Revoked, Suspended};
+        let until = Utc::now();
+        let reason = "why";
+        let expected: [(Change<'_>, [Option<GrantState>; 6]); 6] = [
+            // from: Pending, Active, Suspended, Revoked, Expired, Closed
+            (Change::Activate { reason }, [Some(Active), None, None, None, None, None]),
+            (Change::Suspend { reason }, [None, Some(Suspended), None, None, None, None]),
+            (Change::Reinstate { reason }, [None, None, Some(Active), None, None, None]),
+            (Change::Revoke { reason }, [Some(Revoked), Some(Revoked), Some(Revoked), None, None, None]),
+            (
+                Change::Renew { until, reason },
+                [Some(Active), Some(Active), Some(Suspended), Some(Active), Some(Active), Some(Active)],
+            ),
+            (Change::Close { reason }, [Some(Closed), Some(Closed), Some(Closed), None, Some(Closed), None]),
+        ];
+        for (change, row) in expected {
+            for (from, to) in [Pending, Active, Suspended, Revoked, Expired, Closed].into_iter().zip(row) {
+                assert_eq!(change.next(from), to, "{change:?} from {from:?}");
+            }
+        }
+    }
 
     #[test]
     fn merged_conditions_keep_every_text_the_narrowest_fields_and_the_earliest_end() {

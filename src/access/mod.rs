@@ -5,12 +5,14 @@
 //! checked on every request.
 
 pub mod applications;
+pub mod closure;
 pub mod consent;
 pub mod db;
 pub mod dua;
 pub mod duties;
 pub mod grants;
 pub mod projects;
+pub mod renewals;
 pub mod review;
 pub mod review_comments;
 pub mod scope;

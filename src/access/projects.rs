@@ -25,6 +25,12 @@ use crate::error::{ApiError, Problem, ResultExt};
 /// Roles that see every profile and every project.
 pub const STEWARDS: &[Role] = &[Role::Steward, Role::Admin];
 
+/// Whether the caller is a steward or an admin: sees every profile, project,
+/// application and vote, and acts for the committee.
+pub fn is_steward(principal: &Principal) -> bool {
+    STEWARDS.iter().any(|r| principal.has_role(*r))
+}
+
 /// Longest name, institution, position, title or username, in characters.
 pub const MAX_TEXT: usize = 200;
 
@@ -165,21 +171,6 @@ pub struct ProjectDetails {
     pub members: Vec<ProjectMember>,
 }
 
-macro_rules! profile_columns {
-    () => {
-        "username, name, institution, email, orcid, position, verified_at is not null as verified, \
-         verified_at, verified_by, created_at, updated_at"
-    };
-}
-
-macro_rules! member_select {
-    () => {
-        "select m.username, m.role, m.invited_by, m.invited_at, m.accepted_at, m.removed_at, m.removed_by,
-                p.name, p.institution
-         from project_member m left join researcher_profile p on p.username = m.username"
-    };
-}
-
 // ---------------------------------------------------------------- validation
 
 /// Checks a profile, listing every problem (never a submitted value).
@@ -295,30 +286,38 @@ pub fn valid_username(username: &str) -> bool {
 
 /// The profile of `username`, if they have one.
 pub async fn get_profile(db: impl PgExecutor<'_>, username: &str) -> sqlx::Result<Option<Profile>> {
-    sqlx::query_as::<_, Profile>(concat!("select ", profile_columns!(), " from researcher_profile where username = $1"))
-        .bind(username)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        Profile,
+        r#"select username, name, institution, email, orcid, position, verified_at is not null as "verified!",
+                  verified_at, verified_by, created_at, updated_at
+           from researcher_profile where username = $1"#,
+        username
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// Every profile (only the unverified ones with `unverified_only`), by username.
 pub async fn list_profiles(db: impl PgExecutor<'_>, unverified_only: bool) -> sqlx::Result<Vec<Profile>> {
-    sqlx::query_as::<_, Profile>(concat!(
-        "select ",
-        profile_columns!(),
-        " from researcher_profile where not $1 or verified_at is null order by username"
-    ))
-    .bind(unverified_only)
+    sqlx::query_as!(
+        Profile,
+        r#"select username, name, institution, email, orcid, position, verified_at is not null as "verified!",
+                  verified_at, verified_by, created_at, updated_at
+           from researcher_profile where not $1 or verified_at is null order by username"#,
+        unverified_only
+    )
     .fetch_all(db)
     .await
 }
 
 /// Whether `username` has a profile.
 pub async fn has_profile(db: impl PgExecutor<'_>, username: &str) -> sqlx::Result<bool> {
-    sqlx::query_scalar("select exists (select 1 from researcher_profile where username = $1)")
-        .bind(username)
-        .fetch_one(db)
-        .await
+    sqlx::query_scalar!(
+        r#"select exists (select 1 from researcher_profile where username = $1) as "exists!""#,
+        username
+    )
+    .fetch_one(db)
+    .await
 }
 
 /// Creates or replaces the caller's profile; `true` when it was created.
@@ -327,12 +326,13 @@ pub async fn has_profile(db: impl PgExecutor<'_>, username: &str) -> sqlx::Resul
 /// identical values changes nothing and records nothing.
 pub async fn put_profile(db: &PgPool, username: &str, profile: &ValidProfile) -> Result<(Profile, bool), ApiError> {
     let mut tx = db.begin().await?;
-    let existing = sqlx::query_as::<_, Profile>(concat!(
-        "select ",
-        profile_columns!(),
-        " from researcher_profile where username = $1 for update"
-    ))
-    .bind(username)
+    let existing = sqlx::query_as!(
+        Profile,
+        r#"select username, name, institution, email, orcid, position, verified_at is not null as "verified!",
+                  verified_at, verified_by, created_at, updated_at
+           from researcher_profile where username = $1 for update"#,
+        username
+    )
     .fetch_optional(&mut *tx)
     .await?;
     let (saved, created) = if let Some(old) = existing {
@@ -340,20 +340,21 @@ pub async fn put_profile(db: &PgPool, username: &str, profile: &ValidProfile) ->
         if changed.is_empty() {
             return Ok((old, false));
         }
-        let saved = sqlx::query_as::<_, Profile>(concat!(
-            "update researcher_profile
-             set name = $2, institution = $3, email = $4, orcid = $5, position = $6,
-                 verified_at = null, verified_by = null
-             where username = $1
-             returning ",
-            profile_columns!()
-        ))
-        .bind(username)
-        .bind(&profile.name)
-        .bind(&profile.institution)
-        .bind(&profile.email)
-        .bind(&profile.orcid)
-        .bind(&profile.position)
+        let saved = sqlx::query_as!(
+            Profile,
+            r#"update researcher_profile
+               set name = $2, institution = $3, email = $4, orcid = $5, position = $6,
+                   verified_at = null, verified_by = null
+               where username = $1
+               returning username, name, institution, email, orcid, position, verified_at is not null as "verified!",
+                  verified_at, verified_by, created_at, updated_at"#,
+            username,
+            profile.name,
+            profile.institution,
+            profile.email,
+            profile.orcid,
+            profile.position
+        )
         .fetch_one(&mut *tx)
         .await?;
         audit::record(
@@ -365,18 +366,19 @@ pub async fn put_profile(db: &PgPool, username: &str, profile: &ValidProfile) ->
         .await?;
         (saved, false)
     } else {
-        let saved = sqlx::query_as::<_, Profile>(concat!(
-            "insert into researcher_profile (username, name, institution, email, orcid, position)
-             values ($1, $2, $3, $4, $5, $6)
-             returning ",
-            profile_columns!()
-        ))
-        .bind(username)
-        .bind(&profile.name)
-        .bind(&profile.institution)
-        .bind(&profile.email)
-        .bind(&profile.orcid)
-        .bind(&profile.position)
+        let saved = sqlx::query_as!(
+            Profile,
+            r#"insert into researcher_profile (username, name, institution, email, orcid, position)
+               values ($1, $2, $3, $4, $5, $6)
+               returning username, name, institution, email, orcid, position, verified_at is not null as "verified!",
+                  verified_at, verified_by, created_at, updated_at"#,
+            username,
+            profile.name,
+            profile.institution,
+            profile.email,
+            profile.orcid,
+            profile.position
+        )
         .fetch_one(&mut *tx)
         .await
         .on_constraint("researcher_profile_pkey", || {
@@ -417,24 +419,27 @@ pub async fn verify_profile(db: &PgPool, steward: &Principal, username: &str) ->
         return Err(ApiError::Forbidden("nobody may verify their own profile".into()));
     }
     let mut tx = db.begin().await?;
-    let profile = sqlx::query_as::<_, Profile>(concat!(
-        "select ",
-        profile_columns!(),
-        " from researcher_profile where username = $1 for update"
-    ))
-    .bind(username)
+    let profile = sqlx::query_as!(
+        Profile,
+        r#"select username, name, institution, email, orcid, position, verified_at is not null as "verified!",
+                  verified_at, verified_by, created_at, updated_at
+           from researcher_profile where username = $1 for update"#,
+        username
+    )
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(ApiError::NotFound("profile"))?;
     if profile.verified {
         return Ok(profile);
     }
-    let verified = sqlx::query_as::<_, Profile>(concat!(
-        "update researcher_profile set verified_at = now(), verified_by = $2 where username = $1 returning ",
-        profile_columns!()
-    ))
-    .bind(username)
-    .bind(&steward.username)
+    let verified = sqlx::query_as!(
+        Profile,
+        r#"update researcher_profile set verified_at = now(), verified_by = $2 where username = $1
+           returning username, name, institution, email, orcid, position, verified_at is not null as "verified!",
+                  verified_at, verified_by, created_at, updated_at"#,
+        username,
+        steward.username
+    )
     .fetch_one(&mut *tx)
     .await?;
     audit::record(
@@ -452,12 +457,12 @@ pub async fn verify_profile(db: &PgPool, steward: &Principal, username: &str) ->
 
 /// The caller's active role in a project: `Some("pi")`/`Some("collaborator")` when an accepted, not removed member.
 pub async fn member_role(db: impl PgExecutor<'_>, project_id: Uuid, username: &str) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "select role from project_member
          where project_id = $1 and username = $2 and accepted_at is not null and removed_at is null",
+        project_id,
+        username
     )
-    .bind(project_id)
-    .bind(username)
     .fetch_optional(db)
     .await
 }
@@ -482,16 +487,16 @@ async fn can_see(
     principal: &Principal,
     accepted_only: bool,
 ) -> sqlx::Result<bool> {
-    let privileged = STEWARDS.iter().any(|r| principal.has_role(*r));
-    sqlx::query_scalar(
-        "select exists (select 1 from project where project_id = $1)
-                and ($3 or exists (select 1 from project_member where project_id = $1 and username = $2
-                                   and (accepted_at is not null or not $4) and removed_at is null))",
+    let privileged = is_steward(principal);
+    sqlx::query_scalar!(
+        r#"select exists (select 1 from project where project_id = $1)
+                  and ($3 or exists (select 1 from project_member where project_id = $1 and username = $2
+                                     and (accepted_at is not null or not $4) and removed_at is null)) as "seen!""#,
+        project_id,
+        principal.username,
+        privileged,
+        accepted_only
     )
-    .bind(project_id)
-    .bind(&principal.username)
-    .bind(privileged)
-    .bind(accepted_only)
     .fetch_one(db)
     .await
 }
@@ -501,23 +506,27 @@ pub async fn members_with_institutions(
     db: impl PgExecutor<'_>,
     project_id: Uuid,
 ) -> sqlx::Result<Vec<(String, Option<String>)>> {
-    sqlx::query_as::<_, (String, Option<String>)>(
-        "select m.username, p.institution
-         from project_member m left join researcher_profile p on p.username = m.username
-         where m.project_id = $1 and m.accepted_at is not null and m.removed_at is null
-         order by m.username",
+    Ok(sqlx::query!(
+        r#"select m.username, p.institution as "institution?"
+           from project_member m left join researcher_profile p on p.username = m.username
+           where m.project_id = $1 and m.accepted_at is not null and m.removed_at is null
+           order by m.username"#,
+        project_id
     )
-    .bind(project_id)
     .fetch_all(db)
-    .await
+    .await?
+    .into_iter()
+    .map(|r| (r.username, r.institution))
+    .collect())
 }
 
 /// The project `project_id`, whoever may see it.
 pub async fn get_project(db: impl PgExecutor<'_>, project_id: Uuid) -> sqlx::Result<Option<Project>> {
-    sqlx::query_as::<_, Project>(
+    sqlx::query_as!(
+        Project,
         "select project_id as id, title, pi_username, created_at, closed_at from project where project_id = $1",
+        project_id
     )
-    .bind(project_id)
     .fetch_optional(db)
     .await
 }
@@ -525,28 +534,36 @@ pub async fn get_project(db: impl PgExecutor<'_>, project_id: Uuid) -> sqlx::Res
 /// Every membership the project has had, oldest invitation first, with names and institutions
 /// from their profiles. A member invited again after leaving appears once per period.
 pub async fn list_members(db: impl PgExecutor<'_>, project_id: Uuid) -> sqlx::Result<Vec<ProjectMember>> {
-    sqlx::query_as::<_, ProjectMember>(
-        "select m.username, m.role, m.invited_by, m.invited_at, m.accepted_at, m.removed_at, m.removed_by,
-                p.name, p.institution
-         from (select username, role, invited_by, invited_at, accepted_at, removed_at, removed_by
-               from project_member where project_id = $1
-               union all
-               select username, role, invited_by, invited_at, accepted_at, removed_at, removed_by
-               from project_member_period where project_id = $1) m
-         left join researcher_profile p on p.username = m.username
-         order by m.invited_at, m.username",
+    sqlx::query_as!(
+        ProjectMember,
+        r#"select m.username as "username!", m.role as "role!: MemberRole", m.invited_by as "invited_by!",
+                  m.invited_at as "invited_at!", m.accepted_at, m.removed_at, m.removed_by,
+                  p.name as "name?", p.institution as "institution?"
+           from (select username, role, invited_by, invited_at, accepted_at, removed_at, removed_by
+                 from project_member where project_id = $1
+                 union all
+                 select username, role, invited_by, invited_at, accepted_at, removed_at, removed_by
+                 from project_member_period where project_id = $1) m
+           left join researcher_profile p on p.username = m.username
+           order by m.invited_at, m.username"#,
+        project_id
     )
-    .bind(project_id)
     .fetch_all(db)
     .await
 }
 
 async fn find_member(db: impl PgExecutor<'_>, project_id: Uuid, username: &str) -> sqlx::Result<Option<ProjectMember>> {
-    sqlx::query_as::<_, ProjectMember>(concat!(member_select!(), " where m.project_id = $1 and m.username = $2"))
-        .bind(project_id)
-        .bind(username)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        ProjectMember,
+        r#"select m.username, m.role as "role: MemberRole", m.invited_by, m.invited_at, m.accepted_at, m.removed_at,
+                  m.removed_by, p.name as "name?", p.institution as "institution?"
+           from project_member m left join researcher_profile p on p.username = m.username
+           where m.project_id = $1 and m.username = $2"#,
+        project_id,
+        username
+    )
+    .fetch_optional(db)
+    .await
 }
 
 #[derive(sqlx::FromRow)]
@@ -564,18 +581,19 @@ struct SummaryRow {
 /// The caller's projects (invited or accepted, not removed), newest first;
 /// stewards and admins see every project.
 pub async fn list_projects(db: impl PgExecutor<'_>, principal: &Principal) -> sqlx::Result<Vec<ProjectSummary>> {
-    let privileged = STEWARDS.iter().any(|r| principal.has_role(*r));
-    let rows = sqlx::query_as::<_, SummaryRow>(
-        "select p.project_id as id, p.title, p.pi_username, p.created_at, p.closed_at,
-                m.role, m.invited_at, m.accepted_at
-         from project p
-         left join project_member m
-                on m.project_id = p.project_id and m.username = $1 and m.removed_at is null
-         where $2 or m.username is not null
-         order by p.created_at desc, p.project_id",
+    let privileged = is_steward(principal);
+    let rows = sqlx::query_as!(
+        SummaryRow,
+        r#"select p.project_id as id, p.title, p.pi_username, p.created_at, p.closed_at,
+                  m.role as "role?: MemberRole", m.invited_at as "invited_at?", m.accepted_at
+           from project p
+           left join project_member m
+                  on m.project_id = p.project_id and m.username = $1 and m.removed_at is null
+           where $2 or m.username is not null
+           order by p.created_at desc, p.project_id"#,
+        principal.username,
+        privileged
     )
-    .bind(&principal.username)
-    .bind(privileged)
     .fetch_all(db)
     .await?;
     Ok(rows
@@ -630,17 +648,16 @@ pub async fn create_project(db: &PgPool, principal: &Principal, title: &str) -> 
     if !has_profile(&mut *tx, pi).await? {
         return Err(ApiError::Conflict(PROFILE_FIRST.into()));
     }
-    let id: Uuid = sqlx::query_scalar("insert into project (title, pi_username) values ($1, $2) returning project_id")
-        .bind(title)
-        .bind(pi)
-        .fetch_one(&mut *tx)
-        .await?;
-    sqlx::query(
+    let id =
+        sqlx::query_scalar!("insert into project (title, pi_username) values ($1, $2) returning project_id", title, pi)
+            .fetch_one(&mut *tx)
+            .await?;
+    sqlx::query!(
         "insert into project_member (project_id, username, role, invited_by, accepted_at)
          values ($1, $2, 'pi', $2, now())",
+        id,
+        pi
     )
-    .bind(id)
-    .bind(pi)
     .execute(&mut *tx)
     .await?;
     audit::record(
@@ -656,8 +673,7 @@ pub async fn create_project(db: &PgPool, principal: &Principal, title: &str) -> 
 /// membership changes of one project happen one after the other. `None` when
 /// the project does not exist.
 async fn lock_project(tx: &mut PgConnection, project_id: Uuid) -> sqlx::Result<Option<Option<DateTime<Utc>>>> {
-    sqlx::query_scalar("select closed_at from project where project_id = $1 for update")
-        .bind(project_id)
+    sqlx::query_scalar!("select closed_at from project where project_id = $1 for update", project_id)
         .fetch_optional(tx)
         .await
 }
@@ -686,11 +702,13 @@ struct MemberState {
 }
 
 async fn member_state(tx: &mut PgConnection, project_id: Uuid, username: &str) -> sqlx::Result<Option<MemberState>> {
-    sqlx::query_as::<_, MemberState>(
-        "select role, accepted_at, removed_at from project_member where project_id = $1 and username = $2 for update",
+    sqlx::query_as!(
+        MemberState,
+        r#"select role as "role: MemberRole", accepted_at, removed_at from project_member
+           where project_id = $1 and username = $2 for update"#,
+        project_id,
+        username
     )
-    .bind(project_id)
-    .bind(username)
     .fetch_optional(tx)
     .await
 }
@@ -718,37 +736,37 @@ pub async fn invite_member(
         }
         Some(_) => {
             // The period that ended is kept; the row starts a new one.
-            sqlx::query(
+            sqlx::query!(
                 "insert into project_member_period
                      (project_id, username, role, invited_by, invited_at, accepted_at, removed_at, removed_by)
                  select project_id, username, role, invited_by, invited_at, accepted_at, removed_at, removed_by
                  from project_member where project_id = $1 and username = $2",
+                project_id,
+                username
             )
-            .bind(project_id)
-            .bind(username)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
+            sqlx::query!(
                 "update project_member
                  set role = 'collaborator', invited_by = $3, invited_at = now(), accepted_at = null,
                      removed_at = null, removed_by = null
                  where project_id = $1 and username = $2",
+                project_id,
+                username,
+                principal.username
             )
-            .bind(project_id)
-            .bind(username)
-            .bind(&principal.username)
             .execute(&mut *tx)
             .await?;
             true
         }
         None => {
-            sqlx::query(
+            sqlx::query!(
                 "insert into project_member (project_id, username, role, invited_by)
                  values ($1, $2, 'collaborator', $3)",
+                project_id,
+                username,
+                principal.username
             )
-            .bind(project_id)
-            .bind(username)
-            .bind(&principal.username)
             .execute(&mut *tx)
             .await?;
             false
@@ -786,11 +804,13 @@ pub async fn accept_invitation(
     if member.accepted_at.is_some() {
         return Err(ApiError::Conflict("the invitation is already accepted".into()));
     }
-    sqlx::query("update project_member set accepted_at = now() where project_id = $1 and username = $2")
-        .bind(project_id)
-        .bind(username)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "update project_member set accepted_at = now() where project_id = $1 and username = $2",
+        project_id,
+        username
+    )
+    .execute(&mut *tx)
+    .await?;
     audit::record(
         &mut tx,
         NewEvent::new(&principal.username, "project.member.accept")
@@ -827,12 +847,12 @@ pub async fn remove_member(
     if member.role == MemberRole::Pi {
         return Err(ApiError::Conflict("the PI cannot be removed from the project".into()));
     }
-    sqlx::query(
+    sqlx::query!(
         "update project_member set removed_at = now(), removed_by = $3 where project_id = $1 and username = $2",
+        project_id,
+        username,
+        principal.username
     )
-    .bind(project_id)
-    .bind(username)
-    .bind(&principal.username)
     .execute(&mut *tx)
     .await?;
     audit::record(

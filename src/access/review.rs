@@ -18,8 +18,7 @@ use uuid::Uuid;
 
 use super::db::{self, ApplicationRow};
 use super::grants::{self, Conditions, GrantState, NewVersion};
-use super::projects::STEWARDS;
-use super::standing::standing;
+use super::projects::{STEWARDS, is_steward};
 use super::state::{self, Action, Actor, State};
 use crate::audit::{self, NewEvent};
 use crate::auth::Principal;
@@ -34,19 +33,7 @@ pub fn steward(principal: &Principal) -> Result<(), ApiError> {
     principal.require_any(STEWARDS)
 }
 
-/// Whether the caller reviews: stewards and admins see every application,
-/// every vote and every internal comment.
-pub fn reviews(principal: &Principal) -> bool {
-    STEWARDS.iter().any(|r| principal.has_role(*r))
-}
-
-/// The application if the caller may read it (a member of its project, a
-/// steward or an admin, as [`standing`] decides); for anyone else it does not exist.
-pub async fn readable(conn: &mut PgConnection, principal: &Principal, id: Uuid) -> Result<ApplicationRow, ApiError> {
-    let app = db::get(&mut *conn, id).await?.ok_or(ApiError::NotFound("application"))?;
-    standing(&mut *conn, app.project_id, principal).await?.require_reader("application")?;
-    Ok(app)
-}
+pub use super::applications::visible as readable;
 
 /// The application, locked until `tx` ends.
 async fn locked(tx: &mut PgConnection, id: Uuid) -> Result<ApplicationRow, ApiError> {
@@ -608,7 +595,7 @@ pub async fn votes(
     application_id: Uuid,
 ) -> Result<Vec<Vote>, ApiError> {
     let app = readable(conn, principal, application_id).await?;
-    if !reviews(principal) && app.state.pending() {
+    if !is_steward(principal) && app.state.pending() {
         return Err(ApiError::Forbidden("votes are shown to applicants once the committee has decided".into()));
     }
     votes_of(conn, application_id).await

@@ -10,7 +10,8 @@ use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::review::{readable, reviews};
+use super::projects::is_steward;
+use super::review::readable;
 use crate::audit::{self, NewEvent};
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -99,7 +100,7 @@ pub async fn comments(
     application_id: Uuid,
 ) -> Result<Vec<Comment>, ApiError> {
     readable(conn, principal, application_id).await?;
-    comments_of(conn, application_id, reviews(principal)).await
+    comments_of(conn, application_id, is_steward(principal)).await
 }
 
 /// Adds the caller's comment to an application they may read (members and
@@ -111,7 +112,7 @@ pub async fn comment(
     new: NewComment<'_>,
 ) -> Result<Vec<Comment>, ApiError> {
     readable(tx, principal, application_id).await?;
-    let reviewer = reviews(principal);
+    let reviewer = is_steward(principal);
     if new.internal && !reviewer {
         return Err(ApiError::Forbidden("only stewards write internal comments".into()));
     }
@@ -192,7 +193,7 @@ pub async fn edit_comment(
             .details(json!({ "comment": comment_id, "revision": revision })),
     )
     .await?;
-    comments_of(tx, found.application_id, reviews(principal)).await
+    comments_of(tx, found.application_id, is_steward(principal)).await
 }
 
 #[cfg(test)]

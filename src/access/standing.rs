@@ -15,7 +15,7 @@ use axum::http::request::Parts;
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
-use super::projects::{MemberRole, STEWARDS};
+use super::projects::MemberRole;
 use crate::auth::{Authenticator, Principal};
 use crate::error::ApiError;
 use crate::http::extract::AppPath;
@@ -46,7 +46,7 @@ pub async fn standing(db: impl PgExecutor<'_>, project_id: Uuid, principal: &Pri
     )
     .fetch_optional(db)
     .await?;
-    let privileged = STEWARDS.iter().any(|r| principal.has_role(*r));
+    let privileged = super::projects::is_steward(principal);
     Ok(match row {
         None => Standing::Stranger,
         Some(row) => match (row.role, row.accepted_at) {

@@ -34,11 +34,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(set_consent_terms))
 }
 
-/// Whether the caller reviews (stewards and admins see every application).
-pub(crate) fn is_steward(principal: &Principal) -> bool {
-    applications::is_steward(principal)
-}
-
 /// The application if the caller may see it: a member of its project or a
 /// steward. For anyone else it does not exist.
 pub(crate) async fn visible(state: &AppState, principal: &Principal, id: Uuid) -> Result<ApplicationRow> {

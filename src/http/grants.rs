@@ -3,7 +3,6 @@
 //! each a new version that takes effect on the very next request.
 
 use axum::extract::State;
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
@@ -12,12 +11,12 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::extract::{AppJson, AppPath, AppQuery};
-use crate::access::grants::{self, Grant, GrantState, Need, NewVersion};
+use crate::access::grants::{self, Grant, Need};
 use crate::access::snapshot::{self, Snapshot};
 use crate::access::standing::InProject;
 use crate::app::AppState;
 use crate::audit::{self, NewEvent};
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::deid::pseudonym::project_subject;
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::openapi::tags;
@@ -124,70 +123,20 @@ pub async fn change_grant(
     AppPath(id): AppPath<Uuid>,
     AppJson(request): AppJson<GrantChange>,
 ) -> Result<AppJson<Grant>> {
-    principal.require_any(&[Role::Steward, Role::Admin])?;
-    let reason = request.reason.trim();
-    if reason.is_empty() || reason.chars().count() > 2000 {
-        return Err(ApiError::BadRequest("`reason` is 1 to 2,000 characters".into()));
-    }
     let mut tx = state.db.begin().await?;
-    let current = grants::latest_for_update(&mut tx, id).await?.ok_or(ApiError::NotFound("grant"))?;
-    let to = match (request.action, current.effective_state) {
-        (GrantAction::Suspend, GrantState::Active) => GrantState::Suspended,
-        (GrantAction::Reinstate, GrantState::Suspended) => GrantState::Active,
-        (GrantAction::Revoke, GrantState::Active | GrantState::Suspended | GrantState::Pending) => GrantState::Revoked,
-        (action, from) => {
-            return Err(ApiError::Conflict(format!(
-                "a grant that is {} cannot be {}",
-                from.as_str(),
-                match action {
-                    GrantAction::Suspend => "suspended",
-                    GrantAction::Reinstate => "reinstated",
-                    GrantAction::Revoke => "revoked",
-                }
-            )));
-        }
-    };
-    let version = current.version + 1;
-    grants::insert(
-        &mut tx,
-        NewVersion {
-            grant_id: id,
-            version,
-            project_id: current.project_id,
-            application_id: current.application_id,
-            state: to,
-            scope: &current.scope,
-            conditions: &current.conditions,
-            not_before: current.not_before,
-            not_after: current.not_after,
-            reason: Some(reason),
-            created_by: &principal.username,
-        },
-    )
-    .await?;
-    audit::record(
-        &mut tx,
-        NewEvent::new(&principal.username, &format!("grant.{}", match request.action {
-            GrantAction::Suspend => "suspend",
-            GrantAction::Reinstate => "reinstate",
-            GrantAction::Revoke => "revoke",
-        }))
-        .target(format!("grant:{id}"))
-        .details(json!({ "version": version, "from": current.effective_state, "to": to, "reason": reason, "at": Utc::now() })),
-    )
-    .await?;
-    let pi = crate::access::duties::pi_of(&mut *tx, current.project_id).await?;
-    crate::access::duties::notify(
-        &mut tx,
-        &pi,
-        &format!("grant.{}", to.as_str()),
-        &format!("A grant of your project is now {}: {reason}", to.as_str()),
-        &format!("grant:{id}"),
-    )
-    .await?;
+    let changed = grants::steward_change(&mut tx, &principal, id, request.action.into(), &request.reason).await?;
     tx.commit().await?;
-    let latest = grants::history(&state.db, id).await?.pop().ok_or(ApiError::NotFound("grant"))?;
-    Ok(AppJson(latest))
+    Ok(AppJson(changed))
+}
+
+impl From<GrantAction> for grants::StewardAction {
+    fn from(action: GrantAction) -> Self {
+        match action {
+            GrantAction::Suspend => Self::Suspend,
+            GrantAction::Reinstate => Self::Reinstate,
+            GrantAction::Revoke => Self::Revoke,
+        }
+    }
 }
 
 /// What a grant froze: its cohorts' snapshots.

@@ -20,6 +20,7 @@ mod embedded;
 mod errors;
 mod grant_duties;
 mod grant_scope;
+mod grant_transitions;
 mod helpers;
 mod hostile;
 mod imports;
