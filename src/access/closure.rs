@@ -73,6 +73,18 @@ pub async fn close(
         grants::transition(tx, principal, grant.id, Change::Close { reason: CLOSED }).await?;
         grants_closed += 1;
     }
+    // Renewals still waiting can no longer be granted: rejected, and said so.
+    let renewals_rejected = sqlx::query!(
+        "update grant_renewal set state = 'rejected', decided_by = $2, decided_at = now(), reason = $3
+         where state = 'requested'
+           and grant_id in (select grant_id from access_grant where project_id = $1)",
+        project_id,
+        principal.username,
+        CLOSED
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     sqlx::query!(
         "update obligation set fulfilled_at = now(), fulfilled_by = $2, statement = $3
          where project_id = $1 and kind = 'deletion_attestation' and fulfilled_at is null",
@@ -106,6 +118,7 @@ pub async fn close(
                 "grants_closed": grants_closed,
                 "applications_withdrawn": open,
                 "duties_discharged": discharged,
+                "renewals_rejected": renewals_rejected,
                 "key_destroyed": key_destroyed,
                 "deletion_attestation_sha256": hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, attestation.as_bytes())),
             })),

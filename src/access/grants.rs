@@ -302,10 +302,10 @@ impl<'a> Change<'a> {
             (Self::Activate { .. }, Pending) | (Self::Reinstate { .. }, Suspended) => Some(Active),
             (Self::Suspend { .. }, Active) => Some(Suspended),
             (Self::Revoke { .. }, Active | Suspended | Pending) => Some(Revoked),
-            // A suspended grant stays suspended through a renewal. The renewal's
-            // request checked the grant could be renewed; its decision refuses no state.
+            // A suspended grant stays suspended through a renewal; a grant revoked
+            // or closed while its renewal waited is not brought back by it.
             (Self::Renew { .. }, Suspended) => Some(Suspended),
-            (Self::Renew { .. }, _) => Some(Active),
+            (Self::Renew { .. }, Active | Expired) => Some(Active),
             (Self::Close { .. }, Pending | Active | Expired | Suspended) => Some(Closed),
             _ => None,
         }
@@ -729,10 +729,7 @@ mod tests {
             (Change::Suspend { reason }, [None, Some(Suspended), None, None, None, None]),
             (Change::Reinstate { reason }, [None, None, Some(Active), None, None, None]),
             (Change::Revoke { reason }, [Some(Revoked), Some(Revoked), Some(Revoked), None, None, None]),
-            (
-                Change::Renew { until, reason },
-                [Some(Active), Some(Active), Some(Suspended), Some(Active), Some(Active), Some(Active)],
-            ),
+            (Change::Renew { until, reason }, [None, Some(Active), Some(Suspended), None, Some(Active), None]),
             (Change::Close { reason }, [Some(Closed), Some(Closed), Some(Closed), None, Some(Closed), None]),
         ];
         for (change, row) in expected {

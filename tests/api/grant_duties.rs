@@ -174,6 +174,11 @@ async fn closing_a_project_closes_its_grants_and_destroys_its_key() {
     let key = &w.app.state.ingest.key;
     assert!(custodian::access::grants::project_key(&w.app.db, key, project_id).await.unwrap().is_some());
 
+    let ask = json!({"months": 12, "progress_report": "Year one: cohort curated, baseline model done."});
+    w.app
+        .post_json(&format!("/api/v1/grants/{grant}/renewals"), Some(&w.pi), &ask)
+        .await
+        .assert_status(StatusCode::CREATED);
     let attest = json!({"deletion_attestation": "All copies deleted from the university HPC on 2028-01-31."});
     w.app
         .post_json(&format!("/api/v1/projects/{project}/close"), Some(&w.sam), &attest)
@@ -194,6 +199,10 @@ async fn closing_a_project_closes_its_grants_and_destroys_its_key() {
         assert_eq!(duty["statement"], "no longer applies: the project was closed", "{duty}");
     }
     assert!(duties.as_array().unwrap().iter().all(|d| d["fulfilled_at"].is_string()));
+    // The renewal that waited is rejected, with the reason, not left for a decision that would revive the grant.
+    assert_eq!(w.app.get("/api/v1/renewals", Some(&w.sam)).await.json(), json!([]));
+    let rejected = w.app.get("/api/v1/renewals?state=rejected", Some(&w.sam)).await.json();
+    assert_eq!((&rejected[0]["state"], &rejected[0]["reason"]), (&json!("rejected"), &json!("the project was closed")));
     w.app
         .post_json(&format!("/api/v1/projects/{project}/close"), Some(&w.pi), &attest)
         .await

@@ -86,3 +86,28 @@ async fn a_grant_whose_stored_scope_cannot_be_read_refuses_every_use_and_change_
         .unwrap();
     assert!(!closed, "the closure was rolled back");
 }
+
+#[tokio::test]
+async fn a_renewal_decided_after_its_grant_was_revoked_does_not_bring_the_grant_back() {
+    let w = world().await;
+    let (project, grant) = active_grant(&w).await;
+    let ask = json!({"months": 12, "progress_report": "Year one: cohort curated, baseline model done."});
+    let renewal = w.app.post_json(&format!("/api/v1/grants/{grant}/renewals"), Some(&w.pi), &ask).await;
+    let renewal = renewal.assert_status(StatusCode::CREATED).json()["id"].as_str().unwrap().to_owned();
+    let revoke = json!({"action": "revoke", "reason": "the ethics approval lapsed"});
+    w.app
+        .post_json(&format!("/api/v1/grants/{grant}/state"), Some(&w.sam), &revoke)
+        .await
+        .assert_status(StatusCode::OK);
+    let before = versions(&w, &grant).await;
+
+    let decision = json!({"approve": true, "reason": "Good progress."});
+    let refused = w.app.post_json(&format!("/api/v1/renewals/{renewal}/decision"), Some(&w.sam), &decision).await;
+    assert_eq!(refused.assert_error(StatusCode::CONFLICT, "conflict"), "a grant that is revoked cannot be renewed");
+    assert_eq!(versions(&w, &grant).await, before, "no version written");
+    let history = w.app.get(&format!("/api/v1/grants/{grant}"), Some(&w.pi)).await.json();
+    assert_eq!(history.as_array().unwrap().last().unwrap()["state"], "revoked");
+    exact_count(&w, &project, "chest-ct").await.assert_error(StatusCode::FORBIDDEN, "grant-revoked");
+    let waiting = w.app.get("/api/v1/renewals", Some(&w.sam)).await.json();
+    assert_eq!(waiting[0]["id"], renewal.as_str(), "the renewal still waits, to be rejected");
+}
