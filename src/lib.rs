@@ -49,3 +49,5 @@ pub mod secrets;
 pub mod storage;
 /// Logging setup.
 pub mod telemetry;
+/// The shared vocabulary: code systems, diagnosis codes, variants, annotation kinds, sex.
+pub mod vocabulary;

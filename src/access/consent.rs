@@ -8,6 +8,8 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::vocabulary::Icd10Code;
+
 /// DUO data use permission of a cohort.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
@@ -273,7 +275,7 @@ fn disease_problems(required: bool, diseases: &[String]) -> Vec<(&'static str, S
     if required && diseases.is_empty() {
         problems.push(("diseases", "disease-specific use (DS) needs at least one disease, such as E11".to_owned()));
     }
-    for (i, _) in diseases.iter().enumerate().filter(|(_, code)| icd10_key(code).is_none()) {
+    for (i, _) in diseases.iter().enumerate().filter(|(_, code)| Icd10Code::parse_strict(code).is_none()) {
         let expected = "a letter, two digits, then optionally a dot and up to four letters or digits, such as C34.1";
         problems.push(("diseases", format!("disease {} is not an ICD-10 code: expected {expected}", i + 1)));
     }
@@ -288,27 +290,10 @@ fn country_problems(field: &'static str, countries: &[String], upper_only: bool)
     numbers.map(|n| (field, format!("country {n} is not an ISO 3166-1 alpha-2 code: expected {expected}"))).collect()
 }
 
-/// The code upper-case and without its dot (`e11.9` → `E119`), if it is
-/// shaped like ICD-10: a letter, two digits, optionally a dot and up to four
-/// letters or digits.
-fn icd10_key(code: &str) -> Option<String> {
-    let code = code.trim().to_ascii_uppercase();
-    let (head, tail) = match code.split_once('.') {
-        Some((head, tail)) if !tail.is_empty() => (head, tail),
-        Some(_) => return None,
-        None => (code.get(..3)?, code.get(3..)?),
-    };
-    let head_ok =
-        head.len() == 3 && head.as_bytes()[0].is_ascii_uppercase() && head[1..].bytes().all(|b| b.is_ascii_digit());
-    let tail_ok = tail.len() <= 4 && tail.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
-    (head_ok && tail_ok).then(|| format!("{head}{tail}"))
-}
-
 /// A disease as shown: `E11.9` when shaped like ICD-10, else the text as given.
 fn show_disease(code: &str) -> String {
-    match icd10_key(code) {
-        Some(key) if key.len() > 3 => format!("{}.{}", &key[..3], &key[3..]),
-        Some(key) => key,
+    match Icd10Code::parse_strict(code) {
+        Some(code) => code.to_string(),
         None => code.trim().to_owned(),
     }
 }
@@ -316,8 +301,8 @@ fn show_disease(code: &str) -> String {
 /// Whether a cohort disease covers a stated one by ICD-10 hierarchy: `E11`
 /// covers `E11.9`, not the reverse. Codes not shaped like ICD-10 cover nothing.
 fn covers(cohort: &[String], disease: &str) -> bool {
-    let Some(disease) = icd10_key(disease) else { return false };
-    cohort.iter().filter_map(|c| icd10_key(c)).any(|c| disease.starts_with(&c))
+    let Some(disease) = Icd10Code::parse_strict(disease) else { return false };
+    cohort.iter().filter_map(|c| Icd10Code::parse_strict(c)).any(|c| c.covers(&disease))
 }
 
 /// "A", "A and B", "A, B and C".

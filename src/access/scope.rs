@@ -23,8 +23,7 @@ use crate::dictionary::Dictionary;
 use crate::discovery::criteria::{Condition, Node, SeriesColumn};
 use crate::discovery::sql::Dimension;
 use crate::error::ApiError;
-
-const ANNOTATION_KINDS: [&str; 5] = ["segmentation", "contour", "landmark", "box", "label"];
+use crate::vocabulary::AnnotationKind;
 
 /// A grant's scope with the committee's conditions, against the dictionary.
 pub struct Coverage<'a> {
@@ -77,12 +76,8 @@ impl Coverage<'_> {
             Condition::Diagnosis { .. } => self.field("diagnosis"),
             Condition::Genotype { .. } => self.field("genotype"),
             Condition::Annotation { kinds, .. } => {
-                let wanted: Vec<&str> = if kinds.is_empty() {
-                    ANNOTATION_KINDS.to_vec()
-                } else {
-                    kinds.iter().map(String::as_str).collect()
-                };
-                match wanted.iter().find(|k| !self.scope.annotation_kinds.iter().any(|s| s == *k)) {
+                let wanted: &[AnnotationKind] = if kinds.is_empty() { &AnnotationKind::ALL } else { kinds };
+                match wanted.iter().find(|k| !self.scope.annotation_kinds.iter().any(|s| s == k.as_str())) {
                     Some(kind) => Err(outside(&format!("annotations of kind `{kind}`"))),
                     None => Ok(()),
                 }
@@ -196,15 +191,10 @@ mod tests {
             assert!(coverage.permits(Some(&lab(ok)), &[], false).is_ok(), "{ok}");
         }
         assert!(coverage.permits(Some(&lab("egfr")), &[], false).is_err());
-        let labels = |kinds: &[&str]| {
-            Node::Leaf(Condition::Annotation {
-                level: None,
-                kinds: kinds.iter().map(|k| (*k).to_owned()).collect(),
-                labels: vec![],
-                roles: vec![],
-            })
+        let labels = |kinds: &[AnnotationKind]| {
+            Node::Leaf(Condition::Annotation { level: None, kinds: kinds.to_vec(), labels: vec![], roles: vec![] })
         };
-        assert!(coverage.permits(Some(&labels(&["label"])), &[], false).is_ok());
+        assert!(coverage.permits(Some(&labels(&[AnnotationKind::Label])), &[], false).is_ok());
         assert!(coverage.permits(Some(&labels(&[])), &[], false).is_err(), "no kind named: every kind needed");
         assert!(coverage.permits(None, &[Dimension::Sex], false).is_err());
 

@@ -83,7 +83,7 @@ pub async fn insert(
         target.series_id,
         target.instance_id,
         level,
-        new.kind.level(),
+        new.kind.level().as_str(),
         new.kind.as_str(),
         source,
         new.label.as_ref().map(|l| l.system.clone()),

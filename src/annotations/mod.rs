@@ -12,6 +12,10 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+/// The kind of annotation, as the vocabulary defines it (its schema keeps the name `Kind`).
+pub use crate::vocabulary::AnnotationKind as Kind;
+use crate::vocabulary::AnnotatorRole;
+
 /// What an annotation is attached to.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(tag = "level", rename_all = "lowercase", deny_unknown_fields)]
@@ -31,34 +35,6 @@ pub enum Target {
     Instance {
         uid: String,
     },
-}
-
-/// The kind of annotation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Segmentation,
-    Contour,
-    Landmark,
-    Box,
-    Label,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Segmentation => "segmentation",
-            Self::Contour => "contour",
-            Self::Landmark => "landmark",
-            Self::Box => "box",
-            Self::Label => "label",
-        }
-    }
-
-    /// `high` for labels, `low` for everything drawn.
-    pub fn level(self) -> &'static str {
-        if self == Self::Label { "high" } else { "low" }
-    }
 }
 
 /// A coded meaning.
@@ -125,7 +101,6 @@ pub struct Annotation {
     pub created_at: DateTime<Utc>,
 }
 
-const ROLES: &[&str] = &["radiologist", "resident", "technologist", "clinician", "student", "algorithm", "other"];
 const METHODS: &[&str] = &["manual", "semi-automatic", "automatic"];
 const SYSTEMS: &[&str] = &["SNOMED CT", "RadLex", "local"];
 /// Most points of one geometry.
@@ -139,8 +114,9 @@ fn short(text: &str, max: usize) -> bool {
 pub fn check(new: &NewAnnotation, has_file: bool) -> Vec<String> {
     let mut problems = Vec::new();
     let p = &new.provenance;
-    if !ROLES.contains(&p.role.as_str()) {
-        problems.push(format!("`provenance.role` is one of: {}", ROLES.join(", ")));
+    if AnnotatorRole::parse(&p.role).is_none() {
+        problems
+            .push(format!("`provenance.role` is one of: {}", AnnotatorRole::ALL.map(AnnotatorRole::as_str).join(", ")));
     }
     if !METHODS.contains(&p.method.as_str()) {
         problems.push(format!("`provenance.method` is one of: {}", METHODS.join(", ")));

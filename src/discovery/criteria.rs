@@ -20,7 +20,9 @@ use serde_json::{Map, Value};
 use super::super::dictionary::units::{self, Unit};
 use super::super::dictionary::{Dictionary, FieldSource, ValueType};
 use crate::error::Problem;
-use crate::ingest::tables::{diagnoses, variants};
+use crate::vocabulary::{
+    AnnotationKind, AnnotationLevel, AnnotatorRole, CodePrefix, CodeSystem, DiagnosisCode, Sex, VariantRef,
+};
 
 /// Most nesting of `and` / `or` / `not`.
 pub const MAX_DEPTH: usize = 8;
@@ -69,7 +71,7 @@ pub enum Condition {
     Cohort(Vec<String>),
     /// Site codes.
     Site(Vec<String>),
-    Sex(Vec<String>),
+    Sex(Vec<Sex>),
     SeriesCode(SeriesColumn, Vec<String>),
     SeriesRange(SeriesColumn, Option<f64>, Option<f64>),
     /// A numeric observation field, bounds in its canonical unit.
@@ -82,10 +84,11 @@ pub enum Condition {
         field: String,
         values: Vec<String>,
     },
+    /// Diagnoses of a system (any, when `None`) with one of the codes or a code starting with one of the prefixes.
     Diagnosis {
-        system: Option<&'static str>,
-        codes: Vec<String>,
-        prefixes: Vec<String>,
+        system: Option<CodeSystem>,
+        codes: Vec<DiagnosisCode>,
+        prefixes: Vec<CodePrefix>,
     },
     /// Variants as rsIDs or `chrom-pos-ref-alt`, with the accepted copies of the alternate allele.
     Genotype {
@@ -94,10 +97,10 @@ pub enum Condition {
     },
     /// Subjects with an annotation of this level, kind, label code and annotator role (each optional).
     Annotation {
-        level: Option<String>,
-        kinds: Vec<String>,
+        level: Option<AnnotationLevel>,
+        kinds: Vec<AnnotationKind>,
         labels: Vec<String>,
-        roles: Vec<String>,
+        roles: Vec<AnnotatorRole>,
     },
     /// A series condition whose study falls `min`–`max` days after a dated event of the subject.
     After {
@@ -106,13 +109,6 @@ pub enum Condition {
         min_days: i32,
         max_days: i32,
     },
-}
-
-/// How a query names a variant.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum VariantRef {
-    Rsid(String),
-    Position { chrom: String, pos: i64, reference: String, alt: String },
 }
 
 impl Condition {
@@ -272,7 +268,7 @@ fn condition(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str) -> Opt
             let sites = r.sites;
             strings(r, object, path, |s| sites.iter().any(|c| c == s), "the code of a site").map(Condition::Site)
         }
-        "sex" => strings(r, object, path, |s| matches!(s, "M" | "F" | "O"), "M, F or O").map(Condition::Sex),
+        "sex" => values(r, object, path, Sex::from_code, "M, F or O").map(Condition::Sex),
         "modality" => {
             strings(r, object, path, |_| true, "a modality").map(|v| Condition::SeriesCode(SeriesColumn::Modality, v))
         }
@@ -306,6 +302,17 @@ fn strings(
     valid: impl Fn(&str) -> bool,
     what: &str,
 ) -> Option<Vec<String>> {
+    values(r, object, path, |s| valid(s).then(|| s.to_owned()), what)
+}
+
+/// The `in` list of a field, each value read by `read` (`None`: not one of `what`).
+fn values<T>(
+    r: &mut Reader<'_>,
+    object: &Map<String, Value>,
+    path: &str,
+    read: impl Fn(&str) -> Option<T>,
+    what: &str,
+) -> Option<Vec<T>> {
     let at = format!("{path}/in");
     let Some(Value::Array(items)) = object.get("in") else {
         r.problem(&at, "invalid-criteria", format!("this field takes `in`: a list of values, each {what}"));
@@ -317,9 +324,9 @@ fn strings(
     }
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        match item {
-            Value::String(s) if valid(s) && !s.is_empty() && s.len() <= 64 => out.push(s.clone()),
-            _ => r.problem(&format!("{at}/{i}"), "wrong-type", format!("expected {what}")),
+        match item.as_str().filter(|s| !s.is_empty() && s.len() <= 64).and_then(&read) {
+            Some(value) => out.push(value),
+            None => r.problem(&format!("{at}/{i}"), "wrong-type", format!("expected {what}")),
         }
     }
     for key in ["min", "max", "unit", "prefix", "system", "variant", "genotype"] {
@@ -423,7 +430,7 @@ fn diagnosis(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str) -> Opt
     let system = match object.get("system") {
         None => None,
         Some(Value::String(s)) => {
-            let system = diagnoses::system(s);
+            let system = CodeSystem::parse(s);
             if system.is_none() {
                 r.problem(&format!("{path}/system"), "invalid-criteria", "`system` is ICD-10 or SNOMED CT");
                 return None;
@@ -440,19 +447,15 @@ fn diagnosis(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str) -> Opt
     match object.get("prefix") {
         None => {}
         Some(Value::String(p)) => {
-            let p = p.trim().replace('.', "").to_ascii_uppercase();
-            if p.is_empty() || p.len() > 18 || !p.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            let Some(prefix) = CodePrefix::parse(p, system) else {
                 r.problem(
                     &format!("{path}/prefix"),
                     "invalid-criteria",
                     "a code prefix is letters and digits, e.g. E11 or C34.1",
                 );
                 return None;
-            }
-            // Stored ICD-10 codes carry a dot after the category.
-            let stored =
-                if p.len() > 3 && system != Some("SNOMED CT") { format!("{}.{}", &p[..3], &p[3..]) } else { p };
-            prefixes.push(stored);
+            };
+            prefixes.push(prefix);
         }
         Some(_) => {
             r.problem(&format!("{path}/prefix"), "wrong-type", "`prefix` is a string");
@@ -465,12 +468,9 @@ fn diagnosis(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str) -> Opt
             return None;
         };
         for (i, item) in items.iter().enumerate() {
-            let normalised = item.as_str().and_then(|c| {
-                let system =
-                    system.unwrap_or(if c.bytes().all(|b| b.is_ascii_digit()) { "SNOMED CT" } else { "ICD-10" });
-                diagnoses::normalise(system, c)
-            });
-            match normalised {
+            let code =
+                item.as_str().and_then(|c| DiagnosisCode::parse(system.unwrap_or_else(|| CodeSystem::of_code(c)), c));
+            match code {
                 Some(code) => codes.push(code),
                 None => r.problem(
                     &format!("{path}/in/{i}"),
@@ -493,25 +493,17 @@ fn diagnosis(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str) -> Opt
 }
 
 fn genotype(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str) -> Option<Condition> {
-    let variant = match object.get("variant") {
-        Some(Value::String(v)) if v.starts_with("rs") && v.len() > 2 && v[2..].bytes().all(|b| b.is_ascii_digit()) => {
-            VariantRef::Rsid(v.clone())
-        }
-        Some(Value::String(v)) => {
-            let Some((chrom, pos, reference, alt)) = variants::parse_variant(v) else {
-                r.problem(
-                    &format!("{path}/variant"),
-                    "invalid-criteria",
-                    "a variant is an rsID or chrom-pos-ref-alt (e.g. 19-44908684-T-C)",
-                );
-                return None;
-            };
-            VariantRef::Position { chrom, pos, reference, alt }
-        }
-        _ => {
-            r.problem(&format!("{path}/variant"), "invalid-criteria", "a genotype condition names its `variant`");
-            return None;
-        }
+    let Some(Value::String(v)) = object.get("variant") else {
+        r.problem(&format!("{path}/variant"), "invalid-criteria", "a genotype condition names its `variant`");
+        return None;
+    };
+    let Some(variant) = VariantRef::parse(v) else {
+        r.problem(
+            &format!("{path}/variant"),
+            "invalid-criteria",
+            "a variant is an rsID or chrom-pos-ref-alt (e.g. 19-44908684-T-C)",
+        );
+        return None;
     };
     let alt_counts = match object.get("genotype").and_then(Value::as_str) {
         Some("carrier") => vec![1, 2],
@@ -530,44 +522,59 @@ fn genotype(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str) -> Opti
     Some(Condition::Genotype { variant, alt_counts })
 }
 
-fn annotation(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str) -> Option<Condition> {
-    let mut list = |key: &str, allowed: &[&str]| -> Option<Vec<String>> {
-        match object.get(key) {
-            None => Some(Vec::new()),
-            Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_VALUES => {
-                let values: Vec<String> = items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
-                let valid = values.len() == items.len()
-                    && values.iter().all(|v| {
-                        (allowed.is_empty() && !v.is_empty() && v.len() <= 64) || allowed.contains(&v.as_str())
-                    });
-                if valid {
-                    Some(values)
-                } else {
-                    let what = if allowed.is_empty() { "codes".to_owned() } else { allowed.join(", ") };
-                    r.problem(&format!("{path}/{key}"), "wrong-type", format!("`{key}` lists {what}"));
-                    None
-                }
+/// A list of 1 to [`MAX_VALUES`] values under `key` of an annotation condition
+/// (none when absent), each read by `read`; `what` names them in the problem.
+fn annotation_list<T>(
+    r: &mut Reader<'_>,
+    object: &Map<String, Value>,
+    path: &str,
+    key: &str,
+    read: impl Fn(&str) -> Option<T>,
+    what: &str,
+) -> Option<Vec<T>> {
+    match object.get(key) {
+        None => Some(Vec::new()),
+        Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_VALUES => {
+            let values: Option<Vec<T>> = items.iter().map(|v| v.as_str().and_then(&read)).collect();
+            if values.is_none() {
+                r.problem(&format!("{path}/{key}"), "wrong-type", format!("`{key}` lists {what}"));
             }
-            Some(_) => {
-                r.problem(
-                    &format!("{path}/{key}"),
-                    "wrong-type",
-                    format!("`{key}` is a list of 1 to {MAX_VALUES} values"),
-                );
-                None
-            }
+            values
         }
-    };
-    let kinds = list("kind", &["segmentation", "contour", "landmark", "box", "label"]);
-    let labels = list("label", &[]);
-    let roles =
-        list("role", &["radiologist", "resident", "technologist", "clinician", "student", "algorithm", "other"]);
+        Some(_) => {
+            r.problem(&format!("{path}/{key}"), "wrong-type", format!("`{key}` is a list of 1 to {MAX_VALUES} values"));
+            None
+        }
+    }
+}
+
+fn annotation(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str) -> Option<Condition> {
+    let kinds = annotation_list(
+        r,
+        object,
+        path,
+        "kind",
+        AnnotationKind::parse,
+        &AnnotationKind::ALL.map(AnnotationKind::as_str).join(", "),
+    );
+    let code = |v: &str| (!v.is_empty() && v.len() <= 64).then(|| v.to_owned());
+    let labels = annotation_list(r, object, path, "label", code, "codes");
+    let roles = annotation_list(
+        r,
+        object,
+        path,
+        "role",
+        AnnotatorRole::parse,
+        &AnnotatorRole::ALL.map(AnnotatorRole::as_str).join(", "),
+    );
     let level = match object.get("level") {
         None => None,
-        Some(Value::String(l)) if l == "low" || l == "high" => Some(l.clone()),
-        Some(_) => {
-            r.problem(&format!("{path}/level"), "wrong-type", "`level` is low or high");
-            return None;
+        Some(value) => {
+            let Some(level) = value.as_str().and_then(AnnotationLevel::parse) else {
+                r.problem(&format!("{path}/level"), "wrong-type", "`level` is low or high");
+                return None;
+            };
+            Some(level)
         }
     };
     for key in ["in", "min", "max", "unit", "prefix", "system", "variant", "genotype"] {
@@ -666,9 +673,9 @@ mod tests {
         assert_eq!(
             items[2],
             Node::Not(Box::new(Node::Leaf(Condition::Diagnosis {
-                system: Some("ICD-10"),
+                system: Some(CodeSystem::Icd10),
                 codes: vec![],
-                prefixes: vec!["E11.9".into()]
+                prefixes: vec![CodePrefix::parse("E11.9", None).unwrap()]
             })))
         );
         assert!(matches!(&items[4], Node::Leaf(Condition::After { min_days: 0, max_days: 90, .. })));

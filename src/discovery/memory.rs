@@ -16,9 +16,10 @@ use futures::TryStreamExt;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::criteria::{Condition, Node, SeriesColumn, VariantRef};
+use super::criteria::{Condition, Node, SeriesColumn};
 use super::protect::Tally;
 use super::sql::Dimension;
+use crate::vocabulary::VariantRef;
 
 const NONE: u32 = u32::MAX;
 const NO_DATE: i32 = i32::MIN;
@@ -112,10 +113,10 @@ impl Dict {
     }
 
     /// Which codes are among `values` (a lookup table by code).
-    fn matching(&self, values: &[String]) -> Vec<bool> {
+    fn matching<S: AsRef<str>>(&self, values: impl IntoIterator<Item = S>) -> Vec<bool> {
         let mut table = vec![false; self.values.len()];
         for value in values {
-            if let Some(code) = self.index.get(value) {
+            if let Some(code) = self.index.get(value.as_ref()) {
                 table[*code as usize] = true;
             }
         }
@@ -612,7 +613,7 @@ impl Snapshot {
             }
             Condition::Annotation { level, kinds, labels, roles } => {
                 let a = &self.annotations;
-                let levels = level.as_ref().map(|l| a.levels.matching(std::slice::from_ref(l)));
+                let levels = level.map(|l| a.levels.matching([l]));
                 let (kinds, labels, roles) = (
                     (!kinds.is_empty()).then(|| a.kinds.matching(kinds)),
                     (!labels.is_empty()).then(|| a.codes.matching(labels)),
@@ -712,9 +713,8 @@ impl Snapshot {
                     .iter()
                     .map(|stored| {
                         let (s, code) = stored.split_once('\u{1f}').unwrap_or_default();
-                        system.is_none_or(|system| system == s)
-                            && (codes.iter().any(|c| c == code)
-                                || prefixes.iter().any(|p| code.starts_with(p.as_str())))
+                        system.is_none_or(|system| system.as_str() == s)
+                            && (codes.iter().any(|c| c.as_str() == code) || prefixes.iter().any(|p| p.matches(code)))
                     })
                     .collect();
                 for i in 0..d.subject.len() {
@@ -1009,8 +1009,8 @@ fn code_column(column: SeriesColumn) -> usize {
 fn matches_variant(v: &Variant, wanted: &VariantRef) -> bool {
     match wanted {
         VariantRef::Rsid(rsid) => v.rsid.as_deref() == Some(rsid.as_str()),
-        VariantRef::Position { chrom, pos, reference, alt } => {
-            v.chrom == *chrom && v.pos == *pos && v.reference == *reference && v.alt == *alt
+        VariantRef::Position(p) => {
+            v.chrom == p.chrom() && v.pos == p.pos() && v.reference == p.reference() && v.alt == p.alt()
         }
     }
 }

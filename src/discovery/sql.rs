@@ -6,7 +6,8 @@
 
 use sqlx::{Postgres, QueryBuilder};
 
-use super::criteria::{Condition, Node, VariantRef};
+use super::criteria::{Condition, Node};
+use crate::vocabulary::VariantRef;
 
 /// The units of discovery: `from … where` up to the criteria. When every
 /// match needs a series, subjects without imaging are left out by an inner join.
@@ -91,7 +92,7 @@ fn push_condition(qb: &mut QueryBuilder<Postgres>, condition: &Condition) {
             qb.push("s.site_id in (select site_id from site where code = any(").push_bind(codes.clone()).push("))");
         }
         Condition::Sex(values) => {
-            qb.push("s.sex = any(").push_bind(values.clone()).push(")");
+            qb.push("s.sex = any(").push_bind(texts(values)).push(")");
         }
         Condition::SeriesCode(column, values) => {
             qb.push(column.sql()).push(" = any(").push_bind(values.clone()).push(")");
@@ -119,11 +120,13 @@ fn push_condition(qb: &mut QueryBuilder<Postgres>, condition: &Condition) {
         Condition::Annotation { level, kinds, labels, roles } => {
             qb.push("s.subject_id in (select a.subject_id from annotation a where true");
             if let Some(level) = level {
-                qb.push(" and a.level = ").push_bind(level.clone());
+                qb.push(" and a.level = ").push_bind(level.as_str());
             }
-            for (column, values) in [("a.kind", kinds), ("a.code", labels), ("a.annotator_role", roles)] {
+            for (column, values) in
+                [("a.kind", texts(kinds)), ("a.code", labels.clone()), ("a.annotator_role", texts(roles))]
+            {
                 if !values.is_empty() {
-                    qb.push(" and ").push(column).push(" = any(").push_bind(values.clone()).push(")");
+                    qb.push(" and ").push(column).push(" = any(").push_bind(values).push(")");
                 }
             }
             qb.push(")");
@@ -167,12 +170,12 @@ fn push_event_filter(qb: &mut QueryBuilder<Postgres>, condition: &Condition, ali
         }
         Condition::Diagnosis { system, codes, prefixes } => {
             if let Some(system) = system {
-                qb.push(alias).push(".system = ").push_bind(*system).push(" and ");
+                qb.push(alias).push(".system = ").push_bind(system.as_str()).push(" and ");
             }
             qb.push("(");
             let mut first = true;
             if !codes.is_empty() {
-                qb.push(alias).push(".code = any(").push_bind(codes.clone()).push(")");
+                qb.push(alias).push(".code = any(").push_bind(texts(codes)).push(")");
                 first = false;
             }
             for prefix in prefixes {
@@ -194,19 +197,24 @@ fn push_event_filter(qb: &mut QueryBuilder<Postgres>, condition: &Condition, ali
 pub fn push_variant(qb: &mut QueryBuilder<Postgres>, variant: &VariantRef) {
     match variant {
         VariantRef::Rsid(rsid) => {
-            qb.push("v.rsid = ").push_bind(rsid.clone());
+            qb.push("v.rsid = ").push_bind(rsid.as_str().to_owned());
         }
-        VariantRef::Position { chrom, pos, reference, alt } => {
+        VariantRef::Position(p) => {
             qb.push("v.chrom = ")
-                .push_bind(chrom.clone())
+                .push_bind(p.chrom().to_owned())
                 .push(" and v.pos = ")
-                .push_bind(*pos)
+                .push_bind(p.pos())
                 .push(" and v.ref = ")
-                .push_bind(reference.clone())
+                .push_bind(p.reference().to_owned())
                 .push(" and v.alt = ")
-                .push_bind(alt.clone());
+                .push_bind(p.alt().to_owned());
         }
     }
+}
+
+/// Vocabulary terms as the text the database stores.
+fn texts<T: AsRef<str>>(terms: &[T]) -> Vec<String> {
+    terms.iter().map(|t| t.as_ref().to_owned()).collect()
 }
 
 /// The dimensions a breakdown groups by.
@@ -257,15 +265,16 @@ pub const COUNTS: &str = "count(distinct s.subject_id), count(distinct d.study_i
 mod tests {
     use super::*;
     use crate::discovery::criteria::{Condition, SeriesColumn};
+    use crate::vocabulary::{CodePrefix, CodeSystem};
 
     #[test]
     fn subject_conditions_compile_to_hashable_sets_and_series_conditions_to_columns() {
         let node = Node::And(vec![
             Node::Leaf(Condition::SeriesCode(SeriesColumn::Modality, vec!["MR".into()])),
             Node::Not(Box::new(Node::Leaf(Condition::Diagnosis {
-                system: Some("ICD-10"),
+                system: Some(CodeSystem::Icd10),
                 codes: vec![],
-                prefixes: vec!["E11".into(), "E10".into()],
+                prefixes: ["E11", "E10"].map(|p| CodePrefix::parse(p, Some(CodeSystem::Icd10)).unwrap()).to_vec(),
             }))),
         ]);
         let mut qb = QueryBuilder::new("");

@@ -155,7 +155,7 @@ pub async fn create_annotation(
         StatusCode::CREATED,
         AppJson(CreatedAnnotation {
             id,
-            level: new.kind.level(),
+            level: new.kind.level().as_str(),
             kind: new.kind.as_str(),
             size_bytes: size,
             extensions_dropped: None,
@@ -238,7 +238,7 @@ pub async fn upload_mask(
         StatusCode::CREATED,
         AppJson(CreatedAnnotation {
             id,
-            level: new.kind.level(),
+            level: new.kind.level().as_str(),
             kind: new.kind.as_str(),
             size_bytes: size,
             extensions_dropped: Some(extensions_dropped),

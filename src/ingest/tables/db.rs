@@ -159,7 +159,7 @@ async fn resolve_subjects(
     let mut sex: Vec<Option<String>> = vec![None; pseudonyms.len()];
     let mut birth_year: Vec<Option<i32>> = vec![None; pseudonyms.len()];
     for d in &parsed.demographics {
-        sex[d.patient as usize] = d.sex.map(str::to_owned);
+        sex[d.patient as usize] = d.sex.map(|s| s.as_str().to_owned());
         birth_year[d.patient as usize] = d.birth_year;
     }
     // Rows are locked in pseudonym order, as the imaging writer locks them, so the two cannot deadlock.
@@ -377,9 +377,9 @@ async fn copy_diagnoses(
             let subject = &subjects[d.patient as usize];
             copy.display(Some(subject.id));
             copy.sep();
-            copy.text(Some(d.system));
+            copy.text(Some(d.code.system().as_str()));
             copy.sep();
-            copy.text(Some(&d.code));
+            copy.text(Some(d.code.as_str()));
             copy.sep();
             copy.display(d.on.map(|on| on + Duration::days(subject.shift_days)));
             copy.sep();

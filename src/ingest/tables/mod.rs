@@ -19,6 +19,8 @@ use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::vocabulary::{DiagnosisCode, Sex};
+
 /// Problems reported at most per import; the count of the rest is still given.
 pub const MAX_PROBLEMS: usize = 100;
 
@@ -126,16 +128,6 @@ pub fn parse_date_time(text: &str) -> Option<NaiveDateTime> {
     Some(date.and_time(time))
 }
 
-/// Sex as stored: `M`, `F` or `O`.
-pub fn parse_sex(text: &str) -> Option<&'static str> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "m" | "male" | "man" => Some("M"),
-        "f" | "female" | "woman" => Some("F"),
-        "o" | "other" | "x" | "diverse" => Some("O"),
-        _ => None,
-    }
-}
-
 /// A year of birth: from a full date (of which only the year is kept) or a year.
 pub fn parse_birth_year(text: &str) -> Option<i32> {
     let text = text.trim();
@@ -192,7 +184,7 @@ impl Patients {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Demographics {
     pub patient: u32,
-    pub sex: Option<&'static str>,
+    pub sex: Option<Sex>,
     pub birth_year: Option<i32>,
 }
 
@@ -208,12 +200,11 @@ pub struct ObservationRow {
     pub at: Option<NaiveDateTime>,
 }
 
-/// A coded diagnosis.
+/// A coded diagnosis (its system is the code's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiagnosisRow {
     pub patient: u32,
-    pub system: &'static str,
-    pub code: String,
+    pub code: DiagnosisCode,
     /// Original date; shifted when written.
     pub on: Option<NaiveDate>,
 }
@@ -309,8 +300,6 @@ mod tests {
 
     #[test]
     fn values_parse_leniently_but_never_guess() {
-        assert_eq!(parse_sex(" Female "), Some("F"));
-        assert_eq!(parse_sex("u"), None);
         assert_eq!(parse_birth_year("1961-07-04"), Some(1961));
         assert_eq!(parse_birth_year("1961"), Some(1961));
         assert_eq!(parse_birth_year("61"), None);

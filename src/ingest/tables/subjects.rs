@@ -10,9 +10,10 @@ use std::collections::HashMap;
 
 use super::observations::{importable, split_unit, value_of};
 use super::table::{self, Format};
-use super::{Demographics, ObservationRow, Parsed, Problems, parse_birth_year, parse_date_time, parse_sex, patient_id};
+use super::{Demographics, ObservationRow, Parsed, Problems, parse_birth_year, parse_date_time, patient_id};
 use crate::access::withdrawal::Scope;
 use crate::dictionary::{Dictionary, Field};
+use crate::vocabulary::Sex;
 
 enum Column<'d> {
     Patient,
@@ -51,7 +52,7 @@ pub fn parse(format: Format, body: &[u8], dictionary: &Dictionary, problems: &mu
                     }
                 },
                 Column::Sex => {
-                    sex = parse_sex(text);
+                    sex = Sex::parse(text);
                     if sex.is_none() {
                         problems.at(row, name, "invalid-value", "not a sex (M, F or O; male, female or other)");
                         ok = false;

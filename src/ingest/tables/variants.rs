@@ -12,36 +12,7 @@ use std::io::Read;
 
 use super::table::{self, Format};
 use super::{GenotypeRow, Parsed, Problems, VariantKey, patient_id};
-
-/// Chromosome names as stored: without a `chr` prefix, `MT` for the mitochondrion.
-pub fn chromosome(text: &str) -> Option<String> {
-    let text = text.trim();
-    let bare = text.strip_prefix("chr").or_else(|| text.strip_prefix("CHR")).unwrap_or(text);
-    let name = match bare.to_ascii_uppercase().as_str() {
-        "M" | "MT" => "MT".to_owned(),
-        "X" | "Y" => bare.to_ascii_uppercase(),
-        digits if digits.parse::<u8>().is_ok_and(|n| (1..=22).contains(&n)) => {
-            digits.trim_start_matches('0').to_owned()
-        }
-        _ => return None,
-    };
-    Some(name)
-}
-
-fn allele(text: &str) -> bool {
-    !text.is_empty() && text.len() <= 1000 && text.bytes().all(|b| matches!(b, b'A' | b'C' | b'G' | b'T' | b'N'))
-}
-
-/// A variant written `1-55051215-G-A` (or with `:` or `_`).
-pub fn parse_variant(text: &str) -> Option<(String, i64, String, String)> {
-    let parts: Vec<&str> = text.trim().split(['-', ':', '_']).collect();
-    let [chrom, pos, reference, alt] = parts.as_slice() else { return None };
-    let pos: i64 = pos.parse().ok().filter(|p| *p > 0)?;
-    let (reference, alt) = (reference.to_ascii_uppercase(), alt.to_ascii_uppercase());
-    (allele(&reference) && allele(&alt) && reference != alt)
-        .then(|| (chromosome(chrom), pos, reference, alt))
-        .and_then(|(chrom, pos, reference, alt)| Some((chrom?, pos, reference, alt)))
-}
+use crate::vocabulary::variants::{self, Allele, Chromosome, Rsid, VariantPosition};
 
 /// Copies of allele `index` in a genotype (`0/1`, `1|2`, `1`), `None` when a call is missing;
 /// `Err` when it is not a genotype.
@@ -154,11 +125,7 @@ fn vcf_samples(header: &str, row: u64, parsed: &mut Parsed, problems: &mut Probl
 
 /// The dbSNP id among a VCF line's IDs.
 fn vcf_rsid(ids: &str) -> Option<String> {
-    ids.split(';').find(|id| is_rsid(id)).map(str::to_owned)
-}
-
-fn is_rsid(id: &str) -> bool {
-    id.len() > 2 && id.starts_with("rs") && id[2..].bytes().all(|b| b.is_ascii_digit())
+    ids.split(';').find_map(Rsid::parse).map(Rsid::into_string)
 }
 
 /// The gene symbol of a VCF line's INFO (`GENE=APOE` or dbSNP's `GENEINFO=APOE:348`).
@@ -209,36 +176,34 @@ pub fn parse_vcf(body: &[u8], problems: &mut Problems) -> Parsed {
             );
             continue;
         }
-        let Some(chrom) = chromosome(fields[0]) else {
+        let Some(chrom) = Chromosome::parse(fields[0]).map(Chromosome::into_string) else {
             problems.at(row, "CHROM", "invalid-value", "not a human chromosome (1–22, X, Y, MT, with or without chr)");
             continue;
         };
-        let Some(pos) = fields[1].parse::<i64>().ok().filter(|p| *p > 0) else {
+        let Some(pos) = variants::position(fields[1]) else {
             problems.at(row, "POS", "invalid-value", "not a position (a whole number from 1)");
             continue;
         };
-        let reference = fields[3].to_ascii_uppercase();
-        if !allele(&reference) {
+        let Some(reference) = Allele::parse(fields[3]).map(Allele::into_string) else {
             problems.at(row, "REF", "invalid-value", "not an allele (A, C, G, T, N)");
             continue;
-        }
+        };
         let (rsid, gene) = (vcf_rsid(fields[2]), vcf_gene(fields[7]));
         let Some(gt_at) = fields[8].split(':').position(|k| k == "GT") else {
             problems.at(row, "FORMAT", "invalid-value", "the FORMAT has no GT");
             continue;
         };
         // Alternate alleles that are real sequences; `*` and `.` name no variant.
-        let alts: Vec<(usize, String)> = fields[4]
+        let alts: Option<Vec<(usize, String)>> = fields[4]
             .split(',')
             .enumerate()
             .filter(|(_, a)| !matches!(*a, "*" | "."))
-            .map(|(i, a)| (i + 1, a.to_ascii_uppercase()))
+            .map(|(i, a)| Allele::parse(a).map(Allele::into_string).filter(|a| *a != reference).map(|a| (i + 1, a)))
             .collect();
-        if let Some((_, bad)) = alts.iter().find(|(_, a)| !allele(a) || *a == reference) {
-            let _ = bad;
+        let Some(alts) = alts else {
             problems.at(row, "ALT", "invalid-value", "not an alternate allele (A, C, G, T, N, different from REF)");
             continue;
-        }
+        };
         let gts: Vec<&str> = fields[9..].iter().map(|s| s.split(':').nth(gt_at).unwrap_or(".")).collect();
         for (allele_index, alt) in alts {
             let key = VariantKey {
@@ -290,16 +255,13 @@ pub fn parse_table(format: Format, body: &[u8], problems: &mut Problems) -> Pars
             Err((code, message)) => return problems.at(row, "patient_id", code, message),
         };
         let variant = match plan.variant {
-            Some(at) => cell(Some(at)).and_then(parse_variant),
+            Some(at) => cell(Some(at)).and_then(VariantPosition::parse),
             None => (|| {
-                let chrom = chromosome(cell(plan.chrom)?)?;
-                let pos = cell(plan.pos)?.parse::<i64>().ok().filter(|p| *p > 0)?;
-                let reference = cell(plan.reference)?.to_ascii_uppercase();
-                let alt = cell(plan.alt)?.to_ascii_uppercase();
-                (allele(&reference) && allele(&alt) && reference != alt).then_some((chrom, pos, reference, alt))
+                let [chrom, pos, reference, alt] = [plan.chrom, plan.pos, plan.reference, plan.alt].map(cell);
+                VariantPosition::from_parts(chrom?, pos?, reference?, alt?)
             })(),
         };
-        let Some((chrom, pos, reference, alt)) = variant else {
+        let Some((chrom, pos, reference, alt)) = variant.map(VariantPosition::into_parts) else {
             let column = if plan.variant.is_some() { "variant" } else { "chrom" };
             return problems.at(
                 row,
@@ -309,7 +271,7 @@ pub fn parse_table(format: Format, body: &[u8], problems: &mut Problems) -> Pars
             );
         };
         let rsid = cell(plan.rsid).map(str::to_owned);
-        if rsid.as_deref().is_some_and(|r| !is_rsid(r)) {
+        if rsid.as_deref().is_some_and(|r| Rsid::parse(r).is_none()) {
             return problems.at(row, "rsid", "invalid-value", "not a dbSNP id (rs followed by digits)");
         }
         let gene = cell(plan.gene).map(str::to_owned);
@@ -501,7 +463,6 @@ mod tests {
         assert_eq!((list[0].row, list[0].code), (Some(4), "duplicate-call"));
         assert_eq!(parsed.variants.len(), 1);
         assert_eq!(parsed.genotypes.iter().map(|g| g.alt_count).collect::<Vec<_>>(), [Some(1), Some(2)]);
-        assert_eq!(parse_variant("X-100-a-g"), Some(("X".into(), 100, "A".into(), "G".into())));
-        assert_eq!(parse_variant("1-0-A-G"), None);
+        assert_eq!(parsed.variants[0].chrom, "19");
     }
 }
