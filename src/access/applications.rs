@@ -279,7 +279,7 @@ fn completeness(content: &ApplicationContent, dictionary: &Dictionary) -> Vec<Pr
         }
     }
     for (i, kind) in scope.annotation_kinds.iter().enumerate() {
-        if !["segmentation", "contour", "landmark", "box", "label"].contains(&kind.as_str()) {
+        if crate::vocabulary::AnnotationKind::parse(kind).is_none() {
             problems.push(problem(
                 &format!("/scope/annotation_kinds/{i}"),
                 "invalid-criteria",
@@ -360,7 +360,10 @@ pub async fn check(
                 Err(ApiError::Refused { .. } | ApiError::TooManyRequests { .. }) => None,
                 Err(e) => return Err(e),
             },
-            Err(_) => None,
+            // Criteria the scope cannot express give no feasibility; anything
+            // else (the database) fails the check rather than hiding in it.
+            Err(ApiError::Invalid { .. }) => None,
+            Err(e) => return Err(e),
         };
         cohorts.push(CohortCheck { cohort: slug.clone(), tier, terms, verdict, rules, justified, feasibility });
     }
