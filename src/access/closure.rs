@@ -39,7 +39,7 @@ pub async fn close(
     project_id: Uuid,
     attestation: &str,
 ) -> Result<Closed, ApiError> {
-    let attestation = statement(attestation)?;
+    let attestation = statement("deletion_attestation", attestation)?;
     standing(&mut *tx, project_id, principal).await?.require_pi("project", "only the project's PI does this")?;
     let closed = sqlx::query!(
         "update project set closed_at = now(), deletion_attestation = $2 where project_id = $1 and closed_at is null",

@@ -43,15 +43,19 @@ pub async fn pi_of(db: impl PgExecutor<'_>, project_id: Uuid) -> Result<String, 
 }
 
 /// A report, a pointer to returned results, an attestation or a reason, trimmed.
-pub fn statement(text: &str) -> Result<&str, ApiError> {
+pub fn statement<'a>(field: &str, text: &'a str) -> Result<&'a str, ApiError> {
     let text = text.trim();
     if text.is_empty() || text.chars().count() > 20_000 {
-        return Err(ApiError::BadRequest("`statement` is 1 to 20,000 characters".into()));
+        return Err(ApiError::BadRequest(format!("`{field}` is 1 to 20,000 characters")));
     }
     Ok(text)
 }
 
 // ---------------------------------------------------------------- fees
+
+/// The largest fee, in minor units (ten billion in a currency of cents): the
+/// sum of any two stays far from overflowing.
+pub const MAX_FEE: i64 = 1_000_000_000_000;
 
 /// The fees of one tier.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -181,9 +185,9 @@ pub async fn set_fees(
     }
     if [fees.access_fee, fees.maintenance_fee, fees.imaging_access_fee, fees.imaging_maintenance_fee]
         .iter()
-        .any(|fee| *fee < 0)
+        .any(|fee| !(0..=MAX_FEE).contains(fee))
     {
-        return Err(ApiError::BadRequest("fees are zero or more".into()));
+        return Err(ApiError::BadRequest("each fee is 0 to 1,000,000,000,000 in the currency's minor unit".into()));
     }
     if fees.currency.len() != 3 || !fees.currency.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(ApiError::BadRequest("`currency` is an ISO 4217 code such as EUR".into()));
@@ -264,7 +268,10 @@ pub async fn charge_fee(
     if scope.imaging && imaging_amount > 0 {
         basis.push(FeeItem { item: format!("imaging {kind}"), amount: imaging_amount });
     }
-    let amount: i64 = basis.iter().map(|b| b.amount).sum();
+    let amount = basis
+        .iter()
+        .try_fold(0_i64, |sum, b| sum.checked_add(b.amount))
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a fee's items overflow")))?;
     if amount == 0 {
         return Ok(None);
     }
@@ -563,7 +570,7 @@ pub async fn fulfil(
     obligation_id: Uuid,
     text: &str,
 ) -> Result<Obligation, ApiError> {
-    let text = statement(text)?;
+    let text = statement("statement", text)?;
     let found = obligation(&mut *tx, obligation_id).await?.ok_or(ApiError::NotFound("obligation"))?;
     super::standing::standing(&mut *tx, found.project_id, principal)
         .await?

@@ -85,7 +85,7 @@ pub async fn request(
     months: i32,
     progress_report: &str,
 ) -> Result<Renewal, ApiError> {
-    let report = statement(progress_report)?;
+    let report = statement("progress_report", progress_report)?;
     if !(1..=60).contains(&months) {
         return Err(ApiError::BadRequest("`months` is 1 to 60".into()));
     }
@@ -192,7 +192,7 @@ pub async fn decide(
     reason: &str,
 ) -> Result<Renewal, ApiError> {
     principal.require_any(&[Role::Steward, Role::Admin])?;
-    let reason = statement(reason)?;
+    let reason = statement("reason", reason)?;
     let renewal = sqlx::query_as!(
         Renewal,
         r#"select renewal_id as id, grant_id, requested_by, months, progress_report,

@@ -176,11 +176,13 @@ impl Authenticator {
             jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => TokenError::Algorithm,
             _ => TokenError::Malformed,
         })?;
-        let claims: Value = match header.alg {
+        // Custodian's own tokens always carry `sub` and `roles`; the configured
+        // claims name where an OIDC issuer puts them.
+        let (claims, username_claim, roles_claim): (Value, &str, &str) = match header.alg {
             Algorithm::HS256 => {
                 let hs256 = self.hs256.as_ref().ok_or(TokenError::Algorithm)?;
                 let validation = self.validation(Algorithm::HS256, &self.issuer);
-                jsonwebtoken::decode::<Value>(token, &hs256.decoding, &validation)?.claims
+                (jsonwebtoken::decode::<Value>(token, &hs256.decoding, &validation)?.claims, "sub", "roles")
             }
             Algorithm::RS256 | Algorithm::ES256 => {
                 let jwks = self.jwks.as_ref().ok_or(TokenError::Algorithm)?;
@@ -190,15 +192,16 @@ impl Authenticator {
                     return Err(TokenError::Algorithm);
                 }
                 let validation = self.validation(header.alg, &self.oidc_issuer);
-                jsonwebtoken::decode::<Value>(token, &key, &validation)?.claims
+                let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)?.claims;
+                (claims, self.username_claim.as_str(), self.roles_claim.as_str())
             }
             _ => return Err(TokenError::Algorithm),
         };
-        let username = claim_at(&claims, &self.username_claim)
+        let username = claim_at(&claims, username_claim)
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| TokenError::MissingClaim(self.username_claim.clone()))?;
-        let roles = match claim_at(&claims, &self.roles_claim) {
+            .ok_or_else(|| TokenError::MissingClaim(username_claim.to_owned()))?;
+        let roles = match claim_at(&claims, roles_claim) {
             Some(Value::Array(items)) => roles_from_names(items.iter().filter_map(Value::as_str)),
             Some(Value::String(s)) => roles_from_names(s.split([' ', ','])),
             _ => Vec::new(),

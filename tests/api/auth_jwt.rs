@@ -284,6 +284,30 @@ async fn roles_are_read_from_a_nested_claim_and_unknown_roles_are_ignored() {
 }
 
 #[tokio::test]
+async fn custodians_own_tokens_keep_their_roles_when_the_oidc_claims_are_configured_elsewhere() {
+    let jwks = Jwks::serve(vec![jwk("rsa-a")]).await;
+    let url = jwks.url.clone();
+    let app = TestApp::with_config(move |c| {
+        c.auth.jwks_url = Some(url);
+        c.auth.oidc_issuer = Some(IDP.into());
+        c.auth.roles_claim = "realm_access.roles".into();
+        c.auth.username_claim = "preferred_username".into();
+    })
+    .await;
+    let own = app.token("ada", &[Role::Admin]);
+    let body = me(&app, &own).await.assert_status(StatusCode::OK).json();
+    assert_eq!((&body["username"], &body["roles"]), (&json!("ada"), &json!(["admin"])));
+    app.get("/api/v1/audit", Some(&own)).await.assert_status(StatusCode::OK);
+    // An OIDC token is still read at the configured claims.
+    let mut c = claims("0b4f-opaque-subject");
+    c["preferred_username"] = "dr.jones".into();
+    c["realm_access"] = json!({ "roles": ["steward"] });
+    c["roles"] = json!(["admin"]);
+    let body = me(&app, &sign(Algorithm::RS256, Some("rsa-a"), &rsa_key("rsa-a"), &c)).await.json();
+    assert_eq!((&body["username"], &body["roles"]), (&json!("dr.jones"), &json!(["steward"])));
+}
+
+#[tokio::test]
 async fn caller_without_the_needed_role_gets_403() {
     let app = TestApp::new().await;
     let researcher = app.token("rita", &[Role::Researcher]);

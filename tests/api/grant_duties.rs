@@ -475,3 +475,44 @@ async fn an_unpaid_renewal_fee_holds_access_until_it_is_settled() {
     w.app.post_json(&format!("/api/v1/fees/{fee}/settlement"), Some(&w.sam), &paid).await.assert_status(StatusCode::OK);
     exact_count(&w, &project, "chest-ct").await.assert_status(StatusCode::OK);
 }
+
+#[tokio::test]
+async fn an_empty_text_is_refused_naming_the_field_it_came_in() {
+    let w = world().await;
+    let (project, grant) = active_grant(&w).await;
+    let refused = |body: serde_json::Value, path: String, token: String| {
+        let app = &w.app;
+        async move { app.post_json(&path, Some(&token), &body).await.assert_error(StatusCode::BAD_REQUEST, "bad-request") }
+    };
+    let renewal = format!("/api/v1/grants/{grant}/renewals");
+    let message = refused(json!({"months": 12, "progress_report": "  "}), renewal.clone(), w.pi.clone()).await;
+    assert_eq!(message, "`progress_report` is 1 to 20,000 characters");
+    let close = format!("/api/v1/projects/{project}/close");
+    let message = refused(json!({"deletion_attestation": ""}), close, w.pi.clone()).await;
+    assert_eq!(message, "`deletion_attestation` is 1 to 20,000 characters");
+    let ask = json!({"months": 12, "progress_report": "Year one done."});
+    let id = w.app.post_json(&renewal, Some(&w.pi), &ask).await.json()["id"].as_str().unwrap().to_owned();
+    let message =
+        refused(json!({"approve": true, "reason": ""}), format!("/api/v1/renewals/{id}/decision"), w.sam.clone()).await;
+    assert_eq!(message, "`reason` is 1 to 20,000 characters");
+}
+
+#[tokio::test]
+async fn a_fee_too_large_to_add_up_is_refused_and_the_schedule_keeps_its_fees() {
+    let w = world().await;
+    let before = w.app.get("/api/v1/fees", Some(&w.admin)).await.assert_status(StatusCode::OK).json();
+    for (access, imaging) in [(i64::MAX, i64::MAX), (1_000_000_000_001, 0), (0, -1)] {
+        let fee = json!({"tier": "registered", "access_fee": access, "maintenance_fee": 0,
+                         "imaging_access_fee": imaging, "currency": "EUR"});
+        let message = w
+            .app
+            .put_json("/api/v1/fees/registered", Some(&w.admin), &fee)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "bad-request");
+        assert!(message.contains("1,000,000,000,000"), "{message}");
+    }
+    assert_eq!(w.app.get("/api/v1/fees", Some(&w.admin)).await.json(), before);
+    let largest = json!({"tier": "registered", "access_fee": 1_000_000_000_000_i64, "maintenance_fee": 0,
+                         "imaging_access_fee": 1_000_000_000_000_i64, "currency": "EUR"});
+    w.app.put_json("/api/v1/fees/registered", Some(&w.admin), &largest).await.assert_status(StatusCode::OK);
+}
