@@ -172,6 +172,7 @@ pub async fn get_version(
 
 /// Which versions to compare.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DiffQuery {
     /// The earlier version (default: the one before `to`; 0: nothing, so

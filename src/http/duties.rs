@@ -165,6 +165,7 @@ pub async fn project_obligations(State(state): State<AppState>, caller: InProjec
 
 /// Which obligations to list.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ObligationFilter {
     /// Only those past their due date and not fulfilled.

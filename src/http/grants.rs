@@ -171,6 +171,7 @@ pub async fn grant_snapshot(
 
 /// Which subjects to list.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SubjectsQuery {
     /// Cohort slug.

@@ -106,6 +106,7 @@ pub async fn project_notices(State(state): State<AppState>, caller: InProject) -
 
 /// Which notices to list.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct NoticeFilter {
     /// Only those not acknowledged yet.

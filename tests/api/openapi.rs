@@ -35,6 +35,32 @@ fn every_operation_documents_its_errors_and_security() {
     }
 }
 
+#[test]
+fn path_parameters_are_exactly_the_paths_placeholders_and_the_rest_are_query_parameters() {
+    let doc: serde_json::Value = serde_json::from_str(&custodian::openapi::to_json()).unwrap();
+    let mut wrong = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let placeholders: Vec<&str> =
+            path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).collect();
+        for (method, op) in item.as_object().unwrap() {
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            let in_path: Vec<&str> =
+                params.iter().filter(|p| p["in"] == "path").filter_map(|p| p["name"].as_str()).collect();
+            for p in params.iter().filter(|p| p["in"] == "path") {
+                if !placeholders.contains(&p["name"].as_str().unwrap()) || p["required"] != true {
+                    wrong.push(format!("{method} {path}: path parameter {} is not a required placeholder", p["name"]));
+                }
+            }
+            for name in &placeholders {
+                if !in_path.contains(name) {
+                    wrong.push(format!("{method} {path}: placeholder {name} is not declared"));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "the document is not valid OpenAPI:\n{}", wrong.join("\n"));
+}
+
 /// Every type that derives `ToSchema` under `src/`, by the name it takes in
 /// the document: its own, or the one `#[schema(as = …)]` gives it.
 fn schema_names(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
