@@ -12,6 +12,7 @@ pub mod dua;
 pub mod duties;
 pub mod grants;
 pub mod projects;
+pub mod publications;
 pub mod renewals;
 pub mod review;
 pub mod review_comments;

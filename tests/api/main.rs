@@ -28,6 +28,7 @@ mod jobs;
 mod openapi;
 mod ops;
 mod projects;
+mod publication_rules;
 mod real_files;
 mod review_rules;
 mod s3_server;
