@@ -308,10 +308,11 @@ async fn serve_with(
         config.embedded_database().then_some(config.data_dir.as_path()),
     )?);
     if demo {
-        let fresh: bool =
-            sqlx::query_scalar("select not exists (select 1 from data_import where format = 'synthetic')")
-                .fetch_one(&db.pool)
-                .await?;
+        let fresh: bool = sqlx::query_scalar!(
+            r#"select not exists (select 1 from data_import where format = 'synthetic') as "fresh!""#
+        )
+        .fetch_one(&db.pool)
+        .await?;
         self::demo(config, &db.pool, fresh.then_some(DEMO_SUBJECTS), 42).await?;
     }
     let ingest = Arc::new(crate::ingest::Ingestor::new(config, db.pool.clone(), store.clone())?);

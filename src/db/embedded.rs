@@ -302,11 +302,14 @@ impl EmbeddedPostgres {
                 Err(e) => return Err(e).context("connecting to the embedded PostgreSQL"),
             }
         };
-        let exists: bool = sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
-            .bind(DB_NAME)
-            .fetch_one(&mut conn)
-            .await?;
+        let exists: bool = sqlx::query_scalar!(
+            r#"select exists (select 1 from pg_database where datname = $1) as "exists!""#,
+            DB_NAME
+        )
+        .fetch_one(&mut conn)
+        .await?;
         if !exists {
+            // Stays runtime: the database name is an identifier, which cannot be a bind parameter.
             sqlx::query(sqlx::AssertSqlSafe(format!("create database {DB_NAME}"))).execute(&mut conn).await?;
         }
         conn.close().await?;

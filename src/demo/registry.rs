@@ -287,7 +287,7 @@ pub async fn generate(
     .await?;
     crate::jobs::enqueue(&mut *tx, &crate::dictionary::db::refresh_soon()).await?;
     tx.commit().await?;
-    sqlx::query("analyze").execute(db).await?;
+    sqlx::query!("analyze").execute(db).await?;
     Ok(out)
 }
 

@@ -218,25 +218,12 @@ pub struct Snapshot {
 /// The change version of what discovery reads: the number of committed
 /// transactions that changed it (see migration 0010).
 pub async fn version(db: impl sqlx::PgExecutor<'_>) -> sqlx::Result<i64> {
-    sqlx::query_scalar("select pruned + (select count(*) from discovery_change) from discovery_change_pruned")
-        .fetch_one(db)
-        .await
+    sqlx::query_scalar!(
+        r#"select pruned + (select count(*) from discovery_change) as "version!" from discovery_change_pruned"#
+    )
+    .fetch_one(db)
+    .await
 }
-
-type SeriesRow = (
-    Uuid,
-    Uuid,
-    Uuid,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<f64>,
-    Option<String>,
-    Option<f64>,
-    Option<i32>,
-    i32,
-);
 
 struct Unit {
     subject: u32,
@@ -260,26 +247,27 @@ impl Snapshot {
     pub async fn load(db: &PgPool) -> sqlx::Result<Self> {
         let started = Instant::now();
         let mut tx = db.begin().await?;
+        // Stays runtime: a SET statement has no parameters or result columns for a checked macro to verify.
         sqlx::query("set transaction isolation level repeatable read, read only").execute(&mut *tx).await?;
         let version = version(&mut *tx).await?;
 
         let mut sites = Dict::default();
-        let site_codes: HashMap<Uuid, u32> = sqlx::query_as::<_, (Uuid, String)>("select site_id, code from site")
+        let site_codes: HashMap<Uuid, u32> = sqlx::query!("select site_id, code from site")
             .fetch_all(&mut *tx)
             .await?
             .into_iter()
-            .map(|(id, code)| (id, sites.code(Some(code))))
+            .map(|site| (site.site_id, sites.code(Some(site.code))))
             .collect();
         let mut cohorts = Dict::default();
         let mut cohort_threshold = Vec::new();
         let cohort_codes: HashMap<Uuid, u32> =
-            sqlx::query_as::<_, (Uuid, String, i32)>("select cohort_id, slug, suppression_threshold from cohort")
+            sqlx::query!("select cohort_id, slug, suppression_threshold from cohort")
                 .fetch_all(&mut *tx)
                 .await?
                 .into_iter()
-                .map(|(id, slug, threshold)| {
-                    cohort_threshold.push(threshold);
-                    (id, cohorts.code(Some(slug)))
+                .map(|cohort| {
+                    cohort_threshold.push(cohort.suppression_threshold);
+                    (cohort.cohort_id, cohorts.code(Some(cohort.slug)))
                 })
                 .collect();
 
@@ -289,15 +277,14 @@ impl Snapshot {
         let mut subject_sex = Vec::new();
         let mut subject_key = Vec::new();
         {
-            let mut rows = sqlx::query_as::<_, (Uuid, Uuid, Option<String>, i64)>(
-                "select subject_id, site_id, sex, record_key from subject where withdrawn_at is null",
-            )
-            .fetch(&mut *tx);
-            while let Some((subject, site, sex, key)) = rows.try_next().await? {
-                subject_index.insert(subject, index_of(subject_site.len()));
-                subject_site.push(site_codes.get(&site).copied().unwrap_or(NONE));
-                subject_sex.push(sexes.code(sex));
-                subject_key.push(u64::from_ne_bytes(key.to_ne_bytes()));
+            let mut rows =
+                sqlx::query!("select subject_id, site_id, sex, record_key from subject where withdrawn_at is null")
+                    .fetch(&mut *tx);
+            while let Some(row) = rows.try_next().await? {
+                subject_index.insert(row.subject_id, index_of(subject_site.len()));
+                subject_site.push(site_codes.get(&row.site_id).copied().unwrap_or(NONE));
+                subject_sex.push(sexes.code(row.sex));
+                subject_key.push(u64::from_ne_bytes(row.record_key.to_ne_bytes()));
             }
         }
         let subjects = subject_site.len();
@@ -305,10 +292,9 @@ impl Snapshot {
         // A subject in no cohort has the registry's default threshold.
         let mut subject_threshold: Vec<i32> = vec![0; subjects];
         {
-            let mut rows =
-                sqlx::query_as::<_, (Uuid, Uuid)>("select cohort_id, subject_id from cohort_subject").fetch(&mut *tx);
-            while let Some((cohort, subject)) = rows.try_next().await? {
-                if let (Some(c), Some(s)) = (cohort_codes.get(&cohort), subject_index.get(&subject)) {
+            let mut rows = sqlx::query!("select cohort_id, subject_id from cohort_subject").fetch(&mut *tx);
+            while let Some(row) = rows.try_next().await? {
+                if let (Some(c), Some(s)) = (cohort_codes.get(&row.cohort_id), subject_index.get(&row.subject_id)) {
                     members[*c as usize].set(*s as usize);
                     let t = &mut subject_threshold[*s as usize];
                     *t = (*t).max(cohort_threshold[*c as usize]);
@@ -326,29 +312,33 @@ impl Snapshot {
         let mut studies: HashMap<Uuid, u32> = HashMap::new();
         let mut units: Vec<Unit> = Vec::new();
         {
-            let mut rows = sqlx::query_as::<_, SeriesRow>(
-                "select subject_id, study_id, cohort_id, modality, body_part, manufacturer, model, field_strength,
-                        (field_strength::numeric(4, 1))::text, age_years, study_date - date '1970-01-01', instances
-                 from discovery_series",
+            let mut rows = sqlx::query!(
+                r#"select subject_id, study_id, cohort_id, modality, body_part, manufacturer, model, field_strength,
+                          (field_strength::numeric(4, 1))::text as "label?", age_years,
+                          study_date - date '1970-01-01' as "day?", instances
+                   from discovery_series"#
             )
             .fetch(&mut *tx);
             while let Some(row) = rows.try_next().await? {
-                let (subject, study, cohort, modality, body_part, manufacturer, model, strength, label, age, day, n) =
-                    row;
-                let Some(subject) = subject_index.get(&subject).copied() else { continue };
+                let Some(subject) = subject_index.get(&row.subject_id).copied() else { continue };
                 let next = index_of(studies.len());
-                let study = *studies.entry(study).or_insert(next);
+                let study = *studies.entry(row.study_id).or_insert(next);
                 let [d0, d1, d2, d3] = &mut code_dicts;
                 units.push(Unit {
                     subject,
                     study,
-                    cohort: cohort_codes.get(&cohort).copied().unwrap_or(NONE),
-                    codes: [d0.code(modality), d1.code(body_part), d2.code(manufacturer), d3.code(model)],
-                    field_strength: strength.unwrap_or(f64::NAN),
-                    field_strength_label: field_strength_labels.code(label),
-                    age: age.unwrap_or(f64::NAN),
-                    day: day.unwrap_or(NO_DATE),
-                    instances: u32::try_from(n).unwrap_or(0),
+                    cohort: cohort_codes.get(&row.cohort_id).copied().unwrap_or(NONE),
+                    codes: [
+                        d0.code(row.modality),
+                        d1.code(row.body_part),
+                        d2.code(row.manufacturer),
+                        d3.code(row.model),
+                    ],
+                    field_strength: row.field_strength.unwrap_or(f64::NAN),
+                    field_strength_label: field_strength_labels.code(row.label),
+                    age: row.age_years.unwrap_or(f64::NAN),
+                    day: row.day.unwrap_or(NO_DATE),
+                    instances: u32::try_from(row.instances).unwrap_or(0),
                 });
             }
         }
@@ -381,76 +371,78 @@ impl Snapshot {
 
         let mut observations: HashMap<String, Observations> = HashMap::new();
         {
-            let mut rows = sqlx::query_as::<_, (String, Uuid, Option<f64>, Option<String>, Option<i32>)>(
-                "select field_id, subject_id, value, value_code, observed_at::date - date '1970-01-01' from observation",
+            let mut rows = sqlx::query!(
+                r#"select field_id, subject_id, value, value_code,
+                          observed_at::date - date '1970-01-01' as "day?"
+                   from observation"#
             )
             .fetch(&mut *tx);
-            while let Some((field, subject, value, code, day)) = rows.try_next().await? {
-                let Some(subject) = subject_index.get(&subject).copied() else { continue };
-                let o = match observations.get_mut(&field) {
+            while let Some(row) = rows.try_next().await? {
+                let Some(subject) = subject_index.get(&row.subject_id).copied() else { continue };
+                let o = match observations.get_mut(&row.field_id) {
                     Some(o) => o,
-                    None => observations.entry(field).or_default(),
+                    None => observations.entry(row.field_id).or_default(),
                 };
                 o.subject.push(subject);
-                o.value.push(value.unwrap_or(f64::NAN));
-                let code = o.codes.code(code);
+                o.value.push(row.value.unwrap_or(f64::NAN));
+                let code = o.codes.code(row.value_code);
                 o.code.push(code);
-                o.day.push(day.unwrap_or(NO_DATE));
+                o.day.push(row.day.unwrap_or(NO_DATE));
             }
         }
         let mut diagnoses = Diagnoses::default();
         {
-            let mut rows = sqlx::query_as::<_, (Uuid, String, String, Option<i32>)>(
-                "select subject_id, system, code, diagnosed_on - date '1970-01-01' from diagnosis",
+            let mut rows = sqlx::query!(
+                r#"select subject_id, system, code, diagnosed_on - date '1970-01-01' as "day?" from diagnosis"#
             )
             .fetch(&mut *tx);
-            while let Some((subject, system, code, day)) = rows.try_next().await? {
-                let Some(subject) = subject_index.get(&subject).copied() else { continue };
+            while let Some(row) = rows.try_next().await? {
+                let Some(subject) = subject_index.get(&row.subject_id).copied() else { continue };
                 diagnoses.subject.push(subject);
-                let code = diagnoses.codes.code(Some(format!("{system}\u{1f}{code}")));
+                let code = diagnoses.codes.code(Some(format!("{}\u{1f}{}", row.system, row.code)));
                 diagnoses.code.push(code);
-                diagnoses.day.push(day.unwrap_or(NO_DATE));
+                diagnoses.day.push(row.day.unwrap_or(NO_DATE));
             }
         }
         let mut variant_index: HashMap<i64, usize> = HashMap::new();
         let mut variants = Vec::new();
-        for (id, chrom, pos, reference, alt, rsid) in
-            sqlx::query_as::<_, (i64, String, i64, String, String, Option<String>)>(
-                "select variant_id, chrom, pos, ref, alt, rsid from variant",
-            )
+        for row in sqlx::query!(r#"select variant_id, chrom, pos, ref as "reference", alt, rsid from variant"#)
             .fetch_all(&mut *tx)
             .await?
         {
-            variant_index.insert(id, variants.len());
-            variants.push(Variant { chrom, pos, reference, alt, rsid, calls: Vec::new() });
+            variant_index.insert(row.variant_id, variants.len());
+            variants.push(Variant {
+                chrom: row.chrom,
+                pos: row.pos,
+                reference: row.reference,
+                alt: row.alt,
+                rsid: row.rsid,
+                calls: Vec::new(),
+            });
         }
         {
-            let mut rows =
-                sqlx::query_as::<_, (i64, Uuid, Option<i16>)>("select variant_id, subject_id, alt_count from genotype")
-                    .fetch(&mut *tx);
-            while let Some((variant, subject, count)) = rows.try_next().await? {
-                if let (Some(v), Some(s)) = (variant_index.get(&variant), subject_index.get(&subject)) {
-                    variants[*v].calls.push((*s, count.unwrap_or(-1)));
+            let mut rows = sqlx::query!("select variant_id, subject_id, alt_count from genotype").fetch(&mut *tx);
+            while let Some(row) = rows.try_next().await? {
+                if let (Some(v), Some(s)) = (variant_index.get(&row.variant_id), subject_index.get(&row.subject_id)) {
+                    variants[*v].calls.push((*s, row.alt_count.unwrap_or(-1)));
                 }
             }
         }
         let mut annotations = Annotations::default();
         {
-            let mut rows = sqlx::query_as::<_, (Uuid, String, String, Option<String>, Option<String>)>(
-                "select subject_id, level, kind, code, annotator_role from annotation",
-            )
-            .fetch(&mut *tx);
-            while let Some((subject, level, kind, code, role)) = rows.try_next().await? {
-                let Some(subject) = subject_index.get(&subject).copied() else { continue };
+            let mut rows =
+                sqlx::query!("select subject_id, level, kind, code, annotator_role from annotation").fetch(&mut *tx);
+            while let Some(row) = rows.try_next().await? {
+                let Some(subject) = subject_index.get(&row.subject_id).copied() else { continue };
                 let a = &mut annotations;
                 a.subject.push(subject);
-                let level = a.levels.code(Some(level));
+                let level = a.levels.code(Some(row.level));
                 a.level.push(level);
-                let kind = a.kinds.code(Some(kind));
+                let kind = a.kinds.code(Some(row.kind));
                 a.kind.push(kind);
-                let code = a.codes.code(code);
+                let code = a.codes.code(row.code);
                 a.code.push(code);
-                let role = a.roles.code(role);
+                let role = a.roles.code(row.annotator_role);
                 a.role.push(role);
             }
         }
@@ -1088,7 +1080,7 @@ impl Index {
 /// Folds the change rows every running transaction already sees into the
 /// pruned count, keeping the version the same and its query cheap.
 async fn prune(db: &PgPool) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "with gone as (delete from discovery_change where xid < pg_snapshot_xmin(pg_current_snapshot()) returning 1)
          update discovery_change_pruned set pruned = pruned + (select count(*) from gone)",
     )

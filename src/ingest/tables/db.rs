@@ -127,8 +127,7 @@ async fn record_withdrawals(
     let mut withdrawn = 0;
     for (pseudonym, subject, scope) in list {
         let before: Option<String> =
-            sqlx::query_scalar("select withdrawal_scope from subject where subject_id = $1 for update")
-                .bind(subject)
+            sqlx::query_scalar!("select withdrawal_scope from subject where subject_id = $1 for update", subject)
                 .fetch_one(&mut *tx)
                 .await?;
         if scope.covered_by(before.as_deref()) {
