@@ -61,7 +61,7 @@ impl Default for Config {
 pub struct DicomConfig {
     /// TCP port of the C-STORE SCP; disabled when absent (`serve --dicom-port` sets it).
     pub port: Option<u16>,
-    /// Address the SCP binds.
+    /// Address the SCP binds: loopback unless configured, like HTTP (set `0.0.0.0` to accept PACS on the network).
     pub bind: std::net::IpAddr,
     /// Custodian's own AE title (called AE title peers must use).
     pub ae_title: String,
@@ -77,7 +77,7 @@ impl Default for DicomConfig {
     fn default() -> Self {
         Self {
             port: None,
-            bind: std::net::IpAddr::from([0, 0, 0, 0]),
+            bind: std::net::IpAddr::from([127, 0, 0, 1]),
             ae_title: "CUSTODIAN".into(),
             peers: Vec::new(),
             max_pdu_length: 65_536,

@@ -13,6 +13,7 @@ mod cohorts;
 mod cstore;
 mod deid;
 mod demo;
+mod deploy;
 mod dicom_gen;
 mod disclosure_attack;
 mod discovery;
