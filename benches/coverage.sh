@@ -29,7 +29,7 @@ cleanup() {
 trap cleanup EXIT
 
 # The two queries as SELECTs (what they would write, counted).
-sed -n '/        with subjects as (/,/^        from sums$/p' src/dictionary/db.rs |
+sed -n '/        with thresholds as (/,/^        from sums$/p' src/dictionary/db.rs |
     sed '/insert into field_coverage/,$d' >"$work/new.sql"
 echo "select count(*) from sums;" >>"$work/new.sql"
 git show ebf121e:src/dictionary/db.rs | sed -n '/        with members as (/,/insert into field_coverage/p' |

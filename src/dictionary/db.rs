@@ -54,11 +54,14 @@ pub async fn refresh_coverage(db: &mut PgConnection) -> sqlx::Result<u64> {
     sqlx::query!("delete from field_coverage").execute(&mut *db).await?;
     let inserted = sqlx::query!(
         r#"
-        with subjects as (
-            select s.subject_id, s.sex, s.birth_year, s.record_key,
-                   coalesce((select max(c.suppression_threshold) from cohort_subject x join cohort c using (cohort_id)
-                             where x.subject_id = s.subject_id), 10) as threshold
-            from subject s
+        with thresholds as (
+            select x.subject_id, max(c.suppression_threshold) as threshold
+            from cohort_subject x join cohort c using (cohort_id)
+            group by x.subject_id
+        ),
+        subjects as (
+            select s.subject_id, s.sex, s.birth_year, s.record_key, coalesce(t.threshold, 10) as threshold
+            from subject s left join thresholds t using (subject_id)
             where s.withdrawn_at is null
         ),
         members as (
@@ -68,23 +71,26 @@ pub async fn refresh_coverage(db: &mut PgConnection) -> sqlx::Result<u64> {
         imaged as (
             select d.* from discovery_series d join subjects s using (subject_id)
         ),
+        -- One row per field, cohort and subject: each branch names its own field,
+        -- so only branches with several rows per subject need `distinct`.
         cells (field_id, cohort_id, subject_id) as (
             select 'cohort', cohort_id, subject_id from members
-            union select 'site', cohort_id, subject_id from members
-            union select 'sex', cohort_id, subject_id from members where sex is not null
-            union select 'birth_year', cohort_id, subject_id from members where birth_year is not null
-            union select 'age_at_study', cohort_id, subject_id from imaged where age_years is not null
-            union select 'modality', cohort_id, subject_id from imaged where modality is not null
-            union select 'body_part', cohort_id, subject_id from imaged where body_part is not null
-            union select 'manufacturer', cohort_id, subject_id from imaged where manufacturer is not null
-            union select 'model', cohort_id, subject_id from imaged where model is not null
-            union select 'field_strength', cohort_id, subject_id from imaged where field_strength is not null
-            union select o.field_id, m.cohort_id, m.subject_id from members m join observation o using (subject_id)
-            union select 'diagnosis', m.cohort_id, m.subject_id
+            union all select 'site', cohort_id, subject_id from members
+            union all select 'sex', cohort_id, subject_id from members where sex is not null
+            union all select 'birth_year', cohort_id, subject_id from members where birth_year is not null
+            union all select distinct 'age_at_study', cohort_id, subject_id from imaged where age_years is not null
+            union all select distinct 'modality', cohort_id, subject_id from imaged where modality is not null
+            union all select distinct 'body_part', cohort_id, subject_id from imaged where body_part is not null
+            union all select distinct 'manufacturer', cohort_id, subject_id from imaged where manufacturer is not null
+            union all select distinct 'model', cohort_id, subject_id from imaged where model is not null
+            union all select distinct 'field_strength', cohort_id, subject_id from imaged where field_strength is not null
+            union all select distinct o.field_id, m.cohort_id, m.subject_id
+                from members m join observation o using (subject_id)
+            union all select 'diagnosis', m.cohort_id, m.subject_id
                 from members m where exists (select 1 from diagnosis d where d.subject_id = m.subject_id)
-            union select 'annotation', m.cohort_id, m.subject_id
+            union all select 'annotation', m.cohort_id, m.subject_id
                 from members m where exists (select 1 from annotation a where a.subject_id = m.subject_id)
-            union select 'genotype', m.cohort_id, m.subject_id
+            union all select 'genotype', m.cohort_id, m.subject_id
                 from members m where exists (select 1 from genotype g where g.subject_id = m.subject_id)
         ),
         sums as (

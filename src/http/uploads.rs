@@ -251,7 +251,8 @@ pub async fn received_files(state: &AppState, headers: &HeaderMap, body: Body) -
         }
         "application/zip" | "application/x-zip-compressed" => {
             let bytes = read_limited(body, limits.max_request_bytes).await?;
-            let files = archive::unzip(bytes, &limits).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            let files =
+                archive::unzip_blocking(bytes, &limits).await.map_err(|e| ApiError::BadRequest(e.to_string()))?;
             Ok(stream::iter(files.into_iter().map(Ok)).boxed())
         }
         "multipart/form-data" | "multipart/related" => {
@@ -325,7 +326,7 @@ fn multipart_files(body: Body, boundary: String, limits: crate::config::IngestCo
                 message: format!("the part is larger than the limit of {cap} bytes"),
             })]
         } else if is_zip {
-            match archive::unzip(join(chunks, size), &limits) {
+            match archive::unzip_blocking(join(chunks, size), &limits).await {
                 Ok(files) => files.into_iter().map(Ok).collect(),
                 Err(e) => vec![Ok(Received::Unreadable { size, code: "invalid-archive", message: e.to_string() })],
             }

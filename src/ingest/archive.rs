@@ -19,6 +19,16 @@ pub enum ArchiveError {
     TooLarge(u64),
 }
 
+/// [`unzip`] on a blocking thread: inflating up to `ingest.zip_max_expanded_bytes`
+/// is CPU work that must not hold one of the runtime's few workers.
+pub async fn unzip_blocking(bytes: Bytes, limits: &IngestConfig) -> Result<Vec<Received>, ArchiveError> {
+    let limits = limits.clone();
+    match tokio::task::spawn_blocking(move || unzip(bytes, &limits)).await {
+        Ok(result) => result,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 /// The files inside a zip archive (directories and `__MACOSX` metadata skipped).
 /// An entry that is itself unreadable becomes a per-file rejection; an archive
 /// that breaks a limit is refused whole, before anything is stored.
