@@ -134,7 +134,24 @@ async fn request_that_outlives_the_timeout_gets_503_timeout_and_leaves_nothing_b
         .assert_error(StatusCode::SERVICE_UNAVAILABLE, "timeout");
 
     blocker.release().await;
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // An uncommitted insert is invisible too: wait until no session of this
+    // database is still inside a transaction, so "rolled back" is what is seen.
+    let started = std::time::Instant::now();
+    loop {
+        let open: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity
+             where datname = current_database() and pid <> pg_backend_pid()
+               and state in ('active', 'idle in transaction', 'idle in transaction (aborted)')",
+        )
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        if open == 0 {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "a transaction stays open");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let cohorts: i64 =
         sqlx::query_scalar("select count(*) from cohort where slug = 'slow'").fetch_one(&app.db).await.unwrap();
     assert_eq!(cohorts, 0, "the abandoned transaction was rolled back");
