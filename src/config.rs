@@ -452,13 +452,31 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        // Variables such as CUSTODIAN_POSTGRES_BIN are not settings; only keys the
-        // schema knows are taken, and unknown ones under known sections still fail.
+        // Every other variable with the prefix is a setting: a misspelled one is
+        // an error that names it, never silently ignored.
+        let sections = top_level_keys();
+        for (name, _) in std::env::vars() {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let top = rest.split("__").next().unwrap_or_default();
+            let known = sections.iter().any(|k| k.eq_ignore_ascii_case(top))
+                || NOT_SETTINGS.iter().any(|k| k.eq_ignore_ascii_case(rest));
+            if !known {
+                return Err(ConfigError::Parse(format!(
+                    "{name} is not a setting: the settings are {} (CUSTODIAN_<SECTION>__<KEY> for a section's keys)",
+                    sections
+                        .iter()
+                        .map(|k| format!("{ENV_PREFIX}{}", k.to_ascii_uppercase()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
         let mut config: Config = figment
-            .merge(env.filter(|key| {
+            .merge(env.filter(move |key| {
                 let key = key.as_str();
                 let top = key.split('.').next().unwrap_or_default().split("__").next().unwrap_or_default();
-                TOP_LEVEL_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
+                !NOT_SETTINGS.iter().any(|k| k.eq_ignore_ascii_case(key))
+                    && sections.iter().any(|k| k.eq_ignore_ascii_case(top))
             }))
             .extract()
             .map_err(|e| ConfigError::Parse(describe_figment_error(&e)))?;
@@ -588,8 +606,18 @@ impl Config {
     }
 }
 
-const TOP_LEVEL_KEYS: &[&str] =
-    &["data_dir", "listen", "database", "storage", "auth", "http", "log", "deid", "ingest", "dicom"];
+/// Variables with the prefix that are not settings: the PostgreSQL binaries of
+/// the embedded cluster, and `serve --dicom-port`'s variable.
+const NOT_SETTINGS: &[&str] = &["POSTGRES_BIN", "DICOM_PORT"];
+
+/// The top-level settings and sections, read from the configuration itself, so
+/// a new section is taken from the environment without a list to keep.
+fn top_level_keys() -> Vec<String> {
+    match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
 
 /// Parses `90s`, `15m`, `12h`, `30d` and the other forms `humantime` knows.
 pub fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {
@@ -684,6 +712,21 @@ mod tests {
             jail.set_env("CUSTODIAN_STORAGE__BUCKKET", "x");
             let err = load_in_jail(jail, None).unwrap_err().to_string();
             assert!(err.contains("buckket"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_section_is_read_from_the_environment_and_a_misspelled_variable_is_named() {
+        Jail::expect_with(|jail| {
+            jail.set_env("CUSTODIAN_DISCOVERY__BUDGET_UNITS", "7");
+            jail.set_env("CUSTODIAN_ACCESS__QUORUM_CONTROLLED", "3");
+            jail.set_env("CUSTODIAN_POSTGRES_BIN", "/usr/lib/postgresql/15/bin");
+            let config = load_in_jail(jail, None).unwrap();
+            assert_eq!((config.discovery.budget_units, config.access.quorum_controlled), (7, 3));
+            jail.set_env("CUSTODIAN_LISTN", "0.0.0.0:80");
+            let err = load_in_jail(jail, None).unwrap_err().to_string();
+            assert!(err.contains("CUSTODIAN_LISTN is not a setting") && err.contains("CUSTODIAN_LISTEN"), "{err}");
             Ok(())
         });
     }
