@@ -403,10 +403,30 @@ fn print_demo_tokens(auth: &Authenticator, config: &Config) {
             for (user, token) in &tokens {
                 println!("  {:<7} {:<11} {token}", user.username, user.role.as_str());
             }
-            println!("Try: curl -H \"Authorization: Bearer <token>\" http://{}/api/v1/cohorts", config.listen);
+            let file = config.data_dir.join("demo-tokens.env");
+            match write_demo_tokens(&file, &tokens) {
+                Ok(()) => println!(
+                    "The same as shell variables ($ADMIN, $STEWARD, $ORGANIZER, $UPLOADER, $RESEARCHER): . {}",
+                    file.display()
+                ),
+                Err(error) => eprintln!("could not write {}: {error:#}", file.display()),
+            }
+            println!("Try: curl -H \"Authorization: Bearer $ADMIN\" http://{}/api/v1/cohorts", config.listen);
         }
         Err(error) => eprintln!("could not sign demo tokens: {error:#}"),
     }
+}
+
+/// The demo tokens as `export ROLE=token` lines, readable by the owner only.
+fn write_demo_tokens(file: &std::path::Path, tokens: &[(&crate::demo::DemoUser, String)]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut out = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(file)?;
+    writeln!(out, "# Demo bearer tokens, valid 7 days; load with: . {}", file.display())?;
+    for (user, token) in tokens {
+        writeln!(out, "export {}={token}", user.role.as_str().to_ascii_uppercase())?;
+    }
+    Ok(())
 }
 
 /// One `serve` per data directory: a second one would fight over the cluster.

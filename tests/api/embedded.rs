@@ -31,8 +31,13 @@ fn command(data_dir: &Path) -> Command {
 }
 
 fn start(data_dir: &Path) -> Running {
+    start_with(data_dir, &[])
+}
+
+fn start_with(data_dir: &Path, extra: &[&str]) -> Running {
     let mut child = command(data_dir)
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -83,6 +88,42 @@ fn data_dir() -> (tempfile::TempDir, PathBuf) {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let data = dir.path().join("data");
     (dir, data)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_demo_leaves_the_tokens_as_shell_variables_a_newcomer_can_use_at_once() {
+    let (_dir, data) = data_dir();
+    let mut server = start_with(&data, &["--demo"]);
+    let file = data.join("demo-tokens.env");
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600, "only the owner reads tokens");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let token = |role: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {role}=")))
+            .unwrap_or_else(|| panic!("no {role} in {text}"))
+            .to_owned()
+    };
+    let http = reqwest::Client::new();
+    let counted = http
+        .post(format!("{}/api/v1/discovery/count", server.base))
+        .bearer_auth(token("RESEARCHER"))
+        .json(&json!({"criteria": {"field": "modality", "in": ["MR"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(counted.status(), 200);
+    let counted: serde_json::Value = counted.json().await.unwrap();
+    assert!(counted["counts"]["subjects"].as_i64().unwrap() > 10, "the demo registry has MR subjects: {counted}");
+    let verified =
+        http.get(format!("{}/api/v1/audit/verify", server.base)).bearer_auth(token("ADMIN")).send().await.unwrap();
+    assert_eq!(verified.status(), 200);
+    for role in ["STEWARD", "ORGANIZER", "UPLOADER"] {
+        let me = http.get(format!("{}/api/v1/me", server.base)).bearer_auth(token(role)).send().await.unwrap();
+        let me: serde_json::Value = me.json().await.unwrap();
+        assert_eq!(me["roles"], json!([role.to_ascii_lowercase()]));
+    }
+    signal(server.child.id(), "TERM");
+    assert!(wait_exit(&mut server.child).success());
 }
 
 #[tokio::test(flavor = "multi_thread")]
