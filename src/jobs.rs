@@ -214,7 +214,8 @@ pub async fn prune_done(db: &PgPool, age: Duration) -> Result<u64, sqlx::Error> 
     Ok(pruned.rows_affected())
 }
 
-/// Claims and runs jobs forever, asking again every `poll` when none is due.
+/// Claims and runs jobs until the pool is closed (the service stopping), asking
+/// again every `poll` when none is due.
 /// `handle` maps a job to its work (by kind).
 pub async fn work<H, F>(db: PgPool, worker: String, lease: Duration, poll: Duration, handle: H)
 where
@@ -226,11 +227,15 @@ where
             Ok(Some(job)) => {
                 let span = tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempt);
                 let run = run_claimed(&db, &worker, lease, &job, handle(job.clone()));
-                if let Err(error) = tracing::Instrument::instrument(run, span).await {
+                if let Err(error) = tracing::Instrument::instrument(run, span).await
+                    && !db.is_closed()
+                {
                     tracing::warn!(%error, "recording a job's outcome");
                 }
             }
             Ok(None) => tokio::time::sleep(poll).await,
+            // The service is stopping: the pool closed under the loop, nothing is wrong.
+            Err(_) if db.is_closed() => return,
             Err(error) => {
                 tracing::warn!(%error, "claiming a job");
                 tokio::time::sleep(poll).await;

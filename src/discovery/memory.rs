@@ -1043,7 +1043,9 @@ impl Index {
         if let Ok(building) = self.building.clone().try_lock_owned() {
             let (index, db) = (self.clone(), db.clone());
             tokio::spawn(async move {
-                if let Err(e) = index.build(&db, building).await {
+                if let Err(e) = index.build(&db, building).await
+                    && !db.is_closed()
+                {
                     tracing::warn!(error = %e, "the discovery index could not be rebuilt; PostgreSQL answers meanwhile");
                 }
             });

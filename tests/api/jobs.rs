@@ -91,3 +91,15 @@ async fn the_sweep_is_a_recurring_job_with_never_more_than_one_run_pending() {
     let left: i64 = sqlx::query_scalar("select count(*) from job").fetch_one(&app.db).await.unwrap();
     assert_eq!(left, 1);
 }
+
+#[tokio::test]
+async fn a_worker_stops_quietly_when_the_service_closes_its_pool() {
+    let app = TestApp::new().await;
+    let pool = app.db.clone();
+    pool.close().await;
+    let worker = jobs::work(pool, "worker-z".into(), LEASE, Duration::from_millis(10), |_job| async {
+        Ok::<_, anyhow::Error>(None)
+    });
+    // Before, it went on claiming from the closed pool, logging "claiming a job" at every poll.
+    tokio::time::timeout(Duration::from_secs(5), worker).await.expect("the worker returns once the pool is closed");
+}
