@@ -495,14 +495,7 @@ pub fn check(terms: &ConsentTerms, intended: &IntendedUse, today: NaiveDate) -> 
 /// A cohort's stored consent terms, read or refused: terms that cannot be
 /// read stop whatever depends on them (fail closed) rather than count as none.
 pub fn stored(cohort: &str, terms: Option<serde_json::Value>) -> Result<Option<ConsentTerms>, crate::error::ApiError> {
-    terms
-        .map(|t| {
-            serde_json::from_value(t).map_err(|e| {
-                tracing::error!(cohort, error = %e, "a cohort's consent terms cannot be read");
-                crate::error::ApiError::Internal(anyhow::anyhow!("the consent terms of `{cohort}` cannot be read"))
-            })
-        })
-        .transpose()
+    terms.map(|t| super::read_stored(t, "a cohort's consent terms", &cohort)).transpose()
 }
 
 #[cfg(test)]

@@ -310,10 +310,7 @@ impl TryFrom<FeeRow> for Fee {
 
     /// A basis that cannot be read refuses (fail closed), never counts as none.
     fn try_from(row: FeeRow) -> Result<Self, ApiError> {
-        let basis = serde_json::from_value(row.basis).map_err(|e| {
-            tracing::error!(fee = %row.id, error = %e, "a fee's basis cannot be read");
-            ApiError::Internal(anyhow::anyhow!("the basis of fee {} cannot be read", row.id))
-        })?;
+        let basis = super::read_stored(row.basis, "a fee's basis", &row.id)?;
         Ok(Fee {
             id: row.id,
             application_id: row.application_id,

@@ -149,15 +149,6 @@ struct GrantRow {
     created_at: DateTime<Utc>,
 }
 
-/// A stored JSON value of a grant, read or refused: one that cannot be read
-/// stops whatever depends on it (fail closed) rather than count as empty.
-fn stored<T: serde::de::DeserializeOwned>(grant_id: Uuid, what: &'static str, value: Value) -> Result<T, ApiError> {
-    serde_json::from_value(value).map_err(|e| {
-        tracing::error!(grant = %grant_id, what, error = %e, "a stored grant cannot be read");
-        ApiError::Internal(anyhow::anyhow!("the {what} of grant {grant_id} cannot be read"))
-    })
-}
-
 fn effective(state: GrantState, not_after: DateTime<Utc>, now: DateTime<Utc>) -> GrantState {
     if state == GrantState::Active && now >= not_after { GrantState::Expired } else { state }
 }
@@ -170,8 +161,8 @@ fn grant(row: GrantRow, now: DateTime<Utc>) -> Result<Grant, ApiError> {
         application_id: row.application_id,
         state: row.state,
         effective_state: effective(row.state, row.not_after, now),
-        scope: stored(row.grant_id, "scope", row.scope)?,
-        conditions: stored(row.grant_id, "conditions", row.conditions)?,
+        scope: super::read_stored(row.scope, "a stored grant's scope", &row.grant_id)?,
+        conditions: super::read_stored(row.conditions, "a stored grant's conditions", &row.grant_id)?,
         not_before: row.not_before,
         not_after: row.not_after,
         reason: row.reason,
@@ -504,10 +495,7 @@ pub async fn check(
     }
     let now = Utc::now();
     let mut grants = Vec::new();
-    let rows: Vec<StoredGrant> = serde_json::from_value(rows).map_err(|e| {
-        tracing::error!(project = %project_id, error = %e, "the grants of a project cannot be read");
-        ApiError::Internal(anyhow::anyhow!("the grants of project {project_id} cannot be read"))
-    })?;
+    let rows: Vec<StoredGrant> = super::read_stored(rows, "the grants of a project", &project_id)?;
     for row in rows {
         grants.push((grant(row.grant, now)?, row.overdue, row.unpaid));
     }

@@ -21,3 +21,17 @@ pub mod snapshot;
 pub mod standing;
 pub mod state;
 pub mod withdrawal;
+
+/// Fail closed: a stored JSON value that cannot be read refuses whatever needs
+/// it, with a log line saying `{what} cannot be read` and naming what it belongs
+/// to (`of`); it is never taken for absent or empty.
+pub(crate) fn read_stored<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    what: &str,
+    of: &dyn std::fmt::Display,
+) -> Result<T, crate::error::ApiError> {
+    serde_json::from_value(value).map_err(|e| {
+        tracing::error!(of = %of, error = %e, "{what} cannot be read");
+        crate::error::ApiError::Internal(anyhow::anyhow!("{what} of {of} cannot be read"))
+    })
+}

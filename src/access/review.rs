@@ -554,14 +554,7 @@ pub struct Vote {
 /// A vote's stored conditions, read or refused: conditions that cannot be read
 /// stop whatever depends on them (fail closed) rather than count as none.
 fn stored_conditions(application: Uuid, conditions: Option<serde_json::Value>) -> Result<Option<Conditions>, ApiError> {
-    conditions
-        .map(|c| {
-            serde_json::from_value(c).map_err(|e| {
-                tracing::error!(%application, error = %e, "a vote's conditions cannot be read");
-                ApiError::Internal(anyhow::anyhow!("a vote's approval conditions cannot be read"))
-            })
-        })
-        .transpose()
+    conditions.map(|c| super::read_stored(c, "a vote's conditions", &application)).transpose()
 }
 
 /// Every vote on application `id`, by version.
