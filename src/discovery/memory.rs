@@ -183,7 +183,9 @@ pub struct Snapshot {
     /// When it was built and how long that took.
     pub built_at: Instant,
     pub build_time: Duration,
-    // Units, sorted by (subject, study); a subject without imaging has one unit with no study.
+    // Units, sorted by (subject, study): every series, each cohort membership
+    // without a series in that cohort, and a subject in no cohort without imaging
+    // (the last two with no study).
     unit_subject: Vec<u32>,
     unit_study: Vec<u32>,
     unit_cohort: Vec<u32>,
@@ -207,8 +209,6 @@ pub struct Snapshot {
     sexes: Dict,
     sites: Dict,
     cohorts: Dict,
-    /// Subjects of each cohort (by code).
-    members: Vec<Bits>,
     observations: HashMap<String, Observations>,
     diagnoses: Diagnoses,
     variants: Vec<Variant>,
@@ -235,6 +235,23 @@ struct Unit {
     age: f64,
     day: i32,
     instances: u32,
+}
+
+impl Unit {
+    /// A unit of `subject` with no series and no cohort.
+    fn bare(subject: u32) -> Self {
+        Self {
+            subject,
+            study: NONE,
+            cohort: NONE,
+            codes: [NONE; 4],
+            field_strength: f64::NAN,
+            field_strength_label: NONE,
+            age: f64::NAN,
+            day: NO_DATE,
+            instances: 0,
+        }
+    }
 }
 
 fn index_of(len: usize) -> u32 {
@@ -342,23 +359,25 @@ impl Snapshot {
                 });
             }
         }
-        // Subjects without imaging are a unit each.
+        // A subject is in a cohort by membership, whatever cohort its imaging
+        // belongs to: each membership without a series in that cohort is a unit
+        // of its own, with no study.
+        let imaged_in: std::collections::HashSet<(u32, u32)> = units.iter().map(|u| (u.subject, u.cohort)).collect();
+        for (cohort, members) in members.iter().enumerate() {
+            let cohort = index_of(cohort);
+            for subject in members.ones().map(index_of) {
+                if !imaged_in.contains(&(subject, cohort)) {
+                    units.push(Unit { cohort, ..Unit::bare(subject) });
+                }
+            }
+        }
+        // Subjects in no cohort and without imaging are a unit each.
         let mut imaged = vec![false; subjects];
         for unit in &units {
             imaged[unit.subject as usize] = true;
         }
         for (subject, _) in imaged.iter().enumerate().filter(|(_, i)| !**i) {
-            units.push(Unit {
-                subject: index_of(subject),
-                study: NONE,
-                cohort: NONE,
-                codes: [NONE; 4],
-                field_strength: f64::NAN,
-                field_strength_label: NONE,
-                age: f64::NAN,
-                day: NO_DATE,
-                instances: 0,
-            });
+            units.push(Unit::bare(index_of(subject)));
         }
         units.sort_unstable_by_key(|u| (u.subject, u.study));
         let mut subject_start = vec![0u32; subjects + 1];
@@ -477,7 +496,6 @@ impl Snapshot {
             sexes,
             sites,
             cohorts,
-            members,
             observations,
             diagnoses,
             variants,
@@ -560,20 +578,7 @@ impl Snapshot {
         match condition {
             Condition::Cohort(slugs) => {
                 let table = self.cohorts.matching(slugs);
-                let mut units = self.units_where(|u| hit(&table, self.unit_cohort[u]));
-                // A subject without imaging is in a cohort by membership.
-                for (cohort, members) in self.members.iter().enumerate() {
-                    if !table[cohort] {
-                        continue;
-                    }
-                    for s in members.ones() {
-                        let first = self.subject_start[s] as usize;
-                        if self.unit_study[first] == NONE {
-                            units.set(first);
-                        }
-                    }
-                }
-                units
+                self.units_where(|u| hit(&table, self.unit_cohort[u]))
             }
             Condition::Site(codes) => {
                 let table = self.sites.matching(codes);

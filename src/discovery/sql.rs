@@ -1,5 +1,6 @@
 //! Criteria as SQL over the discovery units: every published series with its
-//! subject, and every subject without imaging (`d` is then null). Subject
+//! subject, each cohort membership without a series in that cohort, and every
+//! subject in no cohort without imaging (`d`'s series columns are then null). Subject
 //! conditions become uncorrelated `in (select …)` sets, which PostgreSQL hashes
 //! once however they are nested under `or` and `not`; series conditions are
 //! columns of `d`, false on a subject without imaging.
@@ -16,9 +17,23 @@ pub fn push_from(qb: &mut QueryBuilder<Postgres>, node: Option<&Node>, with_site
     if with_site {
         qb.push(" join site si on si.site_id = s.site_id");
     }
-    let join = if node.is_some_and(needs_series) { " join" } else { " left join" };
-    qb.push(join).push(" discovery_series d on d.subject_id = s.subject_id where s.withdrawn_at is null and ");
+    let units = if node.is_some_and(needs_series) { " join discovery_series" } else { MEMBERSHIP_UNITS };
+    qb.push(units).push(" d on d.subject_id = s.subject_id where s.withdrawn_at is null and ");
 }
+
+/// Every series, and each cohort membership without a series in that cohort
+/// (its series columns null): a subject is in a cohort by membership, whatever
+/// cohort its imaging belongs to. Left-joined, so a subject in no cohort and
+/// without imaging is a unit with `d` null.
+const MEMBERSHIP_UNITS: &str = " left join (
+    select series_id, study_id, subject_id, cohort_id, modality, body_part, manufacturer, model,
+           field_strength, age_years, study_date, instances
+    from discovery_series
+    union all
+    select null, null, cs.subject_id, cs.cohort_id, null, null, null, null, null, null, null, null
+    from cohort_subject cs
+    where not exists (select 1 from discovery_series x where x.subject_id = cs.subject_id and x.cohort_id = cs.cohort_id)
+)";
 
 /// Whether a unit can only match with a series.
 pub fn needs_series(node: &Node) -> bool {
@@ -82,11 +97,10 @@ fn push_range(qb: &mut QueryBuilder<Postgres>, column: &str, min: Option<f64>, m
 fn push_condition(qb: &mut QueryBuilder<Postgres>, condition: &Condition) {
     match condition {
         Condition::Cohort(slugs) => {
-            qb.push("(case when d.series_id is null then s.subject_id in (select cs.subject_id from cohort_subject cs join cohort c using (cohort_id) where c.slug = any(")
+            // False, not null, on a unit with no cohort, so that `not` keeps it.
+            qb.push("(d.cohort_id is not null and d.cohort_id in (select cohort_id from cohort where slug = any(")
                 .push_bind(slugs.clone())
-                .push(")) else d.cohort_id in (select cohort_id from cohort where slug = any(")
-                .push_bind(slugs.clone())
-                .push(")) end)");
+                .push(")))");
         }
         Condition::Site(codes) => {
             qb.push("s.site_id in (select site_id from site where code = any(").push_bind(codes.clone()).push("))");

@@ -357,6 +357,8 @@ async fn researchers_get_perturbed_counts_within_the_published_bound_and_suppres
     }
     // The total is a cell in its own right: the plain count of the same criteria answers the same.
     let total = cells.last().unwrap();
+    let marked: Vec<bool> = cells.iter().map(|c| c["total"] == true).collect();
+    assert_eq!(marked, [false, false, false, true], "the grand total says it is one, and only it");
     let plain = discover(&app, &researcher, "count", &json!({"criteria": mr})).await.json();
     assert_eq!(total["counts"], plain["counts"]);
     // And so is each cell, however the question is put.
@@ -654,6 +656,30 @@ async fn the_in_memory_index_answers_exactly_what_postgresql_answers_on_a_genera
         compared += 1;
     }
     assert!(compared >= 30, "only {compared} criteria were valid");
+
+    // A subject is in a cohort by membership, whatever cohort its imaging belongs to: the
+    // members of the open cohort imaged only there still count in the neuro cohort, as in
+    // the subject list a grant on it would give.
+    let members: i64 = sqlx::query_scalar(
+        "select count(*) from cohort_subject cs join cohort c using (cohort_id) join subject s using (subject_id)
+         where c.slug = 'demo-neuro-mri' and s.withdrawn_at is null",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    let imaged_elsewhere_only: i64 = sqlx::query_scalar(
+        "select count(*) from subject s where withdrawn_at is null
+           and exists (select 1 from discovery_series d where d.subject_id = s.subject_id)
+           and not exists (select 1 from discovery_series d join cohort c using (cohort_id)
+                           where d.subject_id = s.subject_id and c.slug = 'demo-neuro-mri')",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(imaged_elsewhere_only > 0, "the generated registry has members imaged only in the open cohort");
+    let neuro = json!({"field": "cohort", "in": ["demo-neuro-mri"]});
+    let [memory, database] = both_counts(&app, &snapshot, &neuro).await;
+    assert_eq!([memory[0], database[0]], [members, members]);
 }
 
 #[tokio::test]
