@@ -405,10 +405,10 @@ fn print_demo_tokens(auth: &Authenticator, config: &Config) {
             }
             let file = config.data_dir.join("demo-tokens.env");
             match write_demo_tokens(&file, &tokens) {
-                Ok(()) => println!(
-                    "The same as shell variables ($ADMIN, $STEWARD, $ORGANIZER, $UPLOADER, $RESEARCHER): . {}",
-                    file.display()
-                ),
+                Ok(()) => {
+                    let names: Vec<String> = tokens.iter().map(|(u, _)| format!("${}", u.variable)).collect();
+                    println!("The same as shell variables ({}): . {}", names.join(", "), file.display());
+                }
                 Err(error) => eprintln!("could not write {}: {error:#}", file.display()),
             }
             println!("Try: curl -H \"Authorization: Bearer $ADMIN\" http://{}/api/v1/cohorts", config.listen);
@@ -424,7 +424,7 @@ fn write_demo_tokens(file: &std::path::Path, tokens: &[(&crate::demo::DemoUser, 
     let mut out = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(file)?;
     writeln!(out, "# Demo bearer tokens, valid 7 days; load with: . {}", file.display())?;
     for (user, token) in tokens {
-        writeln!(out, "export {}={token}", user.role.as_str().to_ascii_uppercase())?;
+        writeln!(out, "export {}={token}", user.variable)?;
     }
     Ok(())
 }

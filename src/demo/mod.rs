@@ -19,15 +19,23 @@ pub struct DemoUser {
     pub username: &'static str,
     pub display_name: &'static str,
     pub role: Role,
+    /// The shell variable `data/demo-tokens.env` gives the token.
+    pub variable: &'static str,
 }
 
+/// Two stewards, because a controlled-tier application needs two approving votes.
 pub const USERS: &[DemoUser] = &[
-    DemoUser { username: "alice", display_name: "Alice Admin", role: Role::Admin },
-    DemoUser { username: "sam", display_name: "Sam Steward", role: Role::Steward },
-    DemoUser { username: "olga", display_name: "Olga Organizer", role: Role::Organizer },
-    DemoUser { username: "ulrich", display_name: "Ulrich Uploader", role: Role::Uploader },
-    DemoUser { username: "rita", display_name: "Rita Researcher", role: Role::Researcher },
+    DemoUser { username: "alice", display_name: "Alice Admin", role: Role::Admin, variable: "ADMIN" },
+    DemoUser { username: "sam", display_name: "Sam Steward", role: Role::Steward, variable: "STEWARD" },
+    DemoUser { username: "stella", display_name: "Stella Steward", role: Role::Steward, variable: "STEWARD2" },
+    DemoUser { username: "olga", display_name: "Olga Organizer", role: Role::Organizer, variable: "ORGANIZER" },
+    DemoUser { username: "ulrich", display_name: "Ulrich Uploader", role: Role::Uploader, variable: "UPLOADER" },
+    DemoUser { username: "rita", display_name: "Rita Researcher", role: Role::Researcher, variable: "RESEARCHER" },
 ];
+
+/// The access fee of the controlled tier set at the first seed, in cents, so
+/// the approval flow shows a fee to settle.
+const DEMO_CONTROLLED_FEE: i64 = 50_000;
 
 const SITES: &[(&str, &str, &str)] = &[
     ("uhb", "University Hospital B (demo)", "DE"),
@@ -116,6 +124,7 @@ pub async fn seed(pool: &PgPool) -> Result<()> {
     for (username, name, institution, position, verified_by) in [
         ("rita", "Rita Researcher", "University of Bologna (demo)", "Associate professor", Some("sam")),
         ("sam", "Sam Steward", "Registry office (demo)", "Data steward", None),
+        ("stella", "Stella Steward", "Registry office (demo)", "Data steward", None),
     ] {
         let inserted = sqlx::query!(
             "insert into researcher_profile (username, name, institution, email, position, verified_at, verified_by)
@@ -133,12 +142,45 @@ pub async fn seed(pool: &PgPool) -> Result<()> {
             created.push(format!("profile:{username}"));
         }
     }
+    let first = created.iter().any(|c| c == "user:alice");
+    created.extend(seed_governance(&mut tx, first).await?);
     if !created.is_empty() {
         audit::record(&mut tx, NewEvent::new("system:demo", "demo.seed").details(json!({ "created": created })))
             .await?;
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// What the approval flow needs to show every step: consent terms on the
+/// controlled cohort (so the application check has something to explain), the
+/// open cohort's unrestricted terms, and, at the first seed (`first`), an
+/// access fee for the controlled tier. Terms are set only where none are on
+/// record, so a steward's later choice is never overwritten.
+async fn seed_governance(tx: &mut sqlx::PgConnection, first: bool) -> Result<Vec<String>> {
+    let mut created = Vec::new();
+    for (slug, terms) in [
+        ("demo-neuro-mri", json!({"permission": "HMB", "modifiers": ["NCU", "IRB", "PUB"]})),
+        ("demo-chest-xray-challenge", json!({"permission": "NRES"})),
+    ] {
+        let set =
+            sqlx::query!("update cohort set consent_terms = $2 where slug = $1 and consent_terms is null", slug, terms)
+                .execute(&mut *tx)
+                .await?;
+        if set.rows_affected() == 1 {
+            created.push(format!("consent:{slug}"));
+        }
+    }
+    if first {
+        sqlx::query!(
+            "update fee_schedule set access_fee = $1, updated_at = now() where tier = 'controlled' and access_fee = 0",
+            DEMO_CONTROLLED_FEE
+        )
+        .execute(&mut *tx)
+        .await?;
+        created.push("fee:controlled".to_owned());
+    }
+    Ok(created)
 }
 
 /// Bearer tokens for the demo users, valid for `ttl`.

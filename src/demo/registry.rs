@@ -6,6 +6,9 @@
 //!
 //! Patients are numbered `SYN0000001`… per site and pseudonymized with the
 //! registry key like any import; dates are shifted by each subject's offset.
+//! Everyone is in the controlled neuro cohort; about a third also consented to
+//! open release and are in the open chest X-ray challenge cohort with a
+//! radiograph, so anonymous visitors see coverage in the data dictionary.
 //! Everything is written with `COPY` in one transaction. Imaging is catalog
 //! rows only: the instances' objects (under the `synthetic/` prefix) are not
 //! generated, so synthetic instances can be counted and listed but not
@@ -114,7 +117,13 @@ const SCANNERS: &[Scanner] = &[
     Scanner { manufacturer: "Philips", model: "Achieva", field_strength: Some(1.5), modality: "MR" },
     Scanner { manufacturer: "Canon Medical", model: "Vantage Orian", field_strength: Some(1.5), modality: "MR" },
     Scanner { manufacturer: "Canon Medical", model: "Aquilion ONE", field_strength: None, modality: "CT" },
+    Scanner { manufacturer: "Siemens Healthineers", model: "YSIO X.pree", field_strength: None, modality: "DX" },
+    Scanner { manufacturer: "Philips", model: "DigitalDiagnost C90", field_strength: None, modality: "DX" },
+    Scanner { manufacturer: "Carestream Health", model: "DRX-Evolution Plus", field_strength: None, modality: "DX" },
 ];
+
+/// Each site's X-ray system (an index into [`SCANNERS`]), in the order of [`SITES`].
+const XRAY: [usize; 3] = [9, 10, 11];
 
 const SITES: &[SiteProfile] = &[
     SiteProfile {
@@ -261,9 +270,19 @@ pub async fn generate(
     let mut out = Generated { subjects: u64::from(subjects), ..Generated::default() };
     write_subjects(&mut tx, &people, &pseudonyms, &site_ids, cohort).await?;
     let scanners = write_scanners(&mut tx).await?;
-    let imaging = write_imaging(&mut tx, &mut rng, &people, &site_ids, cohort, &scanners, &mut out).await?;
+    let mut plan = plan_neuro(&mut rng, &people, cohort);
+    let neuro_studies = plan.len();
+    let open = sqlx::query_scalar!("select cohort_id from cohort where slug = 'demo-chest-xray-challenge'")
+        .fetch_optional(&mut *tx)
+        .await?;
+    if let Some(open) = open {
+        plan.extend(plan_chest_xray(seed, &people, open));
+        write_members(&mut tx, open, plan[neuro_studies..].iter().map(|s| people[s.subject].id)).await?;
+    }
+    let imaging = write_imaging(&mut tx, &plan, &people, &site_ids, &scanners, &mut out).await?;
+    let neuro_series: usize = plan[..neuro_studies].iter().map(|s| s.series.len()).sum();
     write_clinical(&mut tx, &mut rng, &people, import, &mut out).await?;
-    write_annotations(&mut tx, &mut rng, &imaging, &mut out).await?;
+    write_annotations(&mut tx, &mut rng, &imaging[..neuro_series], &mut out).await?;
     sqlx::query!(
         "insert into discovery_series (series_id, study_id, subject_id, cohort_id, site_id, modality, body_part,
                                        manufacturer, model, field_strength, age_years, study_date, instances)
@@ -312,9 +331,13 @@ async fn write_subjects(
         })
     })
     .await?;
-    let mut rows = people.iter();
+    write_members(tx, cohort, people.iter().map(|s| s.id)).await
+}
+
+async fn write_members(tx: &mut PgConnection, cohort: Uuid, subjects: impl Iterator<Item = Uuid>) -> Result<()> {
+    let mut rows = subjects;
     copy_rows(tx, "copy cohort_subject (cohort_id, subject_id) from stdin", |c| {
-        fill(c, &mut rows, |c, s| c.line(format_args!("{cohort}\t{}", s.id)))
+        fill(c, &mut rows, |c, s| c.line(format_args!("{cohort}\t{s}")))
     })
     .await?;
     Ok(())
@@ -353,59 +376,111 @@ struct SeriesRow {
     series: Uuid,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A study to write: its subject, cohort, scanner and date, and each series' instance count.
+struct PlannedStudy {
+    id: Uuid,
+    subject: usize,
+    cohort: Uuid,
+    scanner: usize,
+    day: i64,
+    body_part: &'static str,
+    series: Vec<(Uuid, i64)>,
+}
+
+/// The neuro cohort's studies: none to three per subject on the site's own scanners.
+fn plan_neuro(rng: &mut Rng, people: &[Subject], cohort: Uuid) -> Vec<PlannedStudy> {
+    let mut plan = Vec::new();
+    for (subject, s) in people.iter().enumerate() {
+        let profile = &SITES[s.site];
+        let count = *rng.pick(&[(0, 0.10), (1, 0.55), (2, 0.25), (3, 0.10)]);
+        for _ in 0..count {
+            let scanner = *rng.pick(profile.scanners);
+            let day = rng.between(0, 13 * 365);
+            let id = rng.uuid();
+            let (parts, body_part): (u32, &str) = if SCANNERS[scanner].modality == "MR" {
+                (3, *rng.pick(&[("HEAD", 0.7), ("KNEE", 0.15), ("SPINE", 0.15)]))
+            } else {
+                (2, *rng.pick(&[("CHEST", 0.6), ("ABDOMEN", 0.25), ("HEAD", 0.15)]))
+            };
+            let series = (0..parts).map(|_| (rng.uuid(), rng.between(1, 5))).collect();
+            plan.push(PlannedStudy { id, subject, cohort, scanner, day, body_part, series });
+        }
+    }
+    plan
+}
+
+/// The open challenge cohort: about a third of the subjects also consented to
+/// open release and have one chest radiograph (one or two views) on their
+/// site's X-ray system. Drawn from its own stream, so the neuro cohort stays
+/// what the seed made it.
+fn plan_chest_xray(seed: u64, people: &[Subject], cohort: Uuid) -> Vec<PlannedStudy> {
+    let mut rng = Rng::new(seed ^ 0x0c4e_5700_0000_0000);
+    let mut plan = Vec::new();
+    for (subject, s) in people.iter().enumerate() {
+        if !rng.chance(0.35) {
+            continue;
+        }
+        let id = rng.uuid();
+        let day = rng.between(0, 13 * 365);
+        let views = *rng.pick(&[(1, 0.4), (2, 0.6)]);
+        let series = (0..views).map(|_| (rng.uuid(), 1)).collect();
+        plan.push(PlannedStudy { id, subject, cohort, scanner: XRAY[s.site], day, body_part: "CHEST", series });
+    }
+    plan
+}
+
+/// The Storage SOP Class of a synthetic instance of `modality`.
+fn sop_class(modality: &str) -> &'static str {
+    match modality {
+        "MR" => "1.2.840.10008.5.1.4.1.1.4",
+        "CT" => "1.2.840.10008.5.1.4.1.1.2",
+        _ => "1.2.840.10008.5.1.4.1.1.1.1", // Digital X-Ray Image Storage - For Presentation
+    }
+}
+
 async fn write_imaging(
     tx: &mut PgConnection,
-    rng: &mut Rng,
+    plan: &[PlannedStudy],
     people: &[Subject],
     sites: &[Uuid],
-    cohort: Uuid,
     scanners: &[Uuid],
     out: &mut Generated,
 ) -> Result<Vec<SeriesRow>> {
     let mut studies = String::new();
     let mut series_rows = Vec::new();
     let mut series_text = String::new();
-    let mut instances: Vec<(Uuid, u64, i64)> = Vec::new();
+    let mut instances: Vec<(Uuid, u64, i64, &str)> = Vec::new();
     let mut uid = 0_u64;
-    for s in people {
-        let profile = &SITES[s.site];
-        let count = *rng.pick(&[(0, 0.10), (1, 0.55), (2, 0.25), (3, 0.10)]);
-        for _ in 0..count {
-            let scanner_index = *rng.pick(profile.scanners);
-            let scanner = &SCANNERS[scanner_index];
-            let day = rng.between(0, 13 * 365);
-            let on = date(day) + Duration::days(s.shift);
-            let age = f64::from(2010 - s.birth_year) + f64::from(i32::try_from(day).unwrap_or(0)) / 365.25;
-            let study = rng.uuid();
+    for study in plan {
+        let s = &people[study.subject];
+        let scanner = &SCANNERS[study.scanner];
+        let on = date(study.day) + Duration::days(s.shift);
+        let age = f64::from(2010 - s.birth_year) + f64::from(i32::try_from(study.day).unwrap_or(0)) / 365.25;
+        uid += 1;
+        let _ = writeln!(
+            studies,
+            "{}\t2.25.{}\t{}\t{}\t{}\t{on}\t{age:.2}",
+            study.id,
+            1_000_000_000 + uid,
+            s.id,
+            study.cohort,
+            sites[s.site]
+        );
+        out.studies += 1;
+        for (number, (series, count)) in (1..).zip(&study.series) {
             uid += 1;
             let _ = writeln!(
-                studies,
-                "{study}\t2.25.{}\t{}\t{cohort}\t{}\t{on}\t{age:.2}",
+                series_text,
+                "{series}\t2.25.{}\t{}\t{}\t{}\t{}\t{on}\t{number}",
                 1_000_000_000 + uid,
-                s.id,
-                sites[s.site]
+                study.id,
+                scanners[study.scanner],
+                scanner.modality,
+                study.body_part
             );
-            out.studies += 1;
-            let (parts, body_part): (u32, &str) = if scanner.modality == "MR" {
-                (3, *rng.pick(&[("HEAD", 0.7), ("KNEE", 0.15), ("SPINE", 0.15)]))
-            } else {
-                (2, *rng.pick(&[("CHEST", 0.6), ("ABDOMEN", 0.25), ("HEAD", 0.15)]))
-            };
-            for number in 1..=parts {
-                let series = rng.uuid();
-                uid += 1;
-                let _ = writeln!(
-                    series_text,
-                    "{series}\t2.25.{}\t{study}\t{}\t{}\t{body_part}\t{on}\t{number}",
-                    1_000_000_000 + uid,
-                    scanners[scanner_index],
-                    scanner.modality
-                );
-                series_rows.push(SeriesRow { subject: s.id, study, series });
-                instances.push((series, uid, rng.between(1, 5)));
-                out.series += 1;
-            }
+            series_rows.push(SeriesRow { subject: s.id, study: study.id, series: *series });
+            instances.push((*series, uid, *count, sop_class(scanner.modality)));
+            out.series += 1;
         }
     }
     copy_text(
@@ -415,15 +490,16 @@ async fn write_imaging(
     )
     .await?;
     copy_text(tx, "copy series (series_id, series_uid, study_id, scanner_id, modality, body_part, series_date, series_number) from stdin", &series_text).await?;
-    let mut rows = instances.iter().flat_map(|(series, uid, n)| (1..=*n).map(move |k| (*series, *uid, k)));
-    out.instances = copy_rows(
+    let mut rows =
+        instances.iter().flat_map(|(series, uid, n, class)| (1..=*n).map(move |k| (*series, *uid, k, *class)));
+    out.instances += copy_rows(
         tx,
         "copy instance (sop_uid, series_id, sop_class_uid, transfer_syntax, instance_number, rows, columns, frames,
                         object_key, size_bytes, sha256, status, published_at) from stdin",
         |c| {
-            fill(c, &mut rows, |c, (series, uid, k)| {
+            fill(c, &mut rows, |c, (series, uid, k, class)| {
                 c.line(format_args!(
-                    "2.25.{uid}{k:04}\t{series}\t1.2.840.10008.5.1.4.1.1.4\t1.2.840.10008.1.2.1\t{k}\t256\t256\t1\tsynthetic/{series}/{k}.dcm\t131072\t\\\\x{:064x}\tpublished\t2024-01-01 00:00:00+00",
+                    "2.25.{uid}{k:04}\t{series}\t{class}\t1.2.840.10008.1.2.1\t{k}\t256\t256\t1\tsynthetic/{series}/{k}.dcm\t131072\t\\\\x{:064x}\tpublished\t2024-01-01 00:00:00+00",
                     u128::from(uid) * 10_000 + u128::try_from(k).unwrap_or(0)
                 ));
             })

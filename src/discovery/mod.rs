@@ -384,6 +384,9 @@ pub struct BreakdownCell {
     /// One label per dimension, in the order asked; `null` is the total over that
     /// dimension and `unknown` a value the catalog does not have.
     pub values: Vec<Option<String>>,
+    /// Whether the cell is a margin: the total over each dimension whose label is
+    /// `null` (every label `null`: the grand total).
+    pub total: bool,
     pub counts: Counts,
     /// Hidden by primary or secondary suppression.
     pub suppressed: bool,
@@ -450,7 +453,12 @@ pub async fn breakdown(
         tx.commit().await?;
         let cells = order(rows)
             .into_iter()
-            .map(|(values, raw)| BreakdownCell { values, counts: Counts::exact(raw), suppressed: false })
+            .map(|(values, raw)| BreakdownCell {
+                total: values.iter().any(Option::is_none),
+                values,
+                counts: Counts::exact(raw),
+                suppressed: false,
+            })
             .collect();
         return Ok(BreakdownResult {
             by: by.to_vec(),
@@ -488,6 +496,7 @@ pub async fn breakdown(
         .into_iter()
         .zip(published)
         .map(|((values, _), published)| BreakdownCell {
+            total: values.iter().any(Option::is_none),
             values,
             counts: Counts::published(published),
             suppressed: published.is_none(),

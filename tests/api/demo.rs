@@ -92,13 +92,18 @@ async fn a_generated_registry_is_complete_pseudonymized_and_shows_a_site_effect(
     assert!(again.to_string().contains("already holds a synthetic registry"), "{again}");
 }
 
+/// The README's tour by role, step by step, on nothing but what `serve --demo` seeds.
 #[tokio::test]
-async fn in_the_demo_rita_can_apply_and_sam_can_review_without_any_set_up() {
+async fn in_the_demo_the_whole_approval_journey_runs_from_application_to_subject_list_without_any_set_up() {
+    use axum::http::StatusCode;
     let app = TestApp::new().await;
     custodian::demo::seed(&app.db).await.unwrap();
-    let (rita, sam) = (app.token("rita", &[Role::Researcher]), app.token("sam", &[Role::Steward]));
+    custodian::demo::registry::generate(&app.db, &app.state.ingest.key, 3650, 200, 7).await.unwrap();
+    let rita = app.token("rita", &[Role::Researcher]);
+    let (sam, stella) = (app.token("sam", &[Role::Steward]), app.token("stella", &[Role::Steward]));
+
     let project = app.post_json("/api/v1/projects", Some(&rita), &json!({"title": "Glioma growth"})).await;
-    let project = project.assert_status(axum::http::StatusCode::CREATED).json()["id"].as_str().unwrap().to_owned();
+    let project = project.assert_status(StatusCode::CREATED).json()["id"].as_str().unwrap().to_owned();
     let content = json!({
         "title": "Glioma growth models",
         "lay_summary": "We study how brain tumours grow.",
@@ -112,9 +117,85 @@ async fn in_the_demo_rita_can_apply_and_sam_can_review_without_any_set_up() {
     let created = app
         .post_json(&format!("/api/v1/projects/{project}/applications"), Some(&rita), &json!({"content": content}))
         .await;
-    let id = created.assert_status(axum::http::StatusCode::CREATED).json()["id"].as_str().unwrap().to_owned();
+    let id = created.assert_status(StatusCode::CREATED).json()["id"].as_str().unwrap().to_owned();
+
+    // The check explains the cohort's consent terms rule by rule.
+    let check = app.get(&format!("/api/v1/applications/{id}/check"), Some(&rita)).await.json();
+    assert_eq!(check["can_submit"], true, "{check}");
+    let rules: Vec<String> = check["cohorts"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}:{}", r["code"].as_str().unwrap(), r["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(rules, ["HMB:pass", "NCU:pass", "IRB:pass", "PUB:condition"], "{check}");
+
     let submitted = app.post_json(&format!("/api/v1/applications/{id}/submit"), Some(&rita), &json!({})).await;
-    assert_eq!(submitted.assert_status(axum::http::StatusCode::OK).json()["state"], "submitted");
-    let taken = app.post_json(&format!("/api/v1/applications/{id}/review"), Some(&sam), &json!({})).await;
-    taken.assert_status(axum::http::StatusCode::OK);
+    assert_eq!(submitted.assert_status(StatusCode::OK).json()["state"], "submitted");
+    app.post_json(&format!("/api/v1/applications/{id}/review"), Some(&sam), &json!({}))
+        .await
+        .assert_status(StatusCode::OK);
+    app.post_json(&format!("/api/v1/applications/{id}/assignments"), Some(&sam), &json!({"steward": "stella"}))
+        .await
+        .assert_status(StatusCode::OK);
+    for steward in [&sam, &stella] {
+        let declared = json!({"conflict": false, "statement": "no competing interests"});
+        app.post_json(&format!("/api/v1/applications/{id}/declarations"), Some(steward), &declared)
+            .await
+            .assert_status(StatusCode::CREATED);
+        app.post_json(&format!("/api/v1/applications/{id}/votes"), Some(steward), &json!({"vote": "approve"}))
+            .await
+            .assert_status(StatusCode::CREATED);
+    }
+    assert_eq!(app.get(&format!("/api/v1/applications/{id}"), Some(&rita)).await.json()["state"], "approved");
+
+    // A fee to settle, then the agreement in force to accept.
+    let fees = app.get(&format!("/api/v1/applications/{id}/fees"), Some(&rita)).await.json();
+    assert_eq!(fees[0]["amount"], 50_000, "{fees}");
+    let settled = json!({"settlement": "paid", "note": "invoice 2026-001"});
+    app.post_json(&format!("/api/v1/fees/{}/settlement", fees[0]["id"].as_str().unwrap()), Some(&sam), &settled)
+        .await
+        .assert_status(StatusCode::OK);
+    let dua = app.get("/api/v1/dua", Some(&rita)).await.json();
+    let activated = app
+        .post_json(&format!("/api/v1/applications/{id}/activate"), Some(&rita), &json!({"dua_version": dua["version"]}))
+        .await;
+    assert_eq!(activated.assert_status(StatusCode::OK).json()["state"], "active");
+
+    // The grant reaches data: the subject list and exact counts within it.
+    let subjects = app.get(&format!("/api/v1/projects/{project}/subjects?cohort=demo-neuro-mri"), Some(&rita)).await;
+    let subjects = subjects.assert_status(StatusCode::OK).json();
+    assert_eq!(subjects["snapshot"]["subjects"], 200, "{subjects}");
+    let exact = json!({"criteria": {"field": "cohort", "in": ["demo-neuro-mri"]}, "project": project});
+    let exact = app.post_json("/api/v1/discovery/count", Some(&rita), &exact).await.json();
+    assert_eq!(exact["disclosure"]["exact"], true, "{exact}");
+    // Exact: every member, the same subjects as the list, and only the granted modality's series
+    // (a member's radiograph in the open cohort counts in neither).
+    assert_eq!(exact["counts"]["subjects"], 200, "{exact}");
+    let mr_series = "select count(*) from discovery_series d join cohort c using (cohort_id)
+                     where c.slug = 'demo-neuro-mri' and d.modality = 'MR'";
+    assert_eq!(exact["counts"]["series"].as_i64().unwrap(), scalar(&app, mr_series).await, "{exact}");
+}
+
+#[tokio::test]
+async fn the_anonymous_data_dictionary_shows_the_open_demo_cohort_coverage() {
+    let app = TestApp::new().await;
+    custodian::demo::seed(&app.db).await.unwrap();
+    custodian::demo::registry::generate(&app.db, &app.state.ingest.key, 3650, 300, 7).await.unwrap();
+    custodian::dictionary::db::refresh_coverage(&mut app.db.acquire().await.unwrap()).await.unwrap();
+    let field = app.get("/api/v1/fields/modality", None).await.json();
+    let coverage = field["coverage"].as_array().unwrap();
+    assert_eq!(coverage.len(), 1, "only the open cohort, to anyone: {field}");
+    assert_eq!(coverage[0]["cohort"], "demo-chest-xray-challenge");
+    let shown = coverage[0]["subjects"].as_i64().unwrap();
+    assert!((70..=140).contains(&shown), "about a third of 300 subjects have a radiograph: {field}");
+    let counted = app
+        .post_json(
+            "/api/v1/discovery/count",
+            Some(&app.token("stella", &[Role::Steward])),
+            &json!({"criteria": {"and": [{"field": "cohort", "in": ["demo-chest-xray-challenge"]}, {"field": "modality", "in": ["DX"]}]}}),
+        )
+        .await
+        .json();
+    assert_eq!(counted["counts"]["subjects"].as_i64().unwrap(), scalar(&app, "select count(*) from cohort_subject cs join cohort c using (cohort_id) where c.slug = 'demo-chest-xray-challenge'").await);
 }
