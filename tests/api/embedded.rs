@@ -117,10 +117,12 @@ async fn serve_demo_leaves_the_tokens_as_shell_variables_a_newcomer_can_use_at_o
     let verified =
         http.get(format!("{}/api/v1/audit/verify", server.base)).bearer_auth(token("ADMIN")).send().await.unwrap();
     assert_eq!(verified.status(), 200);
-    for role in ["STEWARD", "ORGANIZER", "UPLOADER"] {
-        let me = http.get(format!("{}/api/v1/me", server.base)).bearer_auth(token(role)).send().await.unwrap();
+    for (variable, role) in
+        [("STEWARD", "steward"), ("STEWARD2", "steward"), ("ORGANIZER", "organizer"), ("UPLOADER", "uploader")]
+    {
+        let me = http.get(format!("{}/api/v1/me", server.base)).bearer_auth(token(variable)).send().await.unwrap();
         let me: serde_json::Value = me.json().await.unwrap();
-        assert_eq!(me["roles"], json!([role.to_ascii_lowercase()]));
+        assert_eq!(me["roles"], json!([role]), "{variable}");
     }
     signal(server.child.id(), "TERM");
     assert!(wait_exit(&mut server.child).success());
