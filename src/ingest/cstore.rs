@@ -828,7 +828,7 @@ impl Link<'_> {
         };
         match self.scp.ingest.ingest_one(&self.actor, target, received).await {
             Ok(report) => {
-                let answer = (status_of(&report), report.code.clone().filter(|_| report.outcome == Outcome::Rejected));
+                let answer = (status_of(&report), report.error_comment());
                 self.reports.push(report);
                 answer
             }

@@ -108,11 +108,43 @@ pub struct FileReport {
     pub sop_uid: Option<String>,
     /// Size of the file as received.
     pub size_bytes: i64,
+    /// SOP Class UID, when the file could be read; for the answers of STOW-RS
+    /// and C-STORE, not kept with the report.
+    #[serde(skip)]
+    pub sop_class_uid: Option<String>,
+}
+
+impl FileReport {
+    /// What went wrong, in at most 64 characters (an Error Comment (0000,0902)
+    /// is LO): the message when it fits, else a shorter text of the same
+    /// kind. Like messages, it names tags, never values. `None` for a success.
+    pub fn error_comment(&self) -> Option<String> {
+        const MAX: usize = 64;
+        if self.outcome != Outcome::Rejected {
+            return None;
+        }
+        let message = self.message.as_deref().or(self.code.as_deref()).unwrap_or("the file was not accepted");
+        if message.chars().count() <= MAX {
+            return Some(message.to_owned());
+        }
+        if self.code.as_deref() == Some("conflict") {
+            return Some(CONFLICT_COMMENT.to_owned());
+        }
+        // Cut at a word boundary, with an ellipsis.
+        let cut: String = message.chars().take(MAX - 3).collect();
+        let cut = cut.rsplit_once(' ').map_or(cut.as_str(), |(head, _)| head);
+        Some(format!("{cut}..."))
+    }
 }
 
 impl Refused {
     fn new(size: usize, code: &str, message: impl Into<String>) -> Self {
-        Self { size, code: code.to_owned(), message: message.into(), sop_uid: None }
+        Self { size, code: code.to_owned(), message: message.into(), sop_uid: None, sop_class_uid: None }
+    }
+
+    /// This refusal of a file that was read, naming its instance in registry form.
+    pub(crate) fn of(self, meta: &InstanceMeta) -> Self {
+        Self { sop_uid: Some(meta.sop_uid.clone()), sop_class_uid: Some(meta.sop_class_uid.clone()), ..self }
     }
 
     fn report(self, ordinal: i32) -> FileReport {
@@ -123,6 +155,7 @@ impl Refused {
             message: Some(self.message),
             sop_uid: self.sop_uid,
             size_bytes: i64::try_from(self.size).unwrap_or(i64::MAX),
+            sop_class_uid: self.sop_class_uid,
         }
     }
 }
@@ -146,6 +179,7 @@ pub(crate) struct Refused {
     pub code: String,
     pub message: String,
     pub sop_uid: Option<String>,
+    pub sop_class_uid: Option<String>,
 }
 
 /// A received file: its bytes, or why it could not even be read.
@@ -417,7 +451,7 @@ impl Ingestor {
                 Refused::new(size, "storage-failed", "the object store could not be read")
             })?;
             if digest(&SHA256, &existing).as_ref() != sha256.as_slice() {
-                return Err(conflict(size, &deid.meta.sop_uid));
+                return Err(Refused::new(size, "conflict", CONFLICT_MESSAGE).of(&deid.meta));
             }
         }
         Ok(Prepared {
@@ -526,7 +560,5 @@ fn with_origin(mut details: serde_json::Value, origin: &serde_json::Value) -> se
 /// The message of a SOP Instance UID conflict.
 pub const CONFLICT_MESSAGE: &str =
     "an instance with this SOP Instance UID (0008,0018) is already stored with different content";
-
-fn conflict(size: usize, sop_uid: &str) -> Refused {
-    Refused { sop_uid: Some(sop_uid.to_owned()), ..Refused::new(size, "conflict", CONFLICT_MESSAGE) }
-}
+/// The same, in the 64 characters of an Error Comment (0000,0902).
+const CONFLICT_COMMENT: &str = "SOP Instance UID (0008,0018) already stored with other content";

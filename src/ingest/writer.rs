@@ -297,7 +297,7 @@ async fn write_group(
             slots.push(match item {
                 Ok(file) if request.target.only_study.as_ref().is_some_and(|study| *study != file.meta.study_uid) => {
                     // Its object stays unreferenced and goes with the next sweep.
-                    Some(wrong_study(file.size).report(ordinal))
+                    Some(wrong_study(file).report(ordinal))
                 }
                 Ok(file) => {
                     rows.push(Row { request: r, index, ordinal, target: request.target, file });
@@ -401,8 +401,9 @@ async fn open_sessions(
     Ok(sessions)
 }
 
-fn wrong_study(size: usize) -> Refused {
-    Refused::new(size, "wrong-study", "the instance belongs to another study than the one addressed")
+fn wrong_study(file: &Prepared) -> Refused {
+    Refused::new(file.size, "wrong-study", "the instance belongs to another study than the one addressed")
+        .of(&file.meta)
 }
 
 fn len_i32(n: usize) -> i32 {
@@ -643,6 +644,7 @@ async fn insert_rows(
             message: message.map(str::to_owned),
             sop_uid: Some(meta.sop_uid.clone()),
             size_bytes: i64::try_from(row.file.size).unwrap_or(i64::MAX),
+            sop_class_uid: Some(meta.sop_class_uid.clone()),
         };
         let first_claim = inserted.contains(&meta.sop_uid) && claimed.insert(meta.sop_uid.as_str());
         reports.push(if first_claim {

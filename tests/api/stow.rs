@@ -84,6 +84,36 @@ async fn of_two_different_instances_under_one_uid_in_a_request_the_first_is_stor
 }
 
 #[tokio::test]
+async fn every_answer_names_the_part_it_answers_and_a_failure_says_what_went_wrong() {
+    let app = TestApp::new().await;
+    let instance = Instance::ct(4, 1, 1, 1);
+    let variant = Instance { seed: 42, ..instance.clone() };
+    let response =
+        stow(&app, "/dicomweb/studies", &[b"garbage".to_vec(), instance.to_bytes(), variant.to_bytes()]).await;
+    response.assert_status(StatusCode::ACCEPTED);
+    let body = response.json();
+    let position = |item: &serde_json::Value| item["00091001"]["Value"][0].as_i64().unwrap();
+
+    let stored = &body["00081199"]["Value"][0];
+    assert_eq!(position(stored), 2, "{body}");
+    assert_eq!(stored["00090010"]["Value"][0], "CUSTODIAN", "the private block's creator");
+    assert_eq!(stored["00081150"]["Value"][0], "1.2.840.10008.5.1.4.1.1.2", "Referenced SOP Class UID");
+    let uid = stored["00081155"]["Value"][0].as_str().unwrap();
+    assert!(uid.starts_with("2.25."), "the registry UID: {body}");
+    assert_eq!(stored["00081190"], serde_json::json!({ "vr": "UR" }), "Retrieve URL, type 2, empty");
+
+    let failed = body["00081198"]["Value"].as_array().unwrap();
+    assert_eq!(failed.iter().map(position).collect::<Vec<_>>(), [1, 3]);
+    assert!(failed[0].get("00081155").is_none(), "nothing could be read of the garbage");
+    let comment = |item: &serde_json::Value| item["00000902"]["Value"][0].as_str().unwrap().to_owned();
+    assert!(comment(&failed[0]).contains("DICM"), "{body}");
+    assert_eq!(failed[1]["00081155"]["Value"][0], uid, "the conflict names the stored instance");
+    assert!(comment(&failed[1]).contains("(0008,0018)"), "{body}");
+    assert!(failed.iter().all(|f| comment(f).chars().count() <= 64), "an Error Comment is LO");
+    assert!(canaries_in(&response.body).is_empty());
+}
+
+#[tokio::test]
 async fn stow_rs_to_a_study_refuses_instances_of_other_studies() {
     let app = TestApp::new().await;
     let wanted = Instance::ct(1, 1, 1, 1);
