@@ -230,6 +230,7 @@ fn failure_reason(code: Option<&str>) -> u16 {
         Some("missing-attribute" | "wrong-study") => 0xA900, // does not match SOP class / study
         Some("conflict") => 0x0111,                          // duplicate SOP instance
         Some("file-too-large") => 0xA700,                    // out of resources
+        Some("sop-class-not-supported") => 0x0122,           // referenced SOP class not supported
         _ => 0x0110,                                         // processing failure
     }
 }

@@ -51,35 +51,6 @@ use uuid::Uuid;
 use super::{Counts, FileReport, Ingestor, Outcome, Received, Target};
 use crate::config::{DicomConfig, DicomPeer};
 
-/// Storage SOP classes accepted (Verification is accepted as well).
-pub const STORAGE_SOP_CLASSES: &[&str] = &[
-    uids::CT_IMAGE_STORAGE,
-    uids::ENHANCED_CT_IMAGE_STORAGE,
-    uids::MR_IMAGE_STORAGE,
-    uids::ENHANCED_MR_IMAGE_STORAGE,
-    uids::COMPUTED_RADIOGRAPHY_IMAGE_STORAGE,
-    uids::DIGITAL_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION,
-    uids::DIGITAL_X_RAY_IMAGE_STORAGE_FOR_PROCESSING,
-    uids::DIGITAL_MAMMOGRAPHY_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION,
-    uids::DIGITAL_MAMMOGRAPHY_X_RAY_IMAGE_STORAGE_FOR_PROCESSING,
-    uids::ULTRASOUND_IMAGE_STORAGE,
-    uids::ULTRASOUND_MULTI_FRAME_IMAGE_STORAGE,
-    uids::SECONDARY_CAPTURE_IMAGE_STORAGE,
-    uids::NUCLEAR_MEDICINE_IMAGE_STORAGE,
-    uids::POSITRON_EMISSION_TOMOGRAPHY_IMAGE_STORAGE,
-    uids::ENHANCED_PET_IMAGE_STORAGE,
-    uids::RT_IMAGE_STORAGE,
-    uids::RT_DOSE_STORAGE,
-    uids::RT_STRUCTURE_SET_STORAGE,
-    uids::RT_PLAN_STORAGE,
-    uids::SEGMENTATION_STORAGE,
-    uids::X_RAY_ANGIOGRAPHIC_IMAGE_STORAGE,
-    uids::X_RAY_RADIOFLUOROSCOPIC_IMAGE_STORAGE,
-    uids::BASIC_TEXT_SR_STORAGE,
-    uids::ENHANCED_SR_STORAGE,
-    uids::COMPREHENSIVE_SR_STORAGE,
-];
-
 /// Transfer syntaxes accepted. The data set is re-wrapped, never decoded, so
 /// encapsulated (compressed) syntaxes need no codec. dicom-ul drops the ones the
 /// transfer syntax registry cannot read; Deflated is readable (the registry's
@@ -285,7 +256,8 @@ impl Scp {
             .read_timeout(IDLE_TIMEOUT)
             .write_timeout(WRITE_TIMEOUT)
             .with_abstract_syntax(uids::VERIFICATION);
-        for sop_class in STORAGE_SOP_CLASSES {
+        // The classes every other path stores, and no other.
+        for (sop_class, _) in super::sop_classes::STORAGE_SOP_CLASSES {
             options = options.with_abstract_syntax(*sop_class);
         }
         for transfer_syntax in TRANSFER_SYNTAXES {
@@ -930,6 +902,7 @@ pub fn status_of(report: &FileReport) -> u16 {
             Some("missing-attribute" | "wrong-study") => DATA_SET_DOES_NOT_MATCH,
             Some("not-dicom" | "malformed-dicom" | "unsupported-transfer-syntax") => CANNOT_UNDERSTAND,
             Some("file-too-large") => OUT_OF_RESOURCES,
+            Some("sop-class-not-supported") => SOP_CLASS_NOT_SUPPORTED,
             Some("conflict") => DUPLICATE_SOP_INSTANCE,
             _ => UNABLE_TO_PROCESS,
         },

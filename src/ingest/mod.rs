@@ -13,6 +13,7 @@ pub mod archive;
 pub mod cstore;
 mod direct;
 pub mod sessions;
+pub mod sop_classes;
 pub mod sweep;
 pub mod tables;
 mod writer;
@@ -431,6 +432,10 @@ impl Ingestor {
         .map_err(|_| Refused::new(size, "malformed-dicom", "the file could not be processed"))?
         .map_err(|rejection| Refused::new(size, rejection.code, rejection.message))?;
 
+        if !sop_classes::accepted(&deid.meta.sop_class_uid) {
+            let message = sop_classes::refusal(&deid.meta.sop_class_uid);
+            return Err(Refused::new(size, "sop-class-not-supported", message));
+        }
         // Held until the object is written: a later file of the batch with the
         // same UID waits for it.
         let _written = match turn {

@@ -198,6 +198,44 @@ async fn storescu_stores_instances_that_are_published_when_the_association_is_re
 }
 
 #[tokio::test]
+async fn storescu_stores_ecgs_ion_plans_key_objects_presentation_states_and_dose_reports_as_uploads_do() {
+    let app = TestApp::new().await;
+    let scp = Scp::start(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Classes C-STORE refused at negotiation while uploads stored them.
+    let classes = [
+        ("1.2.840.10008.5.1.4.1.1.9.1.1", "ECG"),    // 12-lead ECG Waveform
+        ("1.2.840.10008.5.1.4.1.1.481.8", "RTPLAN"), // RT Ion Plan
+        ("1.2.840.10008.5.1.4.1.1.88.59", "KO"),     // Key Object Selection Document
+        ("1.2.840.10008.5.1.4.1.1.11.1", "PR"),      // Grayscale Softcopy Presentation State
+        ("1.2.840.10008.5.1.4.1.1.88.67", "SR"),     // X-Ray Radiation Dose SR
+    ];
+    let named: Vec<(String, Vec<u8>)> = (1..)
+        .zip(classes)
+        .map(|(series, (sop_class, modality))| {
+            let instance = Instance { modality, sop_class, ..Instance::ct(16, 1, series, 1) };
+            (format!("{series}.dcm"), instance.to_bytes())
+        })
+        .collect();
+    let named: Vec<(&str, Vec<u8>)> = named.iter().map(|(name, bytes)| (name.as_str(), bytes.clone())).collect();
+    let files = write_files(dir.path(), &named);
+
+    // -R: propose the files' classes only (storescu's own default list is cut at 128 contexts).
+    let output = storescu(&scp, "STORESCU", &["-R"], &files).await;
+    assert!(output.status.success(), "storescu failed:\n{}", transcript(&output));
+    assert_eq!(transcript(&output).matches("Received Store Response (Success)").count(), 5, "{}", transcript(&output));
+    let mut stored: Vec<String> = sqlx::query_scalar("select sop_class_uid from instance where status = 'published'")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    stored.sort_unstable();
+    let mut expected: Vec<String> = classes.iter().map(|(class, _)| (*class).to_owned()).collect();
+    expected.sort_unstable();
+    assert_eq!(stored, expected);
+    scp.stop().await;
+}
+
+#[tokio::test]
 async fn associations_from_unknown_calling_ae_titles_or_to_another_called_ae_title_are_rejected() {
     let app = TestApp::new().await;
     let scp = Scp::start(&app).await;

@@ -114,6 +114,20 @@ async fn every_answer_names_the_part_it_answers_and_a_failure_says_what_went_wro
 }
 
 #[tokio::test]
+async fn stow_rs_refuses_sop_classes_custodian_does_not_store_with_reason_0122() {
+    let app = TestApp::new().await;
+    // An encapsulated PDF: the profile empties its document, so nothing of it could be kept.
+    let pdf = Instance { sop_class: "1.2.840.10008.5.1.4.1.1.104.1", modality: "DOC", ..Instance::ct(5, 1, 1, 1) };
+    let response = stow(&app, "/dicomweb/studies", &[pdf.to_bytes()]).await;
+    response.assert_status(StatusCode::CONFLICT);
+    let failed = &response.json()["00081198"]["Value"][0];
+    assert_eq!(failed["00081197"]["Value"][0], 0x0122, "Referenced SOP Class not supported: {failed}");
+    assert!(failed["00000902"]["Value"][0].as_str().unwrap().contains("1.2.840.10008.5.1.4.1.1.104.1"));
+    let stored: i64 = sqlx::query_scalar("select count(*) from instance").fetch_one(&app.db).await.unwrap();
+    assert_eq!(stored, 0);
+}
+
+#[tokio::test]
 async fn stow_rs_to_a_study_refuses_instances_of_other_studies() {
     let app = TestApp::new().await;
     let wanted = Instance::ct(1, 1, 1, 1);
