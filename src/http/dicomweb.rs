@@ -223,14 +223,15 @@ fn store_response(reports: &[FileReport]) -> Value {
     Value::Object(module)
 }
 
-/// PS3.4 / PS3.18 failure reasons.
+/// Failure reasons of PS3.18 Table I.2-2.
 fn failure_reason(code: Option<&str>) -> u16 {
     match code {
         Some("not-dicom" | "malformed-dicom" | "unsupported-transfer-syntax") => 0xC000, // cannot understand
         Some("missing-attribute" | "wrong-study") => 0xA900, // does not match SOP class / study
-        Some("conflict") => 0x0111,                          // duplicate SOP instance
-        Some("file-too-large") => 0xA700,                    // out of resources
-        Some("sop-class-not-supported") => 0x0122,           // referenced SOP class not supported
-        _ => 0x0110,                                         // processing failure
+        // Already stored with other content: see CONFLICT_STATUS for why not 0111.
+        Some("conflict") => crate::ingest::CONFLICT_STATUS,
+        Some("file-too-large") => 0xA700,          // out of resources
+        Some("sop-class-not-supported") => 0x0122, // referenced SOP class not supported
+        _ => 0x0110,                               // processing failure
     }
 }

@@ -102,7 +102,6 @@ const NO_DATA_SET: u16 = 0x0101;
 
 // Status codes (PS3.4 B.2.3, PS3.7 C).
 const SUCCESS: u16 = 0x0000;
-const DUPLICATE_SOP_INSTANCE: u16 = 0x0111;
 const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
 const UNRECOGNIZED_OPERATION: u16 = 0x0211;
 const OUT_OF_RESOURCES: u16 = 0xA700;
@@ -903,7 +902,7 @@ pub fn status_of(report: &FileReport) -> u16 {
             Some("not-dicom" | "malformed-dicom" | "unsupported-transfer-syntax") => CANNOT_UNDERSTAND,
             Some("file-too-large") => OUT_OF_RESOURCES,
             Some("sop-class-not-supported") => SOP_CLASS_NOT_SUPPORTED,
-            Some("conflict") => DUPLICATE_SOP_INSTANCE,
+            Some("conflict") => super::CONFLICT_STATUS,
             _ => UNABLE_TO_PROCESS,
         },
     }
@@ -947,6 +946,13 @@ fn response(field: u16, command: &Command, status: u16, comment: Option<&str>) -
         // Error Comment is LO: at most 64 characters. Codes and fixed texts only, never values.
         let comment: String = comment.chars().take(64).collect();
         elements.push(DataElement::new(tags::ERROR_COMMENT, VR::LO, PrimitiveValue::from(comment)));
+    }
+    if status == super::CONFLICT_STATUS {
+        elements.push(DataElement::new(
+            tags::OFFENDING_ELEMENT,
+            VR::AT,
+            dicom_core::dicom_value!(Tags, [tags::SOP_INSTANCE_UID]),
+        ));
     }
     let obj = InMemDicomObject::command_from_element_iter(elements);
     let mut out = Vec::new();

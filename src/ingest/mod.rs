@@ -10,6 +10,7 @@
 //! (REST sessions, STOW-RS, C-STORE) goes through [`Ingestor::ingest_batch`].
 
 pub mod archive;
+pub mod content;
 pub mod cstore;
 mod direct;
 pub mod sessions;
@@ -21,7 +22,7 @@ mod writer;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aws_lc_rs::digest::{SHA256, digest};
+use aws_lc_rs::digest::SHA256;
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
@@ -170,7 +171,10 @@ pub(crate) struct Prepared {
     pub quarantine: Option<QuarantineReason>,
     pub stored_size: usize,
     pub object_key: String,
+    /// SHA-256 of the stored object's bytes.
     pub sha256: Vec<u8>,
+    /// Digest of its content whatever the transfer syntax ([`content::digest`]).
+    pub content_sha256: Vec<u8>,
 }
 
 /// A file that was not accepted, before it has its ordinal.
@@ -411,7 +415,7 @@ impl Ingestor {
         let safe_private = self.safe_private.clone();
         let max_shift_days = self.max_shift_days;
         let max_inflated_bytes = self.limits.max_file_bytes;
-        let (deid, sha256, key) = tokio::task::spawn_blocking(move || {
+        let (deid, sha256, content_sha256, key) = tokio::task::spawn_blocking(move || {
             let settings = DeidSettings {
                 key: &key,
                 site: &site_code,
@@ -425,8 +429,14 @@ impl Ingestor {
             for part in &deid.parts {
                 hasher.update(part);
             }
+            let sha256 = hasher.finish().as_ref().to_vec();
+            let content =
+                content::digest(&deid.parts[0], deid.parts.get(1).map(|p| &p[..])).ok_or_else(|| deid::Rejection {
+                    code: "encoding-failed",
+                    message: "the de-identified file could not be read back".into(),
+                })?;
             let key = storage::keys::instance(&deid.meta.study_uid, &deid.meta.series_uid, &deid.meta.sop_uid);
-            Ok::<_, deid::Rejection>((deid, hasher.finish().as_ref().to_vec(), key))
+            Ok::<_, deid::Rejection>((deid, sha256, content, key))
         })
         .await
         .map_err(|_| Refused::new(size, "malformed-dicom", "the file could not be processed"))?
@@ -445,8 +455,9 @@ impl Ingestor {
         let stored_size = deid.len();
         let created = self.create_object(&key, deid.parts, write, size).await?;
         if created == direct::Created::Exists {
-            // Written before (an earlier upload, or one that crashed before its rows):
-            // identical bytes are the same instance, anything else is a conflict.
+            // Written before (an earlier upload, or one that crashed before its
+            // rows): the same content, in whatever transfer syntax, is the same
+            // instance; anything else is a conflict.
             let existing = match self.store.get(&key).await {
                 Ok(result) => result.bytes().await,
                 Err(e) => Err(e),
@@ -455,7 +466,8 @@ impl Ingestor {
                 tracing::error!(error = %e, "reading an existing instance object");
                 Refused::new(size, "storage-failed", "the object store could not be read")
             })?;
-            if digest(&SHA256, &existing).as_ref() != sha256.as_slice() {
+            let existing = tokio::task::spawn_blocking(move || content::digest_of_file(&existing)).await.ok().flatten();
+            if existing.as_deref() != Some(content_sha256.as_slice()) {
                 return Err(Refused::new(size, "conflict", CONFLICT_MESSAGE).of(&deid.meta));
             }
         }
@@ -466,6 +478,7 @@ impl Ingestor {
             stored_size,
             object_key: key.to_string(),
             sha256,
+            content_sha256,
         })
     }
 
@@ -565,5 +578,18 @@ fn with_origin(mut details: serde_json::Value, origin: &serde_json::Value) -> se
 /// The message of a SOP Instance UID conflict.
 pub const CONFLICT_MESSAGE: &str =
     "an instance with this SOP Instance UID (0008,0018) is already stored with different content";
+/// The DICOM status of a conflict, in C-STORE-RSPs and as a STOW-RS Failure
+/// Reason: C111, an implementation-specific code of the "Error: Cannot
+/// understand" family Cxxx. PS3.4 Table B.2-1 lists for C-STORE only A7xx
+/// (out of resources), A9xx (data set does not match SOP class), Cxxx and the
+/// warnings, and PS3.18 Table I.2-2 the same for STOW-RS plus C122, 0110 and
+/// 0122, leaving further codes to the implementation; 0111 (Duplicate SOP
+/// Instance, PS3.7 C.5.7) belongs to N-CREATE and is listed for neither. Of
+/// those families only Cxxx fits an instance that was read and will not be
+/// stored, and, unlike A7xx, it tells the sender not to try again. The low
+/// digits recall 0111; the C-STORE-RSP names SOP Instance UID (0008,0018) as
+/// its Offending Element (0000,0901), which Table B.2-1 allows for Cxxx.
+pub const CONFLICT_STATUS: u16 = 0xC111;
+
 /// The same, in the 64 characters of an Error Comment (0000,0902).
 const CONFLICT_COMMENT: &str = "SOP Instance UID (0008,0018) already stored with other content";

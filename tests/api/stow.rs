@@ -128,6 +128,38 @@ async fn stow_rs_refuses_sop_classes_custodian_does_not_store_with_reason_0122()
 }
 
 #[tokio::test]
+async fn a_real_mr_sent_again_in_other_uncompressed_syntaxes_is_a_duplicate_and_compressed_fails_with_c111() {
+    let app = TestApp::new().await;
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/fixtures/pydicom");
+    let file = |name: &str| std::fs::read(fixtures.join(name)).unwrap();
+    // One MR slice (one SOP Instance UID) as pydicom ships it in four transfer syntaxes.
+    stow(&app, "/dicomweb/studies", &[file("MR_small.dcm")]).await.assert_status(StatusCode::OK);
+    let again = ["MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm"].map(file);
+    let response = stow(&app, "/dicomweb/studies", &again).await;
+    response.assert_status(StatusCode::ACCEPTED);
+    let body = response.json();
+    let position = |item: &serde_json::Value| item["00091001"]["Value"][0].as_i64().unwrap();
+    let referenced = body["00081199"]["Value"].as_array().unwrap();
+    assert_eq!(referenced.iter().map(position).collect::<Vec<_>>(), [1, 2], "implicit and big endian: {body}");
+    // Compressed pixel data is not decoded to be compared: another content.
+    let failed = &body["00081198"]["Value"][0];
+    assert_eq!(position(failed), 3);
+    assert_eq!(failed["00081197"]["Value"][0], 0xC111, "{body}");
+
+    // The request's session is audited with these counts when it commits.
+    let counts: serde_json::Value = sqlx::query_scalar(
+        "select details->'counts' from audit_event where action = 'upload.commit' order by seq desc limit 1",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(counts, serde_json::json!({ "stored": 0, "duplicate": 2, "rejected": 1, "quarantined": 0 }));
+    let stored: (i64, String) =
+        sqlx::query_as("select count(*), min(transfer_syntax) from instance").fetch_one(&app.db).await.unwrap();
+    assert_eq!(stored, (1, "1.2.840.10008.1.2.1".to_owned()), "the first copy stays as it was");
+}
+
+#[tokio::test]
 async fn stow_rs_to_a_study_refuses_instances_of_other_studies() {
     let app = TestApp::new().await;
     let wanted = Instance::ct(1, 1, 1, 1);
