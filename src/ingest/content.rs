@@ -191,3 +191,64 @@ fn raw_pixel_data(hash: &mut Context, raw: &[u8], transfer_syntax: &str) -> Opti
     }
     Some(())
 }
+
+#[cfg(test)]
+mod tests {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    use dicom_object::InMemDicomObject;
+    use dicom_object::meta::FileMetaTableBuilder;
+
+    use super::*;
+
+    fn file(transfer_syntax: &str, extra: &[DataElement<InMemDicomObject>]) -> Vec<u8> {
+        let mut obj = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("2.25.1")),
+            DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from("SUBJ")),
+            DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(2_u16)),
+            DataElement::new(tags::PIXEL_DATA, VR::OW, dicom_core::dicom_value!(U16, [1, 2, 3, 0xABCD])),
+        ]);
+        for element in extra {
+            obj.put(element.clone());
+        }
+        let meta = FileMetaTableBuilder::new()
+            .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.2")
+            .media_storage_sop_instance_uid("2.25.1")
+            .transfer_syntax(transfer_syntax)
+            .build()
+            .unwrap();
+        let mut out = Vec::new();
+        obj.with_exact_meta(meta).write_all(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn the_same_data_set_digests_alike_in_every_uncompressed_syntax_and_kept_apart_or_not() {
+        let explicit = file("1.2.840.10008.1.2.1", &[]);
+        let expected = digest_of_file(&explicit).unwrap();
+        for syntax in ["1.2.840.10008.1.2", "1.2.840.10008.1.2.2"] {
+            let other = file(syntax, &[]);
+            assert_ne!(other, explicit);
+            assert_eq!(digest_of_file(&other), Some(expected.clone()), "{syntax}");
+            assert_eq!(digest(&other, None), Some(expected.clone()), "{syntax}, pixel data parsed");
+        }
+        let padded = file(
+            "1.2.840.10008.1.2.1",
+            &[DataElement::new(TRAILING_PADDING, VR::OB, PrimitiveValue::from(vec![0_u8; 8]))],
+        );
+        assert_eq!(digest_of_file(&padded), Some(expected), "trailing padding means nothing");
+    }
+
+    #[test]
+    fn another_value_or_other_pixels_digest_otherwise() {
+        let expected = digest_of_file(&file("1.2.840.10008.1.2.1", &[])).unwrap();
+        let other_value =
+            file("1.2.840.10008.1.2", &[DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(3_u16))]);
+        assert_ne!(digest_of_file(&other_value).unwrap(), expected);
+        let other_pixels = file(
+            "1.2.840.10008.1.2",
+            &[DataElement::new(tags::PIXEL_DATA, VR::OW, dicom_core::dicom_value!(U16, [1, 2, 3, 0xABCE]))],
+        );
+        assert_ne!(digest_of_file(&other_pixels).unwrap(), expected);
+    }
+}

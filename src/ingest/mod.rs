@@ -525,35 +525,52 @@ struct Order {
 impl Order {
     fn next_turn(&mut self) -> Turn {
         let (claimed, next) = oneshot::channel();
-        Turn { earlier: self.previous.replace(next), claimed, claims: Arc::clone(&self.claims) }
+        Turn { earlier: self.previous.replace(next), claimed: Some(claimed), claims: Arc::clone(&self.claims) }
     }
 }
 
 /// A file's place in its batch.
 struct Turn {
     earlier: Option<oneshot::Receiver<()>>,
-    claimed: oneshot::Sender<()>,
+    /// `None` once claimed.
+    claimed: Option<oneshot::Sender<()>>,
     claims: Arc<std::sync::Mutex<HashMap<String, oneshot::Receiver<()>>>>,
 }
 
 impl Turn {
     /// Claims `sop_uid` once every earlier file of the batch has claimed its
-    /// own (or failed before it knew it), then waits until the earlier file
-    /// with the same UID, if any, has written its object. The returned signal
-    /// is to be dropped once this file's object is written. A turn dropped
-    /// unclaimed lets the next file go on.
-    async fn claim(self, sop_uid: &str) -> oneshot::Sender<()> {
-        if let Some(earlier) = self.earlier {
+    /// own (or given up), then waits until the earlier file with the same UID,
+    /// if any, has written its object. The returned signal is to be dropped
+    /// once this file's object is written.
+    async fn claim(mut self, sop_uid: &str) -> oneshot::Sender<()> {
+        if let Some(earlier) = self.earlier.take() {
             // An error only means that file ended without claiming: go on.
             let _ = earlier.await;
         }
         let (written, signal) = oneshot::channel();
         let before = self.claims.lock().expect("claims").insert(sop_uid.to_owned(), signal);
-        drop(self.claimed);
+        drop(self.claimed.take());
         if let Some(before) = before {
             let _ = before.await;
         }
         written
+    }
+}
+
+impl Drop for Turn {
+    /// A file that gives up before it claims (refused, unreadable) lets the
+    /// next file go on only once the files before it have claimed, so the
+    /// order holds across it.
+    fn drop(&mut self) {
+        if let Some(claimed) = self.claimed.take() {
+            let earlier = self.earlier.take();
+            tokio::spawn(async move {
+                if let Some(earlier) = earlier {
+                    let _ = earlier.await;
+                }
+                drop(claimed);
+            });
+        }
     }
 }
 

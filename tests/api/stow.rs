@@ -68,17 +68,25 @@ async fn stow_rs_reports_failures_per_instance_with_202_or_409() {
 async fn of_two_different_instances_under_one_uid_in_a_request_the_first_is_stored() {
     let app = TestApp::new().await;
     // The first is the larger, so it takes longer to de-identify and write:
-    // which one is stored must not depend on which finishes first.
+    // which one is stored must not depend on which finishes first, nor on a
+    // file refused at once between them.
     let first = Instance { rows: 1024, columns: 1024, ..Instance::ct(3, 1, 1, 1) };
     let second = Instance { seed: 42, ..Instance::ct(3, 1, 1, 1) };
-    let response = stow(&app, "/dicomweb/studies", &[first.to_bytes(), second.to_bytes()]).await;
+    let response = stow(&app, "/dicomweb/studies", &[first.to_bytes(), b"garbage".to_vec(), second.to_bytes()]).await;
     response.assert_status(StatusCode::ACCEPTED);
     let body = response.json();
     assert_eq!(body["00081199"]["Value"].as_array().unwrap().len(), 1, "{body}");
-    assert_eq!(body["00081198"]["Value"].as_array().unwrap().len(), 1, "{body}");
-    let outcomes: Vec<(i32, String)> =
-        sqlx::query_as("select ordinal, outcome from upload_file order by ordinal").fetch_all(&app.db).await.unwrap();
-    assert_eq!(outcomes, [(1, "stored".to_owned()), (2, "rejected".to_owned())]);
+    assert_eq!(body["00081198"]["Value"].as_array().unwrap().len(), 2, "{body}");
+    let outcomes: Vec<(i32, String, Option<String>)> =
+        sqlx::query_as("select ordinal, outcome, code from upload_file order by ordinal")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    let rejected = |code: &str| ("rejected".to_owned(), Some(code.to_owned()));
+    assert_eq!(
+        outcomes.into_iter().map(|(_, outcome, code)| (outcome, code)).collect::<Vec<_>>(),
+        [("stored".to_owned(), None), rejected("not-dicom"), rejected("conflict")]
+    );
     let rows: i32 = sqlx::query_scalar("select rows from instance").fetch_one(&app.db).await.unwrap();
     assert_eq!(rows, 1024, "the catalog holds the first file");
 }
