@@ -7,8 +7,9 @@
 //! Referenced SOP Sequence (0008,1199) for stored instances, with Warning
 //! Reason (0008,1196) = B000 "coercion of data elements" because every
 //! instance is de-identified, and Failed SOP Sequence (0008,1198) with a
-//! Failure Reason (0008,1197). Original UIDs are never echoed back: references
-//! carry registry UIDs, failures only their reason and position.
+//! Failure Reason (0008,1197) and an Error Comment. Original UIDs are never
+//! echoed back: references carry registry UIDs, and every item the position of
+//! the file it answers (see [`store_response`]).
 
 use axum::body::Body;
 use axum::extract::State;
@@ -165,20 +166,51 @@ async fn close(state: &AppState, principal: &Principal, id: uuid::Uuid, commit: 
     Ok(())
 }
 
-/// The Store Instances Response Module in the DICOM JSON model (PS3.18 F.2).
+/// Private creator of the block that numbers the answers (group 0009, block 10).
+const PRIVATE_CREATOR: &str = "CUSTODIAN";
+/// (0009,1001) UL, in Custodian's block: the position of the file in the
+/// request, from 1 (the part's position, each part being one instance).
+const FILE_POSITION: &str = "00091001";
+
+/// The Store Instances Response Module in the DICOM JSON model (PS3.18 F.2,
+/// Annex I). Every item says which file of the request it answers in
+/// (0009,1001): the sender's own SOP Instance UID is an identifier, so it is
+/// never echoed back. Items of instances that could be read carry the SOP
+/// Instance Reference Macro in registry form; a failure carries its Failure
+/// Reason and an Error Comment (0000,0902) naming the problem (tags, never
+/// values). Retrieve URL (0008,1190) is Type 2 and sent empty: instances are
+/// not retrieved over DICOMweb (the catalog lists them under
+/// `/api/v1/series/{uid}/instances`, and data leaves through access grants).
 fn store_response(reports: &[FileReport]) -> Value {
     let mut referenced = Vec::new();
     let mut failed = Vec::new();
     for report in reports {
+        let mut item = serde_json::Map::new();
+        item.insert("00090010".into(), json!({ "vr": "LO", "Value": [PRIVATE_CREATOR] }));
+        item.insert(FILE_POSITION.into(), json!({ "vr": "UL", "Value": [report.ordinal] }));
+        if let Some(class) = &report.sop_class_uid {
+            item.insert("00081150".into(), json!({ "vr": "UI", "Value": [class] }));
+        }
+        if let Some(uid) = &report.sop_uid {
+            item.insert("00081155".into(), json!({ "vr": "UI", "Value": [uid] }));
+        }
         match report.outcome {
-            Outcome::Stored | Outcome::Duplicate | Outcome::Quarantined => referenced.push(json!({
-                "00081155": { "vr": "UI", "Value": [report.sop_uid] },
+            Outcome::Stored | Outcome::Duplicate | Outcome::Quarantined => {
+                item.insert("00081190".into(), json!({ "vr": "UR" }));
                 // B000: coercion of data elements (de-identification)
-                "00081196": { "vr": "US", "Value": [0xB000] },
-            })),
-            Outcome::Rejected => failed.push(json!({
-                "00081197": { "vr": "US", "Value": [failure_reason(report.code.as_deref())] },
-            })),
+                item.insert("00081196".into(), json!({ "vr": "US", "Value": [0xB000] }));
+                referenced.push(Value::Object(item));
+            }
+            Outcome::Rejected => {
+                item.insert(
+                    "00081197".into(),
+                    json!({ "vr": "US", "Value": [failure_reason(report.code.as_deref())] }),
+                );
+                if let Some(comment) = report.error_comment() {
+                    item.insert("00000902".into(), json!({ "vr": "LO", "Value": [comment] }));
+                }
+                failed.push(Value::Object(item));
+            }
         }
     }
     let mut module = serde_json::Map::new();
@@ -191,13 +223,15 @@ fn store_response(reports: &[FileReport]) -> Value {
     Value::Object(module)
 }
 
-/// PS3.4 / PS3.18 failure reasons.
+/// Failure reasons of PS3.18 Table I.2-2.
 fn failure_reason(code: Option<&str>) -> u16 {
     match code {
         Some("not-dicom" | "malformed-dicom" | "unsupported-transfer-syntax") => 0xC000, // cannot understand
         Some("missing-attribute" | "wrong-study") => 0xA900, // does not match SOP class / study
-        Some("conflict") => 0x0111,                          // duplicate SOP instance
-        Some("file-too-large") => 0xA700,                    // out of resources
-        _ => 0x0110,                                         // processing failure
+        // Already stored with other content: see CONFLICT_STATUS for why not 0111.
+        Some("conflict") => crate::ingest::CONFLICT_STATUS,
+        Some("file-too-large") => 0xA700,          // out of resources
+        Some("sop-class-not-supported") => 0x0122, // referenced SOP class not supported
+        _ => 0x0110,                               // processing failure
     }
 }

@@ -51,35 +51,6 @@ use uuid::Uuid;
 use super::{Counts, FileReport, Ingestor, Outcome, Received, Target};
 use crate::config::{DicomConfig, DicomPeer};
 
-/// Storage SOP classes accepted (Verification is accepted as well).
-pub const STORAGE_SOP_CLASSES: &[&str] = &[
-    uids::CT_IMAGE_STORAGE,
-    uids::ENHANCED_CT_IMAGE_STORAGE,
-    uids::MR_IMAGE_STORAGE,
-    uids::ENHANCED_MR_IMAGE_STORAGE,
-    uids::COMPUTED_RADIOGRAPHY_IMAGE_STORAGE,
-    uids::DIGITAL_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION,
-    uids::DIGITAL_X_RAY_IMAGE_STORAGE_FOR_PROCESSING,
-    uids::DIGITAL_MAMMOGRAPHY_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION,
-    uids::DIGITAL_MAMMOGRAPHY_X_RAY_IMAGE_STORAGE_FOR_PROCESSING,
-    uids::ULTRASOUND_IMAGE_STORAGE,
-    uids::ULTRASOUND_MULTI_FRAME_IMAGE_STORAGE,
-    uids::SECONDARY_CAPTURE_IMAGE_STORAGE,
-    uids::NUCLEAR_MEDICINE_IMAGE_STORAGE,
-    uids::POSITRON_EMISSION_TOMOGRAPHY_IMAGE_STORAGE,
-    uids::ENHANCED_PET_IMAGE_STORAGE,
-    uids::RT_IMAGE_STORAGE,
-    uids::RT_DOSE_STORAGE,
-    uids::RT_STRUCTURE_SET_STORAGE,
-    uids::RT_PLAN_STORAGE,
-    uids::SEGMENTATION_STORAGE,
-    uids::X_RAY_ANGIOGRAPHIC_IMAGE_STORAGE,
-    uids::X_RAY_RADIOFLUOROSCOPIC_IMAGE_STORAGE,
-    uids::BASIC_TEXT_SR_STORAGE,
-    uids::ENHANCED_SR_STORAGE,
-    uids::COMPREHENSIVE_SR_STORAGE,
-];
-
 /// Transfer syntaxes accepted. The data set is re-wrapped, never decoded, so
 /// encapsulated (compressed) syntaxes need no codec. dicom-ul drops the ones the
 /// transfer syntax registry cannot read; Deflated is readable (the registry's
@@ -131,7 +102,6 @@ const NO_DATA_SET: u16 = 0x0101;
 
 // Status codes (PS3.4 B.2.3, PS3.7 C).
 const SUCCESS: u16 = 0x0000;
-const DUPLICATE_SOP_INSTANCE: u16 = 0x0111;
 const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
 const UNRECOGNIZED_OPERATION: u16 = 0x0211;
 const OUT_OF_RESOURCES: u16 = 0xA700;
@@ -285,7 +255,8 @@ impl Scp {
             .read_timeout(IDLE_TIMEOUT)
             .write_timeout(WRITE_TIMEOUT)
             .with_abstract_syntax(uids::VERIFICATION);
-        for sop_class in STORAGE_SOP_CLASSES {
+        // The classes every other path stores, and no other.
+        for (sop_class, _) in super::sop_classes::STORAGE_SOP_CLASSES {
             options = options.with_abstract_syntax(*sop_class);
         }
         for transfer_syntax in TRANSFER_SYNTAXES {
@@ -828,7 +799,7 @@ impl Link<'_> {
         };
         match self.scp.ingest.ingest_one(&self.actor, target, received).await {
             Ok(report) => {
-                let answer = (status_of(&report), report.code.clone().filter(|_| report.outcome == Outcome::Rejected));
+                let answer = (status_of(&report), report.error_comment());
                 self.reports.push(report);
                 answer
             }
@@ -930,7 +901,8 @@ pub fn status_of(report: &FileReport) -> u16 {
             Some("missing-attribute" | "wrong-study") => DATA_SET_DOES_NOT_MATCH,
             Some("not-dicom" | "malformed-dicom" | "unsupported-transfer-syntax") => CANNOT_UNDERSTAND,
             Some("file-too-large") => OUT_OF_RESOURCES,
-            Some("conflict") => DUPLICATE_SOP_INSTANCE,
+            Some("sop-class-not-supported") => SOP_CLASS_NOT_SUPPORTED,
+            Some("conflict") => super::CONFLICT_STATUS,
             _ => UNABLE_TO_PROCESS,
         },
     }
@@ -974,6 +946,13 @@ fn response(field: u16, command: &Command, status: u16, comment: Option<&str>) -
         // Error Comment is LO: at most 64 characters. Codes and fixed texts only, never values.
         let comment: String = comment.chars().take(64).collect();
         elements.push(DataElement::new(tags::ERROR_COMMENT, VR::LO, PrimitiveValue::from(comment)));
+    }
+    if status == super::CONFLICT_STATUS {
+        elements.push(DataElement::new(
+            tags::OFFENDING_ELEMENT,
+            VR::AT,
+            dicom_core::dicom_value!(Tags, [tags::SOP_INSTANCE_UID]),
+        ));
     }
     let obj = InMemDicomObject::command_from_element_iter(elements);
     let mut out = Vec::new();

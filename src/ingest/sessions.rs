@@ -102,6 +102,7 @@ pub async fn list_file_reports(db: impl PgExecutor<'_>, id: Uuid) -> Result<Vec<
             code: r.code,
             message: r.message,
             sop_uid: r.sop_uid,
+            sop_class_uid: None,
             size_bytes: r.size_bytes,
         })
         .collect())

@@ -297,7 +297,7 @@ async fn write_group(
             slots.push(match item {
                 Ok(file) if request.target.only_study.as_ref().is_some_and(|study| *study != file.meta.study_uid) => {
                     // Its object stays unreferenced and goes with the next sweep.
-                    Some(wrong_study(file.size).report(ordinal))
+                    Some(wrong_study(file).report(ordinal))
                 }
                 Ok(file) => {
                     rows.push(Row { request: r, index, ordinal, target: request.target, file });
@@ -401,8 +401,9 @@ async fn open_sessions(
     Ok(sessions)
 }
 
-fn wrong_study(size: usize) -> Refused {
-    Refused::new(size, "wrong-study", "the instance belongs to another study than the one addressed")
+fn wrong_study(file: &Prepared) -> Refused {
+    Refused::new(file.size, "wrong-study", "the instance belongs to another study than the one addressed")
+        .of(&file.meta)
 }
 
 fn len_i32(n: usize) -> i32 {
@@ -574,15 +575,16 @@ async fn insert_rows(
         r#"with inserted as (
          insert into instance (sop_uid, series_id, upload_session_id, sop_class_uid, transfer_syntax, instance_number,
                                rows, columns, frames, object_key, size_bytes, sha256, status, quarantine_code,
-                               quarantine_reason, referenced_sop_uids)
+                               quarantine_reason, referenced_sop_uids, content_sha256)
          select v.sop_uid, v.series_id, v.session_id, v.sop_class_uid, v.transfer_syntax, v.instance_number,
                 v.rows, v.columns, v.frames, v.object_key, v.size_bytes, v.sha256, v.status, v.quarantine_code,
-                v.quarantine_reason, string_to_array(v.refs, ' ')
+                v.quarantine_reason, string_to_array(v.refs, ' '), v.content_sha256
          from unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::int[], $7::int[], $8::int[],
                      $9::int[], $10::text[], $11::int8[], $12::bytea[], $13::text[], $14::text[], $15::text[],
-                     $16::text[])
+                     $16::text[], $17::bytea[])
               as v(sop_uid, series_id, session_id, sop_class_uid, transfer_syntax, instance_number, rows, columns,
-                   frames, object_key, size_bytes, sha256, status, quarantine_code, quarantine_reason, refs)
+                   frames, object_key, size_bytes, sha256, status, quarantine_code, quarantine_reason, refs,
+                   content_sha256)
          on conflict (sop_uid) do nothing
          returning sop_uid
          ), head as (
@@ -612,6 +614,7 @@ async fn insert_rows(
             as &[Option<String>],
         // UIDs are digits and dots, so a space separates them safely.
         &offered.iter().map(|r| r.file.meta.referenced_sop_uids.join(" ")).collect::<Vec<_>>(),
+        &offered.iter().map(|r| r.file.content_sha256.clone()).collect::<Vec<_>>(),
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -622,18 +625,20 @@ async fn insert_rows(
     let mut claimed = std::collections::HashSet::new();
     let others: Vec<String> =
         rows.iter().filter(|r| !inserted.contains(&r.file.meta.sop_uid)).map(|r| r.file.meta.sop_uid.clone()).collect();
-    let existing: HashMap<String, Vec<u8>> = if others.is_empty() {
+    // The same content is the same instance, whatever its transfer syntax;
+    // rows stored before content digests existed compare by their bytes.
+    let existing: HashMap<String, Digests> = if others.is_empty() {
         HashMap::new()
     } else {
-        sqlx::query!("select sop_uid, sha256 from instance where sop_uid = any($1)", &others)
+        sqlx::query!("select sop_uid, sha256, content_sha256 from instance where sop_uid = any($1)", &others)
             .fetch_all(&mut *tx)
             .await?
             .into_iter()
-            .map(|r| (r.sop_uid, r.sha256))
+            .map(|r| (r.sop_uid, Digests { bytes: r.sha256, content: r.content_sha256 }))
             .collect()
     };
-    let sha_in_group: HashMap<&str, &[u8]> =
-        offered.iter().map(|r| (r.file.meta.sop_uid.as_str(), r.file.sha256.as_slice())).collect();
+    let in_group: HashMap<&str, Digests> =
+        offered.iter().map(|r| (r.file.meta.sop_uid.as_str(), Digests::of(r.file))).collect();
     for row in rows {
         let meta = &row.file.meta;
         let report = |outcome, code: Option<&str>, message: Option<&str>| FileReport {
@@ -643,6 +648,7 @@ async fn insert_rows(
             message: message.map(str::to_owned),
             sop_uid: Some(meta.sop_uid.clone()),
             size_bytes: i64::try_from(row.file.size).unwrap_or(i64::MAX),
+            sop_class_uid: Some(meta.sop_class_uid.clone()),
         };
         let first_claim = inserted.contains(&meta.sop_uid) && claimed.insert(meta.sop_uid.as_str());
         reports.push(if first_claim {
@@ -651,11 +657,8 @@ async fn insert_rows(
                 None => report(Outcome::Stored, None, None),
             }
         } else {
-            let stored = existing
-                .get(&meta.sop_uid)
-                .map(Vec::as_slice)
-                .or_else(|| sha_in_group.get(meta.sop_uid.as_str()).copied());
-            if stored == Some(row.file.sha256.as_slice()) {
+            let stored = existing.get(&meta.sop_uid).or_else(|| in_group.get(meta.sop_uid.as_str()));
+            if stored.is_some_and(|stored| stored.same_as(row.file)) {
                 report(Outcome::Duplicate, None, None)
             } else {
                 report(Outcome::Rejected, Some("conflict"), Some(CONFLICT_MESSAGE))
@@ -663,6 +666,27 @@ async fn insert_rows(
         });
     }
     Ok((reports, learned, head))
+}
+
+/// What an instance is compared by.
+struct Digests {
+    bytes: Vec<u8>,
+    content: Option<Vec<u8>>,
+}
+
+impl Digests {
+    fn of(file: &Prepared) -> Self {
+        Self { bytes: file.sha256.clone(), content: Some(file.content_sha256.clone()) }
+    }
+
+    /// Whether `file` is this instance again: the same content, or, for a row
+    /// without a content digest, the same bytes.
+    fn same_as(&self, file: &Prepared) -> bool {
+        match &self.content {
+            Some(content) => *content == file.content_sha256,
+            None => self.bytes == file.sha256,
+        }
+    }
 }
 
 /// A scanner's identity: manufacturer, model and the bits of its field strength.

@@ -198,6 +198,107 @@ async fn storescu_stores_instances_that_are_published_when_the_association_is_re
 }
 
 #[tokio::test]
+async fn storescu_stores_ecgs_ion_plans_key_objects_presentation_states_and_dose_reports_as_uploads_do() {
+    let app = TestApp::new().await;
+    let scp = Scp::start(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Classes C-STORE refused at negotiation while uploads stored them.
+    let classes = [
+        ("1.2.840.10008.5.1.4.1.1.9.1.1", "ECG"),    // 12-lead ECG Waveform
+        ("1.2.840.10008.5.1.4.1.1.481.8", "RTPLAN"), // RT Ion Plan
+        ("1.2.840.10008.5.1.4.1.1.88.59", "KO"),     // Key Object Selection Document
+        ("1.2.840.10008.5.1.4.1.1.11.1", "PR"),      // Grayscale Softcopy Presentation State
+        ("1.2.840.10008.5.1.4.1.1.88.67", "SR"),     // X-Ray Radiation Dose SR
+    ];
+    let named: Vec<(String, Vec<u8>)> = (1..)
+        .zip(classes)
+        .map(|(series, (sop_class, modality))| {
+            let instance = Instance { modality, sop_class, ..Instance::ct(16, 1, series, 1) };
+            (format!("{series}.dcm"), instance.to_bytes())
+        })
+        .collect();
+    let named: Vec<(&str, Vec<u8>)> = named.iter().map(|(name, bytes)| (name.as_str(), bytes.clone())).collect();
+    let files = write_files(dir.path(), &named);
+
+    // -R: propose the files' classes only (storescu's own default list is cut at 128 contexts).
+    let output = storescu(&scp, "STORESCU", &["-R"], &files).await;
+    assert!(output.status.success(), "storescu failed:\n{}", transcript(&output));
+    assert_eq!(transcript(&output).matches("Received Store Response (Success)").count(), 5, "{}", transcript(&output));
+    let mut stored: Vec<String> = sqlx::query_scalar("select sop_class_uid from instance where status = 'published'")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    stored.sort_unstable();
+    let mut expected: Vec<String> = classes.iter().map(|(class, _)| (*class).to_owned()).collect();
+    expected.sort_unstable();
+    assert_eq!(stored, expected);
+    scp.stop().await;
+}
+
+/// The upload sessions' counts, oldest first, as their commits audited them.
+async fn committed_counts(app: &TestApp) -> Vec<serde_json::Value> {
+    sqlx::query_scalar("select details->'counts' from audit_event where action = 'upload.commit' order by seq")
+        .fetch_all(&app.db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_instance_sent_again_in_another_transfer_syntax_is_a_duplicate_and_other_content_fails_with_c111() {
+    let app = TestApp::new().await;
+    let scp = Scp::start(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let instance = Instance::ct(17, 1, 1, 1);
+    let files = write_files(
+        dir.path(),
+        &[("explicit.dcm", instance.to_bytes()), ("changed.dcm", Instance { seed: 99, ..instance.clone() }.to_bytes())],
+    );
+    let deflated = dir.path().join("deflated.dcm");
+    let converted =
+        dcmtk("dcmconv", &["+td".to_owned(), files[0].display().to_string(), deflated.display().to_string()]).await;
+    assert!(converted.status.success(), "{}", transcript(&converted));
+
+    // As a PACS does: once in Explicit VR Little Endian, then again over
+    // Implicit VR Little Endian (storescu converts) and Deflated. (Big Endian
+    // is never chosen while the sender also proposes Little Endian; the
+    // STOW-RS tests send a real Big Endian file.)
+    for (options, file, wire) in [
+        (&[][..], &files[0], "Little Endian Explicit"),
+        (&["-xi"][..], &files[0], "Little Endian Implicit"),
+        (&["-xd"][..], &deflated, "Deflated Explicit VR Little Endian"),
+    ] {
+        let output = storescu(&scp, "STORESCU", options, std::slice::from_ref(file)).await;
+        let text = transcript(&output);
+        assert!(output.status.success(), "storescu failed:\n{text}");
+        assert!(text.contains(wire), "sent as {wire}:\n{text}");
+        assert!(text.contains("Received Store Response (Success)"), "{text}");
+    }
+    // -d: storescu prints the response's command set.
+    let changed = storescu(&scp, "STORESCU", &["-xi", "-d"], &files[1..]).await;
+    let text = transcript(&changed);
+    assert!(text.contains("DIMSE Status                  : 0xc111: Error: Cannot understand"), "{text}");
+    assert!(text.contains("(0008,0018)"), "SOP Instance UID is the Offending Element:\n{text}");
+
+    assert_eq!(count(&app, "select count(*) from instance").await, 1);
+    let outcomes: Vec<(String, Option<String>)> =
+        sqlx::query_as("select outcome, code from upload_file order by upload_session_id, ordinal")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    let mut outcomes = outcomes
+        .into_iter()
+        .map(|(o, c)| format!("{o}{}", c.map(|c| format!(":{c}")).unwrap_or_default()))
+        .collect::<Vec<_>>();
+    outcomes.sort_unstable();
+    assert_eq!(outcomes, ["duplicate", "duplicate", "rejected:conflict", "stored"]);
+    // Each association is one session, and its commit is audited with its counts.
+    let counts = committed_counts(&app).await;
+    let of = |stored: u32, duplicate: u32, rejected: u32| serde_json::json!({ "stored": stored, "duplicate": duplicate, "rejected": rejected, "quarantined": 0 });
+    assert_eq!(counts, [of(1, 0, 0), of(0, 1, 0), of(0, 1, 0), of(0, 0, 1)]);
+    scp.stop().await;
+}
+
+#[tokio::test]
 async fn associations_from_unknown_calling_ae_titles_or_to_another_called_ae_title_are_rejected() {
     let app = TestApp::new().await;
     let scp = Scp::start(&app).await;

@@ -65,6 +65,109 @@ async fn stow_rs_reports_failures_per_instance_with_202_or_409() {
 }
 
 #[tokio::test]
+async fn of_two_different_instances_under_one_uid_in_a_request_the_first_is_stored() {
+    let app = TestApp::new().await;
+    // The first is the larger, so it takes longer to de-identify and write:
+    // which one is stored must not depend on which finishes first, nor on a
+    // file refused at once between them.
+    let first = Instance { rows: 1024, columns: 1024, ..Instance::ct(3, 1, 1, 1) };
+    let second = Instance { seed: 42, ..Instance::ct(3, 1, 1, 1) };
+    let response = stow(&app, "/dicomweb/studies", &[first.to_bytes(), b"garbage".to_vec(), second.to_bytes()]).await;
+    response.assert_status(StatusCode::ACCEPTED);
+    let body = response.json();
+    assert_eq!(body["00081199"]["Value"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(body["00081198"]["Value"].as_array().unwrap().len(), 2, "{body}");
+    let outcomes: Vec<(i32, String, Option<String>)> =
+        sqlx::query_as("select ordinal, outcome, code from upload_file order by ordinal")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    let rejected = |code: &str| ("rejected".to_owned(), Some(code.to_owned()));
+    assert_eq!(
+        outcomes.into_iter().map(|(_, outcome, code)| (outcome, code)).collect::<Vec<_>>(),
+        [("stored".to_owned(), None), rejected("not-dicom"), rejected("conflict")]
+    );
+    let rows: i32 = sqlx::query_scalar("select rows from instance").fetch_one(&app.db).await.unwrap();
+    assert_eq!(rows, 1024, "the catalog holds the first file");
+}
+
+#[tokio::test]
+async fn every_answer_names_the_part_it_answers_and_a_failure_says_what_went_wrong() {
+    let app = TestApp::new().await;
+    let instance = Instance::ct(4, 1, 1, 1);
+    let variant = Instance { seed: 42, ..instance.clone() };
+    let response =
+        stow(&app, "/dicomweb/studies", &[b"garbage".to_vec(), instance.to_bytes(), variant.to_bytes()]).await;
+    response.assert_status(StatusCode::ACCEPTED);
+    let body = response.json();
+    let position = |item: &serde_json::Value| item["00091001"]["Value"][0].as_i64().unwrap();
+
+    let stored = &body["00081199"]["Value"][0];
+    assert_eq!(position(stored), 2, "{body}");
+    assert_eq!(stored["00090010"]["Value"][0], "CUSTODIAN", "the private block's creator");
+    assert_eq!(stored["00081150"]["Value"][0], "1.2.840.10008.5.1.4.1.1.2", "Referenced SOP Class UID");
+    let uid = stored["00081155"]["Value"][0].as_str().unwrap();
+    assert!(uid.starts_with("2.25."), "the registry UID: {body}");
+    assert_eq!(stored["00081190"], serde_json::json!({ "vr": "UR" }), "Retrieve URL, type 2, empty");
+
+    let failed = body["00081198"]["Value"].as_array().unwrap();
+    assert_eq!(failed.iter().map(position).collect::<Vec<_>>(), [1, 3]);
+    assert!(failed[0].get("00081155").is_none(), "nothing could be read of the garbage");
+    let comment = |item: &serde_json::Value| item["00000902"]["Value"][0].as_str().unwrap().to_owned();
+    assert!(comment(&failed[0]).contains("DICM"), "{body}");
+    assert_eq!(failed[1]["00081155"]["Value"][0], uid, "the conflict names the stored instance");
+    assert!(comment(&failed[1]).contains("(0008,0018)"), "{body}");
+    assert!(failed.iter().all(|f| comment(f).chars().count() <= 64), "an Error Comment is LO");
+    assert!(canaries_in(&response.body).is_empty());
+}
+
+#[tokio::test]
+async fn stow_rs_refuses_sop_classes_custodian_does_not_store_with_reason_0122() {
+    let app = TestApp::new().await;
+    // An encapsulated PDF: the profile empties its document, so nothing of it could be kept.
+    let pdf = Instance { sop_class: "1.2.840.10008.5.1.4.1.1.104.1", modality: "DOC", ..Instance::ct(5, 1, 1, 1) };
+    let response = stow(&app, "/dicomweb/studies", &[pdf.to_bytes()]).await;
+    response.assert_status(StatusCode::CONFLICT);
+    let failed = &response.json()["00081198"]["Value"][0];
+    assert_eq!(failed["00081197"]["Value"][0], 0x0122, "Referenced SOP Class not supported: {failed}");
+    assert!(failed["00000902"]["Value"][0].as_str().unwrap().contains("1.2.840.10008.5.1.4.1.1.104.1"));
+    let stored: i64 = sqlx::query_scalar("select count(*) from instance").fetch_one(&app.db).await.unwrap();
+    assert_eq!(stored, 0);
+}
+
+#[tokio::test]
+async fn a_real_mr_sent_again_in_other_uncompressed_syntaxes_is_a_duplicate_and_compressed_fails_with_c111() {
+    let app = TestApp::new().await;
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/fixtures/pydicom");
+    let file = |name: &str| std::fs::read(fixtures.join(name)).unwrap();
+    // One MR slice (one SOP Instance UID) as pydicom ships it in four transfer syntaxes.
+    stow(&app, "/dicomweb/studies", &[file("MR_small.dcm")]).await.assert_status(StatusCode::OK);
+    let again = ["MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm"].map(file);
+    let response = stow(&app, "/dicomweb/studies", &again).await;
+    response.assert_status(StatusCode::ACCEPTED);
+    let body = response.json();
+    let position = |item: &serde_json::Value| item["00091001"]["Value"][0].as_i64().unwrap();
+    let referenced = body["00081199"]["Value"].as_array().unwrap();
+    assert_eq!(referenced.iter().map(position).collect::<Vec<_>>(), [1, 2], "implicit and big endian: {body}");
+    // Compressed pixel data is not decoded to be compared: another content.
+    let failed = &body["00081198"]["Value"][0];
+    assert_eq!(position(failed), 3);
+    assert_eq!(failed["00081197"]["Value"][0], 0xC111, "{body}");
+
+    // The request's session is audited with these counts when it commits.
+    let counts: serde_json::Value = sqlx::query_scalar(
+        "select details->'counts' from audit_event where action = 'upload.commit' order by seq desc limit 1",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(counts, serde_json::json!({ "stored": 0, "duplicate": 2, "rejected": 1, "quarantined": 0 }));
+    let stored: (i64, String) =
+        sqlx::query_as("select count(*), min(transfer_syntax) from instance").fetch_one(&app.db).await.unwrap();
+    assert_eq!(stored, (1, "1.2.840.10008.1.2.1".to_owned()), "the first copy stays as it was");
+}
+
+#[tokio::test]
 async fn stow_rs_to_a_study_refuses_instances_of_other_studies() {
     let app = TestApp::new().await;
     let wanted = Instance::ct(1, 1, 1, 1);
