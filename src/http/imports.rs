@@ -205,27 +205,36 @@ enum ReadError {
 async fn read_table(body: Body, limit: usize, mut guard: Option<ShapeGuard>) -> Result<bytes::Bytes, ReadError> {
     use http_body_util::BodyExt;
     let mut body = body;
-    let mut bytes = bytes::BytesMut::new();
-    let mut checked = 0;
+    // The chunks as they come, joined once at the end (a body read whole by
+    // the NUL check arrives as one chunk and is not copied).
+    let mut chunks: Vec<bytes::Bytes> = Vec::new();
+    let mut size = 0;
+    // Whether the body is gzip is known from its first two bytes.
+    let mut gzip = None;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(|_| ReadError::Unreadable)?.into_data() else { continue };
-        if bytes.len() + data.len() > limit {
+        size += data.len();
+        if size > limit {
             return Err(ReadError::TooLarge);
         }
-        bytes.extend_from_slice(&data);
-        // Whether the body is gzip is known from its first two bytes.
-        if bytes.len() >= 2 && is_gzip(&bytes) {
-            guard = None;
-        }
-        if let Some(guard) = guard.as_mut().filter(|_| bytes.len() >= 2) {
-            guard.feed(&bytes[checked..]).map_err(ReadError::Shape)?;
-            checked = bytes.len();
+        chunks.push(data);
+        let unchecked = match gzip {
+            Some(_) => &chunks[chunks.len() - 1..],
+            None if size >= 2 => {
+                let head: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).take(2).collect();
+                gzip = Some(is_gzip(&head));
+                &chunks[..]
+            }
+            None => continue,
+        };
+        if let Some(guard) = guard.as_mut().filter(|_| gzip == Some(false)) {
+            unchecked.iter().try_for_each(|chunk| guard.feed(chunk)).map_err(ReadError::Shape)?;
         }
     }
-    if let Some(guard) = guard.as_mut() {
-        guard.feed(&bytes[checked..]).map_err(ReadError::Shape)?;
+    if let Some(guard) = guard.as_mut().filter(|_| gzip.is_none()) {
+        chunks.iter().try_for_each(|chunk| guard.feed(chunk)).map_err(ReadError::Shape)?;
     }
-    Ok(bytes.freeze())
+    Ok(super::uploads::join(chunks, size))
 }
 
 /// The answer to a table refused for its shape (or size) before it was parsed.

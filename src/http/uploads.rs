@@ -350,7 +350,7 @@ fn one(item: Result<Received, ApiError>) -> Files {
 }
 
 /// One buffer of `size` bytes from `chunks`, copying only when there are several.
-fn join(mut chunks: Vec<bytes::Bytes>, size: usize) -> bytes::Bytes {
+pub(crate) fn join(mut chunks: Vec<bytes::Bytes>, size: usize) -> bytes::Bytes {
     if chunks.len() == 1 {
         return chunks.pop().expect("one chunk");
     }
