@@ -4,6 +4,7 @@
 #
 #   benches/hostile-memory.sh                               # this checkout
 #   BASELINE=/path/to/older/custodian benches/hostile-memory.sh   # and an older binary, side by side
+#   ONLY_BASELINE=1 BASELINE=... benches/hostile-memory.sh          # the older binary alone
 #
 # For each request the server starts afresh on its own data directory, its
 # idle resident memory (VmRSS) is read once it is ready, its peak counter
@@ -121,5 +122,5 @@ run() {
 
 echo "binary    request                  http  peak-MiB retained-MiB (above idle)"
 [ -n "${BASELINE:-}" ] && run baseline "$BASELINE"
-run this "$BIN"
+[ -n "${ONLY_BASELINE:-}" ] || run this "$BIN"
 exit $failed
