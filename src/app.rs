@@ -46,6 +46,7 @@ pub fn build_router(state: AppState) -> Router {
     let timeout = state.config.http.request_timeout_secs;
     let bulk_timeout = state.config.http.bulk_timeout_secs;
     let body_limit = state.config.http.body_limit_bytes;
+    let json_limits = crate::http::JsonLimits::new(&state.config);
 
     let router = api
         .merge(crate::http::ops::router())
@@ -53,7 +54,7 @@ pub fn build_router(state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(move |req, next| enforce_timeout(timeout, bulk_timeout, req, next)))
-        .layer(middleware::from_fn(move |req, next| crate::http::nul::refuse(body_limit, req, next)))
+        .layer(middleware::from_fn(move |req, next| crate::http::nul::refuse(json_limits, req, next)))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track))
         .with_state(state);

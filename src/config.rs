@@ -238,6 +238,10 @@ pub struct IngestConfig {
     pub sweep_grace_secs: u64,
     /// Largest table import (CSV, JSON, VCF; a gzip body counts expanded).
     pub max_table_bytes: usize,
+    /// Longest line (record) of a CSV, TSV or VCF import, header included.
+    pub max_table_line_bytes: usize,
+    /// Most columns of a CSV, TSV or VCF import.
+    pub max_table_columns: usize,
 }
 
 impl Default for IngestConfig {
@@ -251,6 +255,8 @@ impl Default for IngestConfig {
             sweep_interval_secs: 3600,
             sweep_grace_secs: 3600,
             max_table_bytes: 512 * 1024 * 1024,
+            max_table_line_bytes: 1024 * 1024,
+            max_table_columns: 10_000,
         }
     }
 }
@@ -578,6 +584,12 @@ impl Config {
         }
         if self.ingest.parallelism == 0 {
             return invalid("ingest.parallelism", "must be at least 1");
+        }
+        if self.ingest.max_table_line_bytes == 0 {
+            return invalid("ingest.max_table_line_bytes", "must be at least 1");
+        }
+        if self.ingest.max_table_columns == 0 {
+            return invalid("ingest.max_table_columns", "must be at least 1");
         }
         self.dicom.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {

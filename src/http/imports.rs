@@ -14,8 +14,9 @@ use crate::app::AppState;
 use crate::auth::{Principal, Role};
 use crate::dictionary::db as dictionary;
 use crate::error::{ApiError, ErrorBody, Result};
-use crate::ingest::tables::table::Format;
-use crate::ingest::tables::{self, ImportKind, ImportReport, Parsed, Problems};
+use crate::ingest::tables::table::{Format, ShapeError, ShapeGuard};
+use crate::ingest::tables::variants::{GunzipError, is_gzip};
+use crate::ingest::tables::{self, ImportKind, ImportReport, Parsed, Problem, Problems};
 use crate::openapi::tags;
 use crate::registry::db as registry;
 
@@ -112,18 +113,30 @@ pub async fn import_table(
     let (Some(cohort), Some(site)) = (cohort, site) else {
         return Err(ApiError::BadRequest(format!("no cohort `{cohort_slug}` with a site `{site_code}`")));
     };
-    let limit = state.config.ingest.max_table_bytes;
-    let body = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge)?;
+    let ingest = &state.config.ingest;
+    let limit = ingest.max_table_bytes;
+    let (max_line, max_columns) = (ingest.max_table_line_bytes, ingest.max_table_columns);
+    let mut guard = match format {
+        BodyFormat::Vcf => Some(ShapeGuard::vcf(max_line, max_columns)),
+        BodyFormat::Table(Format::Csv) => Some(ShapeGuard::csv(max_line, max_columns)),
+        BodyFormat::Table(Format::Json) => None,
+    };
+    let body = read_table(body, limit, guard.clone()).await.map_err(|e| match e {
+        ReadError::TooLarge => ApiError::PayloadTooLarge,
+        ReadError::Unreadable => ApiError::BadRequest("the request body could not be read".into()),
+        ReadError::Shape(e) => refused_shape(kind, &e),
+    })?;
     let dictionary = dictionary::dictionary(&state.db).await?;
 
     // Parsing and checking are CPU work: off the async workers.
     let (parsed, problems, format_name) = tokio::task::spawn_blocking(move || {
         let mut problems = Problems::default();
-        let body = match tables::variants::gunzip(&body, limit) {
+        let body = match tables::variants::gunzip(&body, limit, guard.as_mut()) {
             Ok(body) => body,
-            Err(message) => {
-                problems.add(None, None, "invalid-gzip", message);
-                return (Parsed::default(), problems, "gzip");
+            Err(GunzipError::Shape(e)) => return Err(e),
+            Err(e) => {
+                problems.add(None, None, "invalid-gzip", e.to_string());
+                return Ok((Parsed::default(), problems, "gzip"));
             }
         };
         let (parsed, name) = match (kind, format) {
@@ -142,10 +155,11 @@ pub async fn import_table(
             }
             (_, BodyFormat::Vcf) => unreachable!("VCF is only accepted for variants"),
         };
-        (parsed, problems, name)
+        Ok((parsed, problems, name))
     })
     .await
-    .map_err(|e| ApiError::Internal(anyhow::anyhow!("import parser panicked: {e}")))?;
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("import parser panicked: {e}")))?
+    .map_err(|e| refused_shape(kind, &e))?;
 
     if !problems.is_empty() {
         let total = problems.total();
@@ -176,4 +190,64 @@ pub async fn import_table(
     let report = tables::db::write(&mut tx, &context, parsed).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, AppJson(report)))
+}
+
+/// Why a table body was refused while it was read.
+enum ReadError {
+    TooLarge,
+    Unreadable,
+    Shape(ShapeError),
+}
+
+/// The body of a table import, read as it arrives within `limit` bytes; a
+/// plain-text body is checked by `guard` on the way, so a hostile line is
+/// refused once it passes its limit (a gzip body is checked as it expands).
+async fn read_table(body: Body, limit: usize, mut guard: Option<ShapeGuard>) -> Result<bytes::Bytes, ReadError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    // The chunks as they come, joined once at the end (a body read whole by
+    // the NUL check arrives as one chunk and is not copied).
+    let mut chunks: Vec<bytes::Bytes> = Vec::new();
+    let mut size = 0;
+    // Whether the body is gzip is known from its first two bytes.
+    let mut gzip = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| ReadError::Unreadable)?.into_data() else { continue };
+        size += data.len();
+        if size > limit {
+            return Err(ReadError::TooLarge);
+        }
+        chunks.push(data);
+        let unchecked = match gzip {
+            Some(_) => &chunks[chunks.len() - 1..],
+            None if size >= 2 => {
+                let head: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).take(2).collect();
+                gzip = Some(is_gzip(&head));
+                &chunks[..]
+            }
+            None => continue,
+        };
+        if let Some(guard) = guard.as_mut().filter(|_| gzip == Some(false)) {
+            unchecked.iter().try_for_each(|chunk| guard.feed(chunk)).map_err(ReadError::Shape)?;
+        }
+    }
+    if let Some(guard) = guard.as_mut().filter(|_| gzip.is_none()) {
+        chunks.iter().try_for_each(|chunk| guard.feed(chunk)).map_err(ReadError::Shape)?;
+    }
+    Ok(super::uploads::join(chunks, size))
+}
+
+/// The answer to a table refused for its shape (or size) before it was parsed.
+fn refused_shape(kind: ImportKind, error: &ShapeError) -> ApiError {
+    ApiError::Invalid {
+        code: error.code(),
+        message: format!("{error}; nothing of the {} import was stored", kind.as_str()),
+        problems: vec![Problem {
+            row: Some(error.line()),
+            column: None,
+            path: None,
+            code: error.code(),
+            message: error.to_string(),
+        }],
+    }
 }

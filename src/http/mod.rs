@@ -31,6 +31,44 @@ pub mod withdrawals;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppState;
+use crate::config::Config;
+
+/// The largest body each route reads, in one place. Every route has one:
+///
+/// | route | body | limit | held in memory |
+/// |---|---|---|---|
+/// | every JSON body not named below | JSON | `http.body_limit_bytes` | whole |
+/// | `POST /api/v1/annotations` | JSON | [`nul::ANNOTATION_JSON_LIMIT`] | whole |
+/// | `POST /api/v1/imports/{kind}` | CSV, TSV, VCF, gzip, JSON | `ingest.max_table_bytes`; lines and columns `ingest.max_table_line_bytes` / `ingest.max_table_columns`, checked as the body arrives | whole, once within the line limits |
+/// | `POST /api/v1/uploads/{id}/files`, STOW-RS | one DICOM file | `ingest.max_file_bytes` | whole |
+/// | the same | zip | `ingest.max_request_bytes` compressed | compressed whole, one inflated entry at a time |
+/// | the same | multipart | `ingest.max_request_bytes` streamed, `ingest.max_file_bytes` a part | at most `ingest.parallelism` files |
+/// | `POST /api/v1/annotations/masks` | multipart NIfTI | `ingest.max_file_bytes` | whole |
+///
+/// Routes that stream files switch axum's default limit off and enforce theirs
+/// while reading; JSON bodies are read (and checked for NUL) by [`nul::refuse`].
+#[derive(Debug, Clone, Copy)]
+pub struct JsonLimits {
+    default: usize,
+    tables: usize,
+}
+
+impl JsonLimits {
+    pub fn new(config: &Config) -> Self {
+        Self { default: config.http.body_limit_bytes, tables: config.ingest.max_table_bytes }
+    }
+
+    /// The limit of a JSON body sent to `path`.
+    pub fn of(self, path: &str) -> usize {
+        if path == "/api/v1/annotations" {
+            nul::ANNOTATION_JSON_LIMIT
+        } else if path.starts_with("/api/v1/imports/") {
+            self.tables
+        } else {
+            self.default
+        }
+    }
+}
 
 /// All documented routes.
 pub fn api_router() -> OpenApiRouter<AppState> {

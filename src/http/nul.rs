@@ -17,8 +17,8 @@ pub const ANNOTATION_JSON_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Middleware refusing NUL in the path (`invalid-path`), the query
 /// (`invalid-query`) and JSON bodies (`invalid-body`). JSON bodies are read
-/// here (bounded by `body_limit`, as the handler would) and passed on whole.
-pub async fn refuse(body_limit: usize, request: Request, next: Next) -> Response {
+/// here (bounded by their route's limit, as the handler would) and passed on whole.
+pub async fn refuse(limits: super::JsonLimits, request: Request, next: Next) -> Response {
     if request.uri().path().contains("%00") {
         return ApiError::InvalidPath("the path contains a NUL character (%00)".into()).into_response();
     }
@@ -28,7 +28,7 @@ pub async fn refuse(body_limit: usize, request: Request, next: Next) -> Response
     if !is_json(&request) {
         return next.run(request).await;
     }
-    let limit = if request.uri().path() == "/api/v1/annotations" { ANNOTATION_JSON_LIMIT } else { body_limit };
+    let limit = limits.of(request.uri().path());
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
         return ApiError::PayloadTooLarge.into_response();

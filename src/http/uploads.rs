@@ -251,9 +251,8 @@ pub async fn received_files(state: &AppState, headers: &HeaderMap, body: Body) -
         }
         "application/zip" | "application/x-zip-compressed" => {
             let bytes = read_limited(body, limits.max_request_bytes).await?;
-            let files =
-                archive::unzip_blocking(bytes, &limits).await.map_err(|e| ApiError::BadRequest(e.to_string()))?;
-            Ok(stream::iter(files.into_iter().map(Ok)).boxed())
+            let entries = archive::entries(bytes, &limits).await.map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            Ok(entries.map(|entry| entry.map_err(|e| ApiError::BadRequest(e.to_string()))).boxed())
         }
         "multipart/form-data" | "multipart/related" => {
             let boundary = boundary(content_type)
@@ -285,17 +284,21 @@ async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes> {
     }
 }
 
-/// Streams the parts of a multipart body, one file at a time; zip parts expand.
+/// Streams the parts of a multipart body, one file at a time; zip parts expand
+/// one entry at a time. An archive that expands beyond its limit while being
+/// read (its sizes lied) ends the request: its earlier entries are already
+/// de-identified, and the batch must not record them without the rest.
 fn multipart_files(body: Body, boundary: String, limits: crate::config::IngestConfig) -> Files {
     let constraints =
         multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limits.max_request_bytes as u64));
     let multipart = multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
-    stream::unfold(Some((multipart, limits)), |state| async move {
-        let (mut multipart, limits) = state?;
+    stream::unfold(Some((multipart, limits, 0_usize)), |state| async move {
+        let (mut multipart, limits, part) = state?;
+        let part = part + 1;
         let field = match multipart.next_field().await {
             Ok(Some(field)) => field,
             Ok(None) => return None,
-            Err(e) => return Some((vec![Err(multipart_error(&e))], None)),
+            Err(e) => return Some((one(Err(multipart_error(&e))), None)),
         };
         let is_zip = field
             .content_type()
@@ -316,31 +319,38 @@ fn multipart_files(body: Body, boundary: String, limits: crate::config::IngestCo
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return Some((vec![Err(multipart_error(&e))], None)),
+                Err(e) => return Some((one(Err(multipart_error(&e))), None)),
             }
         }
         let items = if size > cap {
-            vec![Ok(Received::Unreadable {
+            one(Ok(Received::Unreadable {
                 size,
                 code: "file-too-large",
                 message: format!("the part is larger than the limit of {cap} bytes"),
-            })]
+            }))
         } else if is_zip {
-            match archive::unzip_blocking(join(chunks, size), &limits).await {
-                Ok(files) => files.into_iter().map(Ok).collect(),
-                Err(e) => vec![Ok(Received::Unreadable { size, code: "invalid-archive", message: e.to_string() })],
+            match archive::entries(join(chunks, size), &limits).await {
+                Ok(entries) => entries
+                    .map(move |entry| entry.map_err(|e| ApiError::BadRequest(format!("multipart part {part}: {e}"))))
+                    .boxed(),
+                Err(e) => one(Ok(Received::Unreadable { size, code: "invalid-archive", message: e.to_string() })),
             }
         } else {
-            vec![Ok(Received::File(join(chunks, size)))]
+            one(Ok(Received::File(join(chunks, size))))
         };
-        Some((items, Some((multipart, limits))))
+        Some((items, Some((multipart, limits, part))))
     })
-    .flat_map(stream::iter)
+    .flatten()
     .boxed()
 }
 
+/// A stream of one item.
+fn one(item: Result<Received, ApiError>) -> Files {
+    stream::iter([item]).boxed()
+}
+
 /// One buffer of `size` bytes from `chunks`, copying only when there are several.
-fn join(mut chunks: Vec<bytes::Bytes>, size: usize) -> bytes::Bytes {
+pub(crate) fn join(mut chunks: Vec<bytes::Bytes>, size: usize) -> bytes::Bytes {
     if chunks.len() == 1 {
         return chunks.pop().expect("one chunk");
     }

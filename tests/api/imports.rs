@@ -417,3 +417,19 @@ async fn stewards_define_new_observation_fields_that_imports_then_accept() {
     let field = app.get("/api/v1/fields/ferritin", Some(&steward)).await.json();
     assert_eq!((field["unit"].as_str(), field["title"].as_str()), (Some("ug/L"), Some("Serum ferritin")));
 }
+
+#[tokio::test]
+async fn a_json_table_larger_than_the_json_body_limit_is_held_to_the_table_limit_instead() {
+    let app = TestApp::with_config(|c| c.ingest.max_table_bytes = 4 * 1024 * 1024).await;
+    let rows: Vec<Value> = (0..40_000).map(|i| json!({"patient_id": format!("P{i:06}"), "sex": "F"})).collect();
+    let body = serde_json::to_vec(&rows).unwrap();
+    assert!(body.len() > app.state.config.http.body_limit_bytes, "larger than an ordinary JSON body");
+    let response = import(&app, "subjects", "", "application/json", body).await;
+    assert_eq!(response.assert_status(StatusCode::CREATED).json()["rows"], 40_000);
+
+    let larger: Vec<Value> = (0..200_000).map(|i| json!({"patient_id": format!("Q{i:06}"), "sex": "M"})).collect();
+    import(&app, "subjects", "", "application/json", serde_json::to_vec(&larger).unwrap())
+        .await
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large");
+    assert_eq!(scalar(&app, "select count(*) from subject").await, 40_000);
+}

@@ -16,11 +16,12 @@ impl Header {
 
     fn new(names: impl Iterator<Item = String>, problems: &mut Problems) -> Self {
         let mut columns: Vec<String> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for name in names {
             let name = name.trim().trim_start_matches('\u{feff}').to_lowercase();
             if name.is_empty() {
                 problems.add(Some(1), None, "invalid-header", "a column has no name");
-            } else if columns.contains(&name) {
+            } else if !seen.insert(name.clone()) {
                 problems.add(Some(1), Some(&name), "invalid-header", "the column appears twice");
             }
             columns.push(name);
@@ -60,11 +61,125 @@ pub fn read(
     }
 }
 
+/// The delimiters a CSV file may use.
+const DELIMITERS: [u8; 3] = [b',', b';', b'\t'];
+
 /// The delimiter of a CSV file: a comma, or the semicolon or tab its first line uses instead.
 fn delimiter(body: &[u8]) -> u8 {
     let first = body.split(|b| *b == b'\n').next().unwrap_or_default();
     let count = |d: u8| first.iter().copied().filter(|b| *b == d).map(|_| 1_usize).sum::<usize>();
-    [b',', b';', b'\t'].into_iter().max_by_key(|d| (count(*d), *d == b',')).unwrap_or(b',')
+    DELIMITERS[pick_delimiter(DELIMITERS.map(count))]
+}
+
+/// The index in [`DELIMITERS`] of the most frequent one, a comma on a tie.
+fn pick_delimiter(counts: [usize; 3]) -> usize {
+    (0..DELIMITERS.len()).max_by_key(|i| (counts[*i], *i == 0)).unwrap_or(0)
+}
+
+/// Why a text table is refused before it is parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShapeError {
+    #[error("line {line} is longer than the limit of {limit} bytes")]
+    LineTooLong { line: u64, limit: usize },
+    #[error("line {line} has more than the limit of {limit} columns")]
+    TooManyColumns { line: u64, limit: usize },
+}
+
+impl ShapeError {
+    /// The stable code of the refusal.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::LineTooLong { .. } => "line-too-long",
+            Self::TooManyColumns { .. } => "too-many-columns",
+        }
+    }
+
+    /// The line it names.
+    pub fn line(&self) -> u64 {
+        match self {
+            Self::LineTooLong { line, .. } | Self::TooManyColumns { line, .. } => *line,
+        }
+    }
+}
+
+/// Checks the lines of a CSV, TSV or VCF body against a length and a column
+/// limit as its bytes arrive, so a hostile line is refused once it passes the
+/// limit, never held whole. A line is a record: a newline inside a quoted CSV
+/// cell does not end it.
+#[derive(Debug, Clone)]
+pub struct ShapeGuard {
+    max_line: usize,
+    max_columns: usize,
+    /// CSV quoting; a VCF has none.
+    quotes: bool,
+    /// Index into [`DELIMITERS`]; found from the first line of a CSV.
+    delimiter: Option<usize>,
+    /// Delimiters outside quotes on the current record, per candidate.
+    counts: [usize; 3],
+    record_bytes: usize,
+    /// Physical line of the current byte, and of the current record's start (from 1).
+    line: u64,
+    record_line: u64,
+    quoted: bool,
+}
+
+impl ShapeGuard {
+    /// A guard for a CSV or TSV body (delimiter found from its first line).
+    pub fn csv(max_line: usize, max_columns: usize) -> Self {
+        Self::new(max_line, max_columns, true, None)
+    }
+
+    /// A guard for a VCF body (tab-separated, no quoting).
+    pub fn vcf(max_line: usize, max_columns: usize) -> Self {
+        Self::new(max_line, max_columns, false, Some(2))
+    }
+
+    fn new(max_line: usize, max_columns: usize, quotes: bool, delimiter: Option<usize>) -> Self {
+        Self {
+            max_line,
+            max_columns,
+            quotes,
+            delimiter,
+            counts: [0; 3],
+            record_bytes: 0,
+            line: 1,
+            record_line: 1,
+            quoted: false,
+        }
+    }
+
+    /// Checks the next bytes of the body.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), ShapeError> {
+        for &byte in bytes {
+            if self.quotes && byte == b'"' {
+                self.quoted = !self.quoted; // an escaped `""` toggles twice
+            }
+            if byte == b'\n' {
+                self.line += 1;
+                if !self.quoted {
+                    self.delimiter.get_or_insert_with(|| pick_delimiter(self.counts));
+                    (self.counts, self.record_bytes, self.record_line) = ([0; 3], 0, self.line);
+                    continue;
+                }
+            }
+            self.record_bytes += 1;
+            if self.record_bytes > self.max_line {
+                return Err(ShapeError::LineTooLong { line: self.record_line, limit: self.max_line });
+            }
+            if self.quoted {
+                continue;
+            }
+            if let Some(at) = DELIMITERS.iter().position(|d| *d == byte) {
+                self.counts[at] += 1;
+                // Before the delimiter is known, any candidate may be it.
+                let delimiters = self.delimiter.map_or_else(|| self.counts[at], |d| self.counts[d]);
+                if delimiters >= self.max_columns {
+                    return Err(ShapeError::TooManyColumns { line: self.record_line, limit: self.max_columns });
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn read_csv(
@@ -226,6 +341,35 @@ mod tests {
         assert_eq!(problems[0].code, "invalid-header");
         assert_eq!(problems[1].row, Some(3));
         assert_eq!(problems[1].message, "the row has 2 fields where the header has 3");
+    }
+
+    fn shape(mut guard: ShapeGuard, chunks: &[&str]) -> Result<(), ShapeError> {
+        chunks.iter().try_for_each(|chunk| guard.feed(chunk.as_bytes()))
+    }
+
+    #[test]
+    fn lines_and_columns_beyond_their_limits_are_refused_as_they_arrive() {
+        assert_eq!(shape(ShapeGuard::csv(10, 3), &["a,b,c\n1,2", ",3\n"]), Ok(()));
+        assert_eq!(
+            shape(ShapeGuard::csv(10, 3), &["a,b,c\n1,2", ",3", "456789\n"]),
+            Err(ShapeError::LineTooLong { line: 2, limit: 10 })
+        );
+        assert_eq!(
+            shape(ShapeGuard::csv(100, 3), &["a;b;c;d\n"]),
+            Err(ShapeError::TooManyColumns { line: 1, limit: 3 })
+        );
+        // Once the first line chose the semicolon, commas are text.
+        assert_eq!(shape(ShapeGuard::csv(100, 3), &["a;b;c\n1,5;2,5;3,5\n"]), Ok(()));
+        // Quoted delimiters and newlines belong to their cell; the record goes on.
+        assert_eq!(shape(ShapeGuard::csv(100, 2), &["a,b\n\"x,\ny\",1\n"]), Ok(()));
+        assert_eq!(
+            shape(ShapeGuard::csv(8, 2), &["a,b\n\"x\n", "yyyyyy\",1\n"]),
+            Err(ShapeError::LineTooLong { line: 2, limit: 8 })
+        );
+        assert_eq!(
+            shape(ShapeGuard::vcf(100, 10), &["##x=\"a\n#CHROM\t1\t2\t3\t4\t5\t6\t7\t8\t9\t10\n"]),
+            Err(ShapeError::TooManyColumns { line: 2, limit: 10 })
+        );
     }
 
     #[test]

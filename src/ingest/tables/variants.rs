@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 
-use super::table::{self, Format};
+use super::table::{self, Format, ShapeError, ShapeGuard};
 use super::{GenotypeRow, Parsed, Problems, VariantKey, patient_id};
 use crate::vocabulary::variants::{self, Allele, Chromosome, Rsid, VariantPosition};
 
@@ -72,20 +72,50 @@ fn push_call(
     }
 }
 
-/// The body, gunzipped when it is gzip or bgzip (within `limit` bytes).
-pub fn gunzip(body: &[u8], limit: usize) -> Result<std::borrow::Cow<'_, [u8]>, &'static str> {
-    if !body.starts_with(&[0x1f, 0x8b]) {
+/// Why a gzip body cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum GunzipError {
+    #[error("the gzip stream is corrupt")]
+    Corrupt,
+    #[error("the file expands beyond the import size limit")]
+    TooLarge,
+    /// A line of the expanded text breaks a limit of `guard`.
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+}
+
+/// The body, gunzipped when it is gzip or bgzip (within `limit` bytes); the
+/// expanded text is checked by `guard` as it comes out, so a hostile line is
+/// refused before it is expanded whole.
+pub fn gunzip<'a>(
+    body: &'a [u8],
+    limit: usize,
+    mut guard: Option<&mut ShapeGuard>,
+) -> Result<std::borrow::Cow<'a, [u8]>, GunzipError> {
+    if !is_gzip(body) {
         return Ok(std::borrow::Cow::Borrowed(body));
     }
     let mut out = Vec::new();
-    let read = flate2::read::MultiGzDecoder::new(body)
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|_| "the gzip stream is corrupt")?;
-    if read > limit {
-        return Err("the file expands beyond the import size limit");
+    let mut decoder = flate2::read::MultiGzDecoder::new(body);
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        let read = decoder.read(&mut buffer).map_err(|_| GunzipError::Corrupt)?;
+        if read == 0 {
+            return Ok(std::borrow::Cow::Owned(out));
+        }
+        if out.len() + read > limit {
+            return Err(GunzipError::TooLarge);
+        }
+        if let Some(guard) = guard.as_deref_mut() {
+            guard.feed(&buffer[..read])?;
+        }
+        out.extend_from_slice(&buffer[..read]);
     }
-    Ok(std::borrow::Cow::Owned(out))
+}
+
+/// Whether a body starts like gzip.
+pub fn is_gzip(body: &[u8]) -> bool {
+    body.starts_with(&[0x1f, 0x8b])
 }
 
 /// The patients of the sample columns of a `#CHROM` header line (`None` for
@@ -427,9 +457,13 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(VCF.as_bytes()).unwrap();
         let gz = gz.finish().unwrap();
-        assert_eq!(&*gunzip(&gz, 1 << 20).unwrap(), VCF.as_bytes());
-        assert_eq!(gunzip(&gz, 10).unwrap_err(), "the file expands beyond the import size limit");
-        assert_eq!(gunzip(&gz[..gz.len() / 2], 1 << 20).unwrap_err(), "the gzip stream is corrupt");
+        assert_eq!(&*gunzip(&gz, 1 << 20, None).unwrap(), VCF.as_bytes());
+        assert!(matches!(gunzip(&gz, 10, None), Err(GunzipError::TooLarge)));
+        assert!(matches!(gunzip(&gz[..gz.len() / 2], 1 << 20, None), Err(GunzipError::Corrupt)));
+        let mut narrow = ShapeGuard::vcf(1 << 20, 3);
+        assert!(
+            matches!(gunzip(&gz, 1 << 20, Some(&mut narrow)), Err(GunzipError::Shape(e)) if e.code() == "too-many-columns")
+        );
     }
 
     #[test]
