@@ -41,6 +41,7 @@ pub struct Ingestor {
     pub key: RegistryKey,
     pub max_shift_days: u32,
     pub safe_private: Vec<SafePrivate>,
+    pub missing_patient_id: deid::MissingPatientId,
     pub limits: IngestConfig,
     writer: writer::Writer,
     /// The object directory of a local store, which instances are written into directly.
@@ -228,6 +229,7 @@ impl Ingestor {
             key: deid::load_key(config)?,
             max_shift_days: config.deid.max_date_shift_days,
             safe_private: deid::safe_private(config),
+            missing_patient_id: config.deid.missing_patient_id,
             limits: config.ingest.clone(),
         })
     }
@@ -361,6 +363,7 @@ impl Ingestor {
         let key = self.key.clone();
         let safe_private = self.safe_private.clone();
         let max_shift_days = self.max_shift_days;
+        let missing_patient_id = self.missing_patient_id;
         let max_inflated_bytes = self.limits.max_file_bytes;
         let local_root = self.local_root.clone();
         let (deid, sha256, key, written) = tokio::task::spawn_blocking(move || {
@@ -370,6 +373,7 @@ impl Ingestor {
                 max_shift_days,
                 safe_private: &safe_private,
                 max_inflated_bytes,
+                missing_patient_id,
             };
             let deid = deid::deidentify(&bytes, &settings)?;
             drop(bytes);
