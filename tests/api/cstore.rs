@@ -110,7 +110,7 @@ async fn everything_stored(app: &TestApp) -> String {
 }
 
 /// An instance as a hospital would send it, but without a Study Instance UID (0020,000D).
-fn without_study_uid(instance: &Instance) -> Vec<u8> {
+pub(crate) fn without_study_uid(instance: &Instance) -> Vec<u8> {
     let mut file = dicom_object::OpenFileOptions::new()
         .read_preamble(dicom_object::file::ReadPreamble::Always)
         .from_reader(&instance.to_bytes()[..])
