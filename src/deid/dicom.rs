@@ -476,8 +476,10 @@ fn unlisted(tag: Tag, vr: VR) -> Option<Action> {
 
 /// Gives a public attribute sent as UN (unknown VR) its dictionary VR, so the
 /// profile sees its text: a UID sent as UN must be remapped as one UID, not as
-/// the decimal numbers of its bytes. A public sequence sent as UN cannot be
-/// searched for identifiers and is dropped.
+/// the decimal numbers of its bytes. A public sequence sent as UN that was not
+/// rewritten before parsing (see [`super::guard::rewrite_un_sequences`]: one
+/// inside a defined-length sequence) cannot be searched for identifiers and is
+/// dropped.
 fn retype_unknown(element: InMemElement) -> Option<InMemElement> {
     use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
     let tag = element.tag();

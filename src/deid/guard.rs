@@ -32,10 +32,12 @@ pub struct Layout {
     /// is the last thing in the file: everything from here on can be carried
     /// over byte for byte, and the parser need only read what comes before.
     pub pixel_data_at: Option<usize>,
-    /// Offsets of explicit VR little endian elements of VR UN and undefined
-    /// length (a sequence encoded in implicit VR, PS3.5 6.2.2 / CP-246) that no
-    /// defined-length sequence or item encloses, for [`rewrite_un_sequences`].
-    pub un_sequences: Vec<usize>,
+    /// Explicit VR little endian elements of VR UN holding a sequence encoded
+    /// in implicit VR (PS3.5 6.2.2 / CP-246: undefined length, or a public
+    /// sequence's items) that no defined-length sequence or item encloses, for
+    /// [`rewrite_un_sequences`]: the offset of each, and where a defined-length
+    /// value ends.
+    pub un_sequences: Vec<(usize, Option<usize>)>,
 }
 
 /// `Err(tag)` names the first element whose declared length exceeds the file.
@@ -109,10 +111,11 @@ pub fn check_declared_lengths(bytes: &[u8]) -> Result<Layout, Tag> {
                 None => return Ok(unknown),
             }
         };
+        let un = vr == Some(VR::UN);
+        let rewritable = un && !implicit && !big_endian && stack.iter().all(|f| f.end.is_none() && !f.implicit);
         if len == UNDEFINED {
-            let un = vr == Some(VR::UN);
-            if un && !implicit && !big_endian && stack.iter().all(|f| f.end.is_none() && !f.implicit) {
-                un_sequences.push(p);
+            if rewritable {
+                un_sequences.push((p, None));
             }
             stack.push(Frame { end: None, implicit: implicit || un, fragments: tag == PIXEL_DATA });
             p += header;
@@ -120,6 +123,13 @@ pub fn check_declared_lengths(bytes: &[u8]) -> Result<Layout, Tag> {
         }
         if len as usize > total.saturating_sub(p + header) {
             return Err(tag);
+        }
+        let value = p + header..p + header + len as usize;
+        if rewritable
+            && dictionary_vr(tag) == Some(VR::SQ)
+            && bytes.get(value.start..value.start + 4) == Some(&[0xFE, 0xFF, 0x00, 0xE0][..])
+        {
+            un_sequences.push((p, Some(value.end)));
         }
         if vr == Some(VR::SQ) {
             stack.push(Frame { end: Some(p + header + len as usize), implicit, fragments: false });
@@ -135,14 +145,14 @@ pub fn check_declared_lengths(bytes: &[u8]) -> Result<Layout, Tag> {
 /// length, and every element inside given its dictionary VR (UN where the
 /// dictionary has none), as DCMTK reads them. `None` when the implicit VR
 /// content cannot be followed.
-pub fn rewrite_un_sequences(bytes: &[u8], offsets: &[usize]) -> Option<Vec<u8>> {
+pub fn rewrite_un_sequences(bytes: &[u8], offsets: &[(usize, Option<usize>)]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(bytes.len() + 64 * offsets.len());
     let mut copied = 0;
-    for &at in offsets {
+    for &(at, end) in offsets {
         out.extend_from_slice(bytes.get(copied..at)?);
         out.extend_from_slice(bytes.get(at..at + 4)?);
         out.extend_from_slice(&[b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
-        copied = implicit_items(bytes, at + 12, None, &mut out, 0)?;
+        copied = implicit_items(bytes, at + 12, end, &mut out, 0)?;
     }
     out.extend_from_slice(bytes.get(copied..)?);
     Some(out)

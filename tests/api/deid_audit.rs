@@ -379,29 +379,35 @@ fn implicit(tag: Tag, value: &[u8]) -> Vec<u8> {
 
 #[test]
 fn a_sequence_sent_as_un_in_implicit_vr_is_read_and_profiled_as_dcmtk_reads_it() {
-    // Referenced Study Sequence and Request Attributes Sequence sent as UN with
-    // undefined length, their items in implicit VR (PS3.5 6.2.2, CP-246).
+    // Request Attributes Sequence sent as UN, its items in implicit VR (PS3.5
+    // 6.2.2, CP-246), with undefined and with defined length.
     let base = Instance::ct(1, 1, 1, 1).to_bytes();
     let mut file = open(&base);
     let _ = file.take_element(tags::PIXEL_DATA);
-    let mut bytes = Vec::new();
-    file.write_all(&mut bytes).unwrap();
+    let mut prefix = Vec::new();
+    file.write_all(&mut prefix).unwrap();
     let mut item = implicit(tags::REQUESTED_PROCEDURE_ID, b"CNRY-RPID ");
     item.extend(implicit(tags::SCHEDULED_PROCEDURE_STEP_START_DATE, b"20190405"));
-    let mut un = Vec::new();
-    un.extend([0xFE, 0xFF, 0x00, 0xE0]);
-    un.extend(u32::try_from(item.len()).unwrap().to_le_bytes());
-    un.extend(&item);
-    un.extend([0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
-    bytes.extend(long_element(tags::REQUEST_ATTRIBUTES_SEQUENCE, *b"UN", 0xFFFF_FFFF, &un));
-    let (out, output) = run(&bytes);
-    assert!(canaries_in(&out.to_vec()).is_empty(), "{:?}", canaries_in(&out.to_vec()));
-    let requests = items(&output, tags::REQUEST_ATTRIBUTES_SEQUENCE);
-    assert_eq!(requests.len(), 1, "read as a sequence, not dropped");
-    assert_eq!(
-        text(&requests[0], tags::SCHEDULED_PROCEDURE_STEP_START_DATE),
-        Some(shifted("20190405", out.meta.date_shift_days))
-    );
+    let mut defined = vec![0xFE, 0xFF, 0x00, 0xE0];
+    defined.extend(u32::try_from(item.len()).unwrap().to_le_bytes());
+    defined.extend(&item);
+    let mut undefined = defined.clone();
+    undefined.extend([0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+    for (name, len, value) in
+        [("undefined", 0xFFFF_FFFF, &undefined), ("defined", u32::try_from(defined.len()).unwrap(), &defined)]
+    {
+        let mut bytes = prefix.clone();
+        bytes.extend(long_element(tags::REQUEST_ATTRIBUTES_SEQUENCE, *b"UN", len, value));
+        let (out, output) = run(&bytes);
+        assert!(canaries_in(&out.to_vec()).is_empty(), "{name}: {:?}", canaries_in(&out.to_vec()));
+        let requests = items(&output, tags::REQUEST_ATTRIBUTES_SEQUENCE);
+        assert_eq!(requests.len(), 1, "{name} length: read as a sequence, not dropped");
+        assert_eq!(
+            text(&requests[0], tags::SCHEDULED_PROCEDURE_STEP_START_DATE),
+            Some(shifted("20190405", out.meta.date_shift_days)),
+            "{name} length"
+        );
+    }
 }
 
 #[test]

@@ -65,6 +65,8 @@ const SAMPLES: &[&str] = &[
     "MR_small.dcm",
     "MR_small_implicit.dcm",
     "MR_small_bigendian.dcm",
+    "MR_small_RLE.dcm",
+    "rtdose_rle_1frame.dcm",
     "JPGExtended.dcm",
     "JPEG2000.dcm",
     "examples_jpeg2k.dcm",
