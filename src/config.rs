@@ -143,6 +143,9 @@ pub struct DeidConfig {
     pub max_date_shift_days: u32,
     /// Private attributes known to hold no identifying information.
     pub safe_private: Vec<SafePrivateConfig>,
+    /// An instance without a Patient ID (Type 2: present but possibly empty):
+    /// `fallback` gives it a subject of its own study, `reject` refuses it.
+    pub missing_patient_id: crate::deid::MissingPatientId,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -204,7 +207,12 @@ impl Default for DiscoveryConfig {
 
 impl Default for DeidConfig {
     fn default() -> Self {
-        Self { registry_key: None, max_date_shift_days: 3650, safe_private: Vec::new() }
+        Self {
+            registry_key: None,
+            max_date_shift_days: 3650,
+            safe_private: Vec::new(),
+            missing_patient_id: crate::deid::MissingPatientId::default(),
+        }
     }
 }
 
@@ -705,6 +713,21 @@ mod tests {
             let config = Config::load(Some(&jail.directory().join("custodian.toml")), &flags).unwrap();
             assert_eq!(config.listen.to_string(), "127.0.0.1:1");
             assert_eq!(config.data_dir, PathBuf::from("/srv/x"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_patient_id_defaults_to_fallback_and_reads_reject_from_file_and_environment() {
+        use crate::deid::MissingPatientId;
+        Jail::expect_with(|jail| {
+            assert_eq!(load_in_jail(jail, None).unwrap().deid.missing_patient_id, MissingPatientId::Fallback);
+            let file = "[deid]\nmissing_patient_id = \"reject\"\n";
+            assert_eq!(load_in_jail(jail, Some(file)).unwrap().deid.missing_patient_id, MissingPatientId::Reject);
+            let err = load_in_jail(jail, Some("[deid]\nmissing_patient_id = \"guess\"\n")).unwrap_err().to_string();
+            assert!(err.contains("guess"), "{err}");
+            jail.set_env("CUSTODIAN_DEID__MISSING_PATIENT_ID", "fallback");
+            assert_eq!(load_in_jail(jail, Some(file)).unwrap().deid.missing_patient_id, MissingPatientId::Fallback);
             Ok(())
         });
     }

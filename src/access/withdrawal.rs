@@ -123,6 +123,8 @@ pub struct Named<'a> {
     pub site: Option<&'a str>,
     /// The local patient ID at `site`.
     pub patient_id: Option<&'a str>,
+    /// Issuer of Patient ID (0010,0021) of `patient_id`, when the images carry one.
+    pub issuer: Option<&'a str>,
 }
 
 /// What a steward's withdrawal did, to whom.
@@ -145,7 +147,7 @@ pub async fn withdraw_subject(
     principal.require_any(STEWARDS)?;
     let pseudonym = match (named.pseudonym, named.site, named.patient_id) {
         (Some(p), None, None) => p.trim().to_owned(),
-        (None, Some(site), Some(id)) if !id.trim().is_empty() => key.subject(site.trim(), id),
+        (None, Some(site), Some(id)) if !id.trim().is_empty() => key.subject_issued(site.trim(), id, named.issuer),
         _ => {
             return Err(ApiError::BadRequest(
                 "name the subject by `pseudonym`, or by `site` and `patient_id` (not both)".into(),

@@ -24,6 +24,8 @@ pub enum Target {
     Subject {
         patient_id: String,
         site: Option<String>,
+        /// Issuer of Patient ID (0010,0021), when the subject's images carry one.
+        issuer_of_patient_id: Option<String>,
     },
     /// A study, series or instance by its registry UID.
     Study {

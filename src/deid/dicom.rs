@@ -41,6 +41,21 @@ pub struct SafePrivate {
     pub element: u8,
 }
 
+/// What happens to an instance whose Patient ID (0010,0020) is empty or absent
+/// (Type 2 lets a sender leave it so): `deid.missing_patient_id`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum MissingPatientId {
+    /// Refused as `missing-attribute`.
+    Reject,
+    /// Given a subject of its own study: a keyed HMAC of site and Study
+    /// Instance UID. A study belongs to one patient, so this never joins two
+    /// people (one "unidentified" subject per site would); a patient's other
+    /// studies without an ID become other subjects.
+    #[default]
+    Fallback,
+}
+
 /// Settings of one de-identification run.
 #[derive(Debug)]
 pub struct DeidSettings<'a> {
@@ -52,6 +67,7 @@ pub struct DeidSettings<'a> {
     pub safe_private: &'a [SafePrivate],
     /// Largest data set a Deflated Explicit VR Little Endian file may inflate to.
     pub max_inflated_bytes: usize,
+    pub missing_patient_id: MissingPatientId,
 }
 
 /// Why a file was not accepted; the message names tags, never values.
@@ -148,24 +164,8 @@ struct Ctx<'a> {
 
 /// De-identifies one Part-10 file held in memory.
 pub fn deidentify(original: &Bytes, settings: &DeidSettings<'_>) -> Result<Deidentified, Rejection> {
-    // A deflated data set is inflated here, within a bound, and handled from
-    // then on as the Explicit VR Little Endian it is underneath; it is stored
-    // that way (the deflate is a transfer encoding of the whole data set, not
-    // of the pixels, so nothing of the image is re-encoded).
-    let inflated = inflate(original, settings.max_inflated_bytes)?;
-    let original = inflated.as_ref().unwrap_or(original);
-    let bytes: &[u8] = original;
-    let preamble = bytes.len() >= 132 && &bytes[128..132] == b"DICM";
-    let bare = bytes.len() >= 4 && &bytes[..4] == b"DICM";
-    if !(preamble || bare) {
-        return Err(Rejection::new("not-dicom", "not a DICOM Part-10 file: the `DICM` marker is missing"));
-    }
-    let layout = super::guard::check_declared_lengths(bytes).map_err(|tag| {
-        Rejection::new(
-            "malformed-dicom",
-            format!("the element ({:04X},{:04X}) declares a value longer than the file", tag.group(), tag.element()),
-        )
-    })?;
+    let (original, layout, preamble) = readable(original, settings.max_inflated_bytes)?;
+    let bytes: &[u8] = &original;
     // Pixel Data that ends the file is carried over as it is: the parser stops
     // at its header, and the output shares its bytes with the input. (Stopping
     // there rather than at the end of a cut copy also spares the end-of-data
@@ -185,14 +185,12 @@ pub fn deidentify(original: &Bytes, settings: &DeidSettings<'_>) -> Result<Deide
         (tags::STUDY_INSTANCE_UID, "Study Instance UID (0020,000D)"),
         (tags::SERIES_INSTANCE_UID, "Series Instance UID (0020,000E)"),
         (tags::SOP_INSTANCE_UID, "SOP Instance UID (0008,0018)"),
-        (tags::PATIENT_ID, "Patient ID (0010,0020)"),
     ] {
         if text(&dataset, tag).is_none() {
             return Err(Rejection::new("missing-attribute", format!("the file has no {name}")));
         }
     }
-    let local_id = text(&dataset, tags::PATIENT_ID).unwrap_or_default();
-    let subject = settings.key.subject(settings.site, &local_id);
+    let subject = subject_of(&dataset, settings)?;
     let shift_days = settings.key.date_shift_days(&subject, settings.max_shift_days);
 
     // Facts that must be read before the profile removes their sources.
@@ -202,7 +200,6 @@ pub fn deidentify(original: &Bytes, settings: &DeidSettings<'_>) -> Result<Deide
 
     let mut ctx = Ctx { settings, shift_days, referenced: Vec::new() };
     let mut out = transform(dataset, &mut ctx, 0);
-    drop(local_id);
 
     put_str(&mut out, tags::PATIENT_ID, VR::LO, &subject);
     put_str(&mut out, tags::PATIENT_NAME, VR::PN, &subject);
@@ -238,7 +235,7 @@ pub fn deidentify(original: &Bytes, settings: &DeidSettings<'_>) -> Result<Deide
         series_number: number(&out, tags::SERIES_NUMBER).and_then(to_i32),
         instance_number: number(&out, tags::INSTANCE_NUMBER).and_then(to_i32),
         sex: text(&out, tags::PATIENT_SEX),
-        age_years: age.map(|a| a.1),
+        age_years: age.as_ref().map(|a| a.1).or_else(|| text(&out, tags::PATIENT_AGE).and_then(|a| years_of(&a))),
         birth_year,
         height_m: number(&out, tags::PATIENT_SIZE),
         weight_kg: number(&out, tags::PATIENT_WEIGHT),
@@ -263,6 +260,62 @@ pub fn deidentify(original: &Bytes, settings: &DeidSettings<'_>) -> Result<Deide
     Ok(Deidentified { parts, meta, quarantine })
 }
 
+/// The file as the parser can read it, with its layout and whether it has a
+/// preamble: inflated when deflated, given the meta group length a sender left
+/// out, its sequences sent as UN in implicit VR (CP-246) rewritten as the
+/// sequences they are. Unchanged files stay the input's bytes, not a copy.
+fn readable(original: &Bytes, limit: usize) -> Result<(Bytes, super::guard::Layout, bool), Rejection> {
+    // A deflated data set is inflated here, within a bound, and handled from
+    // then on as the Explicit VR Little Endian it is underneath; it is stored
+    // that way (the deflate is a transfer encoding of the whole data set, not
+    // of the pixels, so nothing of the image is re-encoded).
+    let mut original = inflate(original, limit)?.unwrap_or_else(|| original.clone());
+    let regrouped = super::guard::with_group_length(&original).map_err(|e| match e {
+        super::guard::MetaError::NoTransferSyntax => {
+            Rejection::new("missing-attribute", "the file meta group has no Transfer Syntax UID (0002,0010)")
+        }
+    })?;
+    if let Some(regrouped) = regrouped {
+        original = regrouped;
+    }
+    let preamble = original.len() >= 132 && &original[128..132] == b"DICM";
+    let bare = original.len() >= 4 && &original[..4] == b"DICM";
+    if !(preamble || bare) {
+        return Err(Rejection::new("not-dicom", "not a DICOM Part-10 file: the `DICM` marker is missing"));
+    }
+    let too_long = |tag: Tag| {
+        Rejection::new(
+            "malformed-dicom",
+            format!("the element ({:04X},{:04X}) declares a value longer than the file", tag.group(), tag.element()),
+        )
+    };
+    let mut layout = super::guard::check_declared_lengths(&original).map_err(too_long)?;
+    if !layout.un_sequences.is_empty()
+        && let Some(rewritten) = super::guard::rewrite_un_sequences(&original, &layout.un_sequences)
+    {
+        original = Bytes::from(rewritten);
+        layout = super::guard::check_declared_lengths(&original).map_err(too_long)?;
+    }
+    Ok((original, layout, preamble))
+}
+
+/// The subject's registry pseudonym: of the Patient ID scoped by its issuer,
+/// or, without a Patient ID, as `deid.missing_patient_id` says.
+fn subject_of(dataset: &InMemDicomObject, settings: &DeidSettings<'_>) -> Result<String, Rejection> {
+    Ok(match (text(dataset, tags::PATIENT_ID), settings.missing_patient_id) {
+        // Without an issuer the pseudonym is what it always was.
+        (Some(local_id), _) => {
+            settings.key.subject_issued(settings.site, &local_id, text(dataset, tags::ISSUER_OF_PATIENT_ID).as_deref())
+        }
+        (None, MissingPatientId::Fallback) => settings
+            .key
+            .unidentified_subject(settings.site, &text(dataset, tags::STUDY_INSTANCE_UID).unwrap_or_default()),
+        (None, MissingPatientId::Reject) => {
+            return Err(Rejection::new("missing-attribute", "the file has no Patient ID (0010,0020)"));
+        }
+    })
+}
+
 /// The file with its data set inflated, when it is deflated; see [`super::guard::inflate_deflated`].
 fn inflate(original: &[u8], limit: usize) -> Result<Option<Bytes>, Rejection> {
     super::guard::inflate_deflated(original, limit).map_err(|e| match e {
@@ -276,27 +329,43 @@ fn inflate(original: &[u8], limit: usize) -> Result<Option<Bytes>, Rejection> {
     })
 }
 
+/// What Custodian writes into De-identification Method (0012,0063): one value
+/// per step, each within the 64 characters of LO.
+pub fn method_values() -> Vec<String> {
+    std::iter::once(format!("Custodian: PS3.15 {} Table E.1-1 Basic Profile", PROFILE.edition))
+        .chain(ProfileOption::APPLIED.iter().map(|o| o.code().1.to_owned()))
+        .collect()
+}
+
 /// Records what was done, as PS3.15 asks: Patient Identity Removed, the
-/// method in words and as CID 7050 codes, and that dates were modified.
+/// method in words and as CID 7050 codes, and that dates were modified. What
+/// an earlier de-identifier recorded stays, and Custodian's steps follow it.
 fn stamp_method(out: &mut InMemDicomObject) {
     put_str(out, tags::PATIENT_IDENTITY_REMOVED, VR::CS, "YES");
     put_str(out, tags::LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED, VR::CS, "MODIFIED");
-    let method = format!(
-        "Custodian: PS3.15 {} Table E.1-1 Basic Profile; {}",
-        PROFILE.edition,
-        ProfileOption::APPLIED.iter().map(|o| o.code().1).collect::<Vec<_>>().join("; ")
-    );
-    put_str(out, tags::DEIDENTIFICATION_METHOD, VR::LO, &method[..method.len().min(64)]);
-    let codes = std::iter::once(BASIC_PROFILE_CODE)
-        .chain(ProfileOption::APPLIED.iter().map(|o| o.code()))
-        .map(|(value, meaning)| {
+    let mut methods: Vec<String> = out
+        .get(tags::DEIDENTIFICATION_METHOD)
+        .and_then(|e| e.to_multi_str().ok())
+        .map(|values| values.iter().map(|v| v.trim_matches(['\0', ' ']).to_owned()).filter(|v| !v.is_empty()).collect())
+        .unwrap_or_default();
+    methods.extend(method_values());
+    out.put(DataElement::new(tags::DEIDENTIFICATION_METHOD, VR::LO, PrimitiveValue::Strs(methods.into())));
+    let mut codes: Vec<InMemDicomObject> = match out.take_element(tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE) {
+        Ok(element) => match element.into_value() {
+            Value::Sequence(seq) => seq.into_items().into_iter().collect(),
+            _ => Vec::new(),
+        },
+        Err(_) => Vec::new(),
+    };
+    codes.extend(std::iter::once(BASIC_PROFILE_CODE).chain(ProfileOption::APPLIED.iter().map(|o| o.code())).map(
+        |(value, meaning)| {
             InMemDicomObject::from_element_iter([
                 DataElement::new(tags::CODE_VALUE, VR::SH, PrimitiveValue::from(value)),
                 DataElement::new(tags::CODING_SCHEME_DESIGNATOR, VR::SH, PrimitiveValue::from("DCM")),
                 DataElement::new(tags::CODE_MEANING, VR::LO, PrimitiveValue::from(meaning)),
             ])
-        })
-        .collect::<Vec<_>>();
+        },
+    ));
     out.put(DataElement::new(
         tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE,
         VR::SQ,
@@ -336,8 +405,11 @@ fn transform(dataset: InMemDicomObject, ctx: &mut Ctx<'_>, depth: usize) -> InMe
     let mut kept: Vec<InMemElement> = Vec::new();
     for element in dataset {
         let tag = element.tag();
-        if tag.element() == 0 {
-            continue; // group lengths are recomputed, never carried
+        if tag.element() == 0 || is_overlay(tag) {
+            // Group lengths are recomputed, never carried. An overlay goes whole:
+            // its bitmap and comments may hold burned-in text, and an overlay
+            // group without them would no longer be a valid overlay.
+            continue;
         }
         let Some(element) = retype_unknown(element) else { continue };
         if tag.group() % 2 == 1 {
@@ -346,22 +418,68 @@ fn transform(dataset: InMemDicomObject, ctx: &mut Ctx<'_>, depth: usize) -> InMe
             }
             continue;
         }
-        match PROFILE.rule(tag).map(|r| r.action).or_else(|| content_item_rule(tag)) {
+        let rule = PROFILE.rule(tag);
+        let action = temporal(element.vr(), rule.map(|r| r.action).or_else(|| unlisted(tag, element.vr())));
+        // A D in the standard's code means the attribute is Type 1 in some IOD:
+        // cleaning must not leave it empty there. So is a TEXT content item's value.
+        let type_1 = rule.map_or(tag == tags::TEXT_VALUE, |r| r.basic.contains('D'));
+        match action {
             None | Some(Action::Keep) => kept.push(recurse(element, ctx, depth)),
             Some(Action::Remove) => {}
             Some(Action::Zero) => kept.push(zero(&element)),
-            Some(Action::Dummy) => kept.push(dummy(&element, ctx)),
+            Some(Action::Dummy) => kept.push(dummy(element, ctx, depth)),
             Some(Action::Uid) => kept.push(remap_uid(element, ctx, depth)),
-            Some(Action::Clean) => kept.push(clean(element, ctx, depth)),
+            Some(Action::Clean) => kept.push(clean(element, ctx, depth, type_1)),
         }
     }
     InMemDicomObject::from_element_iter(kept)
 }
 
+/// An attribute of an overlay group (60xx, even).
+fn is_overlay(tag: Tag) -> bool {
+    (0x6000..=0x601E).contains(&tag.group()) && tag.group().is_multiple_of(2)
+}
+
+/// Retain Longitudinal Temporal Information with Modified Dates, as a rule of
+/// the VR rather than a list of tags: a DA, DT or TM value that its row (or the
+/// lack of one) would keep is shifted instead, at any depth.
+fn temporal(vr: VR, action: Option<Action>) -> Option<Action> {
+    let keeps = matches!(action, None | Some(Action::Keep));
+    if keeps && matches!(vr, VR::DA | VR::DT | VR::TM) { Some(Action::Clean) } else { action }
+}
+
+/// Suffixes of dictionary keywords naming free text (Overlay Description,
+/// Frame Comments, ...): cleaned wherever the table does not list them.
+const FREE_TEXT_SUFFIXES: &[&str] = &["Description", "Comments", "Comment", "Remarks", "Notes", "Label"];
+
+/// The action for a public attribute Table E.1-1 does not list: each of its
+/// narrowings applied to every value of the same kind. What the dictionary
+/// does not know is removed (its meaning, and so its risk, is unknown); person
+/// names are emptied; free text is cleaned like a descriptor.
+fn unlisted(tag: Tag, vr: VR) -> Option<Action> {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+    if let Some(action) = content_item_rule(tag) {
+        return Some(action);
+    }
+    let Some(entry) = dicom_dictionary_std::StandardDataDictionary.by_tag(tag) else {
+        return Some(Action::Remove);
+    };
+    match vr {
+        VR::PN => Some(Action::Zero),
+        VR::LT | VR::ST | VR::UT => Some(Action::Clean),
+        VR::LO | VR::SH | VR::UC if FREE_TEXT_SUFFIXES.iter().any(|s| entry.alias().ends_with(s)) => {
+            Some(Action::Clean)
+        }
+        _ => None,
+    }
+}
+
 /// Gives a public attribute sent as UN (unknown VR) its dictionary VR, so the
 /// profile sees its text: a UID sent as UN must be remapped as one UID, not as
-/// the decimal numbers of its bytes. A public sequence sent as UN cannot be
-/// searched for identifiers and is dropped.
+/// the decimal numbers of its bytes. A public sequence sent as UN that was not
+/// rewritten before parsing (see [`super::guard::rewrite_un_sequences`]: one
+/// inside a defined-length sequence) cannot be searched for identifiers and is
+/// dropped.
 fn retype_unknown(element: InMemElement) -> Option<InMemElement> {
     use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
     let tag = element.tag();
@@ -448,11 +566,25 @@ fn zero(element: &InMemElement) -> InMemElement {
     DataElement::new(element.tag(), element.vr(), PrimitiveValue::Empty)
 }
 
-fn dummy(element: &InMemElement, ctx: &Ctx<'_>) -> InMemElement {
+/// Whether a non-sequence value holds nothing but padding.
+fn is_blank(element: &InMemElement) -> bool {
+    element.value().primitive().is_some_and(|p| p.to_str().trim_matches(['\0', ' ']).is_empty())
+}
+
+/// Action D. An empty value stays empty (there is nothing to replace, and an
+/// empty Type 1 value was empty before); a sequence keeps its items, each
+/// attribute in them handled by its own row, so a Verifying Observer Sequence
+/// still names a (dummy) observer.
+fn dummy(element: InMemElement, ctx: &mut Ctx<'_>, depth: usize) -> InMemElement {
     let tag = element.tag();
     let vr = element.vr();
+    if vr == VR::SQ {
+        return recurse(element, ctx, depth);
+    }
+    if is_blank(&element) {
+        return DataElement::new(tag, vr, PrimitiveValue::Empty);
+    }
     let value = match vr {
-        VR::SQ => return zero(element),
         VR::UI => {
             let original = element.to_str().map(Cow::into_owned).unwrap_or_default();
             PrimitiveValue::from(ctx.settings.key.uid(&original))
@@ -500,46 +632,38 @@ fn content_item_rule(tag: Tag) -> Option<Action> {
     }
 }
 
-fn clean(element: InMemElement, ctx: &mut Ctx<'_>, depth: usize) -> InMemElement {
+fn clean(element: InMemElement, ctx: &mut Ctx<'_>, depth: usize, type_1: bool) -> InMemElement {
     let tag = element.tag();
-    match element.vr() {
-        VR::SQ => recurse(element, ctx, depth),
-        VR::DA => match element.to_str() {
-            Ok(value) => {
-                let shifted: Option<Vec<String>> =
-                    value.trim().split('\\').map(|d| shift_date(d.trim(), ctx.shift_days)).collect();
-                match shifted {
-                    Some(values) => DataElement::new(tag, VR::DA, PrimitiveValue::from(values.join("\\"))),
-                    None => zero(&element),
-                }
-            }
-            Err(_) => zero(&element),
-        },
-        VR::DT => match element.to_str() {
-            Ok(value) => {
-                let value = value.trim();
-                match value.get(..8).and_then(|d| shift_date(d, ctx.shift_days)) {
-                    Some(day) => DataElement::new(tag, VR::DT, PrimitiveValue::from(format!("{day}{}", &value[8..]))),
-                    None => zero(&element),
-                }
-            }
-            Err(_) => zero(&element),
-        },
-        VR::TM => element,
-        VR::LO | VR::SH | VR::ST | VR::LT | VR::UT | VR::UC | VR::CS => match element.to_str() {
-            Ok(value) => {
-                let cleaned = clean_descriptor(&value);
-                let vr = element.vr();
-                if cleaned.is_empty() {
-                    DataElement::new(tag, vr, PrimitiveValue::Empty)
-                } else {
-                    DataElement::new(tag, vr, PrimitiveValue::from(cleaned))
-                }
-            }
-            Err(_) => zero(&element),
-        },
-        _ => zero(&element),
+    let vr = element.vr();
+    let Ok(value) = element.to_str().map(Cow::into_owned) else {
+        return if vr == VR::SQ { recurse(element, ctx, depth) } else { zero(&element) };
+    };
+    let shifted = |shift: fn(&str, i64) -> Option<String>| -> Option<String> {
+        let values: Option<Vec<String>> = value.trim().split('\\').map(|v| shift(v.trim(), ctx.shift_days)).collect();
+        values.map(|v| v.join("\\"))
+    };
+    let cleaned = match vr {
+        VR::SQ => return recurse(element, ctx, depth),
+        VR::DA => shifted(shift_date),
+        VR::DT => shifted(shift_date_time),
+        // Dates move by whole days: a time of day stays what it was.
+        VR::TM => return element,
+        VR::LO | VR::SH | VR::ST | VR::LT | VR::UT | VR::UC | VR::CS => Some(clean_descriptor(&value)),
+        _ => None,
+    };
+    match cleaned {
+        Some(text) if !text.is_empty() => DataElement::new(tag, vr, PrimitiveValue::from(text)),
+        _ if type_1 && !is_blank(&element) => dummy(element, ctx, depth),
+        _ => DataElement::new(tag, vr, PrimitiveValue::Empty),
     }
+}
+
+/// A DT value moved by `days`, without its time-zone suffix: the offset from
+/// UTC is removed with Timezone Offset From UTC (0008,0201).
+fn shift_date_time(value: &str, days: i64) -> Option<String> {
+    let local = value.find(['+', '-']).map_or(value, |at| &value[..at]);
+    let day = shift_date(local, days)?;
+    Some(if day.is_empty() { day } else { format!("{day}{}", &local[8..]) })
 }
 
 fn shift_date(value: &str, days: i64) -> Option<String> {
@@ -596,9 +720,14 @@ fn date(dataset: &InMemDicomObject, tag: Tag) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(value.get(..8)?, "%Y%m%d").ok()
 }
 
-/// Age at the study as DICOM AS text and in years, from dates read before de-identification.
-#[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+/// Ages beyond this are taken for errors in the data (a birth date of
+/// 1111-11-11), not facts: the age is unknown.
+const MAX_PLAUSIBLE_AGE_YEARS: i32 = 125;
+
+/// Age at the study as DICOM AS text and in completed years, from dates read
+/// before de-identification; `None` when the dates give no plausible age.
 fn age_at_study(dataset: &InMemDicomObject) -> Option<(String, f64)> {
+    use chrono::Datelike;
     let birth = date(dataset, tags::PATIENT_BIRTH_DATE)?;
     let at = [tags::STUDY_DATE, tags::SERIES_DATE, tags::ACQUISITION_DATE, tags::CONTENT_DATE]
         .into_iter()
@@ -607,15 +736,40 @@ fn age_at_study(dataset: &InMemDicomObject) -> Option<(String, f64)> {
     if days < 0 {
         return None;
     }
-    let years = days as f64 / 365.2425;
-    let text = if years >= 2.0 {
-        format!("{:03}Y", (years.floor() as u32).min(999))
-    } else if days >= 62 {
-        format!("{:03}M", (days as f64 / 30.436_875).floor() as u32)
+    // Completed calendar months and years, as PS3.5 AS counts age.
+    let before_day = i32::from(at.day() < birth.day());
+    let months = (at.year() - birth.year()) * 12 + i32::try_from(at.month()).ok()?
+        - i32::try_from(birth.month()).ok()?
+        - before_day;
+    let years = months.div_euclid(12);
+    if years > MAX_PLAUSIBLE_AGE_YEARS {
+        return None;
+    }
+    let text = if years >= 2 {
+        format!("{years:03}Y")
+    } else if months >= 2 {
+        format!("{months:03}M")
+    } else if days >= 14 {
+        format!("{:03}W", days / 7)
     } else {
         format!("{days:03}D")
     };
-    Some((text, years))
+    Some((text, f64::from(years)))
+}
+
+/// Completed years of a Patient's Age (AS) value such as `065Y` or `018M`;
+/// `None` when it is not one, or not plausible.
+fn years_of(age: &str) -> Option<f64> {
+    let (number, unit) = age.trim().split_at_checked(3)?;
+    let n: i32 = number.parse().ok()?;
+    let years = match unit {
+        "Y" => n,
+        "M" => n / 12,
+        "W" => n / 52,
+        "D" => n / 365,
+        _ => return None,
+    };
+    (0..=MAX_PLAUSIBLE_AGE_YEARS).contains(&years).then_some(f64::from(years))
 }
 
 /// SOP classes of secondary captures, where text is often burned into pixels.

@@ -26,12 +26,18 @@ struct Frame {
 }
 
 /// What the walk learned of the file's layout.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Layout {
     /// Offset of the top-level Pixel Data element's header when that element
     /// is the last thing in the file: everything from here on can be carried
     /// over byte for byte, and the parser need only read what comes before.
     pub pixel_data_at: Option<usize>,
+    /// Explicit VR little endian elements of VR UN holding a sequence encoded
+    /// in implicit VR (PS3.5 6.2.2 / CP-246: undefined length, or a public
+    /// sequence's items) that no defined-length sequence or item encloses, for
+    /// [`rewrite_un_sequences`]: the offset of each, and where a defined-length
+    /// value ends.
+    pub un_sequences: Vec<(usize, Option<usize>)>,
 }
 
 /// `Err(tag)` names the first element whose declared length exceeds the file.
@@ -47,13 +53,14 @@ pub fn check_declared_lengths(bytes: &[u8]) -> Result<Layout, Tag> {
     let total = bytes.len();
     // Top-level Pixel Data seen at this offset, and nothing else at top level since.
     let mut pixel_data_at = None;
+    let mut un_sequences = Vec::new();
     loop {
         while stack.len() > 1 && stack.last().is_some_and(|f| f.end.is_some_and(|end| p >= end)) {
             stack.pop();
         }
         if p + 8 > total {
             let last = p == total && stack.len() == 1;
-            return Ok(Layout { pixel_data_at: pixel_data_at.filter(|_| last) });
+            return Ok(Layout { pixel_data_at: pixel_data_at.filter(|_| last), un_sequences });
         }
         let frame = stack.last().expect("the root frame stays");
         let (implicit, fragments) = (frame.implicit, frame.fragments);
@@ -104,14 +111,25 @@ pub fn check_declared_lengths(bytes: &[u8]) -> Result<Layout, Tag> {
                 None => return Ok(unknown),
             }
         };
+        let un = vr == Some(VR::UN);
+        let rewritable = un && !implicit && !big_endian && stack.iter().all(|f| f.end.is_none() && !f.implicit);
         if len == UNDEFINED {
-            let un = vr == Some(VR::UN);
+            if rewritable {
+                un_sequences.push((p, None));
+            }
             stack.push(Frame { end: None, implicit: implicit || un, fragments: tag == PIXEL_DATA });
             p += header;
             continue;
         }
         if len as usize > total.saturating_sub(p + header) {
             return Err(tag);
+        }
+        let value = p + header..p + header + len as usize;
+        if rewritable
+            && dictionary_vr(tag) == Some(VR::SQ)
+            && bytes.get(value.start..value.start + 4) == Some(&[0xFE, 0xFF, 0x00, 0xE0][..])
+        {
+            un_sequences.push((p, Some(value.end)));
         }
         if vr == Some(VR::SQ) {
             stack.push(Frame { end: Some(p + header + len as usize), implicit, fragments: false });
@@ -120,6 +138,140 @@ pub fn check_declared_lengths(bytes: &[u8]) -> Result<Layout, Tag> {
             p += header + len as usize;
         }
     }
+}
+
+/// The file with each element at `offsets` (see [`Layout::un_sequences`])
+/// rewritten as the explicit VR sequence it is: VR SQ, items of undefined
+/// length, and every element inside given its dictionary VR (UN where the
+/// dictionary has none), as DCMTK reads them. `None` when the implicit VR
+/// content cannot be followed.
+pub fn rewrite_un_sequences(bytes: &[u8], offsets: &[(usize, Option<usize>)]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len() + 64 * offsets.len());
+    let mut copied = 0;
+    for &(at, end) in offsets {
+        out.extend_from_slice(bytes.get(copied..at)?);
+        out.extend_from_slice(bytes.get(at..at + 4)?);
+        out.extend_from_slice(&[b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        copied = implicit_items(bytes, at + 12, end, &mut out, 0)?;
+    }
+    out.extend_from_slice(bytes.get(copied..)?);
+    Some(out)
+}
+
+/// Deepest nesting followed inside one implicit VR sequence.
+const MAX_DEPTH: usize = 64;
+
+/// Items of an implicit VR sequence from `p` to `end` (or its delimiter),
+/// written as explicit VR; returns the offset after the sequence.
+fn implicit_items(bytes: &[u8], mut p: usize, end: Option<usize>, out: &mut Vec<u8>, depth: usize) -> Option<usize> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    loop {
+        if end.is_some_and(|end| p >= end) {
+            out.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+            return Some(p);
+        }
+        let header = bytes.get(p..p + 8)?;
+        let (group, element, len) = (u16_at(header, 0, false), u16_at(header, 2, false), u32_at(header, 4, false));
+        match (group, element) {
+            (0xFFFE, 0xE0DD) => {
+                out.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+                return Some(p + 8);
+            }
+            (0xFFFE, 0xE000) => {
+                out.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+                let item_end = (len != UNDEFINED).then(|| p + 8 + len as usize);
+                p = implicit_elements(bytes, p + 8, item_end, out, depth)?;
+                out.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Elements of one implicit VR item, written as explicit VR; returns the
+/// offset after the item (and its delimiter, if it has one).
+fn implicit_elements(bytes: &[u8], mut p: usize, end: Option<usize>, out: &mut Vec<u8>, depth: usize) -> Option<usize> {
+    loop {
+        if end.is_some_and(|end| p >= end) {
+            return Some(p);
+        }
+        let header = bytes.get(p..p + 8)?;
+        let tag = Tag(u16_at(header, 0, false), u16_at(header, 2, false));
+        let len = u32_at(header, 4, false);
+        if tag == Tag(0xFFFE, 0xE00D) {
+            return Some(p + 8);
+        }
+        let vr = if tag.group() % 2 == 1 { None } else { dictionary_vr(tag) };
+        if len == UNDEFINED || vr == Some(VR::SQ) {
+            out.extend_from_slice(&header[..4]);
+            out.extend_from_slice(&[b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+            let seq_end = (len != UNDEFINED).then(|| p + 8 + len as usize);
+            p = implicit_items(bytes, p + 8, seq_end, out, depth + 1)?;
+            continue;
+        }
+        let value = bytes.get(p + 8..p + 8 + len as usize)?;
+        let short = |vr: VR| !long_length(vr);
+        let vr = vr.filter(|vr| !short(*vr) || len <= 0xFFFF).unwrap_or(VR::UN);
+        out.extend_from_slice(&header[..4]);
+        out.extend_from_slice(vr.to_string().as_bytes());
+        if short(vr) {
+            out.extend_from_slice(&u16::try_from(len).ok()?.to_le_bytes());
+        } else {
+            out.extend_from_slice(&[0, 0]);
+            out.extend_from_slice(&len.to_le_bytes());
+        }
+        out.extend_from_slice(value);
+        p += 8 + len as usize;
+    }
+}
+
+/// Why the file meta group cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaError {
+    /// It has no Transfer Syntax UID (0002,0010).
+    NoTransferSyntax,
+}
+
+/// The file with a File Meta Information Group Length (0002,0000) put in
+/// front of its meta group when the sender left it out (DCMTK reads such
+/// files); `None` when nothing needs doing or the group cannot be followed.
+pub fn with_group_length(bytes: &[u8]) -> Result<Option<bytes::Bytes>, MetaError> {
+    let Ok(Some(meta)) = meta_group(bytes) else { return Ok(None) };
+    if meta.elements.is_empty() {
+        return Ok(None);
+    }
+    if meta.transfer_syntax.is_empty() {
+        return Err(MetaError::NoTransferSyntax);
+    }
+    if meta.elements.first().is_some_and(|(tag, _, _)| *tag == Tag(0x0002, 0x0000)) {
+        return Ok(None);
+    }
+    Ok(Some(rebuild_meta(bytes, &meta, None, &bytes[meta.end..]).into()))
+}
+
+/// The file again: preamble, the meta group with its group length recomputed
+/// (and its transfer syntax replaced, if given), then `data_set`.
+fn rebuild_meta(bytes: &[u8], meta: &MetaGroup, transfer_syntax: Option<&[u8; 20]>, data_set: &[u8]) -> Vec<u8> {
+    let mut group = Vec::new();
+    for (tag, start, end) in &meta.elements {
+        match (*tag, transfer_syntax) {
+            (Tag(0x0002, 0x0000), _) => {}
+            (Tag(0x0002, 0x0010), Some(uid)) => {
+                group.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I', 20, 0]);
+                group.extend_from_slice(uid);
+            }
+            _ => group.extend_from_slice(&bytes[*start..*end]),
+        }
+    }
+    let mut out = Vec::with_capacity(meta.start + 12 + group.len() + data_set.len());
+    out.extend_from_slice(&bytes[..meta.start]);
+    out.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+    out.extend_from_slice(&u32::try_from(group.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&group);
+    out.extend_from_slice(data_set);
+    out
 }
 
 /// Why a deflated data set was not inflated.
@@ -151,22 +303,7 @@ pub fn inflate_deflated(bytes: &[u8], limit: usize) -> Result<Option<bytes::Byte
         return Err(InflateError::TooLarge);
     }
     // The meta group again, with the new transfer syntax and its group length recomputed.
-    let mut group = Vec::new();
-    for (tag, start, end) in meta.elements {
-        if tag == Tag(0x0002, 0x0010) {
-            group.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I', 20, 0]);
-            group.extend_from_slice(b"1.2.840.10008.1.2.1\0");
-        } else if tag != Tag(0x0002, 0x0000) {
-            group.extend_from_slice(&bytes[start..end]);
-        }
-    }
-    let mut out = Vec::with_capacity(meta.start + 12 + group.len() + data_set.len());
-    out.extend_from_slice(&bytes[..meta.start]);
-    out.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
-    out.extend_from_slice(&u32::try_from(group.len()).unwrap_or(u32::MAX).to_le_bytes());
-    out.extend_from_slice(&group);
-    out.extend_from_slice(&data_set);
-    Ok(Some(out.into()))
+    Ok(Some(rebuild_meta(bytes, &meta, Some(b"1.2.840.10008.1.2.1\0"), &data_set).into()))
 }
 
 /// The file meta group (always explicit VR little endian).
@@ -224,24 +361,7 @@ fn explicit_header(bytes: &[u8], p: usize, big_endian: bool) -> Option<(Tag, Opt
     let code = [bytes[p + 4], bytes[p + 5]];
     // The parser reads an unknown VR code like UN (4-byte length), so the walk does too.
     let vr = VR::from_binary(code).or(Some(VR::UN));
-    let long = matches!(
-        vr,
-        Some(
-            VR::OB
-                | VR::OD
-                | VR::OF
-                | VR::OL
-                | VR::OV
-                | VR::OW
-                | VR::SQ
-                | VR::SV
-                | VR::UC
-                | VR::UN
-                | VR::UR
-                | VR::UT
-                | VR::UV
-        )
-    );
+    let long = vr.is_some_and(long_length);
     if long {
         if p + 12 > bytes.len() {
             return None;
@@ -250,6 +370,26 @@ fn explicit_header(bytes: &[u8], p: usize, big_endian: bool) -> Option<(Tag, Opt
     } else {
         Some((tag, vr, u32::from(u16_at(bytes, p + 6, big_endian)), 8))
     }
+}
+
+/// Whether an explicit VR header of `vr` has a 4-byte length (after two reserved bytes).
+fn long_length(vr: VR) -> bool {
+    matches!(
+        vr,
+        VR::OB
+            | VR::OD
+            | VR::OF
+            | VR::OL
+            | VR::OV
+            | VR::OW
+            | VR::SQ
+            | VR::SV
+            | VR::UC
+            | VR::UN
+            | VR::UR
+            | VR::UT
+            | VR::UV
+    )
 }
 
 fn dictionary_vr(tag: Tag) -> Option<VR> {
@@ -317,7 +457,10 @@ mod tests {
         ds.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
         // Pixel Data is the last element: its header starts after preamble, meta group and the sequence.
         let pixel_data_at = Some(132 + 8 + 22 + 48);
-        assert_eq!(check_declared_lengths(&file(&ds, "1.2.840.10008.1.2.4.50")), Ok(Layout { pixel_data_at }));
+        assert_eq!(
+            check_declared_lengths(&file(&ds, "1.2.840.10008.1.2.4.50")),
+            Ok(Layout { pixel_data_at, un_sequences: Vec::new() })
+        );
         // Anything after it at top level means the file must be parsed whole.
         let mut padded = ds.clone();
         padded.extend_from_slice(&[0xFC, 0xFF, 0xFC, 0xFF, b'O', b'B', 0, 0, 2, 0, 0, 0, 0, 0]);

@@ -11,7 +11,9 @@ pub mod guard;
 pub mod profile;
 pub mod pseudonym;
 
-pub use dicom::{DeidSettings, Deidentified, InstanceMeta, QuarantineReason, Rejection, SafePrivate, deidentify};
+pub use dicom::{
+    DeidSettings, Deidentified, InstanceMeta, MissingPatientId, QuarantineReason, Rejection, SafePrivate, deidentify,
+};
 pub use profile::{Action, PROFILE, ProfileOption, Rule};
 pub use pseudonym::RegistryKey;
 

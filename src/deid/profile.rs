@@ -41,17 +41,22 @@ pub enum Action {
 pub enum ProfileOption {
     RetainPatientCharacteristics,
     RetainLongitudinalModifiedDates,
-    RetainDeviceIdentity,
     CleanDescriptors,
     CleanStructuredContent,
 }
 
 impl ProfileOption {
     /// The options applied to every instance, in precedence order: a retain
-    /// option's K wins over a clean option's C.
-    pub const APPLIED: [ProfileOption; 5] = [
+    /// option's K wins over a clean option's C. This list is the only source of
+    /// what is declared: the table's actions, every file's De-identification
+    /// Method (Code Sequence) and the conformance statement derive from it.
+    ///
+    /// Retain Device Identity is not among them: it would keep station names,
+    /// serial numbers and device identifiers, which name one particular device
+    /// (and with it a site). What a device *is* (manufacturer, model, field
+    /// strength) is not in Table E.1-1 at all, so the Basic Profile keeps it.
+    pub const APPLIED: [ProfileOption; 4] = [
         ProfileOption::RetainPatientCharacteristics,
-        ProfileOption::RetainDeviceIdentity,
         ProfileOption::RetainLongitudinalModifiedDates,
         ProfileOption::CleanDescriptors,
         ProfileOption::CleanStructuredContent,
@@ -62,7 +67,6 @@ impl ProfileOption {
         match self {
             Self::RetainPatientCharacteristics => "retain_patient_characteristics",
             Self::RetainLongitudinalModifiedDates => "retain_longitudinal_modified_dates",
-            Self::RetainDeviceIdentity => "retain_device_identity",
             Self::CleanDescriptors => "clean_descriptors",
             Self::CleanStructuredContent => "clean_structured_content",
         }
@@ -75,31 +79,11 @@ impl ProfileOption {
             Self::RetainLongitudinalModifiedDates => {
                 ("113107", "Retain Longitudinal Temporal Information Modified Dates Option")
             }
-            Self::RetainDeviceIdentity => ("113109", "Retain Device Identity Option"),
             Self::CleanDescriptors => ("113105", "Clean Descriptors Option"),
             Self::CleanStructuredContent => ("113104", "Clean Structured Content Option"),
         }
     }
 }
-
-/// Attributes naming one particular device (or station) rather than its kind:
-/// removed even under Retain Device Identity.
-const DEVICE_INSTANCE: &[&str] = &[
-    "StationName",
-    "DeviceSerialNumber",
-    "DeviceUID",
-    "DeviceID",
-    "DeviceLabel",
-    "GantryID",
-    "DetectorID",
-    "PlateID",
-    "CassetteID",
-    "SourceSerialNumber",
-    "UniqueDeviceIdentifier",
-    "ManufacturerDeviceIdentifier",
-    "XRayDetectorID",
-    "GeneratorID",
-];
 
 /// CID 7050 code of the Basic Application Confidentiality Profile itself.
 pub const BASIC_PROFILE_CODE: (&str, &str) = ("113100", "Basic Application Confidentiality Profile");
@@ -176,9 +160,9 @@ impl Profile {
             let keyword = cell("keyword");
             let (option, code) = ProfileOption::APPLIED
                 .into_iter()
-                // Custodian's Retain Device Identity keeps what a device *is* (maker,
-                // model, field strength: the site-effect axes), not which one it is.
-                .filter(|o| !(*o == ProfileOption::RetainDeviceIdentity && DEVICE_INSTANCE.contains(&keyword)))
+                // The offset from UTC goes with the time-zone suffix of every DT
+                // value, which shifting cannot clean: both are removed (basic X).
+                .filter(|_| keyword != "TimezoneOffsetFromUTC")
                 .find_map(|o| Some(cell(o.column())).filter(|c| !c.is_empty()).map(|c| (Some(o), c.to_owned())))
                 .unwrap_or((None, basic.clone()));
             let vr = cell("vr");
@@ -238,16 +222,17 @@ impl Profile {
 }
 
 /// Resolves a (possibly compound) code to one action. For compounds the
-/// standard lets the choice depend on the attribute's type in its IOD; without
-/// per-IOD tables Custodian takes the choice that keeps the attribute present
-/// but empty (Z) wherever Z is allowed, D where only D or X are, and U for UIDs
-/// and for sequences of references.
+/// standard lets the choice depend on the attribute's type in its IOD (D where
+/// it is Type 1); without per-IOD tables Custodian takes the choice that keeps
+/// every IOD valid: D wherever D is allowed (a present value becomes a dummy,
+/// an empty one stays empty), Z where only X or Z are, and U for UIDs and for
+/// sequences of references.
 fn resolve(code: &str, vr: &str) -> Option<Action> {
     Some(match code {
         "K" => Action::Keep,
         "C" => Action::Clean,
-        "D" | "X/D" => Action::Dummy,
-        "Z" | "Z/D" | "X/Z" | "X/Z/D" => Action::Zero,
+        "D" | "X/D" | "Z/D" | "X/Z/D" => Action::Dummy,
+        "Z" | "X/Z" => Action::Zero,
         "X" => Action::Remove,
         "U" => Action::Uid,
         // References (Referenced/Source Image Sequence) stay, their UIDs remapped,
@@ -275,13 +260,17 @@ mod tests {
         assert!(profile.rules().len() > 500, "{}", profile.rules().len());
         let action = |tag| profile.rule(tag).map(|r| r.action);
         assert_eq!(action(tags::PATIENT_NAME), Some(Action::Zero));
-        assert_eq!(action(tags::PATIENT_ID), Some(Action::Zero));
+        assert_eq!(action(tags::PATIENT_ID), Some(Action::Dummy));
         assert_eq!(action(tags::PATIENT_BIRTH_DATE), Some(Action::Zero));
         assert_eq!(action(tags::STUDY_INSTANCE_UID), Some(Action::Uid));
         assert_eq!(action(tags::SOP_INSTANCE_UID), Some(Action::Uid));
         assert_eq!(action(tags::PATIENT_SEX), Some(Action::Keep), "Retain Patient Characteristics");
-        assert_eq!(action(tags::DEVICE_SERIAL_NUMBER), Some(Action::Zero), "one device, not its kind");
-        assert_eq!(action(tags::STATION_NAME).map(|a| a == Action::Keep), Some(false));
+        assert_eq!(action(tags::DEVICE_SERIAL_NUMBER), Some(Action::Dummy), "Type 1 somewhere: a dummy");
+        for tag in [tags::STATION_NAME, tags::PERFORMED_STATION_NAME, tags::SCHEDULED_STATION_NAME] {
+            assert!(action(tag).is_some_and(|a| a != Action::Keep), "{tag}: Retain Device Identity is not applied");
+        }
+        assert_eq!(action(tags::DATE_OF_LAST_CALIBRATION), Some(Action::Clean), "shifted like every date");
+        assert_eq!(action(tags::TIMEZONE_OFFSET_FROM_UTC), Some(Action::Remove), "goes with the DT suffixes");
         assert_eq!(action(tags::MANUFACTURER), None, "not identifying: kept");
         assert_eq!(action(tags::STUDY_DATE), Some(Action::Clean), "Retain Longitudinal Modified Dates");
         assert_eq!(action(tags::STUDY_DESCRIPTION), Some(Action::Clean), "Clean Descriptors");
@@ -293,7 +282,8 @@ mod tests {
 
     #[test]
     fn compound_codes_resolve_conservatively() {
-        assert_eq!(resolve("X/Z/D", "LO"), Some(Action::Zero));
+        assert_eq!(resolve("X/Z/D", "LO"), Some(Action::Dummy));
+        assert_eq!(resolve("X/Z", "LO"), Some(Action::Zero));
         assert_eq!(resolve("X/D", "SQ"), Some(Action::Dummy));
         assert_eq!(resolve("X/Z/U*", "UI"), Some(Action::Uid));
         assert_eq!(resolve("X/Z/U*", "SQ"), Some(Action::Uid));

@@ -76,7 +76,26 @@ impl RegistryKey {
 
     /// The registry pseudonym of the patient `local_id` at `site`.
     pub fn subject(&self, site: &str, local_id: &str) -> String {
-        let mac = self.mac("subject", &[site.as_bytes(), local_id.trim().as_bytes()]);
+        self.subject_issued(site, local_id, None)
+    }
+
+    /// The registry pseudonym of the patient `local_id` of `issuer` (Issuer of
+    /// Patient ID) at `site`. An absent or empty issuer gives the pseudonym of
+    /// [`Self::subject`], so registries built before issuers counted keep their subjects.
+    pub fn subject_issued(&self, site: &str, local_id: &str, issuer: Option<&str>) -> String {
+        let (site, id) = (site.as_bytes(), local_id.trim().as_bytes());
+        let mac = match issuer.map(str::trim).filter(|i| !i.is_empty()) {
+            Some(issuer) => self.mac("subject", &[site, id, issuer.as_bytes()]),
+            None => self.mac("subject", &[site, id]),
+        };
+        base32_pseudonym("sub-", &mac)
+    }
+
+    /// The pseudonym of the unidentified patient of one study (no Patient ID):
+    /// keyed on site and Study Instance UID, under a label of its own.
+    pub fn unidentified_subject(&self, site: &str, study_uid: &str) -> String {
+        let mac =
+            self.mac("unidentified-subject", &[site.as_bytes(), study_uid.trim_end_matches(['\0', ' ']).as_bytes()]);
         base32_pseudonym("sub-", &mac)
     }
 
@@ -117,6 +136,13 @@ mod tests {
         assert_ne!(a, RegistryKey::new(&[8; 32]).unwrap().subject("uhb", "MRN123"), "another key, another pseudonym");
         assert!(a.starts_with("sub-") && a.len() == 20, "{a}");
         assert_ne!(k.subject("uhbM", "RN123"), a, "fields cannot slide into each other");
+        assert_eq!(k.subject_issued("uhb", "MRN123", None), a, "no issuer: the pseudonym of before");
+        assert_eq!(k.subject_issued("uhb", "MRN123", Some(" ")), a, "an empty issuer is none");
+        let issued = k.subject_issued("uhb", "MRN123", Some("HOSP-A"));
+        assert_ne!(issued, a);
+        assert_ne!(issued, k.subject_issued("uhb", "MRN123", Some("HOSP-B")), "two issuers, two patients");
+        assert_ne!(k.unidentified_subject("uhb", "1.2.3"), k.unidentified_subject("uhb", "1.2.4"));
+        assert_ne!(k.unidentified_subject("uhb", "MRN123"), a, "its own label");
     }
 
     #[test]

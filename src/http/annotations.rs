@@ -48,9 +48,9 @@ pub struct CreatedAnnotation {
 
 async fn resolve(state: &AppState, target: &Target) -> Result<db::Resolved> {
     let found = match target {
-        Target::Subject { patient_id, site } => {
+        Target::Subject { patient_id, site, issuer_of_patient_id } => {
             let site = site.as_deref().unwrap_or("local");
-            let pseudonym = state.ingest.key.subject(site, patient_id);
+            let pseudonym = state.ingest.key.subject_issued(site, patient_id, issuer_of_patient_id.as_deref());
             db::subject(&state.db, &pseudonym).await?
         }
         Target::Study { uid } => db::by_uid(&state.db, "study", uid).await?,

@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 use super::extract::AppJson;
 use crate::app::AppState;
 use crate::deid::profile::BASIC_PROFILE_CODE;
-use crate::deid::{PROFILE, ProfileOption, Rule};
+use crate::deid::{MissingPatientId, PROFILE, ProfileOption, Rule};
 use crate::discovery::protect::{self, Perturbation};
 use crate::error::{ErrorBody, Result};
 use crate::openapi::tags;
@@ -39,6 +39,8 @@ pub struct DeidProfileResponse {
     pub codes: Vec<ProfileCode>,
     /// Decisions the table leaves open or that Custodian makes beyond it.
     pub rules: Vec<&'static str>,
+    /// What happens to an instance without a Patient ID, as configured (`deid.missing_patient_id`).
+    pub missing_patient_id: MissingPatientId,
     /// Per attribute: the standard's code, the option that decided (if any) and the action taken.
     pub attributes: Vec<Rule>,
     /// How counts are protected before anyone without a grant sees them.
@@ -75,16 +77,21 @@ const DISCLOSURE_RULES: &[&str] = &[
 ];
 
 const RULES: &[&str] = &[
-    "Patient ID (0010,0020) and Patient's Name (0010,0010) are replaced by the subject's registry pseudonym, a keyed HMAC-SHA-256 of site and local patient ID.",
+    "Patient ID (0010,0020) and Patient's Name (0010,0010) are replaced by the subject's registry pseudonym, a keyed HMAC-SHA-256 of site, local patient ID and, when present and not empty, Issuer of Patient ID (0010,0021); a patient without an issuer keeps the pseudonym of before issuers counted.",
+    "An instance without a Patient ID (empty or absent; Type 2 allows it) is handled as `deid.missing_patient_id` says (see `missing_patient_id`): `fallback` gives it a subject of its own study (a keyed HMAC of site and Study Instance UID, so two people are never joined), `reject` refuses it as missing-attribute.",
     "UIDs marked U are replaced by 2.25.<decimal> UIDs derived from a keyed HMAC-SHA-256 of the original UID, so the same UID maps to the same new UID in every file, and references (Referenced/Source Image Sequences, SEG and RTSTRUCT references) stay intact.",
-    "Dates marked C (Retain Longitudinal Temporal Information with Modified Dates) move back by one keyed offset per subject, 1 to 3650 days, in every file of that subject; times of day are kept. Longitudinal Temporal Information Modified (0028,0303) is set to MODIFIED.",
-    "Patient's Age (0010,1010) is computed from the birth date and the study date before the birth date is removed, when the file does not carry it.",
-    "Descriptors marked C (Clean Descriptors) keep only words of a fixed imaging vocabulary (modalities, anatomy, sequences, planes, contrast); every other word, and any word with a digit that is not a known term, is dropped.",
-    "Retain Device Identity keeps what a device is (manufacturer, model, field strength), not which one: station name, serial numbers and device or detector identifiers are removed.",
-    "Compound codes: Z/D, X/Z and X/Z/D become Z (present, empty); X/D becomes D; X/Z/U* becomes U (sequences kept with their UIDs remapped).",
+    "Dates (Retain Longitudinal Temporal Information with Modified Dates) move back by one keyed offset per subject, 1 to 3650 days, in every file of that subject. This is a rule of the VR, at every depth: every DA, DT and TM value that its row does not remove, empty or replace is shifted, whether the table lists it or not (calibration dates included). Shifts are whole days, so a TM value, the time of day, is unchanged. Longitudinal Temporal Information Modified (0028,0303) is set to MODIFIED.",
+    "Timezone Offset From UTC (0008,0201) is removed (basic X rather than the option's C), and with it the time-zone suffix of every DT value.",
+    "Patient's Age (0010,1010) is computed in completed years (months, weeks or days for infants, as AS counts) from the birth date and the study date before the birth date is removed, when the file does not carry it. The catalog records age in completed years, from that or from the file's own Patient's Age; an age below 0 or above 125 years is recorded as unknown (the instance is still accepted).",
+    "Clean Descriptors: free text is split into words (at spaces, punctuation, _, -, / and case changes) and judged against a fixed clinical vocabulary (modalities, techniques, anatomy, TG-263 structure names, laterality, targets, common findings). Text of known words only stays as written; otherwise unknown words go, a linking word (of, with, and) stays only between kept words, and a number only as a short index or a target's dose level; a value left with nothing but generic words (image, series) is emptied, or replaced by a dummy where the attribute is Type 1 (a D in its basic code).",
+    "Retain Device Identity is not applied: station names (Station Name and the Performed and Scheduled Station Names, with their code sequences), serial numbers and device identifiers get the Basic Profile's action. What a device is (manufacturer, model, software, field strength) is not in Table E.1-1 and is kept.",
+    "Compound codes: Z/D, X/D and X/Z/D become D (a dummy of the same VR where a value was present, so Type 1 attributes stay valid; an empty value stays empty; a sequence keeps its items, each attribute handled by its own row); X/Z becomes Z (present, empty); X/Z/U* becomes U (sequences kept with their UIDs remapped).",
+    "Standard attributes the table does not list are kept, narrowed by kind: person names (PN) are emptied, free text (LT, ST, UT, and descriptions, comments, labels) is cleaned as descriptors, dates and times are shifted. An attribute the data dictionary does not know is removed. Overlays (groups 60xx) are removed whole.",
     "Private attributes (odd groups) are removed unless their creator and element are on the configured safe-private list; group lengths are recomputed; the file meta group is rebuilt, dropping the sender's AE titles and implementation, and the 128-byte preamble is zeroed.",
+    "De-identification Method (0012,0063) and its Code Sequence (0012,0064) keep what an earlier de-identifier recorded; Custodian's steps follow as further values and items, one value per step, and name exactly the profile and the options applied.",
+    "Files DCMTK reads are read: a meta group without its group length (0002,0000) is accepted, and a sequence sent as UN in implicit VR (CP-246: undefined length, or a public sequence's items) is read as the sequence it is and then profiled like any other (one nested inside a defined-length sequence is still removed); a meta group without Transfer Syntax UID (0002,0010) is refused naming that attribute.",
     "Instances with Burned In Annotation (0028,0301) = YES, and secondary captures or US, SC, OT, XC, ES, GM, SM, DOC instances that do not declare NO, are quarantined for a steward instead of published.",
-    "Standard attributes the table does not list are kept; pixel data is carried through byte for byte, never decoded or re-encoded.",
+    "Pixel data is carried through byte for byte, never decoded or re-encoded.",
 ];
 
 /// The de-identification conformance statement.
@@ -118,6 +125,7 @@ pub async fn find_deid_profile(State(state): State<AppState>) -> Result<AppJson<
             .chain(ProfileOption::APPLIED.iter().map(|o| code(o.code())))
             .collect(),
         rules: RULES.to_vec(),
+        missing_patient_id: state.config.deid.missing_patient_id,
         attributes: PROFILE.rules().to_vec(),
         disclosure: DisclosureStatement {
             method: "cell-key",

@@ -36,6 +36,9 @@ pub struct ImportQuery {
     pub cohort: Option<String>,
     /// Site code the patients belong to (default `local`): patient IDs are pseudonymized per site.
     pub site: Option<String>,
+    /// Issuer of Patient ID (0010,0021) of every patient ID in the table, when
+    /// the images carry one: it scopes the IDs, as it does in DICOM.
+    pub issuer_of_patient_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +187,7 @@ pub async fn import_table(
         site: &site.code,
         actor: &principal.username,
         key: &state.ingest.key,
+        issuer: query.issuer_of_patient_id.as_deref(),
         max_shift_days: state.ingest.max_shift_days,
     };
     let mut tx = state.db.begin().await?;

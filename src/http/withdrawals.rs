@@ -41,6 +41,8 @@ pub struct WithdrawalRequest {
     pub site: Option<String>,
     /// The local patient ID at `site`: pseudonymized here, never stored or logged.
     pub patient_id: Option<String>,
+    /// Issuer of Patient ID (0010,0021) of `patient_id`, when its images carry one.
+    pub issuer_of_patient_id: Option<String>,
     pub scope: Scope,
 }
 
@@ -78,6 +80,7 @@ pub async fn withdraw(
         pseudonym: request.pseudonym.as_deref(),
         site: request.site.as_deref(),
         patient_id: request.patient_id.as_deref(),
+        issuer: request.issuer_of_patient_id.as_deref(),
     };
     let mut tx = state.db.begin().await?;
     let Withdrawn { pseudonym, outcome: Outcome { notices, series_removed } } =

@@ -45,6 +45,7 @@ pub struct Ingestor {
     pub key: RegistryKey,
     pub max_shift_days: u32,
     pub safe_private: Vec<SafePrivate>,
+    pub missing_patient_id: deid::MissingPatientId,
     pub limits: IngestConfig,
     writer: writer::Writer,
     /// The object directory of a local store, which instances are written into directly.
@@ -269,6 +270,7 @@ impl Ingestor {
             key: deid::load_key(config)?,
             max_shift_days: config.deid.max_date_shift_days,
             safe_private: deid::safe_private(config),
+            missing_patient_id: config.deid.missing_patient_id,
             limits: config.ingest.clone(),
         })
     }
@@ -414,6 +416,7 @@ impl Ingestor {
         let key = self.key.clone();
         let safe_private = self.safe_private.clone();
         let max_shift_days = self.max_shift_days;
+        let missing_patient_id = self.missing_patient_id;
         let max_inflated_bytes = self.limits.max_file_bytes;
         let (deid, sha256, content_sha256, key) = tokio::task::spawn_blocking(move || {
             let settings = DeidSettings {
@@ -422,6 +425,7 @@ impl Ingestor {
                 max_shift_days,
                 safe_private: &safe_private,
                 max_inflated_bytes,
+                missing_patient_id,
             };
             let deid = deid::deidentify(&bytes, &settings)?;
             drop(bytes);

@@ -154,7 +154,9 @@ async fn labels_and_geometry_with_provenance_are_stored_listed_and_discoverable(
     let landmark = json!({"target": {"level": "study", "uid": study_uid}, "kind": "landmark",
                           "geometry": {"points": [[10.5, -3, 42], [11, -2.5, 40]]}, "provenance": provenance});
     annotate(&app, &token, &landmark).await.assert_status(StatusCode::CREATED);
-    let subject_label = json!({"target": {"level": "subject", "patient_id": ct.patient_id}, "kind": "label",
+    // The generated images carry an Issuer of Patient ID, which scopes the patient ID.
+    let subject = json!({"level": "subject", "patient_id": ct.patient_id, "issuer_of_patient_id": "CNRY-ISSUER"});
+    let subject_label = json!({"target": subject, "kind": "label",
                                "label": {"system": "SNOMED CT", "code": "44054006"},
                                "provenance": {"role": "algorithm", "tool": "risk-model 2.1", "method": "automatic"}});
     annotate(&app, &token, &subject_label).await.assert_status(StatusCode::CREATED);

@@ -61,39 +61,7 @@ impl Scp {
 /// DCMTK, installed the way the harness installs PostgreSQL when it is missing.
 pub(crate) fn ensure_dcmtk() {
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    let ready = READY.get_or_init(|| {
-        let present =
-            || std::process::Command::new("storescu").arg("--version").output().is_ok_and(|o| o.status.success());
-        if present() {
-            return Ok(());
-        }
-        if !Path::new("/usr/bin/apt-get").exists() {
-            return Err("DCMTK's storescu is not installed and this is not a Debian-like system".into());
-        }
-        let root = custodian::db::embedded::running_as_root().map_err(|e| format!("{e:#}"))?;
-        for args in [
-            &["apt-get", "update", "-q"][..],
-            &["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=300", "dcmtk"][..],
-        ] {
-            let mut command = if root {
-                std::process::Command::new(args[0])
-            } else {
-                let mut sudo = std::process::Command::new("sudo");
-                sudo.arg("-n").arg(args[0]);
-                sudo
-            };
-            let status = command
-                .args(&args[1..])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .map_err(|e| format!("running {}: {e}", args.join(" ")))?;
-            if !status.success() {
-                return Err(format!("`{}` failed ({status})", args.join(" ")));
-            }
-        }
-        if present() { Ok(()) } else { Err("storescu is still missing after installing dcmtk".into()) }
-    });
-    if let Err(problem) = ready {
+    if let Err(problem) = READY.get_or_init(|| crate::helpers::ensure_debian_package("storescu", "dcmtk")) {
         panic!("these tests need DCMTK (storescu, echoscu): {problem}; install it with `apt-get install dcmtk`");
     }
 }
@@ -141,13 +109,13 @@ async fn everything_stored(app: &TestApp) -> String {
     app.rows_as_text(&["instance", "series", "study", "subject", "upload_file", "upload_session", "audit_event"]).await
 }
 
-/// An instance as a hospital would send it, but without a Patient ID (0010,0020).
-fn without_patient_id(instance: &Instance) -> Vec<u8> {
+/// An instance as a hospital would send it, but without a Study Instance UID (0020,000D).
+pub(crate) fn without_study_uid(instance: &Instance) -> Vec<u8> {
     let mut file = dicom_object::OpenFileOptions::new()
         .read_preamble(dicom_object::file::ReadPreamble::Always)
         .from_reader(&instance.to_bytes()[..])
         .unwrap();
-    file.remove_element(tags::PATIENT_ID);
+    file.remove_element(tags::STUDY_INSTANCE_UID);
     let mut out = Vec::new();
     file.write_all(&mut out).unwrap();
     out
@@ -350,12 +318,12 @@ async fn a_file_the_registry_refuses_gets_a_failure_status_while_the_others_in_t
     let scp = Scp::start(&app).await;
     let dir = tempfile::tempdir().unwrap();
     // DCMTK parses every file before it sends it and skips truncated or garbage
-    // ones itself, so the refused file here is a well-formed one without a Patient ID.
+    // ones itself, so the refused file here is a well-formed one without a Study Instance UID.
     let files = write_files(
         dir.path(),
         &[
             ("1.dcm", Instance::ct(9, 1, 1, 1).to_bytes()),
-            ("2.dcm", without_patient_id(&Instance::ct(9, 1, 1, 2))),
+            ("2.dcm", without_study_uid(&Instance::ct(9, 1, 1, 2))),
             ("3.dcm", Instance::ct(9, 1, 1, 3).to_bytes()),
         ],
     );

@@ -1,6 +1,6 @@
 //! The de-identification engine on synthetic files with planted canaries.
 
-use custodian::deid::{DeidSettings, RegistryKey, SafePrivate};
+use custodian::deid::{DeidSettings, MissingPatientId, RegistryKey, SafePrivate};
 use dicom_core::header::Header;
 use dicom_core::value::Value;
 use dicom_dictionary_std::tags;
@@ -14,7 +14,7 @@ fn key() -> RegistryKey {
 }
 
 fn settings<'a>(key: &'a RegistryKey, safe: &'a [SafePrivate]) -> DeidSettings<'a> {
-    DeidSettings { key, site: "uhb", max_shift_days: 3650, safe_private: safe, max_inflated_bytes: 64 << 20 }
+    DeidSettings { safe_private: safe, ..crate::helpers::deid_settings(key, "uhb") }
 }
 
 fn reopen(bytes: &[u8]) -> dicom_object::DefaultDicomObject {
@@ -64,7 +64,7 @@ fn retained_attributes_and_pixels_survive_unchanged() {
     let Value::Sequence(codes) = obj.get(tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE).unwrap().value() else {
         panic!("a code sequence")
     };
-    assert_eq!(codes.items().len(), 6, "the profile and its five options");
+    assert_eq!(codes.items().len(), 5, "the profile and its four options");
     assert_eq!(text(&obj, tags::PATIENT_ID).as_deref(), Some(out.meta.subject.as_str()));
     assert_eq!(text(&obj, tags::PATIENT_NAME).as_deref(), Some(out.meta.subject.as_str()));
     assert!(obj.get(tags::PATIENT_BIRTH_DATE).is_none_or(|e| e.to_str().unwrap().trim().is_empty()));
@@ -170,7 +170,8 @@ fn bad_files_are_rejected_with_a_code_and_no_values_in_the_message() {
 
     let mut missing = Instance::ct(1, 1, 1, 1);
     missing.patient_id = String::new();
-    let error = deidentify_slice(&missing.to_bytes(), &s).unwrap_err();
+    let reject = DeidSettings { missing_patient_id: MissingPatientId::Reject, ..settings(&key, &[]) };
+    let error = deidentify_slice(&missing.to_bytes(), &reject).unwrap_err();
     assert_eq!(error.code, "missing-attribute");
     assert!(error.message.contains("(0010,0020)"), "{}", error.message);
 
@@ -185,8 +186,9 @@ async fn conformance_statement_is_public_and_generated_from_the_profile() {
     let body = app.get("/api/v1/deid/profile", None).await.assert_status(axum::http::StatusCode::OK).json();
     assert_eq!(body["edition"], custodian::deid::PROFILE.edition.as_str());
     assert_eq!(body["codes"][0]["code_value"], "113100");
-    assert_eq!(body["codes"].as_array().unwrap().len(), 6);
-    assert_eq!(body["codes"][5]["code_value"], "113104", "Clean Structured Content");
+    assert_eq!(body["codes"].as_array().unwrap().len(), 5);
+    assert_eq!(body["codes"][4]["code_value"], "113104", "Clean Structured Content");
+    assert!(body["codes"].as_array().unwrap().iter().all(|c| c["code_value"] != "113109"), "no Retain Device Identity");
     let attributes = body["attributes"].as_array().unwrap();
     assert_eq!(attributes.len(), custodian::deid::PROFILE.rules().len());
     let row = |keyword: &str| attributes.iter().find(|a| a["keyword"] == keyword).unwrap().clone();
@@ -195,7 +197,8 @@ async fn conformance_statement_is_public_and_generated_from_the_profile() {
     assert_eq!(row("StudyDate")["option"], "retain-longitudinal-modified-dates");
     assert_eq!(row("PatientSex")["action"], "keep");
     assert_eq!(row("StudyInstanceUID")["action"], "uid");
-    assert_eq!(row("DeviceSerialNumber")["action"], "zero");
+    assert_eq!(row("DeviceSerialNumber")["action"], "dummy");
+    assert_eq!(row("DateOfLastCalibration")["action"], "clean");
     // The statement also says how counts are protected, with the parameters in force, trackers included.
     let disclosure = &body["disclosure"];
     assert_eq!(disclosure["method"], "cell-key");

@@ -367,9 +367,57 @@ impl TestResponse {
 }
 
 /// De-identifies a file held in a slice (the service passes shared `Bytes`).
+/// Engine settings for tests: the given key and site, no safe private
+/// attributes, the product's limits and handling of a missing Patient ID.
+pub fn deid_settings<'a>(key: &'a custodian::deid::RegistryKey, site: &'a str) -> custodian::deid::DeidSettings<'a> {
+    custodian::deid::DeidSettings {
+        key,
+        site,
+        max_shift_days: 3650,
+        safe_private: &[],
+        max_inflated_bytes: 64 << 20,
+        missing_patient_id: custodian::deid::MissingPatientId::default(),
+    }
+}
+
 pub fn deidentify_slice(
     bytes: &[u8],
     settings: &custodian::deid::DeidSettings<'_>,
 ) -> Result<custodian::deid::Deidentified, custodian::deid::Rejection> {
     custodian::deid::deidentify(&bytes::Bytes::copy_from_slice(bytes), settings)
+}
+
+/// Makes sure `program` runs, installing the Debian `package` that has it
+/// (with apt-get, as root or through `sudo -n`) when it does not.
+pub fn ensure_debian_package(program: &str, package: &str) -> Result<(), String> {
+    // Spawning tells whether the program is there, whatever it thinks of no arguments.
+    let present = || std::process::Command::new(program).arg("--version").output().is_ok();
+    if present() {
+        return Ok(());
+    }
+    if !std::path::Path::new("/usr/bin/apt-get").exists() {
+        return Err(format!("{program} is not installed and this is not a Debian-like system"));
+    }
+    let root = custodian::db::embedded::running_as_root().map_err(|e| format!("{e:#}"))?;
+    for args in [
+        &["apt-get", "update", "-q"][..],
+        &["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=300", package][..],
+    ] {
+        let mut command = if root {
+            std::process::Command::new(args[0])
+        } else {
+            let mut sudo = std::process::Command::new("sudo");
+            sudo.arg("-n").arg(args[0]);
+            sudo
+        };
+        let status = command
+            .args(&args[1..])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map_err(|e| format!("running {}: {e}", args.join(" ")))?;
+        if !status.success() {
+            return Err(format!("`{}` failed ({status})", args.join(" ")));
+        }
+    }
+    if present() { Ok(()) } else { Err(format!("{program} is still missing after installing {package}")) }
 }

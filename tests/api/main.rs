@@ -12,6 +12,8 @@ mod cli;
 mod cohorts;
 mod cstore;
 mod deid;
+mod deid_audit;
+mod deid_conformance;
 mod demo;
 mod deploy;
 mod dicom_gen;

@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use custodian::deid::{DeidSettings, Deidentified, RegistryKey, Rejection};
+use custodian::deid::{DeidSettings, Deidentified, MissingPatientId, RegistryKey, Rejection};
 use dicom_core::header::Header;
 use dicom_core::value::Value;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
@@ -62,7 +62,7 @@ fn key() -> RegistryKey {
 }
 
 fn settings(key: &RegistryKey) -> DeidSettings<'_> {
-    DeidSettings { key, site: SITE, max_shift_days: 3650, safe_private: &[], max_inflated_bytes: 64 << 20 }
+    crate::helpers::deid_settings(key, SITE)
 }
 
 fn fixture_dir() -> PathBuf {
@@ -336,7 +336,11 @@ struct Checked {
 /// De-identifies a good file and checks what every good file must satisfy.
 fn de_identifies(name: &str, bytes: &[u8]) -> Checked {
     let key = key();
-    let input = open(bytes);
+    // Sequences sent as UN are read as sequences (CP-246), here as by the engine,
+    // so that their values are looked for too.
+    let layout = custodian::deid::guard::check_declared_lengths(bytes).unwrap_or_default();
+    let readable = custodian::deid::guard::rewrite_un_sequences(bytes, &layout.un_sequences);
+    let input = open(readable.as_deref().filter(|_| !layout.un_sequences.is_empty()).unwrap_or(bytes));
     let needles = identifiers(&input);
     assert!(!needles.is_empty(), "{name}: some identifying values to look for");
     // The byte search is meaningful: every ASCII value is found in the input's own bytes.
@@ -387,8 +391,11 @@ fn de_identifies(name: &str, bytes: &[u8]) -> Checked {
         assert_eq!(catalog, &key.uid(&original), "{name}: {tag} in the catalog");
     }
     assert_eq!(output.meta().media_storage_sop_instance_uid().trim_end_matches('\0'), out.meta.sop_uid, "{name}");
-    let local_id = text(&input, tags::PATIENT_ID).unwrap();
-    assert_eq!(out.meta.subject, key.subject(SITE, &local_id), "{name}");
+    let subject = match text(&input, tags::PATIENT_ID) {
+        Some(local_id) => key.subject_issued(SITE, &local_id, text(&input, tags::ISSUER_OF_PATIENT_ID).as_deref()),
+        None => key.unidentified_subject(SITE, &text(&input, tags::STUDY_INSTANCE_UID).unwrap()),
+    };
+    assert_eq!(out.meta.subject, subject, "{name}");
     assert_eq!(text(&output, tags::PATIENT_ID).as_deref(), Some(out.meta.subject.as_str()), "{name}");
     assert_eq!(text(&output, tags::PATIENT_NAME).as_deref(), Some(out.meta.subject.as_str()), "{name}");
 
@@ -437,8 +444,12 @@ fn printable_runs(bytes: &[u8]) -> BTreeSet<String> {
 
 /// Rejects `bytes` and checks the code and that the message quotes nothing of the file.
 fn rejected(name: &str, bytes: &[u8]) -> Rejection {
+    rejected_with(name, bytes, MissingPatientId::Fallback)
+}
+
+fn rejected_with(name: &str, bytes: &[u8], missing_patient_id: MissingPatientId) -> Rejection {
     let key = key();
-    let error = match deidentify_slice(bytes, &settings(&key)) {
+    let error = match deidentify_slice(bytes, &DeidSettings { missing_patient_id, ..settings(&key) }) {
         Ok(out) => panic!("{name}: accepted ({} bytes out), expected a rejection", out.to_vec().len()),
         Err(error) => error,
     };
@@ -568,12 +579,14 @@ fn a_real_ultrasound_is_quarantined_unless_it_declares_no_burned_in_text() {
 }
 
 #[test]
-fn a_big_endian_ultrasound_without_a_patient_id_is_rejected_and_with_one_is_quarantined() {
+fn a_big_endian_ultrasound_without_a_patient_id_gets_a_subject_of_its_study_and_with_one_is_quarantined() {
     // US-RGB-8-epicard, downsized, explicit VR big endian. It has no Patient ID
-    // (0010,0020) at all (Type 2: the element must be present), and the engine
-    // needs one to derive the subject.
+    // (0010,0020) at all (Type 2: the element must be present): by default it
+    // becomes a subject of its own study; configured to, the engine refuses it.
     let bytes = fixture("ExplVR_BigEnd.dcm");
-    let error = rejected("ExplVR_BigEnd.dcm", &bytes);
+    let fallback = de_identifies("ExplVR_BigEnd.dcm", &bytes);
+    assert_eq!(fallback.out.meta.transfer_syntax, "1.2.840.10008.1.2.2");
+    let error = rejected_with("ExplVR_BigEnd.dcm", &bytes, MissingPatientId::Reject);
     assert_eq!(error.code, "missing-attribute");
     assert!(error.message.contains("(0010,0020)"), "{}", error.message);
 
@@ -667,10 +680,12 @@ fn an_rt_plan_and_dose_de_identify_with_their_references_remapped() {
 }
 
 #[test]
-fn a_structured_report_with_an_empty_patient_id_is_rejected_as_missing_attribute() {
+fn a_structured_report_with_an_empty_patient_id_gets_a_subject_of_its_study_or_is_rejected_if_so_configured() {
     // test-SR.dcm (DCMTK's srdoc103 example) has Patient ID present but empty,
-    // which Type 2 allows; the engine needs a Patient ID to derive a subject.
-    let error = rejected("test-SR.dcm", &fixture("test-SR.dcm"));
+    // which Type 2 allows.
+    let checked = de_identifies("test-SR.dcm", &fixture("test-SR.dcm"));
+    assert_eq!(text(&checked.output, tags::MODALITY).as_deref(), Some("SR"));
+    let error = rejected_with("test-SR.dcm", &fixture("test-SR.dcm"), MissingPatientId::Reject);
     assert_eq!(error.code, "missing-attribute");
     assert!(error.message.contains("(0010,0020)"), "{}", error.message);
 }
@@ -750,6 +765,10 @@ fn an_rt_dose_with_its_attributes_encoded_as_un_de_identifies_like_its_explicit_
     assert_eq!(un.out.meta.study_uid, twin.out.meta.study_uid);
     assert_eq!(un.out.meta.series_uid, twin.out.meta.series_uid);
     assert_eq!(text(&un.output, tags::FRAME_OF_REFERENCE_UID), text(&twin.output, tags::FRAME_OF_REFERENCE_UID));
+    // Its sequences, sent as UN in implicit VR, are read as sequences: the plan reference survives.
+    let references = all_values(&twin.output, tags::REFERENCED_SOP_INSTANCE_UID);
+    assert!(!references.is_empty());
+    assert_eq!(all_values(&un.output, tags::REFERENCED_SOP_INSTANCE_UID), references);
 }
 
 /// The raw value of a short-length element in an explicit VR little endian file.
@@ -795,9 +814,13 @@ fn a_japanese_patient_name_in_three_representations_leaves_no_trace() {
 #[test]
 fn a_deflated_file_is_inflated_and_then_judged_like_any_other() {
     // image_dfl.dcm (David Clunie's sample) is valid Deflated Explicit VR
-    // Little Endian. It inflates fine, and is then refused because its Patient
-    // ID is empty: without it the subject cannot be linked across files.
-    let error = rejected("image_dfl.dcm", &fixture("image_dfl.dcm"));
+    // Little Endian. It inflates fine; its Patient ID is empty, so it is a
+    // subject of its own study, and it is stored as explicit VR little endian.
+    let bytes = fixture("image_dfl.dcm");
+    let key = key();
+    let out = deidentify_slice(&bytes, &settings(&key)).unwrap();
+    assert_eq!(out.meta.transfer_syntax, "1.2.840.10008.1.2.1");
+    let error = rejected_with("image_dfl.dcm", &bytes, MissingPatientId::Reject);
     assert_eq!(error.code, "missing-attribute");
     assert!(error.message.contains("Patient ID (0010,0020)"), "{}", error.message);
 }
@@ -811,8 +834,8 @@ fn broken_files_are_rejected_with_a_stable_code_and_no_values_in_the_message() {
         ("MR_truncated.dcm", "malformed-dicom"),
         // rtplan cut off inside a sequence.
         ("rtplan_truncated.dcm", "malformed-dicom"),
-        // A file meta group without Transfer Syntax UID (0002,0010).
-        ("meta_missing_tsyntax.dcm", "malformed-dicom"),
+        // A file meta group without Transfer Syntax UID (0002,0010), named as such.
+        ("meta_missing_tsyntax.dcm", "missing-attribute"),
     ] {
         let error = rejected(name, &fixture(name));
         assert_eq!(error.code, code, "{name}: {}", error.message);

@@ -105,10 +105,10 @@ async fn the_committee_rules_hold_for_callers_that_are_not_http_handlers() {
     // Withdrawals and their notices: stewards withdraw and list every notice.
     assert!(matches!(withdrawal::open_notices(&mut conn, &rita, false).await, Err(ApiError::Forbidden(_))));
     let mut tx = w.app.db.begin().await.unwrap();
-    let named = Named { pseudonym: Some("sub-none"), site: None, patient_id: None };
+    let named = Named { pseudonym: Some("sub-none"), site: None, patient_id: None, issuer: None };
     let refused = withdrawal::withdraw_subject(&mut tx, &rita, key, named, Scope::Full).await;
     assert!(matches!(refused, Err(ApiError::Forbidden(_))));
-    let both = Named { pseudonym: Some("sub-none"), site: Some("local"), patient_id: Some("HOSP-1") };
+    let both = Named { pseudonym: Some("sub-none"), site: Some("local"), patient_id: Some("HOSP-1"), issuer: None };
     let refused = withdrawal::withdraw_subject(&mut tx, &sue, key, both, Scope::Full).await;
     assert!(matches!(refused, Err(ApiError::BadRequest(_))));
     let refused = withdrawal::withdraw_subject(&mut tx, &sue, key, named, Scope::Imaging).await;

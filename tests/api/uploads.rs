@@ -182,14 +182,13 @@ async fn bad_files_are_rejected_one_by_one_and_the_rest_of_the_batch_is_stored()
     let good = Instance::ct(1, 1, 1, 1).to_bytes();
     let mut truncated = Instance::ct(1, 1, 1, 2).to_bytes();
     truncated.truncate(700);
-    let mut no_uid = Instance::ct(1, 1, 1, 3);
-    no_uid.patient_id = String::new();
-    let report = up.send_files(&session, &[b"hello, not dicom".to_vec(), good, truncated, no_uid.to_bytes()]).await;
+    let no_uid = crate::cstore::without_study_uid(&Instance::ct(1, 1, 1, 3));
+    let report = up.send_files(&session, &[b"hello, not dicom".to_vec(), good, truncated, no_uid]).await;
     let codes: Vec<&str> =
         report["files"].as_array().unwrap().iter().map(|f| f["code"].as_str().unwrap_or("")).collect();
     assert_eq!(codes, vec!["not-dicom", "", "malformed-dicom", "missing-attribute"]);
     assert_eq!(report["files"][1]["outcome"], "stored");
-    assert!(report["files"][3]["message"].as_str().unwrap().contains("(0010,0020)"));
+    assert!(report["files"][3]["message"].as_str().unwrap().contains("(0020,000D)"));
     up.commit(&session).await.assert_status(StatusCode::OK);
     assert_eq!(count(&app, "select count(*) from instance where status = 'published'").await, 1);
 }

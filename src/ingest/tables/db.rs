@@ -27,6 +27,8 @@ pub struct Context<'a> {
     pub site: &'a str,
     pub actor: &'a str,
     pub key: &'a RegistryKey,
+    /// Issuer of Patient ID of the table's patient IDs, if any.
+    pub issuer: Option<&'a str>,
     pub max_shift_days: u32,
 }
 
@@ -120,7 +122,7 @@ async fn record_withdrawals(
     let mut list: Vec<(String, Uuid, Scope)> = wanted
         .into_iter()
         .map(|(patient, scope)| {
-            (ctx.key.subject(ctx.site, &ids[patient as usize]), subjects[patient as usize].id, scope)
+            (ctx.key.subject_issued(ctx.site, &ids[patient as usize], ctx.issuer), subjects[patient as usize].id, scope)
         })
         .collect();
     list.sort();
@@ -154,7 +156,8 @@ async fn resolve_subjects(
     ctx: &Context<'_>,
     parsed: &Parsed,
 ) -> sqlx::Result<(Vec<Subject>, u64)> {
-    let pseudonyms: Vec<String> = parsed.patients.ids().iter().map(|id| ctx.key.subject(ctx.site, id)).collect();
+    let pseudonyms: Vec<String> =
+        parsed.patients.ids().iter().map(|id| ctx.key.subject_issued(ctx.site, id, ctx.issuer)).collect();
     let mut sex: Vec<Option<String>> = vec![None; pseudonyms.len()];
     let mut birth_year: Vec<Option<i32>> = vec![None; pseudonyms.len()];
     for d in &parsed.demographics {
