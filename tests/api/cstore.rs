@@ -67,30 +67,7 @@ pub(crate) fn ensure_dcmtk() {
         if present() {
             return Ok(());
         }
-        if !Path::new("/usr/bin/apt-get").exists() {
-            return Err("DCMTK's storescu is not installed and this is not a Debian-like system".into());
-        }
-        let root = custodian::db::embedded::running_as_root().map_err(|e| format!("{e:#}"))?;
-        for args in [
-            &["apt-get", "update", "-q"][..],
-            &["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=300", "dcmtk"][..],
-        ] {
-            let mut command = if root {
-                std::process::Command::new(args[0])
-            } else {
-                let mut sudo = std::process::Command::new("sudo");
-                sudo.arg("-n").arg(args[0]);
-                sudo
-            };
-            let status = command
-                .args(&args[1..])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .map_err(|e| format!("running {}: {e}", args.join(" ")))?;
-            if !status.success() {
-                return Err(format!("`{}` failed ({status})", args.join(" ")));
-            }
-        }
+        crate::helpers::apt_install(&["dcmtk"])?;
         if present() { Ok(()) } else { Err("storescu is still missing after installing dcmtk".into()) }
     });
     if let Err(problem) = ready {

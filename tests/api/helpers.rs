@@ -373,3 +373,31 @@ pub fn deidentify_slice(
 ) -> Result<custodian::deid::Deidentified, custodian::deid::Rejection> {
     custodian::deid::deidentify(&bytes::Bytes::copy_from_slice(bytes), settings)
 }
+
+/// Installs Debian packages with `apt-get` (as root, or with password-less
+/// `sudo`), the way the harness installs PostgreSQL when it is missing.
+pub fn apt_install(packages: &[&str]) -> Result<(), String> {
+    if !std::path::Path::new("/usr/bin/apt-get").exists() {
+        return Err(format!("{} is missing and this is not a Debian-like system", packages.join(", ")));
+    }
+    let root = custodian::db::embedded::running_as_root().map_err(|e| format!("{e:#}"))?;
+    let install = [&["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=300"][..], packages].concat();
+    for args in [&["apt-get", "update", "-q"][..], &install[..]] {
+        let mut command = if root {
+            std::process::Command::new(args[0])
+        } else {
+            let mut sudo = std::process::Command::new("sudo");
+            sudo.arg("-n").arg(args[0]);
+            sudo
+        };
+        let status = command
+            .args(&args[1..])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map_err(|e| format!("running {}: {e}", args.join(" ")))?;
+        if !status.success() {
+            return Err(format!("`{}` failed ({status})", args.join(" ")));
+        }
+    }
+    Ok(())
+}
