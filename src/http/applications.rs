@@ -351,7 +351,7 @@ pub struct ConsentTermsRequest {
     put,
     path = "/cohorts/{slug}/consent",
     tag = tags::APPLICATIONS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(("slug" = String, Path, description = "Cohort slug")),
     request_body = ConsentTermsRequest,
     responses(

@@ -112,7 +112,7 @@ pub async fn find_cohort(
     post,
     path = "/cohorts",
     tag = tags::REGISTRY,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["organizer"])),
     request_body = CreateCohortRequest,
     responses(
         (status = 201, description = "The new cohort", body = Cohort),
@@ -196,7 +196,7 @@ pub async fn list_sites(State(state): State<AppState>, _principal: Principal) ->
     post,
     path = "/sites",
     tag = tags::REGISTRY,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     request_body = CreateSiteRequest,
     responses(
         (status = 201, description = "The new site", body = Site),

@@ -51,7 +51,7 @@ pub struct StowQuery {
     post,
     path = "/dicomweb/studies",
     tag = tags::INGEST,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["uploader"])),
     params(StowQuery),
     request_body(description = "DICOM instances", content((Vec<u8> = "multipart/related"))),
     responses(
@@ -77,7 +77,7 @@ pub async fn store_instances(
     post,
     path = "/dicomweb/studies/{study}",
     tag = tags::INGEST,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["uploader"])),
     params(("study" = String, Path, description = "Study Instance UID as the sender knows it"), StowQuery),
     request_body(description = "DICOM instances", content((Vec<u8> = "multipart/related"))),
     responses(

@@ -97,7 +97,7 @@ pub struct NewAgreement {
     post,
     path = "/dua",
     tag = tags::APPLICATIONS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     request_body = NewAgreement,
     responses(
         (status = 201, description = "The version now in force", body = Agreement),

@@ -64,7 +64,7 @@ pub async fn fee_schedule(State(state): State<AppState>, _principal: Principal) 
     put,
     path = "/fees/{tier}",
     tag = tags::GRANTS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     params(("tier" = Tier, Path, description = "Cohort tier")),
     request_body = TierFees,
     responses(
@@ -122,7 +122,7 @@ pub struct Settlement {
     post,
     path = "/fees/{id}/settlement",
     tag = tags::GRANTS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(("id" = Uuid, Path, description = "Fee id")),
     request_body = Settlement,
     responses(
@@ -178,7 +178,7 @@ pub struct ObligationFilter {
     get,
     path = "/obligations",
     tag = tags::GRANTS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(ObligationFilter),
     responses(
         (status = 200, description = "Duties by due date", body = [Obligation]),
@@ -278,7 +278,7 @@ pub struct RenewalListQuery {
     get,
     path = "/renewals",
     tag = tags::GRANTS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(RenewalListQuery),
     responses(
         (status = 200, description = "Renewals with the progress report, the project and the grant's end", body = [RenewalItem]),
@@ -309,7 +309,7 @@ pub struct RenewalDecision {
     post,
     path = "/renewals/{id}/decision",
     tag = tags::GRANTS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(("id" = Uuid, Path, description = "Renewal id")),
     request_body = RenewalDecision,
     responses(

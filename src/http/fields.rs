@@ -192,7 +192,7 @@ const OBSERVATION_CATEGORIES: &[&str] = &["anthropometry", "vital-signs", "lifes
     path = "/fields/{id}",
     tag = tags::DICTIONARY,
     params(("id" = String, Path, description = "Field id: a lowercase letter, then letters, digits and `_`")),
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     request_body = PutFieldRequest,
     responses(
         (status = 201, description = "The new field", body = Field),

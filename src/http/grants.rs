@@ -107,7 +107,7 @@ pub struct GrantChange {
     post,
     path = "/grants/{id}/state",
     tag = tags::GRANTS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(("id" = Uuid, Path, description = "Grant id")),
     request_body = GrantChange,
     responses(

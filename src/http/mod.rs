@@ -7,6 +7,7 @@
 pub mod annotations;
 pub mod applications;
 pub mod audit;
+pub mod authorize;
 pub mod catalog;
 pub mod cohorts;
 pub mod deid;

@@ -118,7 +118,7 @@ pub async fn put_my_profile(
     get,
     path = "/profiles",
     tag = tags::PROJECTS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(ProfileListQuery),
     responses(
         (status = 200, description = "Matching profiles by username", body = ProfileListResponse),
@@ -141,7 +141,7 @@ pub async fn list_profiles(
     post,
     path = "/profiles/{username}/verify",
     tag = tags::PROJECTS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(("username" = String, Path, description = "Whose profile")),
     responses(
         (status = 200, description = "The verified profile", body = Profile),
@@ -181,7 +181,7 @@ pub async fn list_projects(
     post,
     path = "/projects",
     tag = tags::PROJECTS,
-    security(("bearer" = [])),
+    security(("bearer" = ["researcher"])),
     request_body = CreateProjectRequest,
     responses(
         (status = 201, description = "The new project", body = ProjectDetails),

@@ -44,7 +44,7 @@ pub struct Queue {
     get,
     path = "/reviews/queue",
     tag = tags::REVIEW,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     responses(
         (status = 200, description = "Pending applications with age, due date, assignments, changes and the members' bona fides", body = Queue),
         (status = "4XX", description = "Client error", body = ErrorBody),
@@ -62,7 +62,7 @@ pub async fn queue(State(state): State<AppState>, principal: Principal) -> Resul
     post,
     path = "/applications/{id}/review",
     tag = tags::REVIEW,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(("id" = Uuid, Path, description = "Application id")),
     responses(
         (status = 200, description = "The assignments of the application, now under review", body = [Assignment]),
@@ -96,7 +96,7 @@ pub struct AssignRequest {
     post,
     path = "/applications/{id}/assignments",
     tag = tags::REVIEW,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(("id" = Uuid, Path, description = "Application id")),
     request_body = AssignRequest,
     responses(
@@ -124,7 +124,7 @@ pub async fn assign(
     delete,
     path = "/applications/{id}/assignments/{steward}",
     tag = tags::REVIEW,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(("id" = Uuid, Path, description = "Application id"), ("steward" = String, Path, description = "The assigned steward")),
     responses(
         (status = 200, description = "The remaining assignments", body = [Assignment]),
@@ -159,7 +159,7 @@ pub struct DeclarationRequest {
     post,
     path = "/applications/{id}/declarations",
     tag = tags::REVIEW,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(("id" = Uuid, Path, description = "Application id")),
     request_body = DeclarationRequest,
     responses(
@@ -221,7 +221,7 @@ pub async fn list_votes(
     post,
     path = "/applications/{id}/votes",
     tag = tags::REVIEW,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(("id" = Uuid, Path, description = "Application id")),
     request_body = VoteRequest,
     responses(

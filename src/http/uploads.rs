@@ -93,7 +93,7 @@ async fn load_session(state: &AppState, principal: &Principal, id: Uuid, write: 
     post,
     path = "/uploads",
     tag = tags::INGEST,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["uploader"])),
     request_body = CreateUploadRequest,
     responses(
         (status = 201, description = "The open session", body = Session),

@@ -60,7 +60,7 @@ pub struct Withdrawal {
     post,
     path = "/withdrawals",
     tag = tags::GRANTS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     request_body = WithdrawalRequest,
     responses(
         (status = 201, description = "Withdrawn; notices sent", body = Withdrawal),
@@ -119,7 +119,7 @@ pub struct NoticeFilter {
     get,
     path = "/withdrawal-notices",
     tag = tags::GRANTS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(NoticeFilter),
     responses(
         (status = 200, description = "Notices, oldest first", body = [Notice]),
