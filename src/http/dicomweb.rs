@@ -53,7 +53,7 @@ pub struct StowQuery {
     tag = tags::INGEST,
     security(("bearer" = ["admin"]), ("bearer" = ["uploader"])),
     params(StowQuery),
-    request_body(description = "DICOM instances", content((Vec<u8> = "multipart/related"))),
+    request_body(description = "DICOM instances", content((crate::openapi::Binary = "multipart/related"))),
     responses(
         (status = 200, description = "All instances stored (Store Instances Response Module, application/dicom+json)"),
         (status = 202, description = "Some instances stored, some failed"),
@@ -79,7 +79,7 @@ pub async fn store_instances(
     tag = tags::INGEST,
     security(("bearer" = ["admin"]), ("bearer" = ["uploader"])),
     params(("study" = String, Path, description = "Study Instance UID as the sender knows it"), StowQuery),
-    request_body(description = "DICOM instances", content((Vec<u8> = "multipart/related"))),
+    request_body(description = "DICOM instances", content((crate::openapi::Binary = "multipart/related"))),
     responses(
         (status = 200, description = "All instances stored (Store Instances Response Module, application/dicom+json)"),
         (status = 202, description = "Some instances stored, some failed"),

@@ -112,8 +112,10 @@ pub async fn application_fees(
 #[serde(deny_unknown_fields)]
 pub struct Settlement {
     /// `paid` or `waived`.
+    #[schema(max_length = 64)]
     pub settlement: String,
     /// The payment reference, or why it is waived (student, low-income country, ...).
+    #[schema(max_length = 500)]
     pub note: String,
 }
 
@@ -198,6 +200,7 @@ pub async fn all_obligations(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Statement {
+    #[schema(max_length = 20_000)]
     pub statement: String,
 }
 
@@ -234,6 +237,7 @@ pub async fn fulfil(
 pub struct RenewalRequest {
     /// Months to add to the grant's end, 1 to 60.
     pub months: i32,
+    #[schema(max_length = 20_000)]
     pub progress_report: String,
 }
 
@@ -299,6 +303,7 @@ pub async fn list_renewals(
 #[serde(deny_unknown_fields)]
 pub struct RenewalDecision {
     pub approve: bool,
+    #[schema(max_length = 2000)]
     pub reason: String,
 }
 
@@ -335,6 +340,7 @@ pub async fn decide_renewal(
 #[serde(deny_unknown_fields)]
 pub struct CloseRequest {
     /// The PI's attestation that every copy of the project's data is deleted.
+    #[schema(max_length = 20_000)]
     pub deletion_attestation: String,
 }
 

@@ -99,6 +99,7 @@ pub enum GrantAction {
 pub struct GrantChange {
     pub action: GrantAction,
     /// Why (an overdue report, an incident, ...): shown to the project.
+    #[schema(max_length = 2000)]
     pub reason: String,
 }
 

@@ -84,7 +84,7 @@ fn body_format(kind: ImportKind, headers: &HeaderMap) -> Result<BodyFormat> {
             (String = "text/csv"),
             (Vec<serde_json::Value> = "application/json"),
             (String = "text/vcf"),
-            (Vec<u8> = "application/gzip"),
+            (crate::openapi::Binary = "application/gzip"),
         )
     ),
     responses(

@@ -19,6 +19,7 @@ pub mod extract;
 pub mod fields;
 pub mod grants;
 pub mod imports;
+pub mod limits;
 pub mod me;
 pub mod nul;
 pub mod ops;

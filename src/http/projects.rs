@@ -49,6 +49,7 @@ pub struct ProfileListResponse {
 #[serde(deny_unknown_fields)]
 pub struct CreateProjectRequest {
     /// 1–200 characters.
+    #[schema(max_length = 200)]
     pub title: String,
 }
 
@@ -63,6 +64,7 @@ pub struct ProjectListResponse {
 #[serde(deny_unknown_fields)]
 pub struct InviteMemberRequest {
     /// Username of the collaborator.
+    #[schema(max_length = 200)]
     pub username: String,
 }
 

@@ -86,6 +86,7 @@ pub async fn start_review(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignRequest {
+    #[schema(max_length = 200)]
     pub steward: String,
 }
 
@@ -151,6 +152,7 @@ pub struct DeclarationRequest {
     /// Whether the steward has a competing interest; then they recuse.
     pub conflict: bool,
     /// The declaration in the steward's words (e.g. "no competing interests").
+    #[schema(max_length = 5000)]
     pub statement: String,
 }
 
@@ -188,6 +190,7 @@ pub struct VoteRequest {
     /// Required with `approve_with_conditions`.
     pub conditions: Option<Conditions>,
     /// Required with `request_changes` (what to change) and `reject` (the reason).
+    #[schema(max_length = 10_000)]
     pub comment: Option<String>,
 }
 
@@ -271,6 +274,7 @@ pub async fn list_comments(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommentRequest {
+    #[schema(max_length = 10_000)]
     pub body: String,
     /// The comment this one answers.
     pub parent_id: Option<Uuid>,
@@ -310,6 +314,7 @@ pub async fn comment(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditCommentRequest {
+    #[schema(max_length = 10_000)]
     pub body: String,
 }
 

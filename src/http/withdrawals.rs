@@ -36,10 +36,13 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct WithdrawalRequest {
     /// The registry pseudonym (`sub-…`).
+    #[schema(max_length = 128)]
     pub pseudonym: Option<String>,
     /// The site's code, with `patient_id`.
+    #[schema(max_length = 64)]
     pub site: Option<String>,
     /// The local patient ID at `site`: pseudonymized here, never stored or logged.
+    #[schema(max_length = 64)]
     pub patient_id: Option<String>,
     pub scope: Scope,
 }
