@@ -35,6 +35,7 @@ mod python;
 mod real_files;
 mod review_rules;
 mod s3_server;
+mod schemathesis;
 mod storage_s3;
 mod stow;
 mod uploads;
