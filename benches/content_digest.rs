@@ -32,6 +32,7 @@ fn main() {
         max_shift_days: 3650,
         safe_private: &[],
         max_inflated_bytes: 64 << 20,
+        missing_patient_id: custodian::deid::MissingPatientId::default(),
     };
     println!("rows files deid_us digest_us sha256_us digest/deid");
     for rows in [128_u16, 512] {

@@ -43,6 +43,9 @@ pub struct AppState {
 pub fn build_router(state: AppState) -> Router {
     let (api, openapi) = crate::http::api_router().split_for_parts();
     let openapi = crate::openapi::finish(openapi);
+    let document = serde_json::to_value(&openapi).expect("the OpenAPI document serialises");
+    let access = Arc::new(crate::http::authorize::AccessTable::from_document(&document));
+    let body_schemas = Arc::new(crate::http::limits::BodySchemas::from_document(&document));
     let timeout = state.config.http.request_timeout_secs;
     let bulk_timeout = state.config.http.bulk_timeout_secs;
     let body_limit = state.config.http.body_limit_bytes;
@@ -54,7 +57,10 @@ pub fn build_router(state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(move |req, next| enforce_timeout(timeout, bulk_timeout, req, next)))
+        .layer(middleware::from_fn_with_state(body_schemas, crate::http::limits::enforce))
         .layer(middleware::from_fn(move |req, next| crate::http::nul::refuse(json_limits, req, next)))
+        // Outside the NUL check, which reads the body: authorization comes before anything is read.
+        .layer(middleware::from_fn_with_state((state.clone(), access), crate::http::authorize::authorize))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track))
         .with_state(state);

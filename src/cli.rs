@@ -421,6 +421,9 @@ fn print_demo_tokens(auth: &Authenticator, config: &Config) {
 fn write_demo_tokens(file: &std::path::Path, tokens: &[(&crate::demo::DemoUser, String)]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     let mut out = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(file)?;
     writeln!(out, "# Demo bearer tokens, valid 7 days; load with: . {}", file.display())?;
     for (user, token) in tokens {

@@ -59,6 +59,18 @@ impl ApiDoc {
     }
 }
 
+/// A request body of raw bytes (a DICOM file, an archive): `{"type": "string", "format": "binary"}`.
+pub struct Binary;
+
+impl utoipa::PartialSchema for Binary {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        serde_json::from_value(serde_json::json!({"type": "string", "format": "binary"}))
+            .expect("a binary string is a schema")
+    }
+}
+
+impl utoipa::ToSchema for Binary {}
+
 struct SecurityAddon;
 
 impl Modify for SecurityAddon {

@@ -152,6 +152,7 @@ pub struct IntendedUse {
     pub genetic: bool,
     /// Reference of an ethics (IRB/REC) approval, if any.
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub ethics_approval: Option<String>,
     /// Requested duration in months.
     pub duration_months: u32,

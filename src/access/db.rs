@@ -20,17 +20,23 @@ use crate::registry::Tier;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApplicationContent {
+    #[schema(max_length = 500)]
     pub title: String,
     /// For the public register of approved projects: plain words, no jargon.
+    #[schema(max_length = 20_000)]
     pub lay_summary: String,
     /// Scientific rationale and aims.
+    #[schema(max_length = 20_000)]
     pub rationale: String,
+    #[schema(max_length = 20_000)]
     pub methods: String,
     pub scope: Scope,
     /// The intended use in GA4GH DUO terms, with ethics approval and duration.
     pub intended_use: IntendedUse,
     /// Where and how the data will be processed and protected.
+    #[schema(max_length = 20_000)]
     pub data_security: String,
+    #[schema(max_length = 20_000)]
     pub public_interest: String,
     /// Per cohort slug: why the committee should accept a use its consent terms do not permit.
     #[serde(default)]

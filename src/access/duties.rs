@@ -72,6 +72,7 @@ pub struct TierFees {
     #[serde(default)]
     pub imaging_maintenance_fee: i64,
     /// ISO 4217, e.g. `EUR`.
+    #[schema(max_length = 8)]
     pub currency: String,
 }
 

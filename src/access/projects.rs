@@ -67,14 +67,19 @@ pub struct Profile {
 #[serde(deny_unknown_fields)]
 pub struct ProfileRequest {
     /// 1–200 characters.
+    #[schema(max_length = 200)]
     pub name: String,
     /// 1–200 characters.
+    #[schema(max_length = 200)]
     pub institution: String,
     /// One `@` with text on both sides and a dot in the domain.
+    #[schema(max_length = 254)]
     pub email: String,
     /// ORCID iD `0000-0002-1825-0097` with a valid ISO 7064 11,2 check digit (the last, may be `X`).
+    #[schema(max_length = 64)]
     pub orcid: Option<String>,
     /// 1–200 characters.
+    #[schema(max_length = 200)]
     pub position: String,
 }
 

@@ -27,12 +27,16 @@ use crate::error::{ApiError, Refusal};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPublication {
+    #[schema(max_length = 500)]
     pub title: String,
     /// The DOI, e.g. `10.1038/s41586-020-2649-2` (a DOI or a URL is required).
+    #[schema(max_length = 200)]
     pub doi: Option<String>,
     /// Where it can be read (`https://…`).
+    #[schema(max_length = 2000)]
     pub url: Option<String>,
     /// Journal, conference or preprint server.
+    #[schema(max_length = 300)]
     pub venue: Option<String>,
     /// The day it was (or will be) published: at most a year ahead.
     pub published_on: NaiveDate,

@@ -22,19 +22,25 @@ use crate::vocabulary::AnnotatorRole;
 pub enum Target {
     /// A subject, named by the site's local patient ID (pseudonymized at the door, never stored).
     Subject {
+        #[schema(max_length = 64)]
         patient_id: String,
+        #[schema(max_length = 64)]
         site: Option<String>,
         /// Issuer of Patient ID (0010,0021), when the subject's images carry one.
+        #[schema(max_length = 64)]
         issuer_of_patient_id: Option<String>,
     },
     /// A study, series or instance by its registry UID.
     Study {
+        #[schema(max_length = 64)]
         uid: String,
     },
     Series {
+        #[schema(max_length = 64)]
         uid: String,
     },
     Instance {
+        #[schema(max_length = 64)]
         uid: String,
     },
 }
@@ -44,9 +50,11 @@ pub enum Target {
 #[serde(deny_unknown_fields)]
 pub struct Label {
     /// `SNOMED CT`, `RadLex` or `local`.
+    #[schema(max_length = 64)]
     pub system: String,
-    #[schema(example = "RID5231")]
+    #[schema(max_length = 64, example = "RID5231")]
     pub code: String,
+    #[schema(max_length = 200)]
     pub meaning: Option<String>,
 }
 
@@ -55,14 +63,18 @@ pub struct Label {
 #[serde(deny_unknown_fields)]
 pub struct Provenance {
     /// `radiologist`, `resident`, `technologist`, `clinician`, `student`, `algorithm` or `other`.
+    #[schema(max_length = 64)]
     pub role: String,
     /// e.g. `neuroradiology`, or an algorithm's training data.
+    #[schema(max_length = 200)]
     pub expertise: Option<String>,
     /// Years of experience.
     pub years: Option<i32>,
     /// e.g. `3D Slicer 5.6` or `nnU-Net v2`.
+    #[schema(max_length = 200)]
     pub tool: Option<String>,
     /// `manual`, `semi-automatic` or `automatic`.
+    #[schema(max_length = 200)]
     pub method: String,
     pub annotated_at: Option<DateTime<Utc>>,
 }

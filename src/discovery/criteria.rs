@@ -258,7 +258,11 @@ fn condition(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str) -> Opt
         r.problem(&format!("{path}/field"), "invalid-criteria", "a condition names its `field` (GET /api/v1/fields)");
         return None;
     };
-    let within = object.get("within_days_after");
+    let applicable = applicable_keys(field);
+    for key in object.keys().filter(|k| KEYS.contains(&k.as_str()) && !applicable.contains(&k.as_str())) {
+        r.problem(&format!("{path}/{key}"), "invalid-criteria", format!("`{key}` does not apply to this field"));
+    }
+    let within = object.get("within_days_after").filter(|_| applicable.contains(&"within_days_after"));
     let parsed = match field.as_str() {
         "cohort" => {
             let cohorts = r.cohorts;
@@ -295,6 +299,25 @@ fn condition(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str) -> Opt
     }
 }
 
+/// The keys a condition on `field` may have (an observation field: `in` when
+/// coded, `min`, `max` and `unit` when numeric, as [`observation`] checks).
+fn applicable_keys(field: &str) -> &'static [&'static str] {
+    match field {
+        "cohort" | "site" | "sex" => &["field", "in"],
+        "modality" | "body_part" | "manufacturer" | "model" => &["field", "in", "within_days_after"],
+        "field_strength" | "age_at_study" => &["field", "min", "max", "unit", "within_days_after"],
+        "diagnosis" => &["field", "system", "prefix", "in"],
+        "genotype" => &["field", "variant", "genotype"],
+        "annotation" => &["field", "level", "kind", "label", "role"],
+        _ => &["field", "in", "min", "max", "unit"],
+    }
+}
+
+/// Whether `text` is a value of an `in` list, a label code or a prefix: 1 to [`MAX_VALUE_CHARS`] characters.
+fn short(text: &str) -> bool {
+    !text.is_empty() && text.chars().count() <= MAX_VALUE_CHARS
+}
+
 fn strings(
     r: &mut Reader<'_>,
     object: &Map<String, Value>,
@@ -324,14 +347,9 @@ fn values<T>(
     }
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        match item.as_str().filter(|s| !s.is_empty() && s.len() <= 64).and_then(&read) {
+        match item.as_str().filter(|s| short(s)).and_then(&read) {
             Some(value) => out.push(value),
             None => r.problem(&format!("{at}/{i}"), "wrong-type", format!("expected {what}")),
-        }
-    }
-    for key in ["min", "max", "unit", "prefix", "system", "variant", "genotype"] {
-        if object.contains_key(key) {
-            r.problem(&format!("{path}/{key}"), "invalid-criteria", format!("`{key}` does not apply to this field"));
         }
     }
     (out.len() == items.len()).then_some(out)
@@ -360,15 +378,6 @@ fn range(
     if min.is_none() && max.is_none() {
         r.problem(path, "invalid-criteria", "a numeric field takes `min`, `max` or both");
         return None;
-    }
-    for key in ["in", "prefix", "system", "variant", "genotype"] {
-        if object.contains_key(key) {
-            r.problem(
-                &format!("{path}/{key}"),
-                "invalid-criteria",
-                format!("`{key}` does not apply to a numeric field"),
-            );
-        }
     }
     let (min, max) = match (object.get("unit"), canonical) {
         (None | Some(Value::Null), _) => (min, max),
@@ -418,6 +427,12 @@ fn observation(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str, id: 
         r.problem(&format!("{path}/field"), "unknown-field", format!("`{id}` cannot be queried"));
         return None;
     }
+    let numeric = matches!(field.value_type, ValueType::Number | ValueType::Integer);
+    let not_applicable: &[&str] = if numeric { &["in"] } else { &["min", "max", "unit"] };
+    for key in not_applicable.iter().filter(|k| object.contains_key(**k)) {
+        let kind = if numeric { "a numeric" } else { "a coded" };
+        r.problem(&format!("{path}/{key}"), "invalid-criteria", format!("`{key}` does not apply to {kind} field"));
+    }
     match field.value_type {
         ValueType::Number | ValueType::Integer => range(r, object, path, field.unit.as_deref(), field.molar_mass)
             .map(|(min, max)| Condition::ObservationRange { field: field.id, min, max }),
@@ -447,7 +462,7 @@ fn diagnosis(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str) -> Opt
     match object.get("prefix") {
         None => {}
         Some(Value::String(p)) => {
-            let Some(prefix) = CodePrefix::parse(p, system) else {
+            let Some(prefix) = Some(p).filter(|p| short(p)).and_then(|p| CodePrefix::parse(p, system)) else {
                 r.problem(
                     &format!("{path}/prefix"),
                     "invalid-criteria",
@@ -463,13 +478,15 @@ fn diagnosis(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str) -> Opt
         }
     }
     if let Some(items) = object.get("in") {
-        let Value::Array(items) = items else {
-            r.problem(&format!("{path}/in"), "wrong-type", "`in` is a list of codes");
+        let Some(items) = items.as_array().filter(|items| !items.is_empty() && items.len() <= MAX_VALUES) else {
+            r.problem(&format!("{path}/in"), "wrong-type", format!("`in` is a list of 1 to {MAX_VALUES} codes"));
             return None;
         };
         for (i, item) in items.iter().enumerate() {
-            let code =
-                item.as_str().and_then(|c| DiagnosisCode::parse(system.unwrap_or_else(|| CodeSystem::of_code(c)), c));
+            let code = item
+                .as_str()
+                .filter(|c| short(c))
+                .and_then(|c| DiagnosisCode::parse(system.unwrap_or_else(|| CodeSystem::of_code(c)), c));
             match code {
                 Some(code) => codes.push(code),
                 None => r.problem(
@@ -483,11 +500,6 @@ fn diagnosis(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str) -> Opt
     if codes.is_empty() && prefixes.is_empty() {
         r.problem(path, "invalid-criteria", "a diagnosis condition takes `prefix` or `in`");
         return None;
-    }
-    for key in ["min", "max", "unit", "variant", "genotype"] {
-        if object.contains_key(key) {
-            r.problem(&format!("{path}/{key}"), "invalid-criteria", format!("`{key}` does not apply to diagnoses"));
-        }
     }
     Some(Condition::Diagnosis { system, codes, prefixes })
 }
@@ -557,7 +569,7 @@ fn annotation(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str) -> Op
         AnnotationKind::parse,
         &AnnotationKind::ALL.map(AnnotationKind::as_str).join(", "),
     );
-    let code = |v: &str| (!v.is_empty() && v.len() <= 64).then(|| v.to_owned());
+    let code = |v: &str| short(v).then(|| v.to_owned());
     let labels = annotation_list(r, object, path, "label", code, "codes");
     let roles = annotation_list(
         r,
@@ -577,11 +589,6 @@ fn annotation(r: &mut Reader<'_>, object: &Map<String, Value>, path: &str) -> Op
             Some(level)
         }
     };
-    for key in ["in", "min", "max", "unit", "prefix", "system", "variant", "genotype"] {
-        if object.contains_key(key) {
-            r.problem(&format!("{path}/{key}"), "invalid-criteria", format!("`{key}` does not apply to annotations"));
-        }
-    }
     Some(Condition::Annotation { level, kinds: kinds?, labels: labels?, roles: roles? })
 }
 
@@ -598,6 +605,9 @@ fn after(r: &mut Reader<'_>, series: Condition, within: &Value, path: &str) -> O
         r.problem(path, "wrong-type", "`within_days_after` is {\"event\": {...}, \"min\": days, \"max\": days}");
         return None;
     };
+    for key in object.keys().filter(|k| !["event", "min", "max"].contains(&k.as_str())) {
+        r.problem(&format!("{path}/{key}"), "invalid-criteria", format!("unknown key `{key}` (event, min, max)"));
+    }
     let days = |key: &str| object.get(key).and_then(Value::as_i64).and_then(|d| i32::try_from(d).ok());
     let (Some(min_days), Some(max_days)) = (days("min"), days("max")) else {
         r.problem(path, "invalid-criteria", "`within_days_after` needs whole-day `min` and `max`");
@@ -618,6 +628,237 @@ fn after(r: &mut Reader<'_>, series: Condition, within: &Value, path: &str) -> O
         return None;
     }
     Some(Condition::After { series: Box::new(series), event: Box::new(event), min_days, max_days })
+}
+
+/// Most characters of a value in an `in` list, a label code, a unit or a code prefix.
+pub const MAX_VALUE_CHARS: usize = 64;
+
+/// Fields with a condition of their own; any other is an observation field of the dictionary.
+const RESERVED_FIELDS: &[&str] = &[
+    "cohort",
+    "site",
+    "sex",
+    "modality",
+    "body_part",
+    "manufacturer",
+    "model",
+    "field_strength",
+    "age_at_study",
+    "diagnosis",
+    "genotype",
+    "annotation",
+];
+
+/// Names of the code systems a diagnosis condition takes, as
+/// [`CodeSystem::parse`] reads them: case, spaces, hyphens and underscores
+/// do not matter.
+const SYSTEM_NAMES: &[&str] = &["ICD10", "ICD10CM", "ICD10GM", "ICD", "SNOMED", "SNOMEDCT", "SCT"];
+
+/// A regular expression matching exactly what [`CodeSystem::parse`] accepts.
+fn system_pattern() -> String {
+    let sep = "[-_ ]*";
+    let names: Vec<String> =
+        SYSTEM_NAMES
+            .iter()
+            .map(|name| {
+                name.chars()
+                    .map(|c| {
+                        if c.is_ascii_alphabetic() { format!("[{c}{}]", c.to_ascii_lowercase()) } else { c.to_string() }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(sep)
+            })
+            .collect();
+    format!(r"^\s*{sep}(?:{}){sep}\s*$", names.join("|"))
+}
+
+/// The grammar of criteria as JSON Schemas, by name, for the OpenAPI
+/// document: `Criteria` and what it refers to (`#/components/schemas/…`).
+/// Exact on structure, keys, enums, list and string lengths; values are
+/// further checked against their syntax (codes, variants) and the registry
+/// (cohort slugs, site codes, the data dictionary's field ids), and nesting
+/// and size against [`MAX_DEPTH`] and [`MAX_CONDITIONS`].
+#[expect(clippy::too_many_lines, reason = "one table of schemas, read top to bottom")]
+pub fn json_schemas() -> Vec<(&'static str, Value)> {
+    use serde_json::json;
+    let to = |name: &str| json!({ "$ref": format!("#/components/schemas/{name}") });
+    let text = json!({"type": "string", "minLength": 1, "maxLength": MAX_VALUE_CHARS});
+    let list = |items: Value| json!({"type": "array", "items": items, "minItems": 1, "maxItems": MAX_VALUES});
+    let names = |all: &[&str]| json!({"type": "string", "enum": all});
+    let number = json!({"type": ["number", "null"]});
+    let unit = json!({"type": ["string", "null"], "maxLength": MAX_VALUE_CHARS, "description": "A UCUM unit, converted to the field's own (e.g. mg/dL for mmol/L)"});
+    let days = json!({"type": "integer", "minimum": i32::MIN, "maximum": i32::MAX});
+    // A condition: `field` (one name, or any other when `field` is None) and its keys.
+    let condition = |description: &str, field: Option<&[&str]>, properties: Value, required: &[&str]| {
+        let mut properties = properties;
+        properties["field"] = match field {
+            Some(names) => json!({"type": "string", "enum": names}),
+            None => json!({
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_VALUE_CHARS,
+                "pattern": format!("^(?!(?:{})$)", RESERVED_FIELDS.join("|")),
+                "description": "A field of the data dictionary (GET /api/v1/fields) other than those with a condition of their own",
+            }),
+        };
+        let mut required = required.to_vec();
+        required.insert(0, "field");
+        json!({"type": "object", "description": description, "properties": properties, "required": required, "additionalProperties": false})
+    };
+    // `min`, `max` or both: at least one is a number.
+    let bounded = |schema: Value| {
+        json!({"allOf": [schema, {"anyOf": [
+            {"type": "object", "properties": {"min": {"type": "number"}}, "required": ["min"]},
+            {"type": "object", "properties": {"max": {"type": "number"}}, "required": ["max"]},
+        ]}], "description": "A numeric condition: `min`, `max` or both (`min` not above `max`)"})
+    };
+    let operator = |op: &str, inner: Value, description: &str| json!({"type": "object", "description": description, "properties": {op: inner}, "required": [op], "additionalProperties": false});
+    let series_codes = ["modality", "body_part", "manufacturer", "model"];
+    let series_ranges = ["field_strength", "age_at_study"];
+    let kinds: Vec<&str> = AnnotationKind::ALL.map(AnnotationKind::as_str).to_vec();
+    let levels: Vec<&str> = AnnotationLevel::ALL.map(AnnotationLevel::as_str).to_vec();
+    let roles: Vec<&str> = AnnotatorRole::ALL.map(AnnotatorRole::as_str).to_vec();
+    let sexes: Vec<&str> = Sex::ALL.map(Sex::as_str).to_vec();
+    vec![
+        (
+            "Criteria",
+            json!({
+                "description": format!("A tree of `and` / `or` / `not` over conditions, at most {MAX_DEPTH} levels deep with at most {MAX_CONDITIONS} conditions (counting `within_days_after` events)"),
+                "anyOf": [to("CriteriaAnd"), to("CriteriaOr"), to("CriteriaNot"), to("Condition")],
+            }),
+        ),
+        (
+            "CriteriaAnd",
+            operator("and", json!({"type": "array", "items": to("Criteria"), "minItems": 1}), "Every criterion holds"),
+        ),
+        (
+            "CriteriaOr",
+            operator(
+                "or",
+                json!({"type": "array", "items": to("Criteria"), "minItems": 1}),
+                "At least one criterion holds",
+            ),
+        ),
+        ("CriteriaNot", operator("not", to("Criteria"), "The criterion does not hold")),
+        (
+            "Condition",
+            json!({
+                "description": "One condition on a field",
+                "anyOf": [to("CohortCondition"), to("SiteCondition"), to("SexCondition"), to("SeriesCodeCondition"),
+                          to("SeriesRangeCondition"), to("DiagnosisCondition"), to("GenotypeCondition"),
+                          to("AnnotationCondition"), to("ObservationRangeCondition"), to("ObservationCodeCondition")],
+            }),
+        ),
+        (
+            "CohortCondition",
+            condition(
+                "Subjects in one of these cohorts (slugs)",
+                Some(&["cohort"]),
+                json!({"in": list(text.clone())}),
+                &["in"],
+            ),
+        ),
+        (
+            "SiteCondition",
+            condition(
+                "Subjects of one of these sites (codes)",
+                Some(&["site"]),
+                json!({"in": list(text.clone())}),
+                &["in"],
+            ),
+        ),
+        (
+            "SexCondition",
+            condition("Subjects of one of these sexes", Some(&["sex"]), json!({"in": list(names(&sexes))}), &["in"]),
+        ),
+        (
+            "SeriesCodeCondition",
+            condition(
+                "Imaging series with one of these values",
+                Some(&series_codes),
+                json!({"in": list(text.clone()), "within_days_after": to("WithinDaysAfter")}),
+                &["in"],
+            ),
+        ),
+        (
+            "SeriesRangeCondition",
+            bounded(condition(
+                "Imaging series in a range: field strength in T, age at the study in years (`a`)",
+                Some(&series_ranges),
+                json!({"min": number.clone(), "max": number.clone(), "unit": unit.clone(), "within_days_after": to("WithinDaysAfter")}),
+                &[],
+            )),
+        ),
+        (
+            "DiagnosisCondition",
+            json!({"allOf": [
+                condition(
+                    "Subjects with a diagnosis of one of the codes (`in`) or starting with `prefix`",
+                    Some(&["diagnosis"]),
+                    json!({
+                        "system": {"type": "string", "pattern": system_pattern(), "description": "ICD-10 (also ICD10, ICD-10-CM, ICD-10-GM, ICD) or SNOMED CT (also SNOMED, SCT); case, spaces, hyphens and underscores do not matter"},
+                        "prefix": {"type": "string", "minLength": 1, "maxLength": MAX_VALUE_CHARS, "description": "A code prefix: letters and digits, e.g. E11 or C34.1"},
+                        "in": list(json!({"type": "string", "minLength": 1, "maxLength": MAX_VALUE_CHARS, "description": "An ICD-10 code or a SNOMED CT concept id"})),
+                    }),
+                    &[],
+                ),
+                {"anyOf": [{"type": "object", "required": ["prefix"]}, {"type": "object", "required": ["in"]}]},
+            ]}),
+        ),
+        (
+            "GenotypeCondition",
+            condition(
+                "Subjects with a genotype of a variant",
+                Some(&["genotype"]),
+                json!({
+                    "variant": {"type": "string", "minLength": 1, "maxLength": 2100, "description": "An rsID (rs429358) or chrom-pos-ref-alt (19-44908684-T-C)"},
+                    "genotype": names(&["carrier", "het", "hom_alt", "hom_ref", "non_carrier"]),
+                }),
+                &["variant", "genotype"],
+            ),
+        ),
+        (
+            "AnnotationCondition",
+            condition(
+                "Subjects with an annotation of this level, kind, label code and annotator role (each optional)",
+                Some(&["annotation"]),
+                json!({"level": names(&levels), "kind": list(names(&kinds)), "label": list(text.clone()), "role": list(names(&roles))}),
+                &[],
+            ),
+        ),
+        (
+            "ObservationRangeCondition",
+            bounded(condition(
+                "A numeric field of the data dictionary in a range, in its unit or in `unit`",
+                None,
+                json!({"min": number.clone(), "max": number, "unit": unit}),
+                &[],
+            )),
+        ),
+        (
+            "ObservationCodeCondition",
+            condition(
+                "A coded field of the data dictionary with one of these codes",
+                None,
+                json!({"in": list(text)}),
+                &["in"],
+            ),
+        ),
+        (
+            "WithinDaysAfter",
+            json!({
+                "type": "object",
+                "description": "The imaging study falls `min` to `max` days after a dated event of the subject: a diagnosis or an observation",
+                "properties": {
+                    "event": {"anyOf": [to("DiagnosisCondition"), to("ObservationRangeCondition"), to("ObservationCodeCondition")]},
+                    "min": days.clone(),
+                    "max": days,
+                },
+                "required": ["event", "min", "max"],
+                "additionalProperties": false,
+            }),
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -700,6 +941,7 @@ mod tests {
                 ("/criteria/or/1".into(), "inverted-range"),
                 ("/criteria/or/2/unit".into(), "unit-mismatch"),
                 ("/criteria/or/3/in/0".into(), "wrong-type"),
+                ("/criteria/or/4/min".into(), "invalid-criteria"),
                 ("/criteria/or/4/in".into(), "invalid-criteria"),
                 ("/criteria/or/5/fiel".into(), "invalid-criteria"),
                 ("/criteria/or/5/field".into(), "invalid-criteria"),

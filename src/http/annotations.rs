@@ -130,7 +130,7 @@ fn refuse(problems: Vec<String>) -> ApiError {
     post,
     path = "/annotations",
     tag = tags::CATALOG,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["uploader"])),
     request_body = NewAnnotation,
     responses(
         (status = 201, description = "Stored", body = CreatedAnnotation),
@@ -172,7 +172,7 @@ pub async fn create_annotation(
     post,
     path = "/annotations/masks",
     tag = tags::CATALOG,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["uploader"])),
     request_body(content = Vec<u8>, content_type = "multipart/form-data", description = "Parts `annotation` (JSON) and `file` (NIfTI)"),
     responses(
         (status = 201, description = "Stored", body = CreatedAnnotation),
@@ -257,7 +257,7 @@ pub struct AnnotationListResponse {
     get,
     path = "/studies/{uid}/annotations",
     tag = tags::CATALOG,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"]), ("bearer" = ["uploader"])),
     params(("uid" = String, Path, description = "Registry Study Instance UID")),
     responses(
         (status = 200, description = "The annotations", body = AnnotationListResponse),

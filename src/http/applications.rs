@@ -266,6 +266,7 @@ pub async fn submit_application(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WithdrawRequest {
+    #[schema(max_length = 2000)]
     pub reason: Option<String>,
 }
 
@@ -300,10 +301,12 @@ pub async fn withdraw_application(
 #[serde(deny_unknown_fields)]
 pub struct ActivateRequest {
     /// The exact version of the agreement accepted; must be the one in force (`GET /dua`).
+    #[schema(max_length = 64)]
     pub dua_version: String,
     /// The SHA-256 of the text read, as `GET /dua` gives it: when present it
     /// must match, proving the text accepted is the text on record.
     #[serde(default)]
+    #[schema(max_length = 64)]
     pub dua_sha256: Option<String>,
 }
 
@@ -351,7 +354,7 @@ pub struct ConsentTermsRequest {
     put,
     path = "/cohorts/{slug}/consent",
     tag = tags::APPLICATIONS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(("slug" = String, Path, description = "Cohort slug")),
     request_body = ConsentTermsRequest,
     responses(

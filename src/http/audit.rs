@@ -55,7 +55,7 @@ pub struct AuditEventListResponse {
     get,
     path = "/audit",
     tag = tags::AUDIT,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(AuditQuery),
     responses(
         (status = 200, description = "Matching events in chain order", body = AuditEventListResponse),
@@ -106,7 +106,7 @@ pub async fn list_audit_events(
     get,
     path = "/audit/verify",
     tag = tags::AUDIT,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     responses(
         (status = 200, description = "Verification report (`ok` false when the chain is broken)", body = VerifyReport),
         (status = "4XX", description = "Client error", body = ErrorBody),

@@ -73,7 +73,7 @@ pub struct ReleaseResponse {
     get,
     path = "/cohorts/{slug}/studies",
     tag = tags::CATALOG,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"]), ("bearer" = ["uploader"])),
     params(("slug" = String, Path, description = "Cohort slug"), StudyListQuery),
     responses(
         (status = 200, description = "Studies with published instances", body = StudyListResponse),
@@ -108,7 +108,7 @@ pub async fn list_cohort_studies(
     get,
     path = "/studies/{study_uid}",
     tag = tags::CATALOG,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"]), ("bearer" = ["uploader"])),
     params(("study_uid" = String, Path, description = "Registry Study Instance UID")),
     responses(
         (status = 200, description = "The study", body = StudyDetail),
@@ -133,7 +133,7 @@ pub async fn find_study(
     get,
     path = "/series/{series_uid}/instances",
     tag = tags::CATALOG,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"]), ("bearer" = ["uploader"])),
     params(("series_uid" = String, Path, description = "Registry Series Instance UID")),
     responses(
         (status = 200, description = "Published instances", body = InstanceListResponse),
@@ -159,7 +159,7 @@ pub async fn list_series_instances(
     get,
     path = "/quarantine",
     tag = tags::CATALOG,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     responses(
         (status = 200, description = "Quarantined instances, oldest first", body = QuarantineListResponse),
         (status = "4XX", description = "Client error", body = ErrorBody),
@@ -179,7 +179,7 @@ pub async fn list_quarantine(
     post,
     path = "/quarantine/{sop_uid}/release",
     tag = tags::CATALOG,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(("sop_uid" = String, Path, description = "Registry SOP Instance UID")),
     responses(
         (status = 200, description = "Released", body = ReleaseResponse),
@@ -211,7 +211,7 @@ pub async fn release_quarantined(
     delete,
     path = "/quarantine/{sop_uid}",
     tag = tags::CATALOG,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(("sop_uid" = String, Path, description = "Registry SOP Instance UID")),
     responses(
         (status = 204, description = "Deleted"),

@@ -37,14 +37,19 @@ pub struct CohortListResponse {
 #[serde(deny_unknown_fields)]
 pub struct CreateCohortRequest {
     /// Lowercase letters, digits and dashes; 1–63 characters; unique.
+    #[schema(max_length = 64)]
     pub slug: String,
+    #[schema(max_length = 200)]
     pub title: String,
     #[serde(default)]
+    #[schema(max_length = 10_000)]
     pub description: String,
     pub tier: Tier,
     pub design: Design,
     pub source: Source,
+    #[schema(max_length = 200)]
     pub license: Option<String>,
+    #[schema(max_length = 2000)]
     pub citation: Option<String>,
     /// Small-cell threshold for the cohort's own subjects in protected
     /// discovery counts: 5 to 50, default 10.
@@ -63,9 +68,12 @@ pub struct SiteListResponse {
 #[serde(deny_unknown_fields)]
 pub struct CreateSiteRequest {
     /// Lowercase letters, digits, `-` and `_`; 1–63 characters; unique.
+    #[schema(max_length = 64)]
     pub code: String,
+    #[schema(max_length = 200)]
     pub name: String,
     /// ISO 3166-1 alpha-2 country code, e.g. `DE`.
+    #[schema(max_length = 64)]
     pub country: Option<String>,
 }
 
@@ -112,7 +120,7 @@ pub async fn find_cohort(
     post,
     path = "/cohorts",
     tag = tags::REGISTRY,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["organizer"])),
     request_body = CreateCohortRequest,
     responses(
         (status = 201, description = "The new cohort", body = Cohort),
@@ -196,7 +204,7 @@ pub async fn list_sites(State(state): State<AppState>, _principal: Principal) ->
     post,
     path = "/sites",
     tag = tags::REGISTRY,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     request_body = CreateSiteRequest,
     responses(
         (status = 201, description = "The new site", body = Site),

@@ -52,9 +52,9 @@ pub struct StowQuery {
     post,
     path = "/dicomweb/studies",
     tag = tags::INGEST,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["uploader"])),
     params(StowQuery),
-    request_body(description = "DICOM instances", content((Vec<u8> = "multipart/related"))),
+    request_body(description = "DICOM instances", content((crate::openapi::Binary = "multipart/related"))),
     responses(
         (status = 200, description = "All instances stored (Store Instances Response Module, application/dicom+json)"),
         (status = 202, description = "Some instances stored, some failed"),
@@ -78,9 +78,9 @@ pub async fn store_instances(
     post,
     path = "/dicomweb/studies/{study}",
     tag = tags::INGEST,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["uploader"])),
     params(("study" = String, Path, description = "Study Instance UID as the sender knows it"), StowQuery),
-    request_body(description = "DICOM instances", content((Vec<u8> = "multipart/related"))),
+    request_body(description = "DICOM instances", content((crate::openapi::Binary = "multipart/related"))),
     responses(
         (status = 200, description = "All instances stored (Store Instances Response Module, application/dicom+json)"),
         (status = 202, description = "Some instances stored, some failed"),

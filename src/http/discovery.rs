@@ -1,10 +1,13 @@
 //! Discovery over REST: counts and breakdowns for every signed-in user, under
 //! protection (exact for stewards and admins, and for project members within their grants).
 
+use std::borrow::Cow;
+
 use axum::extract::State;
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
+use utoipa::openapi::{RefOr, Schema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -15,12 +18,38 @@ use crate::access::scope::Coverage;
 use crate::app::AppState;
 use crate::auth::{Principal, Role};
 use crate::discovery::sql::Dimension;
-use crate::discovery::{self, BreakdownResult, Caller, CountResult};
+use crate::discovery::{self, BreakdownResult, Caller, CountResult, criteria};
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::openapi::tags;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(count)).routes(routes!(breakdown))
+}
+
+/// The criteria grammar in the document: the JSON Schemas of
+/// [`criteria::json_schemas`], the grammar the server reads.
+pub struct Criteria;
+
+fn criteria_schemas() -> impl Iterator<Item = (&'static str, RefOr<Schema>)> {
+    criteria::json_schemas()
+        .into_iter()
+        .map(|(name, schema)| (name, serde_json::from_value(schema).expect("the criteria grammar is a valid schema")))
+}
+
+impl utoipa::PartialSchema for Criteria {
+    fn schema() -> RefOr<Schema> {
+        criteria_schemas().find(|(name, _)| *name == "Criteria").expect("the grammar has a root").1
+    }
+}
+
+impl ToSchema for Criteria {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Criteria")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.extend(criteria_schemas().filter(|(name, _)| *name != "Criteria").map(|(n, s)| (n.to_owned(), s)));
+    }
 }
 
 /// A count query.
@@ -31,7 +60,7 @@ pub struct CountRequest {
     /// `{"field": "modality", "in": ["MR"]}`, `{"field": "hba1c", "min": 6.5, "unit": "%"}`,
     /// `{"field": "diagnosis", "system": "ICD-10", "prefix": "E11"}`,
     /// `{"field": "genotype", "variant": "rs429358", "genotype": "carrier"}`; absent: everything.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Criteria>)]
     pub criteria: Option<Value>,
     /// Ask as a member of this project: within its active grants (the criteria
     /// name their cohorts, each granted) the counts are exact.
@@ -43,7 +72,7 @@ pub struct CountRequest {
 #[serde(deny_unknown_fields)]
 pub struct BreakdownRequest {
     /// As for a count; absent: everything.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Criteria>)]
     pub criteria: Option<Value>,
     /// One or two dimensions (default `["site"]`).
     #[serde(default = "default_by")]

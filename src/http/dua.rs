@@ -84,9 +84,12 @@ pub async fn agreement_version(
 #[serde(deny_unknown_fields)]
 pub struct NewAgreement {
     /// Letters, digits, `.`, `_` and `-`, up to 64; never reused.
+    #[schema(max_length = 64)]
     pub version: String,
+    #[schema(max_length = 200)]
     pub title: String,
     /// The full text (Markdown), up to 100,000 characters.
+    #[schema(max_length = 100_000)]
     pub body: String,
 }
 
@@ -97,7 +100,7 @@ pub struct NewAgreement {
     post,
     path = "/dua",
     tag = tags::APPLICATIONS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     request_body = NewAgreement,
     responses(
         (status = 201, description = "The version now in force", body = Agreement),

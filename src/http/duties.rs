@@ -64,7 +64,7 @@ pub async fn fee_schedule(State(state): State<AppState>, _principal: Principal) 
     put,
     path = "/fees/{tier}",
     tag = tags::GRANTS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     params(("tier" = Tier, Path, description = "Cohort tier")),
     request_body = TierFees,
     responses(
@@ -112,8 +112,10 @@ pub async fn application_fees(
 #[serde(deny_unknown_fields)]
 pub struct Settlement {
     /// `paid` or `waived`.
+    #[schema(max_length = 64)]
     pub settlement: String,
     /// The payment reference, or why it is waived (student, low-income country, ...).
+    #[schema(max_length = 500)]
     pub note: String,
 }
 
@@ -122,7 +124,7 @@ pub struct Settlement {
     post,
     path = "/fees/{id}/settlement",
     tag = tags::GRANTS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(("id" = Uuid, Path, description = "Fee id")),
     request_body = Settlement,
     responses(
@@ -178,7 +180,7 @@ pub struct ObligationFilter {
     get,
     path = "/obligations",
     tag = tags::GRANTS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(ObligationFilter),
     responses(
         (status = 200, description = "Duties by due date", body = [Obligation]),
@@ -198,6 +200,7 @@ pub async fn all_obligations(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Statement {
+    #[schema(max_length = 20_000)]
     pub statement: String,
 }
 
@@ -234,6 +237,7 @@ pub async fn fulfil(
 pub struct RenewalRequest {
     /// Months to add to the grant's end, 1 to 60.
     pub months: i32,
+    #[schema(max_length = 20_000)]
     pub progress_report: String,
 }
 
@@ -278,7 +282,7 @@ pub struct RenewalListQuery {
     get,
     path = "/renewals",
     tag = tags::GRANTS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(RenewalListQuery),
     responses(
         (status = 200, description = "Renewals with the progress report, the project and the grant's end", body = [RenewalItem]),
@@ -299,6 +303,7 @@ pub async fn list_renewals(
 #[serde(deny_unknown_fields)]
 pub struct RenewalDecision {
     pub approve: bool,
+    #[schema(max_length = 2000)]
     pub reason: String,
 }
 
@@ -309,7 +314,7 @@ pub struct RenewalDecision {
     post,
     path = "/renewals/{id}/decision",
     tag = tags::GRANTS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(("id" = Uuid, Path, description = "Renewal id")),
     request_body = RenewalDecision,
     responses(
@@ -335,6 +340,7 @@ pub async fn decide_renewal(
 #[serde(deny_unknown_fields)]
 pub struct CloseRequest {
     /// The PI's attestation that every copy of the project's data is deleted.
+    #[schema(max_length = 20_000)]
     pub deletion_attestation: String,
 }
 

@@ -165,18 +165,24 @@ pub async fn find_field(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutFieldRequest {
+    #[schema(max_length = 200)]
     pub title: String,
     #[serde(default)]
+    #[schema(max_length = 10_000)]
     pub description: String,
     /// `anthropometry`, `vital-signs`, `lifestyle`, `laboratory` or `proteomics`.
+    #[schema(max_length = 64)]
     pub category: String,
     /// `number` or `code`.
     pub value_type: ValueType,
     /// Canonical UCUM unit of a number, e.g. `mmol/L`.
+    #[schema(max_length = 64)]
     pub unit: Option<String>,
     /// e.g. `LOINC`, `UniProt`, `local`.
+    #[schema(max_length = 64)]
     pub coding_system: Option<String>,
     /// The field's code in that system, e.g. the LOINC code.
+    #[schema(max_length = 64)]
     pub code: Option<String>,
     /// g/mol of the analyte, to accept mass concentrations for a substance concentration.
     pub molar_mass: Option<f64>,
@@ -192,7 +198,7 @@ const OBSERVATION_CATEGORIES: &[&str] = &["anthropometry", "vital-signs", "lifes
     path = "/fields/{id}",
     tag = tags::DICTIONARY,
     params(("id" = String, Path, description = "Field id: a lowercase letter, then letters, digits and `_`")),
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     request_body = PutFieldRequest,
     responses(
         (status = 201, description = "The new field", body = Field),

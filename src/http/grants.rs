@@ -99,6 +99,7 @@ pub enum GrantAction {
 pub struct GrantChange {
     pub action: GrantAction,
     /// Why (an overdue report, an incident, ...): shown to the project.
+    #[schema(max_length = 2000)]
     pub reason: String,
 }
 
@@ -107,7 +108,7 @@ pub struct GrantChange {
     post,
     path = "/grants/{id}/state",
     tag = tags::GRANTS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(("id" = Uuid, Path, description = "Grant id")),
     request_body = GrantChange,
     responses(

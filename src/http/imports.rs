@@ -81,14 +81,14 @@ fn body_format(kind: ImportKind, headers: &HeaderMap) -> Result<BodyFormat> {
     path = "/imports/{kind}",
     tag = tags::INGEST,
     params(("kind" = ImportKind, Path, description = "What the table holds"), ImportQuery),
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["uploader"])),
     request_body(
         description = "CSV (comma, semicolon or tab separated; a header line), a JSON array of flat objects, or for variants a VCF (plain or gzip)",
         content(
             (String = "text/csv"),
             (Vec<serde_json::Value> = "application/json"),
             (String = "text/vcf"),
-            (Vec<u8> = "application/gzip"),
+            (crate::openapi::Binary = "application/gzip"),
         )
     ),
     responses(

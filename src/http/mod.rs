@@ -7,6 +7,7 @@
 pub mod annotations;
 pub mod applications;
 pub mod audit;
+pub mod authorize;
 pub mod catalog;
 pub mod cohorts;
 pub mod deid;
@@ -18,6 +19,7 @@ pub mod extract;
 pub mod fields;
 pub mod grants;
 pub mod imports;
+pub mod limits;
 pub mod me;
 pub mod nul;
 pub mod ops;

@@ -39,7 +39,7 @@ pub async fn refuse(limits: super::JsonLimits, request: Request, next: Next) -> 
     next.run(Request::from_parts(parts, Body::from(bytes))).await
 }
 
-fn is_json(request: &Request) -> bool {
+pub(crate) fn is_json(request: &Request) -> bool {
     let Some(content_type) = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };

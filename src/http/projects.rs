@@ -49,6 +49,7 @@ pub struct ProfileListResponse {
 #[serde(deny_unknown_fields)]
 pub struct CreateProjectRequest {
     /// 1–200 characters.
+    #[schema(max_length = 200)]
     pub title: String,
 }
 
@@ -63,6 +64,7 @@ pub struct ProjectListResponse {
 #[serde(deny_unknown_fields)]
 pub struct InviteMemberRequest {
     /// Username of the collaborator.
+    #[schema(max_length = 200)]
     pub username: String,
 }
 
@@ -118,7 +120,7 @@ pub async fn put_my_profile(
     get,
     path = "/profiles",
     tag = tags::PROJECTS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(ProfileListQuery),
     responses(
         (status = 200, description = "Matching profiles by username", body = ProfileListResponse),
@@ -141,7 +143,7 @@ pub async fn list_profiles(
     post,
     path = "/profiles/{username}/verify",
     tag = tags::PROJECTS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(("username" = String, Path, description = "Whose profile")),
     responses(
         (status = 200, description = "The verified profile", body = Profile),
@@ -181,7 +183,7 @@ pub async fn list_projects(
     post,
     path = "/projects",
     tag = tags::PROJECTS,
-    security(("bearer" = [])),
+    security(("bearer" = ["researcher"])),
     request_body = CreateProjectRequest,
     responses(
         (status = 201, description = "The new project", body = ProjectDetails),

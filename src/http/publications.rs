@@ -75,7 +75,7 @@ pub async fn project_publications(
     get,
     path = "/publications",
     tag = tags::GRANTS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     responses(
         (status = 200, description = "The register of publications", body = [Publication]),
         (status = "4XX", description = "Client error", body = ErrorBody),

@@ -44,7 +44,7 @@ pub struct Queue {
     get,
     path = "/reviews/queue",
     tag = tags::REVIEW,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     responses(
         (status = 200, description = "Pending applications with age, due date, assignments, changes and the members' bona fides", body = Queue),
         (status = "4XX", description = "Client error", body = ErrorBody),
@@ -62,7 +62,7 @@ pub async fn queue(State(state): State<AppState>, principal: Principal) -> Resul
     post,
     path = "/applications/{id}/review",
     tag = tags::REVIEW,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(("id" = Uuid, Path, description = "Application id")),
     responses(
         (status = 200, description = "The assignments of the application, now under review", body = [Assignment]),
@@ -86,6 +86,7 @@ pub async fn start_review(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignRequest {
+    #[schema(max_length = 200)]
     pub steward: String,
 }
 
@@ -96,7 +97,7 @@ pub struct AssignRequest {
     post,
     path = "/applications/{id}/assignments",
     tag = tags::REVIEW,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(("id" = Uuid, Path, description = "Application id")),
     request_body = AssignRequest,
     responses(
@@ -124,7 +125,7 @@ pub async fn assign(
     delete,
     path = "/applications/{id}/assignments/{steward}",
     tag = tags::REVIEW,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(("id" = Uuid, Path, description = "Application id"), ("steward" = String, Path, description = "The assigned steward")),
     responses(
         (status = 200, description = "The remaining assignments", body = [Assignment]),
@@ -151,6 +152,7 @@ pub struct DeclarationRequest {
     /// Whether the steward has a competing interest; then they recuse.
     pub conflict: bool,
     /// The declaration in the steward's words (e.g. "no competing interests").
+    #[schema(max_length = 5000)]
     pub statement: String,
 }
 
@@ -159,7 +161,7 @@ pub struct DeclarationRequest {
     post,
     path = "/applications/{id}/declarations",
     tag = tags::REVIEW,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(("id" = Uuid, Path, description = "Application id")),
     request_body = DeclarationRequest,
     responses(
@@ -188,6 +190,7 @@ pub struct VoteRequest {
     /// Required with `approve_with_conditions`.
     pub conditions: Option<Conditions>,
     /// Required with `request_changes` (what to change) and `reject` (the reason).
+    #[schema(max_length = 10_000)]
     pub comment: Option<String>,
 }
 
@@ -221,7 +224,7 @@ pub async fn list_votes(
     post,
     path = "/applications/{id}/votes",
     tag = tags::REVIEW,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(("id" = Uuid, Path, description = "Application id")),
     request_body = VoteRequest,
     responses(
@@ -271,6 +274,7 @@ pub async fn list_comments(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommentRequest {
+    #[schema(max_length = 10_000)]
     pub body: String,
     /// The comment this one answers.
     pub parent_id: Option<Uuid>,
@@ -310,6 +314,7 @@ pub async fn comment(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditCommentRequest {
+    #[schema(max_length = 10_000)]
     pub body: String,
 }
 

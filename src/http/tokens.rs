@@ -29,6 +29,7 @@ const DEFAULT_DAYS: u32 = 90;
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
     /// What the token is for, e.g. "laptop CLI" (1–100 characters).
+    #[schema(max_length = 100)]
     pub name: String,
     /// Lifetime in days (default 90, at most the configured maximum).
     #[serde(default)]

@@ -37,9 +37,11 @@ const UPLOADERS: &[Role] = &[Role::Uploader, Role::Admin];
 pub struct CreateUploadRequest {
     /// Cohort slug the data joins (default `default`).
     #[serde(default = "default_cohort")]
+    #[schema(max_length = 64)]
     pub cohort: String,
     /// Site code the data comes from (default `local`).
     #[serde(default = "default_site")]
+    #[schema(max_length = 64)]
     pub site: String,
 }
 
@@ -93,7 +95,7 @@ async fn load_session(state: &AppState, principal: &Principal, id: Uuid, write: 
     post,
     path = "/uploads",
     tag = tags::INGEST,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["uploader"])),
     request_body = CreateUploadRequest,
     responses(
         (status = 201, description = "The open session", body = Session),
@@ -153,10 +155,10 @@ pub async fn find_upload(
     request_body(
         description = "A DICOM file, a zip archive, or a multipart batch of either",
         content(
-            (Vec<u8> = "application/dicom"),
-            (Vec<u8> = "application/zip"),
-            (Vec<u8> = "multipart/form-data"),
-            (Vec<u8> = "multipart/related"),
+            (crate::openapi::Binary = "application/dicom"),
+            (crate::openapi::Binary = "application/zip"),
+            (crate::openapi::Binary = "multipart/form-data"),
+            (crate::openapi::Binary = "multipart/related"),
         )
     ),
     responses(

@@ -36,12 +36,16 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct WithdrawalRequest {
     /// The registry pseudonym (`sub-…`).
+    #[schema(max_length = 128)]
     pub pseudonym: Option<String>,
     /// The site's code, with `patient_id`.
+    #[schema(max_length = 64)]
     pub site: Option<String>,
     /// The local patient ID at `site`: pseudonymized here, never stored or logged.
+    #[schema(max_length = 64)]
     pub patient_id: Option<String>,
     /// Issuer of Patient ID (0010,0021) of `patient_id`, when its images carry one.
+    #[schema(max_length = 64)]
     pub issuer_of_patient_id: Option<String>,
     pub scope: Scope,
 }
@@ -62,7 +66,7 @@ pub struct Withdrawal {
     post,
     path = "/withdrawals",
     tag = tags::GRANTS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     request_body = WithdrawalRequest,
     responses(
         (status = 201, description = "Withdrawn; notices sent", body = Withdrawal),
@@ -122,7 +126,7 @@ pub struct NoticeFilter {
     get,
     path = "/withdrawal-notices",
     tag = tags::GRANTS,
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
     params(NoticeFilter),
     responses(
         (status = 200, description = "Notices, oldest first", body = [Notice]),

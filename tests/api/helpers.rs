@@ -395,14 +395,19 @@ pub fn ensure_debian_package(program: &str, package: &str) -> Result<(), String>
     if present() {
         return Ok(());
     }
+    apt_install(&[package])?;
+    if present() { Ok(()) } else { Err(format!("{program} is still missing after installing {package}")) }
+}
+
+/// Installs Debian packages with `apt-get` (as root, or with password-less
+/// `sudo`), the way the harness installs PostgreSQL when it is missing.
+pub fn apt_install(packages: &[&str]) -> Result<(), String> {
     if !std::path::Path::new("/usr/bin/apt-get").exists() {
-        return Err(format!("{program} is not installed and this is not a Debian-like system"));
+        return Err(format!("{} is missing and this is not a Debian-like system", packages.join(", ")));
     }
     let root = custodian::db::embedded::running_as_root().map_err(|e| format!("{e:#}"))?;
-    for args in [
-        &["apt-get", "update", "-q"][..],
-        &["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=300", package][..],
-    ] {
+    let install = [&["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=300"][..], packages].concat();
+    for args in [&["apt-get", "update", "-q"][..], &install[..]] {
         let mut command = if root {
             std::process::Command::new(args[0])
         } else {
@@ -419,5 +424,5 @@ pub fn ensure_debian_package(program: &str, package: &str) -> Result<(), String>
             return Err(format!("`{}` failed ({status})", args.join(" ")));
         }
     }
-    if present() { Ok(()) } else { Err(format!("{program} is still missing after installing {package}")) }
+    Ok(())
 }
