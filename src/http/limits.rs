@@ -38,7 +38,36 @@ impl BodySchemas {
                 }
             }
         }
-        Self { by_operation, components: document["components"]["schemas"].clone() }
+        let mut schemas = Self { by_operation, components: document["components"]["schemas"].clone() };
+        // A body whose schema sets no limit is not read here: a JSON table import
+        // (up to `ingest.max_table_bytes`) would be parsed whole into a tree for nothing.
+        let limited: Vec<_> = schemas
+            .by_operation
+            .iter()
+            .filter(|(_, s)| schemas.limits(s, &mut Vec::new()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        schemas.by_operation.retain(|k, _| limited.contains(k));
+        schemas
+    }
+
+    /// Whether `schema` sets a length or count limit anywhere within it (`seen`:
+    /// the components on the way, as the criteria grammar refers to itself).
+    fn limits(&self, schema: &Value, seen: &mut Vec<String>) -> bool {
+        if let Some(name) = schema.get("$ref").and_then(Value::as_str).and_then(|r| r.rsplit('/').next()) {
+            if seen.iter().any(|s| s == name) {
+                return false;
+            }
+            seen.push(name.to_owned());
+            return self.limits(&self.components[name], seen);
+        }
+        let Some(object) = schema.as_object() else { return false };
+        ["maxLength", "minLength", "maxItems", "minItems"].iter().any(|k| object.contains_key(*k))
+            || object.values().any(|v| match v {
+                Value::Object(_) => self.limits(v, seen),
+                Value::Array(items) => items.iter().any(|i| self.limits(i, seen)),
+                _ => false,
+            })
     }
 
     fn resolve<'a>(&'a self, schema: &'a Value) -> &'a Value {
@@ -141,4 +170,30 @@ pub async fn enforce(State(schemas): State<Arc<BodySchemas>>, request: Request, 
         return ApiError::InvalidBody(problem).into_response();
     }
     next.run(Request::from_parts(parts, Body::from(bytes))).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_bodies_whose_schema_sets_a_limit_are_read_and_a_self_referring_schema_ends() {
+        let document = json!({
+            "paths": {
+                "/tables": {"post": {"requestBody": {"content": {"application/json": {"schema": {"type": "array", "items": {}}}}}}},
+                "/titles": {"post": {"requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Tree"}}}}}},
+                "/loops": {"post": {"requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Loop"}}}}}}
+            },
+            "components": {"schemas": {
+                "Tree": {"oneOf": [{"properties": {"any": {"items": {"$ref": "#/components/schemas/Tree"}}}},
+                                   {"properties": {"title": {"type": "string", "maxLength": 10}}}]},
+                "Loop": {"properties": {"next": {"$ref": "#/components/schemas/Loop"}}}
+            }}
+        });
+        let schemas = BodySchemas::from_document(&document);
+        let mut read: Vec<&str> = schemas.by_operation.keys().map(|(_, path)| path.as_str()).collect();
+        read.sort_unstable();
+        assert_eq!(read, ["/titles"]);
+    }
 }
