@@ -43,6 +43,8 @@ pub mod metrics;
 pub mod openapi;
 /// Sites and cohorts.
 pub mod registry;
+/// Releases: re-pseudonymized DICOM, tables, signed manifests.
+pub mod release;
 /// Secrets generated into the data dir.
 pub mod secrets;
 /// Object storage and its keys.

@@ -1,0 +1,10 @@
+//! Releases (extracts): what an approved project receives, built from its
+//! grant's scope in the project's own pseudonyms, with a signed manifest.
+//!
+//! - [`dicom`]: stored instances re-pseudonymized for one project;
+//! - [`tables`]: granted fields as CSV and Parquet, with their dictionary;
+//! - [`manifest`]: the file list with sizes and SHA-256, signed (Ed25519).
+
+pub mod dicom;
+pub mod manifest;
+pub mod tables;
