@@ -124,7 +124,8 @@ pub async fn import_table(
         BodyFormat::Table(Format::Csv) => Some(ShapeGuard::csv(max_line, max_columns)),
         BodyFormat::Table(Format::Json) => None,
     };
-    let body = read_table(body, limit, guard.clone()).await.map_err(|e| match e {
+    let hint = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let body = read_table(body, limit, hint, guard.clone()).await.map_err(|e| match e {
         ReadError::TooLarge => ApiError::PayloadTooLarge,
         ReadError::Unreadable => ApiError::BadRequest("the request body could not be read".into()),
         ReadError::Shape(e) => refused_shape(kind, &e),
@@ -206,39 +207,53 @@ enum ReadError {
 /// The body of a table import, read as it arrives within `limit` bytes; a
 /// plain-text body is checked by `guard` on the way, so a hostile line is
 /// refused once it passes its limit (a gzip body is checked as it expands).
-async fn read_table(body: Body, limit: usize, mut guard: Option<ShapeGuard>) -> Result<bytes::Bytes, ReadError> {
+async fn read_table(
+    body: Body,
+    limit: usize,
+    hint: Option<u64>,
+    mut guard: Option<ShapeGuard>,
+) -> Result<bytes::Bytes, ReadError> {
     use http_body_util::BodyExt;
     let mut body = body;
-    // The chunks as they come, joined once at the end (a body read whole by
-    // the NUL check arrives as one chunk and is not copied).
-    let mut chunks: Vec<bytes::Bytes> = Vec::new();
-    let mut size = 0;
+    // One buffer, each chunk copied in as it comes and then let go (a body
+    // read whole by the NUL check arrives as one chunk and is not copied).
+    let mut first: Option<bytes::Bytes> = None;
+    let mut data: Vec<u8> = Vec::new();
     // Whether the body is gzip is known from its first two bytes.
     let mut gzip = None;
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(|_| ReadError::Unreadable)?.into_data() else { continue };
-        size += data.len();
-        if size > limit {
+        let Ok(chunk) = frame.map_err(|_| ReadError::Unreadable)?.into_data() else { continue };
+        let before = first.as_ref().map_or(data.len(), bytes::Bytes::len);
+        if before + chunk.len() > limit {
             return Err(ReadError::TooLarge);
         }
-        chunks.push(data);
+        if let Some(held) = first.take() {
+            data = Vec::with_capacity(hint.and_then(|h| usize::try_from(h).ok()).unwrap_or(0).clamp(0, limit));
+            data.extend_from_slice(&held);
+        }
+        if before == 0 && data.is_empty() {
+            first = Some(chunk.clone());
+        } else {
+            data.extend_from_slice(&chunk);
+        }
+        let so_far: &[u8] = first.as_deref().unwrap_or(&data);
         let unchecked = match gzip {
-            Some(_) => &chunks[chunks.len() - 1..],
-            None if size >= 2 => {
-                let head: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).take(2).collect();
-                gzip = Some(is_gzip(&head));
-                &chunks[..]
+            Some(_) => &so_far[before..],
+            None if so_far.len() >= 2 => {
+                gzip = Some(is_gzip(&so_far[..2]));
+                so_far
             }
             None => continue,
         };
         if let Some(guard) = guard.as_mut().filter(|_| gzip == Some(false)) {
-            unchecked.iter().try_for_each(|chunk| guard.feed(chunk)).map_err(ReadError::Shape)?;
+            guard.feed(unchecked).map_err(ReadError::Shape)?;
         }
     }
+    let whole = first.unwrap_or_else(|| data.into());
     if let Some(guard) = guard.as_mut().filter(|_| gzip.is_none()) {
-        chunks.iter().try_for_each(|chunk| guard.feed(chunk)).map_err(ReadError::Shape)?;
+        guard.feed(&whole).map_err(ReadError::Shape)?;
     }
-    Ok(super::uploads::join(chunks, size))
+    Ok(whole)
 }
 
 /// The answer to a table refused for its shape (or size) before it was parsed.

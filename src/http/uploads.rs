@@ -242,24 +242,40 @@ pub async fn abort_upload(
 type Files = BoxStream<'static, Result<Received, ApiError>>;
 
 /// The files of a request body, by content type, with the configured limits.
+///
+/// Memory: a single file is read into one buffer (no second copy); the files
+/// of a multipart batch together hold at most `ingest.max_file_bytes` of
+/// received bytes at a time (a part waits while earlier ones are
+/// de-identified and written); an archive (up to `ingest.max_request_bytes`)
+/// is spooled to disk encrypted ([`crate::ingest::spool`]) and expands one
+/// entry at a time.
 pub async fn received_files(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Files> {
     let limits = state.ingest.limits.clone();
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let hint = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     match essence.as_str() {
         "application/dicom" | "application/octet-stream" => {
-            let bytes = read_limited(body, limits.max_file_bytes).await?;
+            let bytes = read_limited(body, limits.max_file_bytes, hint).await?;
             Ok(stream::iter([Ok(Received::File(bytes))]).boxed())
         }
         "application/zip" | "application/x-zip-compressed" => {
-            let bytes = read_limited(body, limits.max_request_bytes).await?;
-            let entries = archive::entries(bytes, &limits).await.map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            let spool =
+                match spool_whole(body.into_data_stream(), limits.max_request_bytes, &state.ingest.spool_dir).await {
+                    Ok(Spooled::Spool(spool)) => spool,
+                    Ok(Spooled::TooLarge(_)) => return Err(ApiError::PayloadTooLarge),
+                    Err(SpoolError::Body(_)) => {
+                        return Err(ApiError::BadRequest("the request body could not be read".into()));
+                    }
+                    Err(SpoolError::Disk(e)) => return Err(spool_failed(&e)),
+                };
+            let entries = archive::entries(spool, &limits).await.map_err(|e| ApiError::BadRequest(e.to_string()))?;
             Ok(entries.map(|entry| entry.map_err(|e| ApiError::BadRequest(e.to_string()))).boxed())
         }
         "multipart/form-data" | "multipart/related" => {
             let boundary = boundary(content_type)
                 .ok_or_else(|| ApiError::BadRequest("the multipart content type has no boundary".into()))?;
-            Ok(multipart_files(body, boundary, limits))
+            Ok(multipart_files(body, boundary, limits, state.ingest.spool_dir.clone()))
         }
         _ => Err(ApiError::UnsupportedMediaType(
             "send application/dicom, application/zip, multipart/form-data or multipart/related".into(),
@@ -277,25 +293,170 @@ pub(crate) fn boundary(content_type: &str) -> Option<String> {
     })
 }
 
-async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes> {
-    use http_body_util::BodyExt;
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::PayloadTooLarge),
+async fn read_limited(body: Body, limit: usize, hint: Option<u64>) -> Result<bytes::Bytes> {
+    match read_whole(body.into_data_stream(), limit, hint, None, false).await {
+        Ok(Whole::Bytes(bytes)) => Ok(bytes),
+        Ok(Whole::TooLarge(_)) => Err(ApiError::PayloadTooLarge),
         Err(_) => Err(ApiError::BadRequest("the request body could not be read".into())),
     }
+}
+
+/// What [`read_whole`] read.
+enum Whole {
+    Bytes(bytes::Bytes),
+    /// More than the cap: how many bytes came (all of them when drained).
+    TooLarge(usize),
+}
+
+/// Bytes that hold their share of a request's budget until dropped.
+struct Held {
+    data: Vec<u8>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+/// Reads `chunks` into one buffer of at most `cap` bytes, copying each chunk
+/// once as it comes (a chunk is not kept, so nothing of the parser's buffers
+/// stays alive), the buffer sized from the declared length when there is one.
+/// Past `cap` it stops, or with `drain` reads on to the end and keeps nothing.
+/// With a `budget`, every byte kept first takes a permit, released when the
+/// returned bytes and every slice of them are dropped.
+async fn read_whole<S, E>(
+    mut chunks: S,
+    cap: usize,
+    hint: Option<u64>,
+    budget: Option<&std::sync::Arc<tokio::sync::Semaphore>>,
+    drain: bool,
+) -> std::result::Result<Whole, E>
+where
+    S: futures::Stream<Item = std::result::Result<bytes::Bytes, E>> + Unpin,
+{
+    let expected = hint.and_then(|h| usize::try_from(h).ok()).unwrap_or(0).min(cap);
+    let mut data = Vec::with_capacity(expected);
+    let mut permit: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    let mut size = 0_usize;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        size += chunk.len();
+        if size > cap {
+            if !drain {
+                return Ok(Whole::TooLarge(size));
+            }
+            data = Vec::new();
+            permit = None;
+            continue;
+        }
+        if let Some(budget) = budget {
+            let n = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+            // The semaphore is never closed, and a part never needs more than all of it.
+            if let Ok(more) = std::sync::Arc::clone(budget).acquire_many_owned(n).await {
+                match permit.as_mut() {
+                    Some(held) => held.merge(more),
+                    None => permit = Some(more),
+                }
+            }
+        }
+        data.extend_from_slice(&chunk);
+    }
+    if size > cap {
+        return Ok(Whole::TooLarge(size));
+    }
+    Ok(Whole::Bytes(bytes::Bytes::from_owner(Held { data, _permit: permit })))
+}
+
+/// What [`spool_whole`] read.
+enum Spooled {
+    Spool(crate::ingest::spool::Spool),
+    /// More than the cap: how many bytes came (all of them, read to the end).
+    TooLarge(usize),
+}
+
+enum SpoolError<E> {
+    Body(E),
+    Disk(std::io::Error),
+}
+
+fn spool_failed(error: &std::io::Error) -> ApiError {
+    tracing::error!(error = %error, "spooling an archive");
+    ApiError::Internal(anyhow::anyhow!("the archive could not be spooled"))
+}
+
+/// Writes `chunks` (at most `cap` bytes; past it, read to the end and kept
+/// nowhere) into an encrypted spool in `dir`, a megabyte at a time on a
+/// blocking thread.
+async fn spool_whole<S, E>(
+    mut chunks: S,
+    cap: usize,
+    dir: &std::path::Path,
+) -> std::result::Result<Spooled, SpoolError<E>>
+where
+    S: futures::Stream<Item = std::result::Result<bytes::Bytes, E>> + Unpin,
+{
+    const BATCH: usize = 1024 * 1024;
+    let dir = dir.to_path_buf();
+    let mut writer = tokio::task::spawn_blocking(move || crate::ingest::spool::SpoolWriter::create(&dir))
+        .await
+        .map_err(|e| SpoolError::Disk(std::io::Error::other(e)))?
+        .map_err(SpoolError::Disk)?;
+    let mut batch: Vec<bytes::Bytes> = Vec::new();
+    let mut batched = 0;
+    let mut size = 0_usize;
+    let flush = async |writer: crate::ingest::spool::SpoolWriter, batch: Vec<bytes::Bytes>| {
+        tokio::task::spawn_blocking(move || {
+            let mut writer = writer;
+            batch.iter().try_for_each(|chunk| writer.write(chunk)).map(|()| writer)
+        })
+        .await
+        .map_err(|e| SpoolError::Disk(std::io::Error::other(e)))?
+        .map_err(SpoolError::Disk)
+    };
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(SpoolError::Body)?;
+        size += chunk.len();
+        if size > cap {
+            batch.clear();
+            continue;
+        }
+        batched += chunk.len();
+        batch.push(chunk);
+        if batched >= BATCH {
+            writer = flush(writer, std::mem::take(&mut batch)).await?;
+            batched = 0;
+        }
+    }
+    if size > cap {
+        return Ok(Spooled::TooLarge(size));
+    }
+    let writer = flush(writer, batch).await?;
+    let spool = tokio::task::spawn_blocking(move || writer.finish())
+        .await
+        .map_err(|e| SpoolError::Disk(std::io::Error::other(e)))?
+        .map_err(SpoolError::Disk)?;
+    Ok(Spooled::Spool(spool))
 }
 
 /// Streams the parts of a multipart body, one file at a time; zip parts expand
 /// one entry at a time. An archive that expands beyond its limit while being
 /// read (its sizes lied) ends the request: its earlier entries are already
 /// de-identified, and the batch must not record them without the rest.
-fn multipart_files(body: Body, boundary: String, limits: crate::config::IngestConfig) -> Files {
+fn multipart_files(
+    body: Body,
+    boundary: String,
+    limits: crate::config::IngestConfig,
+    spool_dir: std::path::PathBuf,
+) -> Files {
     let constraints =
         multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limits.max_request_bytes as u64));
     let multipart = multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
-    stream::unfold(Some((multipart, limits, 0_usize)), |state| async move {
-        let (mut multipart, limits, part) = state?;
+    // The received bytes of the batch's files held at once, across parts.
+    let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_file_bytes));
+    stream::unfold(Some((multipart, limits, budget, spool_dir, 0_usize)), |state| async move {
+        let (mut multipart, limits, budget, spool_dir, part) = state?;
         let part = part + 1;
         let field = match multipart.next_field().await {
             Ok(Some(field)) => field,
@@ -305,42 +466,41 @@ fn multipart_files(body: Body, boundary: String, limits: crate::config::IngestCo
         let is_zip = field
             .content_type()
             .is_some_and(|m| m.essence_str() == "application/zip" || m.essence_str() == "application/x-zip-compressed");
-        let cap = if is_zip { limits.max_request_bytes } else { limits.max_file_bytes };
-        let mut field = field;
-        // The chunks as they come (shared with the parser's buffer), joined once at the end.
-        let mut chunks: Vec<bytes::Bytes> = Vec::new();
-        let mut size = 0_usize;
-        loop {
-            match field.chunk().await {
-                Ok(Some(chunk)) => {
-                    size += chunk.len();
-                    if size <= cap {
-                        chunks.push(chunk);
-                    } else {
-                        chunks = Vec::new(); // keep reading to the part's end, keep nothing
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => return Some((one(Err(multipart_error(&e))), None)),
-            }
-        }
-        let items = if size > cap {
+        let too_large = |size: usize, cap: usize| {
             one(Ok(Received::Unreadable {
                 size,
                 code: "file-too-large",
                 message: format!("the part is larger than the limit of {cap} bytes"),
             }))
-        } else if is_zip {
-            match archive::entries(join(chunks, size), &limits).await {
-                Ok(entries) => entries
-                    .map(move |entry| entry.map_err(|e| ApiError::BadRequest(format!("multipart part {part}: {e}"))))
-                    .boxed(),
-                Err(e) => one(Ok(Received::Unreadable { size, code: "invalid-archive", message: e.to_string() })),
+        };
+        let items = if is_zip {
+            // An archive is held whole (its directory is at its end): spooled, encrypted.
+            match spool_whole(field, limits.max_request_bytes, &spool_dir).await {
+                Err(SpoolError::Body(e)) => return Some((one(Err(multipart_error(&e))), None)),
+                Err(SpoolError::Disk(e)) => return Some((one(Err(spool_failed(&e))), None)),
+                Ok(Spooled::TooLarge(size)) => too_large(size, limits.max_request_bytes),
+                Ok(Spooled::Spool(spool)) => {
+                    let size = usize::try_from(spool.len()).unwrap_or(usize::MAX);
+                    match archive::entries(spool, &limits).await {
+                        Ok(entries) => entries
+                            .map(move |entry| {
+                                entry.map_err(|e| ApiError::BadRequest(format!("multipart part {part}: {e}")))
+                            })
+                            .boxed(),
+                        Err(e) => {
+                            one(Ok(Received::Unreadable { size, code: "invalid-archive", message: e.to_string() }))
+                        }
+                    }
+                }
             }
         } else {
-            one(Ok(Received::File(join(chunks, size))))
+            match read_whole(field, limits.max_file_bytes, None, Some(&budget), true).await {
+                Err(e) => return Some((one(Err(multipart_error(&e))), None)),
+                Ok(Whole::TooLarge(size)) => too_large(size, limits.max_file_bytes),
+                Ok(Whole::Bytes(bytes)) => one(Ok(Received::File(bytes))),
+            }
         };
-        Some((items, Some((multipart, limits, part))))
+        Some((items, Some((multipart, limits, budget, spool_dir, part))))
     })
     .flatten()
     .boxed()
@@ -349,18 +509,6 @@ fn multipart_files(body: Body, boundary: String, limits: crate::config::IngestCo
 /// A stream of one item.
 fn one(item: Result<Received, ApiError>) -> Files {
     stream::iter([item]).boxed()
-}
-
-/// One buffer of `size` bytes from `chunks`, copying only when there are several.
-pub(crate) fn join(mut chunks: Vec<bytes::Bytes>, size: usize) -> bytes::Bytes {
-    if chunks.len() == 1 {
-        return chunks.pop().expect("one chunk");
-    }
-    let mut joined = Vec::with_capacity(size);
-    for chunk in chunks {
-        joined.extend_from_slice(&chunk);
-    }
-    joined.into()
 }
 
 pub(crate) fn multipart_error(error: &multer::Error) -> ApiError {

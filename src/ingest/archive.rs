@@ -1,8 +1,10 @@
 //! Reading zip archives one entry at a time, with limits against oversized
 //! requests and zip bombs.
 //!
-//! The compressed archive is held in memory (its directory is at its end, and
-//! original bytes never touch a disk); its entries are inflated one at a time
+//! The compressed archive is held whole (its directory is at its end): in
+//! memory when small, else in an encrypted, nameless spool file
+//! ([`super::spool`]) so its original bytes never reach a disk readably and a
+//! large archive costs no memory; its entries are inflated one at a time
 //! on a blocking thread, each only after the previous one has been
 //! de-identified and its bytes dropped. A request therefore holds at most one
 //! inflated entry, of at most `ingest.max_file_bytes`.
@@ -43,10 +45,12 @@ pub type Entries = BoxStream<'static, Result<Received, ArchiveError>>;
 /// here, before anything is inflated. One that lies about its sizes and expands
 /// beyond `ingest.zip_max_expanded_bytes` anyway ends the stream with
 /// [`ArchiveError::TooLarge`]; the batch it feeds then records nothing.
-pub async fn entries(bytes: Bytes, limits: &IngestConfig) -> Result<Entries, ArchiveError> {
+pub async fn entries(source: impl Into<Source>, limits: &IngestConfig) -> Result<Entries, ArchiveError> {
     let limits = limits.clone();
+    let source = source.into();
     // Reading the directory of 50,000 entries is CPU work too.
-    let (archive, limits) = match tokio::task::spawn_blocking(move || open(bytes, &limits).map(|a| (a, limits))).await {
+    let (archive, limits) = match tokio::task::spawn_blocking(move || open(source, &limits).map(|a| (a, limits))).await
+    {
         Ok(result) => result?,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     };
@@ -57,11 +61,57 @@ pub async fn entries(bytes: Bytes, limits: &IngestConfig) -> Result<Entries, Arc
         .boxed())
 }
 
-type Archive = zip::ZipArchive<Cursor<Bytes>>;
+/// Where an archive's bytes are held.
+pub enum Source {
+    Memory(Bytes),
+    Spool(super::spool::Spool),
+}
+
+impl From<Bytes> for Source {
+    fn from(bytes: Bytes) -> Self {
+        Self::Memory(bytes)
+    }
+}
+
+impl From<super::spool::Spool> for Source {
+    fn from(spool: super::spool::Spool) -> Self {
+        Self::Spool(spool)
+    }
+}
+
+/// An archive's bytes, read as a file.
+enum Reader {
+    Memory(Cursor<Bytes>),
+    Spool(std::io::BufReader<super::spool::Spool>),
+}
+
+impl Read for Reader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Memory(r) => r.read(buf),
+            Self::Spool(r) => r.read(buf),
+        }
+    }
+}
+
+impl std::io::Seek for Reader {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        match self {
+            Self::Memory(r) => r.seek(to),
+            Self::Spool(r) => r.seek(to),
+        }
+    }
+}
+
+type Archive = zip::ZipArchive<Reader>;
 
 /// The archive, once its entry count and declared sizes are within the limits.
-fn open(bytes: Bytes, limits: &IngestConfig) -> Result<Archive, ArchiveError> {
-    let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|_| ArchiveError::Unreadable)?;
+fn open(source: Source, limits: &IngestConfig) -> Result<Archive, ArchiveError> {
+    let reader = match source {
+        Source::Memory(bytes) => Reader::Memory(Cursor::new(bytes)),
+        Source::Spool(spool) => Reader::Spool(std::io::BufReader::with_capacity(64 * 1024, spool)),
+    };
+    let mut archive = zip::ZipArchive::new(reader).map_err(|_| ArchiveError::Unreadable)?;
     if archive.len() > limits.zip_max_entries {
         return Err(ArchiveError::TooManyEntries(limits.zip_max_entries));
     }

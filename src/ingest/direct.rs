@@ -32,6 +32,9 @@ const ALIGN: usize = 4096;
 /// (measured on 35 KB slices: about 10 % more instances per second).
 const DIRECT_MIN_BYTES: usize = 128 * 1024;
 
+/// The most a direct write holds in its buffer at once (a multiple of [`ALIGN`]).
+const DIRECT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
 /// Set once a file system refused `O_DIRECT`.
 static BUFFERED_ONLY: AtomicBool = AtomicBool::new(false);
 
@@ -101,22 +104,38 @@ fn write_new(path: &Path, parts: &[Bytes], write: Write) -> io::Result<()> {
 }
 
 /// Writes the parts padded to the alignment, then cuts the file to its length.
+/// The bytes pass through the thread's aligned buffer at most
+/// [`DIRECT_CHUNK_BYTES`] at a time, so a file of any size costs no more
+/// memory than that, and nothing of a large file stays behind in the buffer.
 fn write_direct(mut file: fs::File, parts: &[Bytes]) -> io::Result<()> {
     let len: usize = parts.iter().map(Bytes::len).sum();
-    let padded = len.div_ceil(ALIGN) * ALIGN;
+    let chunk = len.div_ceil(ALIGN).min(DIRECT_CHUNK_BYTES / ALIGN) * ALIGN;
     BUFFER.with_borrow_mut(|buffer| {
-        if buffer.len() < padded + ALIGN {
-            buffer.resize(padded + ALIGN, 0);
+        if buffer.len() < chunk + ALIGN {
+            buffer.resize(chunk + ALIGN, 0);
         }
         let start = buffer.as_ptr().align_offset(ALIGN);
-        let aligned = &mut buffer[start..start + padded];
-        let mut at = 0;
+        let aligned = &mut buffer[start..start + chunk];
+        let mut filled = 0;
         for part in parts {
-            aligned[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
+            let mut rest = &part[..];
+            while !rest.is_empty() {
+                let n = rest.len().min(chunk - filled);
+                aligned[filled..filled + n].copy_from_slice(&rest[..n]);
+                filled += n;
+                rest = &rest[n..];
+                if filled == chunk {
+                    file.write_all(aligned)?;
+                    filled = 0;
+                }
+            }
         }
-        aligned[len..].fill(0);
-        file.write_all(aligned)
+        if filled > 0 {
+            let padded = filled.div_ceil(ALIGN) * ALIGN;
+            aligned[filled..padded].fill(0);
+            file.write_all(&aligned[..padded])?;
+        }
+        Ok::<_, io::Error>(())
     })?;
     file.set_len(len as u64)
 }
@@ -201,6 +220,25 @@ mod tests {
             let stored = fs::read(root.join("instances/x/y/z.dcm")).unwrap();
             assert_eq!(stored.len(), DIRECT_MIN_BYTES + 1003, "{write:?}");
             assert!(stored[..DIRECT_MIN_BYTES + 1000].iter().all(|b| *b == 3) && stored.ends_with(b"end"));
+        }
+    }
+
+    #[test]
+    fn an_object_larger_than_the_direct_buffer_is_written_whole_in_order() {
+        for write in [Write::Direct, Write::Buffered] {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().to_path_buf();
+            // Parts that straddle the buffer's chunks, and a length that is no multiple of anything.
+            let pattern = |n: usize, seed: u8| -> Bytes {
+                (0..n).map(|i| u8::try_from(i % 251).unwrap() ^ seed).collect::<Vec<u8>>().into()
+            };
+            let parts = [pattern(DIRECT_CHUNK_BYTES - 5, 1), pattern(2 * DIRECT_CHUNK_BYTES + 17, 2), pattern(3, 3)];
+            assert_eq!(create(&root, "instances/big/y/z.dcm", &parts, write).unwrap(), Created::New);
+            let stored = fs::read(root.join("instances/big/y/z.dcm")).unwrap();
+            let expected: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+            assert!(stored == expected, "{write:?}: the stored bytes are the parts in order");
+            let held = BUFFER.with_borrow(Vec::len);
+            assert!(held <= DIRECT_CHUNK_BYTES + ALIGN, "{write:?}: the buffer holds {held} bytes");
         }
     }
 

@@ -15,6 +15,7 @@ pub mod cstore;
 mod direct;
 pub mod sessions;
 pub mod sop_classes;
+pub mod spool;
 pub mod sweep;
 pub mod tables;
 mod writer;
@@ -50,6 +51,8 @@ pub struct Ingestor {
     writer: writer::Writer,
     /// The object directory of a local store, which instances are written into directly.
     local_root: Option<std::path::PathBuf>,
+    /// Where archives are spooled, encrypted ([`spool`]): `<data_dir>/spool`.
+    pub spool_dir: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Ingestor {
@@ -265,6 +268,7 @@ impl Ingestor {
         Ok(Self {
             writer: writer::Writer::start(db.clone(), durable_root.clone()),
             local_root: durable_root,
+            spool_dir: config.data_dir.join("spool"),
             db,
             store,
             key: deid::load_key(config)?,
@@ -461,17 +465,31 @@ impl Ingestor {
         if created == direct::Created::Exists {
             // Written before (an earlier upload, or one that crashed before its
             // rows): the same content, in whatever transfer syntax, is the same
-            // instance; anything else is a conflict.
-            let existing = match self.store.get(&key).await {
-                Ok(result) => result.bytes().await,
-                Err(e) => Err(e),
-            }
-            .map_err(|e| {
-                tracing::error!(error = %e, "reading an existing instance object");
-                Refused::new(size, "storage-failed", "the object store could not be read")
-            })?;
-            let existing = tokio::task::spawn_blocking(move || content::digest_of_file(&existing)).await.ok().flatten();
-            if existing.as_deref() != Some(content_sha256.as_slice()) {
+            // instance; anything else is a conflict. The catalog's digest
+            // spares reading the object back (it may be as large as the file).
+            let recorded =
+                sqlx::query_scalar!("select content_sha256 from instance where object_key = $1", key.as_ref())
+                    .fetch_optional(&self.db)
+                    .await
+                    .ok()
+                    .flatten()
+                    .flatten();
+            let same = if let Some(recorded) = recorded {
+                recorded == content_sha256
+            } else {
+                let existing = match self.store.get(&key).await {
+                    Ok(result) => result.bytes().await,
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| {
+                    tracing::error!(error = %e, "reading an existing instance object");
+                    Refused::new(size, "storage-failed", "the object store could not be read")
+                })?;
+                let existing =
+                    tokio::task::spawn_blocking(move || content::digest_of_file(&existing)).await.ok().flatten();
+                existing.as_deref() == Some(content_sha256.as_slice())
+            };
+            if !same {
                 return Err(Refused::new(size, "conflict", CONFLICT_MESSAGE).of(&deid.meta));
             }
         }

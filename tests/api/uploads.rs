@@ -231,6 +231,9 @@ async fn zip_archives_are_unpacked_and_zip_bombs_refused_before_anything_is_stor
     let report = up.send(&session, "application/zip", archive).await;
     report.assert_status(StatusCode::OK);
     assert_eq!(report.json()["counts"]["stored"], 2);
+    // The archive was held in an encrypted spool that has no name: nothing of it is left to find.
+    let spooled: Vec<_> = std::fs::read_dir(app.state.config.data_dir.join("spool")).unwrap().collect();
+    assert!(spooled.is_empty(), "{spooled:?}");
 
     // Expands far beyond its size: a megabyte of zeros.
     let bomb = zip(&[vec![0; 1024 * 1024]]);
@@ -255,6 +258,27 @@ async fn oversized_files_get_413_or_a_per_file_rejection_in_a_batch() {
     let report = up.send_files(&session, &[big, Instance::ct(1, 1, 1, 2).to_bytes()]).await;
     assert_eq!(report["files"][0]["code"], "file-too-large");
     assert_eq!(report["files"][1]["outcome"], "stored");
+}
+
+#[tokio::test]
+async fn a_batch_larger_than_the_memory_it_may_hold_at_once_is_stored_whole_and_in_order() {
+    // The files of one request hold at most `max_file_bytes` of memory at once:
+    // six files of which any two exceed it must wait for each other, not deadlock.
+    let file = |instance| Instance { rows: 96, columns: 96, ..Instance::ct(1, 1, 1, instance) }.to_bytes();
+    let size = file(1).len();
+    let app = TestApp::with_config(move |c| {
+        c.ingest.max_file_bytes = size + size / 2;
+        c.ingest.parallelism = 4;
+    })
+    .await;
+    let up = Uploader::new(&app);
+    let session = up.open().await;
+    let files: Vec<Vec<u8>> = (1..=6).map(file).collect();
+    let report = up.send_files(&session, &files).await;
+    assert_eq!(report["counts"]["stored"], 6, "{report}");
+    let ordinals: Vec<i64> =
+        report["files"].as_array().unwrap().iter().map(|f| f["ordinal"].as_i64().unwrap()).collect();
+    assert_eq!(ordinals, [1, 2, 3, 4, 5, 6]);
 }
 
 #[tokio::test]
