@@ -25,6 +25,7 @@ pub mod nul;
 pub mod ops;
 pub mod projects;
 pub mod publications;
+pub mod release_keys;
 pub mod reviews;
 pub mod tokens;
 pub mod uploads;
@@ -74,27 +75,30 @@ impl JsonLimits {
 
 /// All documented routes.
 pub fn api_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::base()).merge(dicomweb::router()).nest(
-        "/api/v1",
-        OpenApiRouter::new()
-            .merge(me::router())
-            .merge(tokens::router())
-            .merge(audit::router())
-            .merge(cohorts::router())
-            .merge(deid::router())
-            .merge(uploads::router())
-            .merge(imports::router())
-            .merge(fields::router())
-            .merge(discovery::router())
-            .merge(annotations::router())
-            .merge(projects::router())
-            .merge(applications::router())
-            .merge(dua::router())
-            .merge(reviews::router())
-            .merge(grants::router())
-            .merge(duties::router())
-            .merge(withdrawals::router())
-            .merge(publications::router())
-            .merge(catalog::router()),
-    )
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::base())
+        .merge(dicomweb::router())
+        .merge(release_keys::router())
+        .nest(
+            "/api/v1",
+            OpenApiRouter::new()
+                .merge(me::router())
+                .merge(tokens::router())
+                .merge(audit::router())
+                .merge(cohorts::router())
+                .merge(deid::router())
+                .merge(uploads::router())
+                .merge(imports::router())
+                .merge(fields::router())
+                .merge(discovery::router())
+                .merge(annotations::router())
+                .merge(projects::router())
+                .merge(applications::router())
+                .merge(dua::router())
+                .merge(reviews::router())
+                .merge(grants::router())
+                .merge(duties::router())
+                .merge(withdrawals::router())
+                .merge(publications::router())
+                .merge(catalog::router()),
+        )
 }
