@@ -842,6 +842,20 @@ mod tests {
     }
 
     #[test]
+    fn the_release_keys_are_read_from_the_environment() {
+        Jail::expect_with(|jail| {
+            let x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+            jail.set_env("CUSTODIAN_RELEASE__PREVIOUS_PUBLIC_KEYS", format!("[\"{x}\"]"));
+            let key = crate::release::manifest::generate_signing_key().unwrap();
+            jail.set_env("CUSTODIAN_RELEASE__SIGNING_KEY", key.expose_secret());
+            let config = load_in_jail(jail, None).unwrap();
+            assert_eq!(config.release.previous_public_keys, [x]);
+            assert!(!format!("{config:?}").contains(key.expose_secret()), "the key never prints");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn secrets_never_appear_in_debug_output() {
         Jail::expect_with(|jail| {
             jail.set_env("CUSTODIAN_DATABASE__URL", "postgres://u:hunter2-password@db/x");

@@ -14,20 +14,8 @@
 //! (base64url SHA-256 of `{"crv":"Ed25519","kty":"OKP","x":"…"}`), so anyone
 //! can recompute it from the public key.
 //!
-//! # Verifying a release offline, with OpenSSL 3 and jq
-//!
-//! ```sh
-//! curl -s "$SERVER/.well-known/custodian/release-keys" > keys.json
-//! kid=$(jq -r .key_id manifest.json.sig)
-//! x=$(jq -r --arg kid "$kid" '.keys[] | select(.kid == $kid) | .x' keys.json)
-//! # An Ed25519 SubjectPublicKeyInfo is a fixed 12-byte header and the 32-byte key.
-//! { printf '\060\052\060\005\006\003\053\145\160\003\041\000'; printf '%s=' "$x" | tr '_-' '/+' | base64 -d; } > key.der
-//! openssl pkey -pubin -inform DER -in key.der -out key.pem
-//! jq -r .signature manifest.json.sig | base64 -d > manifest.sig
-//! openssl pkeyutl -verify -pubin -inkey key.pem -rawin -in manifest.json -sigfile manifest.sig
-//! ```
-//!
-//! Then `sha256sum` every file against the manifest's `files`.
+//! README.md, *Verifying a release manifest*, shows how to check a release
+//! by hand with OpenSSL 3 (a test runs exactly those lines).
 
 use std::path::Path;
 
@@ -438,11 +426,13 @@ impl ReleaseSigner {
     }
 }
 
-/// A new Ed25519 private key: base64 of its PKCS#8 v2 DER.
+/// A new Ed25519 private key: base64 of its PKCS#8 DER, v1 (RFC 5208) as
+/// `openssl genpkey` writes it: OpenSSL 3.0 does not read the v2 document
+/// aws-lc writes.
 pub fn generate_signing_key() -> anyhow::Result<SecretString> {
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let document =
-        Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+        Ed25519KeyPair::generate_pkcs8v1(&rng).map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
     Ok(SecretString::from(STANDARD.encode(document.as_ref())))
 }
 
