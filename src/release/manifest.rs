@@ -271,7 +271,7 @@ impl PublishedKey {
     /// A key from its 32 raw bytes; the id is derived from them.
     pub fn from_bytes(public_key: &[u8]) -> Result<Self, KeyError> {
         let public_key: [u8; 32] =
-            public_key.try_into().map_err(|_| KeyError("an Ed25519 public key has 32 bytes".into()))?;
+            public_key.try_into().map_err(|_| KeyError("must be Ed25519 public keys of 32 bytes".into()))?;
         Ok(Self { kid: key_id(&public_key), public_key })
     }
 
@@ -279,7 +279,7 @@ impl PublishedKey {
     pub fn from_x(x: &str) -> Result<Self, KeyError> {
         let bytes = URL_SAFE_NO_PAD
             .decode(x.trim().trim_end_matches('='))
-            .map_err(|_| KeyError("an Ed25519 public key (`x`) must be base64url".into()))?;
+            .map_err(|_| KeyError("must be base64url public keys (a JWK's `x`)".into()))?;
         Self::from_bytes(&bytes)
     }
 
@@ -376,7 +376,7 @@ impl ReleaseSigner {
     /// `previous` too (a repeat of the current key is dropped).
     pub fn from_pkcs8(pkcs8: &[u8], previous: Vec<PublishedKey>) -> Result<Self, KeyError> {
         let key_pair = Ed25519KeyPair::from_pkcs8(pkcs8)
-            .map_err(|_| KeyError("not an Ed25519 private key in PKCS#8 (DER)".into()))?;
+            .map_err(|_| KeyError("is not an Ed25519 private key in PKCS#8 (DER)".into()))?;
         let current = PublishedKey::from_bytes(key_pair.public_key().as_ref())?;
         let mut published = vec![current];
         for key in previous {
@@ -395,19 +395,25 @@ impl ReleaseSigner {
     /// The key of this node: `release.signing_key` when configured, otherwise
     /// (embedded mode only) generated on first start into the data dir.
     pub fn load(config: &crate::config::Config) -> anyhow::Result<Self> {
-        let previous = previous_keys(&config.release.previous_public_keys)?;
-        let text = match (&config.release.signing_key, config.embedded_database()) {
-            (Some(key), _) => key.clone(),
-            (None, true) => crate::secrets::load_or_create(&config.data_dir.join(EMBEDDED_KEY_FILE), || {
-                generate_signing_key().map(|key| key.expose_secret().to_owned())
-            })?,
+        let previous = previous_keys(&config.release.previous_public_keys)
+            .map_err(|e| anyhow::anyhow!("release.previous_public_keys {e}"))?;
+        let (text, source) = match (&config.release.signing_key, config.embedded_database()) {
+            (Some(key), _) => (key.clone(), "release.signing_key".to_owned()),
+            (None, true) => {
+                let path = config.data_dir.join(EMBEDDED_KEY_FILE);
+                let key = crate::secrets::load_or_create(&path, || {
+                    generate_signing_key().map(|key| key.expose_secret().to_owned())
+                })?;
+                (key, path.display().to_string())
+            }
             (None, false) => anyhow::bail!(
                 "release.signing_key ({KEY_VARIABLE}) is required with an external database: every node must \
                  sign releases with the same key (generate one with \
                  `openssl genpkey -algorithm ed25519 -outform DER | base64 -w0`)"
             ),
         };
-        Self::from_text(text.expose_secret(), previous).map_err(|e| anyhow::anyhow!("release.signing_key: {e}"))
+        // Fails closed: a key that does not decode stops the node, it is never replaced.
+        Self::from_text(text.expose_secret(), previous).map_err(|e| anyhow::anyhow!("{source} {e}"))
     }
 
     /// The id of the key signing new manifests.
@@ -452,7 +458,7 @@ fn decode_private_key(text: &str) -> Result<Vec<u8>, KeyError> {
         let inner = text
             .strip_prefix("-----BEGIN PRIVATE KEY-----")
             .and_then(|rest| rest.trim_end().strip_suffix("-----END PRIVATE KEY-----"))
-            .ok_or_else(|| KeyError("a PEM key must be a single `PRIVATE KEY` (PKCS#8) block".into()))?;
+            .ok_or_else(|| KeyError("must be a single PEM `PRIVATE KEY` (PKCS#8) block".into()))?;
         inner.chars().filter(|c| !c.is_whitespace()).collect()
     } else {
         text.chars().filter(|c| !c.is_whitespace()).collect()

@@ -12,7 +12,6 @@ use custodian::config::Config;
 use custodian::release::manifest::{
     self, FileEntry, Header, Manifest, PublishedKey, ReleaseSigner, SIGNATURE_FILE, VerifyError,
 };
-use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::helpers::{TestApp, ensure_debian_package};
@@ -186,16 +185,27 @@ fn an_embedded_node_generates_its_key_once_readable_only_by_itself() {
     assert!(String::from_utf8_lossy(&text.stdout).contains("ED25519 Private-Key"), "{text:?}");
 }
 
-#[test]
-fn a_node_with_an_external_database_and_no_signing_key_refuses_to_start_naming_the_variable() {
+#[tokio::test]
+async fn a_node_with_an_external_database_and_no_signing_key_refuses_to_start_naming_the_variable() {
+    let (_pool, db) = crate::helpers::fresh_database().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config { data_dir: dir.path().to_owned(), ..Config::default() };
-    config.database.url = Some(SecretString::from("postgres://db.example/custodian"));
 
-    let error = ReleaseSigner::load(&config).unwrap_err().to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_custodian"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CUSTODIAN_DATABASE__URL", crate::helpers::database_url(&db))
+        .env("CUSTODIAN_DATA_DIR", dir.path())
+        .env("CUSTODIAN_LISTEN", "127.0.0.1:0")
+        .env("CUSTODIAN_AUTH__HS256_SECRET", crate::helpers::TEST_SECRET)
+        .env("CUSTODIAN_DEID__REGISTRY_KEY", crate::helpers::TEST_REGISTRY_KEY)
+        .output()
+        .unwrap();
 
-    assert!(error.contains("CUSTODIAN_RELEASE__SIGNING_KEY"), "{error}");
-    assert!(!config.data_dir.join(manifest::EMBEDDED_KEY_FILE).exists(), "nothing generated");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("CUSTODIAN_RELEASE__SIGNING_KEY"), "{stderr}");
+    assert!(!dir.path().join(manifest::EMBEDDED_KEY_FILE).exists(), "no key generated for one node alone");
 }
 
 #[tokio::test]
@@ -216,4 +226,19 @@ async fn a_rotated_registry_still_publishes_the_key_of_its_earlier_releases() {
         HeaderValue::from_str(new.get(KEYS, None).await.headers[header::ETAG].to_str().unwrap()).unwrap(),
         "a rotation changes the ETag"
     );
+}
+
+#[test]
+fn a_damaged_key_file_stops_the_node_rather_than_being_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config { data_dir: dir.path().to_owned(), ..Config::default() };
+    let file = dir.path().join(manifest::EMBEDDED_KEY_FILE);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let damaged = "MC4CAQAwBQYDK2VwBCIEIL-this-is-not-a-key-any-more-0123456789";
+    std::fs::write(&file, damaged).unwrap();
+
+    let error = ReleaseSigner::load(&config).unwrap_err().to_string();
+
+    assert!(error.contains(manifest::EMBEDDED_KEY_FILE), "{error}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), damaged, "the file is left for the operator");
 }
