@@ -75,30 +75,33 @@ impl JsonLimits {
 
 /// All documented routes.
 pub fn api_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::base())
-        .merge(dicomweb::router())
-        .merge(release_keys::router())
-        .nest(
-            "/api/v1",
-            OpenApiRouter::new()
-                .merge(me::router())
-                .merge(tokens::router())
-                .merge(audit::router())
-                .merge(cohorts::router())
-                .merge(deid::router())
-                .merge(uploads::router())
-                .merge(imports::router())
-                .merge(fields::router())
-                .merge(discovery::router())
-                .merge(annotations::router())
-                .merge(projects::router())
-                .merge(applications::router())
-                .merge(dua::router())
-                .merge(reviews::router())
-                .merge(grants::router())
-                .merge(duties::router())
-                .merge(withdrawals::router())
-                .merge(publications::router())
-                .merge(catalog::router()),
-        )
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::base()).merge(root_routes()).nest(
+        "/api/v1",
+        OpenApiRouter::new()
+            .merge(me::router())
+            .merge(tokens::router())
+            .merge(audit::router())
+            .merge(cohorts::router())
+            .merge(deid::router())
+            .merge(uploads::router())
+            .merge(imports::router())
+            .merge(fields::router())
+            .merge(discovery::router())
+            .merge(annotations::router())
+            .merge(projects::router())
+            .merge(applications::router())
+            .merge(dua::router())
+            .merge(reviews::router())
+            .merge(grants::router())
+            .merge(duties::router())
+            .merge(withdrawals::router())
+            .merge(publications::router())
+            .merge(catalog::router()),
+    )
+}
+
+/// Routes at the root rather than under `/api/v1`: DICOMweb, and the
+/// well-known release keys.
+fn root_routes() -> OpenApiRouter<AppState> {
+    dicomweb::router().merge(release_keys::router())
 }
