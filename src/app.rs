@@ -37,6 +37,8 @@ pub struct AppState {
     pub ingest: Arc<crate::ingest::Ingestor>,
     /// The in-memory discovery index.
     pub discovery: Arc<crate::discovery::memory::Index>,
+    /// The key signing release manifests, with the keys it publishes.
+    pub release_signer: Arc<crate::release::manifest::ReleaseSigner>,
 }
 
 /// The complete HTTP service: API, docs, operations endpoints and middleware.

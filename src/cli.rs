@@ -299,6 +299,8 @@ async fn serve_with(
     demo: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    // Before anything changes: a node without its signing key does not start.
+    let release_signer = Arc::new(crate::release::manifest::ReleaseSigner::load(config)?);
     if config.database.migrate_on_start {
         db.migrate().await?;
     }
@@ -343,6 +345,7 @@ async fn serve_with(
     }
     let state = AppState {
         discovery,
+        release_signer,
         ingest,
         db: db.pool.clone(),
         store,

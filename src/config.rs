@@ -34,6 +34,7 @@ pub struct Config {
     pub dicom: DicomConfig,
     pub discovery: DiscoveryConfig,
     pub access: AccessConfig,
+    pub release: ReleaseConfig,
 }
 
 impl Default for Config {
@@ -51,7 +52,38 @@ impl Default for Config {
             dicom: DicomConfig::default(),
             discovery: DiscoveryConfig::default(),
             access: AccessConfig::default(),
+            release: ReleaseConfig::default(),
         }
+    }
+}
+
+/// Releases: what approved projects receive.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReleaseConfig {
+    /// Ed25519 private key signing release manifests: base64 of its PKCS#8 DER
+    /// (`openssl genpkey -algorithm ed25519 -outform DER | base64 -w0`) or its
+    /// PEM. Generated into the data dir in embedded mode; required otherwise,
+    /// the same on every node.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub signing_key: Option<SecretString>,
+    /// Public keys of earlier signing keys (each a JWK `x`: base64url of 32
+    /// bytes), still published so the releases they signed keep verifying.
+    pub previous_public_keys: Vec<String>,
+}
+
+impl ReleaseConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: String| Err(ConfigError::Invalid { key, problem });
+        if let Some(key) = &self.signing_key
+            && let Err(e) = crate::release::manifest::check_private_key(key.expose_secret())
+        {
+            return invalid("release.signing_key", e.to_string());
+        }
+        if let Err(e) = crate::release::manifest::previous_keys(&self.previous_public_keys) {
+            return invalid("release.previous_public_keys", e.to_string());
+        }
+        Ok(())
     }
 }
 
@@ -600,6 +632,7 @@ impl Config {
             return invalid("ingest.max_table_columns", "must be at least 1");
         }
         self.dicom.validate()?;
+        self.release.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return invalid("log.filter", "is not a valid tracing filter");
         }
@@ -795,6 +828,8 @@ mod tests {
             ("CUSTODIAN_DICOM__MAX_PDU_LENGTH", "100", "dicom.max_pdu_length"),
             ("CUSTODIAN_DICOM__MAX_PDU_LENGTH", "1000000000", "dicom.max_pdu_length"),
             ("CUSTODIAN_DICOM__MAX_ASSOCIATIONS", "0", "dicom.max_associations"),
+            ("CUSTODIAN_RELEASE__SIGNING_KEY", "CHANGE_ME", "release.signing_key"),
+            ("CUSTODIAN_RELEASE__PREVIOUS_PUBLIC_KEYS", "[\"short\"]", "release.previous_public_keys"),
         ];
         for (var, value, key) in cases {
             Jail::expect_with(|jail| {
@@ -804,6 +839,20 @@ mod tests {
                 Ok(())
             });
         }
+    }
+
+    #[test]
+    fn the_release_keys_are_read_from_the_environment() {
+        Jail::expect_with(|jail| {
+            let x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+            jail.set_env("CUSTODIAN_RELEASE__PREVIOUS_PUBLIC_KEYS", format!("[\"{x}\"]"));
+            let key = crate::release::manifest::generate_signing_key().unwrap();
+            jail.set_env("CUSTODIAN_RELEASE__SIGNING_KEY", key.expose_secret());
+            let config = load_in_jail(jail, None).unwrap();
+            assert_eq!(config.release.previous_public_keys, [x]);
+            assert!(!format!("{config:?}").contains(key.expose_secret()), "the key never prints");
+            Ok(())
+        });
     }
 
     #[test]

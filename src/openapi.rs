@@ -22,6 +22,7 @@ pub mod tags {
     pub const APPLICATIONS: &str = "applications";
     pub const REVIEW: &str = "review";
     pub const GRANTS: &str = "grants";
+    pub const RELEASES: &str = "releases";
 }
 
 #[derive(OpenApi)]
@@ -48,6 +49,7 @@ pub mod tags {
         (name = tags::REVIEW, description = "The access committee: queue, assignments, declarations of interest, votes, comments"),
         (name = tags::GRANTS, description = "Grants: versions, suspension, revocation; checked on every request"),
         (name = tags::DEID, description = "De-identification at the door: the PS3.15 profile Custodian applies"),
+        (name = tags::RELEASES, description = "Releases to approved projects: signed manifests and the keys that verify them"),
     )
 )]
 pub struct ApiDoc;

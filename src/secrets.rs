@@ -13,6 +13,15 @@ use secrecy::SecretString;
 
 /// Reads the secret in `path`, or creates it with 256 random bits.
 pub fn load_or_generate(path: &Path) -> Result<SecretString> {
+    load_or_create(path, || {
+        let mut bytes = [0_u8; 32];
+        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+        Ok(URL_SAFE_NO_PAD.encode(bytes))
+    })
+}
+
+/// Reads the secret in `path`, or creates it (one line of text) with `make`.
+pub fn load_or_create(path: &Path, make: impl FnOnce() -> Result<String>) -> Result<SecretString> {
     if path.exists() {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let secret = text.trim().to_owned();
@@ -21,9 +30,7 @@ pub fn load_or_generate(path: &Path) -> Result<SecretString> {
         }
         return Ok(SecretString::from(secret));
     }
-    let mut bytes = [0_u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
-    let secret = URL_SAFE_NO_PAD.encode(bytes);
+    let secret = make()?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;

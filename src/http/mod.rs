@@ -25,6 +25,7 @@ pub mod nul;
 pub mod ops;
 pub mod projects;
 pub mod publications;
+pub mod release_keys;
 pub mod reviews;
 pub mod tokens;
 pub mod uploads;
@@ -74,7 +75,7 @@ impl JsonLimits {
 
 /// All documented routes.
 pub fn api_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::base()).merge(dicomweb::router()).nest(
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::base()).merge(root_routes()).nest(
         "/api/v1",
         OpenApiRouter::new()
             .merge(me::router())
@@ -97,4 +98,10 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(publications::router())
             .merge(catalog::router()),
     )
+}
+
+/// Routes at the root rather than under `/api/v1`: DICOMweb, and the
+/// well-known release keys.
+fn root_routes() -> OpenApiRouter<AppState> {
+    dicomweb::router().merge(release_keys::router())
 }

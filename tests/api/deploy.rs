@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use secrecy::ExposeSecret;
+
 use crate::helpers::{database_url, fresh_database};
 use crate::s3_server::S3Server;
 
@@ -95,6 +97,7 @@ async fn a_node_with_the_environment_compose_gives_it_becomes_ready() {
     let compose = deploy_file("compose.yaml");
     let mut env = entries(&compose, Some("  custodian:"), "    environment:");
     assert!(env.contains_key("CUSTODIAN_DEID__REGISTRY_KEY"), "compose gives the registry key: {env:?}");
+    assert!(env.contains_key("CUSTODIAN_RELEASE__SIGNING_KEY"), "compose gives the release signing key: {env:?}");
     let (_pool, db) = fresh_database().await;
     let root = tempfile::tempdir().unwrap();
     let s3 = S3Server::start(&root.path().join("s3")).await;
@@ -108,13 +111,18 @@ async fn a_node_with_the_environment_compose_gives_it_becomes_ready() {
 async fn a_node_with_the_kubernetes_configmap_and_secret_becomes_ready_after_the_migration_job() {
     let mut env = entries(&deploy_file("k8s/configmap.yaml"), None, "data:");
     let secret = entries(&deploy_file("k8s/secret.example.yaml"), None, "stringData:");
-    for required in ["CUSTODIAN_AUTH__HS256_SECRET", "CUSTODIAN_DEID__REGISTRY_KEY"] {
+    for required in ["CUSTODIAN_AUTH__HS256_SECRET", "CUSTODIAN_DEID__REGISTRY_KEY", "CUSTODIAN_RELEASE__SIGNING_KEY"] {
         assert!(secret.contains_key(required), "the Secret example lists {required}");
     }
-    // The operator replaces every placeholder with a real secret.
+    // The operator replaces every placeholder with a real secret of the kind its comment asks for.
     for (key, value) in secret {
-        let value =
-            if value.contains("CHANGE_ME") { format!("{key}-generated-for-this-test-0123456789abcdef") } else { value };
+        let value = if key == "CUSTODIAN_RELEASE__SIGNING_KEY" {
+            custodian::release::manifest::generate_signing_key().unwrap().expose_secret().to_owned()
+        } else if value.contains("CHANGE_ME") {
+            format!("{key}-generated-for-this-test-0123456789abcdef")
+        } else {
+            value
+        };
         env.insert(key, value);
     }
     let (_pool, db) = fresh_database().await;

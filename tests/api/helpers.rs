@@ -203,6 +203,7 @@ impl TestApp {
         config.database.url = Some(SecretString::from("postgres://unused-in-tests"));
         config.auth.hs256_secret = Some(SecretString::from(TEST_SECRET));
         config.deid.registry_key = Some(SecretString::from(TEST_REGISTRY_KEY));
+        config.release.signing_key = Some(custodian::release::manifest::generate_signing_key().unwrap());
         adjust(&mut config);
         let auth = Authenticator::from_config(&config.auth, None).expect("test auth config");
         let store = custodian::storage::open(&config).expect("test object store");
@@ -212,8 +213,11 @@ impl TestApp {
         } else {
             custodian::discovery::memory::Index::disabled()
         });
+        let release_signer =
+            Arc::new(custodian::release::manifest::ReleaseSigner::load(&config).expect("test release key"));
         let state = AppState {
             discovery,
+            release_signer,
             ingest: Arc::new(ingest),
             db: db.clone(),
             store,
