@@ -14,7 +14,16 @@ async fn a_generated_registry_is_complete_pseudonymized_and_shows_a_site_effect(
     let app = TestApp::new().await;
     custodian::demo::seed(&app.db).await.unwrap();
     let key = &app.state.ingest.key;
-    let made = custodian::demo::registry::generate(&app.db, key, 3650, 600, 7).await.unwrap();
+    let made = custodian::demo::registry::generate(
+        &app.db,
+        key,
+        3650,
+        600,
+        7,
+        custodian::demo::registry::Imaging::CatalogOnly,
+    )
+    .await
+    .unwrap();
 
     assert_eq!(made.subjects, 600);
     assert_eq!(scalar(&app, "select count(*) from subject").await, 600);
@@ -88,7 +97,10 @@ async fn a_generated_registry_is_complete_pseudonymized_and_shows_a_site_effect(
     };
     assert!(share("uhb").await > share("cmc").await, "diabetes is commoner at the older site");
 
-    let again = custodian::demo::registry::generate(&app.db, key, 3650, 10, 7).await.unwrap_err();
+    let again =
+        custodian::demo::registry::generate(&app.db, key, 3650, 10, 7, custodian::demo::registry::Imaging::CatalogOnly)
+            .await
+            .unwrap_err();
     assert!(again.to_string().contains("already holds a synthetic registry"), "{again}");
 }
 
@@ -98,7 +110,16 @@ async fn in_the_demo_the_whole_approval_journey_runs_from_application_to_subject
     use axum::http::StatusCode;
     let app = TestApp::new().await;
     custodian::demo::seed(&app.db).await.unwrap();
-    custodian::demo::registry::generate(&app.db, &app.state.ingest.key, 3650, 200, 7).await.unwrap();
+    custodian::demo::registry::generate(
+        &app.db,
+        &app.state.ingest.key,
+        3650,
+        200,
+        7,
+        custodian::demo::registry::Imaging::CatalogOnly,
+    )
+    .await
+    .unwrap();
     let rita = app.token("rita", &[Role::Researcher]);
     let (sam, stella) = (app.token("sam", &[Role::Steward]), app.token("stella", &[Role::Steward]));
 
@@ -181,7 +202,16 @@ async fn in_the_demo_the_whole_approval_journey_runs_from_application_to_subject
 async fn the_anonymous_data_dictionary_shows_the_open_demo_cohort_coverage() {
     let app = TestApp::new().await;
     custodian::demo::seed(&app.db).await.unwrap();
-    custodian::demo::registry::generate(&app.db, &app.state.ingest.key, 3650, 300, 7).await.unwrap();
+    custodian::demo::registry::generate(
+        &app.db,
+        &app.state.ingest.key,
+        3650,
+        300,
+        7,
+        custodian::demo::registry::Imaging::CatalogOnly,
+    )
+    .await
+    .unwrap();
     custodian::dictionary::db::refresh_coverage(&mut app.db.acquire().await.unwrap()).await.unwrap();
     let field = app.get("/api/v1/fields/modality", None).await.json();
     let coverage = field["coverage"].as_array().unwrap();
