@@ -21,6 +21,11 @@ const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 /// them all, so it never appears in a stored object.
 pub const UID_ROOT: &str = "1.2.826.0.1.3680043.10.1447";
 
+/// Referring Physician's Name (0008,0090) of every study.
+pub const REFERRING_PHYSICIAN: &str = "Weber^Clara^^Dr.";
+/// Operators' Name (0008,1070) of every study.
+pub const OPERATOR: &str = "Jansen^Tom";
+
 /// Given names and family names the demo's patients are called by.
 const GIVEN: &[&str] = &[
     "Anna", "Lukas", "Sophie", "Jan", "Marie", "Pieter", "Camille", "Hugo", "Lea", "Noah", "Emma", "Daan", "Julia",
@@ -161,8 +166,8 @@ impl Instance {
         put(tags::MANUFACTURER_MODEL_NAME, VR::LO, e.model);
         put(tags::INSTITUTION_NAME, VR::LO, e.institution);
         put(tags::STATION_NAME, VR::SH, e.station);
-        put(tags::REFERRING_PHYSICIAN_NAME, VR::PN, "Weber^Clara^^Dr.");
-        put(tags::OPERATORS_NAME, VR::PN, "Jansen^Tom");
+        put(tags::REFERRING_PHYSICIAN_NAME, VR::PN, REFERRING_PHYSICIAN);
+        put(tags::OPERATORS_NAME, VR::PN, OPERATOR);
         put(tags::STUDY_DESCRIPTION, VR::LO, &format!("{} {}", e.modality, self.body_part));
         put(tags::SERIES_DESCRIPTION, VR::LO, self.series_description());
         put(tags::PATIENT_NAME, VR::PN, &self.patient.name);

@@ -644,6 +644,39 @@ async fn ingest_imaging(
         .collect()
 }
 
+/// Who subject `index` is at their hospital.
+fn patient_of(seed: u64, index: usize, subject: &Subject) -> Patient {
+    let number = u32::try_from(index).unwrap_or(u32::MAX);
+    Patient::new(seed, number, SITES[subject.site].code, subject.birth_year, subject.female)
+}
+
+/// What the files of the registry [`generate`] makes from these arguments
+/// give away about each patient: who they are, and the original dates of
+/// their studies. For tests proving that none of it survives ingest.
+pub fn planted(key: &RegistryKey, max_shift_days: u32, subjects: u32, seed: u64) -> Vec<(Patient, Vec<NaiveDate>)> {
+    let mut rng = Rng::new(seed);
+    let (people, _) = draw_subjects(&mut rng, key, max_shift_days, subjects);
+    let mut plan = plan_neuro(&mut rng, &people, Uuid::nil());
+    plan.extend(plan_chest_xray(seed, &people, Uuid::nil()));
+    let mut out: Vec<(Patient, Vec<NaiveDate>)> =
+        people.iter().enumerate().map(|(index, s)| (patient_of(seed, index, s), Vec::new())).collect();
+    for study in &plan {
+        out[study.subject].1.push(date(study.day));
+    }
+    out
+}
+
+/// What every file of a site carries about where it was made: institution
+/// and station names, the physicians' names; none of it survives ingest.
+pub fn planted_equipment() -> Vec<&'static str> {
+    SITES
+        .iter()
+        .map(|s| s.institution)
+        .chain(SCANNERS.iter().map(|s| s.station))
+        .chain([dicom::REFERRING_PHYSICIAN, dicom::OPERATOR])
+        .collect()
+}
+
 /// The original Series Instance UID of series `number` of study `index` of the plan.
 fn series_uid(seed: u64, index: usize, number: usize) -> String {
     format!("{}.{seed}.{}.{number}", dicom::UID_ROOT, index + 1)
@@ -653,8 +686,7 @@ fn series_uid(seed: u64, index: usize, number: usize) -> String {
 fn instances_of(seed: u64, index: usize, study: &PlannedStudy, subject: &Subject) -> Vec<dicom::Instance> {
     let scanner = &SCANNERS[study.scanner];
     let site = &SITES[subject.site];
-    let number = u32::try_from(study.subject).unwrap_or(u32::MAX);
-    let patient = Patient::new(seed, number, site.code, subject.birth_year, subject.female);
+    let patient = patient_of(seed, study.subject, subject);
     let on = date(study.day);
     let equipment = Equipment {
         manufacturer: scanner.manufacturer,
