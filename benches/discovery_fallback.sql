@@ -1,6 +1,6 @@
 -- Discovery's PostgreSQL fallback: the same counts with the old and the new
 -- `from` clause (see docs/benchmarks.md). Run against a registry made by
--- `custodian demo --subjects 100000`:  psql -d DATABASE -f benches/discovery_fallback.sql
+-- `custodian demo --subjects 100000 --catalog-only`:  psql -d DATABASE -f benches/discovery_fallback.sql
 \timing on
 set jit = off;
 select count(*) from discovery_series; select count(*) from cohort_subject;

@@ -69,6 +69,11 @@ pub struct DemoArgs {
     /// Seed of the synthetic registry (the same seed gives the same registry).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Write the synthetic registry's imaging as catalog rows only, without
+    /// DICOM objects behind them: fast enough for benchmark registries of
+    /// 100,000 subjects, which ingesting would take minutes.
+    #[arg(long)]
+    pub catalog_only: bool,
 }
 
 /// Subjects of the synthetic registry `serve --demo` generates on a fresh registry.
@@ -178,7 +183,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Demo(args) => {
             let (db, auth) = open_for_admin(&config).await?;
-            let result = demo(&config, &db.pool, args.subjects, args.seed).await;
+            let result = demo(&config, &db.pool, args.subjects, args.seed, args.catalog_only).await;
             db.close().await?;
             result?;
             print_demo_tokens(&auth, &config);
@@ -208,28 +213,44 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Seeds the demo content and, given `subjects`, generates a synthetic registry.
-async fn demo(config: &Config, db: &sqlx::PgPool, subjects: Option<u32>, seed: u64) -> Result<()> {
+/// Seeds the demo content and, given `subjects`, generates a synthetic registry
+/// (its imaging ingested as DICOM, or with `catalog_only` as catalog rows
+/// only), then the approved project.
+async fn demo(config: &Config, db: &sqlx::PgPool, subjects: Option<u32>, seed: u64, catalog_only: bool) -> Result<()> {
     crate::demo::seed(db).await?;
+    let key = crate::deid::load_key(config)?;
     if let Some(subjects) = subjects {
-        let key = crate::deid::load_key(config)?;
         let started = std::time::Instant::now();
-        let made = crate::demo::registry::generate(db, &key, config.deid.max_date_shift_days, subjects, seed).await?;
-        eprintln!(
-            "generated a synthetic registry in {:.1} s: {} subjects, {} studies, {} series, {} instances, \
-             {} lab values, {} diagnoses, {} genotypes, {} annotations",
-            started.elapsed().as_secs_f64(),
-            made.subjects,
-            made.studies,
-            made.series,
-            made.instances,
-            made.observations,
-            made.diagnoses,
-            made.genotypes,
-            made.annotations
-        );
+        let ingest = if catalog_only {
+            None
+        } else {
+            Some(Arc::new(crate::ingest::Ingestor::new(config, db.clone(), crate::storage::open(config)?)?))
+        };
+        let imaging = ingest.as_ref().map_or(crate::demo::registry::Imaging::CatalogOnly, |ingest| {
+            crate::demo::registry::Imaging::Ingest(ingest)
+        });
+        let made =
+            crate::demo::registry::generate(db, &key, config.deid.max_date_shift_days, subjects, seed, imaging).await?;
+        report_generated(&made, started);
     }
+    crate::demo::project::seed(db, config, &key).await?;
     Ok(())
+}
+
+fn report_generated(made: &crate::demo::registry::Generated, started: std::time::Instant) {
+    eprintln!(
+        "generated a synthetic registry in {:.1} s: {} subjects, {} studies, {} series, {} instances, \
+         {} lab values, {} diagnoses, {} genotypes, {} annotations",
+        started.elapsed().as_secs_f64(),
+        made.subjects,
+        made.studies,
+        made.series,
+        made.instances,
+        made.observations,
+        made.diagnoses,
+        made.genotypes,
+        made.annotations
+    );
 }
 
 async fn open_for_admin(config: &Config) -> Result<(Database, Authenticator)> {
@@ -309,15 +330,13 @@ async fn serve_with(
         &config.auth,
         config.embedded_database().then_some(config.data_dir.as_path()),
     )?);
-    if demo {
-        let fresh: bool = sqlx::query_scalar!(
-            r#"select not exists (select 1 from data_import where format = 'synthetic') as "fresh!""#
-        )
-        .fetch_one(&db.pool)
-        .await?;
-        self::demo(config, &db.pool, fresh.then_some(DEMO_SUBJECTS), 42).await?;
-    }
     let ingest = Arc::new(crate::ingest::Ingestor::new(config, db.pool.clone(), store.clone())?);
+    if demo {
+        let started = std::time::Instant::now();
+        if let Some(made) = Box::pin(crate::demo::seed_all(&ingest, config, DEMO_SUBJECTS, 42)).await? {
+            report_generated(&made, started);
+        }
+    }
     let sweep_interval = Duration::from_secs(config.ingest.sweep_interval_secs);
     if config.ingest.sweep_interval_secs > 0 {
         crate::jobs::enqueue(&db.pool, &crate::ingest::sweep::next_sweep(sweep_interval)).await?;

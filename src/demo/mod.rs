@@ -1,8 +1,11 @@
 //! Demo content: users of every role, a few sites and cohorts, so a newcomer
 //! sees a working registry. Seeding is idempotent and audited.
 
+pub mod dicom;
+pub mod project;
 pub mod registry;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -12,6 +15,8 @@ use sqlx::PgPool;
 use crate::audit::{self, NewEvent};
 use crate::auth::api_tokens::upsert_user;
 use crate::auth::{Authenticator, Role};
+use crate::config::Config;
+use crate::ingest::Ingestor;
 use crate::registry::{Design, Source, Tier};
 
 /// A demo person.
@@ -150,6 +155,28 @@ pub async fn seed(pool: &PgPool) -> Result<()> {
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Everything `serve --demo` seeds, whatever is missing: [`seed`]; on a
+/// registry without one, a synthetic registry of `subjects` subjects from
+/// `seed`, its imaging sent through `ingest` like any upload; and the approved
+/// project ([`project`]). Returns what was generated, when anything was.
+pub async fn seed_all(
+    ingest: &Arc<Ingestor>,
+    config: &Config,
+    subjects: u32,
+    seed: u64,
+) -> Result<Option<registry::Generated>> {
+    self::seed(&ingest.db).await?;
+    let fresh = !registry::exists(&mut *ingest.db.acquire().await?).await?;
+    let made = if fresh {
+        let imaging = registry::Imaging::Ingest(ingest);
+        Some(registry::generate(&ingest.db, &ingest.key, ingest.max_shift_days, subjects, seed, imaging).await?)
+    } else {
+        None
+    };
+    project::seed(&ingest.db, config, &ingest.key).await?;
+    Ok(made)
 }
 
 /// What the approval flow needs to show every step: consent terms on the

@@ -9,20 +9,27 @@
 //! Everyone is in the controlled neuro cohort; about a third also consented to
 //! open release and are in the open chest X-ray challenge cohort with a
 //! radiograph, so anonymous visitors see coverage in the data dictionary.
-//! Everything is written with `COPY` in one transaction. Imaging is catalog
-//! rows only: the instances' objects (under the `synthetic/` prefix) are not
-//! generated, so synthetic instances can be counted and listed but not
-//! downloaded.
+//!
+//! Imaging comes in one of two ways ([`Imaging`]): as synthetic DICOM files
+//! (see [`super::dicom`]) sent through ingest like any upload, one session per
+//! cohort and site, so they are de-identified, stored and cataloged the normal
+//! way (the demo); or, for registries too large to ingest quickly (the
+//! discovery benchmarks), as catalog rows only, whose objects (under the
+//! `synthetic/` prefix) do not exist. Subjects, labs, diagnoses, genotypes and
+//! annotations are written with `COPY`.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use chrono::{Duration, NaiveDate};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::dicom::{self, Equipment, Patient};
 use crate::deid::RegistryKey;
 use crate::ingest::tables::db::{Copy, copy_rows};
+use crate::ingest::{Ingestor, Outcome, Received};
 
 /// A small, fast, deterministic generator (SplitMix64).
 #[derive(Debug, Clone)]
@@ -86,10 +93,14 @@ struct Scanner {
     model: &'static str,
     field_strength: Option<f64>,
     modality: &'static str,
+    /// Station Name (0008,1010) its files carry.
+    station: &'static str,
 }
 
 struct SiteProfile {
     code: &'static str,
+    /// Institution Name (0008,0080) its files carry.
+    institution: &'static str,
     share: f64,
     mean_age: f64,
     female: f64,
@@ -103,23 +114,79 @@ const SCANNERS: &[Scanner] = &[
         model: "MAGNETOM Prisma",
         field_strength: Some(3.0),
         modality: "MR",
+        station: "UHBMR01",
     },
     Scanner {
         manufacturer: "Siemens Healthineers",
         model: "MAGNETOM Skyra",
         field_strength: Some(3.0),
         modality: "MR",
+        station: "UHBMR02",
     },
-    Scanner { manufacturer: "Siemens Healthineers", model: "SOMATOM Force", field_strength: None, modality: "CT" },
-    Scanner { manufacturer: "GE Healthcare", model: "SIGNA Artist", field_strength: Some(1.5), modality: "MR" },
-    Scanner { manufacturer: "Philips", model: "Ingenia", field_strength: Some(3.0), modality: "MR" },
-    Scanner { manufacturer: "GE Healthcare", model: "Revolution CT", field_strength: None, modality: "CT" },
-    Scanner { manufacturer: "Philips", model: "Achieva", field_strength: Some(1.5), modality: "MR" },
-    Scanner { manufacturer: "Canon Medical", model: "Vantage Orian", field_strength: Some(1.5), modality: "MR" },
-    Scanner { manufacturer: "Canon Medical", model: "Aquilion ONE", field_strength: None, modality: "CT" },
-    Scanner { manufacturer: "Siemens Healthineers", model: "YSIO X.pree", field_strength: None, modality: "DX" },
-    Scanner { manufacturer: "Philips", model: "DigitalDiagnost C90", field_strength: None, modality: "DX" },
-    Scanner { manufacturer: "Carestream Health", model: "DRX-Evolution Plus", field_strength: None, modality: "DX" },
+    Scanner {
+        manufacturer: "Siemens Healthineers",
+        model: "SOMATOM Force",
+        field_strength: None,
+        modality: "CT",
+        station: "UHBCT01",
+    },
+    Scanner {
+        manufacturer: "GE Healthcare",
+        model: "SIGNA Artist",
+        field_strength: Some(1.5),
+        modality: "MR",
+        station: "CMCMR1",
+    },
+    Scanner { manufacturer: "Philips", model: "Ingenia", field_strength: Some(3.0), modality: "MR", station: "CMCMR2" },
+    Scanner {
+        manufacturer: "GE Healthcare",
+        model: "Revolution CT",
+        field_strength: None,
+        modality: "CT",
+        station: "CMCCT1",
+    },
+    Scanner {
+        manufacturer: "Philips",
+        model: "Achieva",
+        field_strength: Some(1.5),
+        modality: "MR",
+        station: "RIH-MRA",
+    },
+    Scanner {
+        manufacturer: "Canon Medical",
+        model: "Vantage Orian",
+        field_strength: Some(1.5),
+        modality: "MR",
+        station: "RIH-MRB",
+    },
+    Scanner {
+        manufacturer: "Canon Medical",
+        model: "Aquilion ONE",
+        field_strength: None,
+        modality: "CT",
+        station: "RIH-CTA",
+    },
+    Scanner {
+        manufacturer: "Siemens Healthineers",
+        model: "YSIO X.pree",
+        field_strength: None,
+        modality: "DX",
+        station: "UHBDX01",
+    },
+    Scanner {
+        manufacturer: "Philips",
+        model: "DigitalDiagnost C90",
+        field_strength: None,
+        modality: "DX",
+        station: "CMCDX1",
+    },
+    Scanner {
+        manufacturer: "Carestream Health",
+        model: "DRX-Evolution Plus",
+        field_strength: None,
+        modality: "DX",
+        station: "RIH-DXA",
+    },
 ];
 
 /// Each site's X-ray system (an index into [`SCANNERS`]), in the order of [`SITES`].
@@ -128,6 +195,7 @@ const XRAY: [usize; 3] = [9, 10, 11];
 const SITES: &[SiteProfile] = &[
     SiteProfile {
         code: "uhb",
+        institution: "Universitaetsklinikum B",
         share: 0.45,
         mean_age: 63.0,
         female: 0.46,
@@ -136,6 +204,7 @@ const SITES: &[SiteProfile] = &[
     },
     SiteProfile {
         code: "cmc",
+        institution: "City Medical Centre",
         share: 0.35,
         mean_age: 49.0,
         female: 0.55,
@@ -144,6 +213,7 @@ const SITES: &[SiteProfile] = &[
     },
     SiteProfile {
         code: "rih",
+        institution: "Centre Regional d'Imagerie",
         share: 0.20,
         mean_age: 57.0,
         female: 0.51,
@@ -207,21 +277,31 @@ fn date(days_since_2010: i64) -> NaiveDate {
     NaiveDate::from_ymd_opt(2010, 1, 1).expect("a date") + Duration::days(days_since_2010)
 }
 
+/// How the imaging of a generated registry is written.
+pub enum Imaging<'a> {
+    /// Synthetic DICOM files sent through this ingest, like any upload.
+    Ingest(&'a Arc<Ingestor>),
+    /// Catalog rows only, without objects: for registries too large to ingest quickly.
+    CatalogOnly,
+}
+
 /// Generates `subjects` subjects into the demo sites and the `demo-neuro-mri`
-/// cohort. Refuses to run twice on one registry.
+/// cohort, their imaging as `imaging` says. Refuses to run twice on one
+/// registry. With [`Imaging::Ingest`], the subjects are committed first and
+/// the files ingested next, and the rest is committed last with the marker
+/// of a generated registry: a generation cut short leaves no marker, and the
+/// next one finds the same subjects and files (the same seed gives the same
+/// bytes, which ingest takes as duplicates) and completes it.
 pub async fn generate(
     db: &PgPool,
     key: &RegistryKey,
     max_shift_days: u32,
     subjects: u32,
     seed: u64,
+    imaging: Imaging<'_>,
 ) -> Result<Generated> {
     let mut tx = db.begin().await?;
-    let done: bool =
-        sqlx::query_scalar!(r#"select exists (select 1 from data_import where format = 'synthetic') as "e!""#)
-            .fetch_one(&mut *tx)
-            .await?;
-    if done {
+    if exists(&mut tx).await? {
         bail!("this registry already holds a synthetic registry; generate into a fresh data directory");
     }
     let cohort = sqlx::query_scalar!("select cohort_id from cohort where slug = 'demo-neuro-mri'")
@@ -236,40 +316,11 @@ pub async fn generate(
             .context("the demo sites are missing: run `custodian demo` first")?;
         site_ids.push(id);
     }
-    let import = sqlx::query_scalar!(
-        "insert into data_import (kind, format, cohort_id, site_id, created_by, row_count, subjects_created)
-         values ('subjects', 'synthetic', $1, $2, 'system:demo', $3, $3) returning data_import_id",
-        cohort,
-        site_ids[0],
-        i32::try_from(subjects).unwrap_or(i32::MAX)
-    )
-    .fetch_one(&mut *tx)
-    .await?;
 
     let mut rng = Rng::new(seed);
-    let weights: Vec<(usize, f64)> = SITES.iter().enumerate().map(|(i, s)| (i, s.share)).collect();
-    let mut people = Vec::with_capacity(subjects as usize);
-    let mut pseudonyms = Vec::with_capacity(subjects as usize);
-    for n in 0..subjects {
-        let site = *rng.pick(&weights);
-        let profile = &SITES[site];
-        let age = rng.normal(profile.mean_age, 14.0).clamp(18.0, 95.0);
-        let pseudonym = key.subject(profile.code, &format!("SYN{n:07}"));
-        let old = (age - 40.0).max(0.0) / 50.0;
-        people.push(Subject {
-            id: rng.uuid(),
-            site,
-            female: rng.chance(profile.female),
-            birth_year: 2022 - whole_years(age),
-            shift: key.date_shift_days(&pseudonym, max_shift_days),
-            diabetes: rng.chance(profile.diabetes * (0.5 + old)),
-        });
-        pseudonyms.push(pseudonym);
-    }
-
+    let (people, pseudonyms) = draw_subjects(&mut rng, key, max_shift_days, subjects);
     let mut out = Generated { subjects: u64::from(subjects), ..Generated::default() };
     write_subjects(&mut tx, &people, &pseudonyms, &site_ids, cohort).await?;
-    let scanners = write_scanners(&mut tx).await?;
     let mut plan = plan_neuro(&mut rng, &people, cohort);
     let neuro_studies = plan.len();
     let open = sqlx::query_scalar!("select cohort_id from cohort where slug = 'demo-chest-xray-challenge'")
@@ -279,10 +330,35 @@ pub async fn generate(
         plan.extend(plan_chest_xray(seed, &people, open));
         write_members(&mut tx, open, plan[neuro_studies..].iter().map(|s| people[s.subject].id)).await?;
     }
-    let imaging = write_imaging(&mut tx, &plan, &people, &site_ids, &scanners, &mut out).await?;
     let neuro_series: usize = plan[..neuro_studies].iter().map(|s| s.series.len()).sum();
+    let imaging = match imaging {
+        Imaging::CatalogOnly => {
+            let scanners = write_scanners(&mut tx).await?;
+            write_imaging(&mut tx, &plan, &people, &site_ids, &scanners, &mut out).await?
+        }
+        Imaging::Ingest(ingest) => {
+            // The subjects are in the catalog before their files arrive.
+            tx.commit().await?;
+            let series = ingest_imaging(ingest, seed, &plan, neuro_studies, &people, &mut out).await?;
+            tx = db.begin().await?;
+            if exists(&mut tx).await? {
+                bail!("another generation completed meanwhile");
+            }
+            series
+        }
+    };
+    let import = sqlx::query_scalar!(
+        "insert into data_import (kind, format, cohort_id, site_id, created_by, row_count, subjects_created)
+         values ('subjects', 'synthetic', $1, $2, 'system:demo', $3, $3) returning data_import_id",
+        cohort,
+        site_ids[0],
+        i32::try_from(subjects).unwrap_or(i32::MAX)
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     write_clinical(&mut tx, &mut rng, &people, import, &mut out).await?;
     write_annotations(&mut tx, &mut rng, &imaging[..neuro_series], &mut out).await?;
+    // Ingested series became discoverable as their sessions committed.
     sqlx::query!(
         "insert into discovery_series (series_id, study_id, subject_id, cohort_id, site_id, modality, body_part,
                                        manufacturer, model, field_strength, age_years, study_date, instances)
@@ -310,6 +386,39 @@ pub async fn generate(
     Ok(out)
 }
 
+/// The subjects, with their registry pseudonyms.
+fn draw_subjects(rng: &mut Rng, key: &RegistryKey, max_shift_days: u32, subjects: u32) -> (Vec<Subject>, Vec<String>) {
+    let weights: Vec<(usize, f64)> = SITES.iter().enumerate().map(|(i, s)| (i, s.share)).collect();
+    let mut people = Vec::with_capacity(subjects as usize);
+    let mut pseudonyms = Vec::with_capacity(subjects as usize);
+    for n in 0..subjects {
+        let site = *rng.pick(&weights);
+        let profile = &SITES[site];
+        let age = rng.normal(profile.mean_age, 14.0).clamp(18.0, 95.0);
+        let pseudonym = key.subject(profile.code, &dicom::local_id(n));
+        let old = (age - 40.0).max(0.0) / 50.0;
+        people.push(Subject {
+            id: rng.uuid(),
+            site,
+            female: rng.chance(profile.female),
+            birth_year: 2022 - whole_years(age),
+            shift: key.date_shift_days(&pseudonym, max_shift_days),
+            diabetes: rng.chance(profile.diabetes * (0.5 + old)),
+        });
+        pseudonyms.push(pseudonym);
+    }
+    (people, pseudonyms)
+}
+
+/// Whether this registry already holds a generated registry.
+pub async fn exists(db: &mut PgConnection) -> Result<bool> {
+    Ok(sqlx::query_scalar!(r#"select exists (select 1 from data_import where format = 'synthetic') as "e!""#)
+        .fetch_one(db)
+        .await?)
+}
+
+/// Subjects (and their membership of `cohort`) not yet in the catalog. A
+/// subject already there (from a generation cut short) keeps its row.
 async fn write_subjects(
     tx: &mut PgConnection,
     people: &[Subject],
@@ -317,7 +426,13 @@ async fn write_subjects(
     sites: &[Uuid],
     cohort: Uuid,
 ) -> Result<()> {
-    let mut rows = people.iter().zip(pseudonyms);
+    let stored: std::collections::HashSet<String> =
+        sqlx::query_scalar!("select pseudonym from subject where pseudonym = any($1)", pseudonyms)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+    let mut rows = people.iter().zip(pseudonyms).filter(|(_, p)| !stored.contains(*p));
     copy_rows(tx, "copy subject (subject_id, pseudonym, site_id, sex, birth_year, date_shift_days) from stdin", |c| {
         fill(c, &mut rows, |c, (s, p)| {
             c.line(format_args!(
@@ -335,10 +450,13 @@ async fn write_subjects(
 }
 
 async fn write_members(tx: &mut PgConnection, cohort: Uuid, subjects: impl Iterator<Item = Uuid>) -> Result<()> {
-    let mut rows = subjects;
-    copy_rows(tx, "copy cohort_subject (cohort_id, subject_id) from stdin", |c| {
-        fill(c, &mut rows, |c, s| c.line(format_args!("{cohort}\t{s}")))
-    })
+    let subjects: Vec<Uuid> = subjects.collect();
+    sqlx::query!(
+        "insert into cohort_subject (cohort_id, subject_id) select $1, unnest($2::uuid[]) on conflict do nothing",
+        cohort,
+        &subjects
+    )
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
@@ -427,6 +545,180 @@ fn plan_chest_xray(seed: u64, people: &[Subject], cohort: Uuid) -> Vec<PlannedSt
         plan.push(PlannedStudy { id, subject, cohort, scanner: XRAY[s.site], day, body_part: "CHEST", series });
     }
     plan
+}
+
+/// Files per ingest batch: each batch is generated while the one before is ingested.
+const BATCH: usize = 256;
+
+/// Slices of an ingested series at most: enough to scroll through, few enough
+/// that `serve --demo` is ready in seconds. (The catalog-only mode keeps the
+/// plan's one to five.)
+const MAX_SLICES: i64 = 2;
+
+/// Sends the planned studies through `ingest` as synthetic DICOM files, one
+/// upload session per cohort and site as each site's uploader would, and
+/// returns the catalog's series of the plan's first `neuro` studies (those of
+/// the neuro cohort), in plan order.
+async fn ingest_imaging(
+    ingest: &Arc<Ingestor>,
+    seed: u64,
+    plan: &[PlannedStudy],
+    neuro: usize,
+    people: &[Subject],
+    out: &mut Generated,
+) -> Result<Vec<SeriesRow>> {
+    let origin = serde_json::json!({ "via": "demo" });
+    for (cohort, first, studies) in
+        [("demo-neuro-mri", 0, &plan[..neuro]), ("demo-chest-xray-challenge", neuro, &plan[neuro..])]
+    {
+        for (site, profile) in SITES.iter().enumerate() {
+            let files: Vec<dicom::Instance> = (first..)
+                .zip(studies)
+                .filter(|(_, study)| people[study.subject].site == site)
+                .flat_map(|(index, study)| instances_of(seed, index, study, &people[study.subject]))
+                .collect();
+            if files.is_empty() {
+                continue;
+            }
+            let session = ingest
+                .open_session("system:demo", cohort, profile.code, &origin)
+                .await?
+                .context("the demo cohorts and sites are missing: run `custodian demo` first")?;
+            let target = session.target();
+            let mut files = files.into_iter();
+            let encode = |batch: Vec<dicom::Instance>| {
+                tokio::task::spawn_blocking(move || {
+                    batch.iter().map(|f| Ok(Received::File(f.to_part10().into()))).collect::<Vec<_>>()
+                })
+            };
+            let mut next = encode(files.by_ref().take(BATCH).collect());
+            loop {
+                let encoded = next.await?;
+                if encoded.is_empty() {
+                    break;
+                }
+                next = encode(files.by_ref().take(BATCH).collect());
+                let reports = ingest.ingest_batch("system:demo", &target, futures::stream::iter(encoded)).await?;
+                for report in reports {
+                    if !matches!(report.outcome, Outcome::Stored | Outcome::Duplicate) {
+                        bail!(
+                            "ingest did not accept a synthetic file ({}): {}",
+                            report.code.unwrap_or_default(),
+                            report.message.unwrap_or_default()
+                        );
+                    }
+                    out.instances += 1;
+                }
+            }
+            ingest
+                .close_session("system:demo", session.id, true, &origin)
+                .await?
+                .map_err(|state| anyhow::anyhow!("the demo's upload session was {state} before its commit"))?;
+        }
+    }
+    out.studies += plan.len() as u64;
+    out.series += plan.iter().map(|s| s.series.len() as u64).sum::<u64>();
+
+    // The registry's UIDs of the neuro series, in plan order.
+    let uids: Vec<String> = (0..)
+        .zip(&plan[..neuro])
+        .flat_map(|(index, study)| {
+            (1..=study.series.len()).map(move |number| ingest.key.uid(&series_uid(seed, index, number)))
+        })
+        .collect();
+    let stored: std::collections::HashMap<String, (Uuid, Uuid, Uuid)> = sqlx::query!(
+        "select se.series_uid, se.series_id, st.study_id, st.subject_id
+         from series se join study st using (study_id) where se.series_uid = any($1)",
+        &uids
+    )
+    .fetch_all(&ingest.db)
+    .await?
+    .into_iter()
+    .map(|r| (r.series_uid, (r.subject_id, r.study_id, r.series_id)))
+    .collect();
+    uids.iter()
+        .map(|uid| {
+            let (subject, study, series) = *stored.get(uid).context("an ingested series is not in the catalog")?;
+            Ok(SeriesRow { subject, study, series })
+        })
+        .collect()
+}
+
+/// Who subject `index` is at their hospital.
+fn patient_of(seed: u64, index: usize, subject: &Subject) -> Patient {
+    let number = u32::try_from(index).unwrap_or(u32::MAX);
+    Patient::new(seed, number, SITES[subject.site].code, subject.birth_year, subject.female)
+}
+
+/// What the files of the registry [`generate`] makes from these arguments
+/// give away about each patient: who they are, and the original dates of
+/// their studies. For tests proving that none of it survives ingest.
+pub fn planted(key: &RegistryKey, max_shift_days: u32, subjects: u32, seed: u64) -> Vec<(Patient, Vec<NaiveDate>)> {
+    let mut rng = Rng::new(seed);
+    let (people, _) = draw_subjects(&mut rng, key, max_shift_days, subjects);
+    let mut plan = plan_neuro(&mut rng, &people, Uuid::nil());
+    plan.extend(plan_chest_xray(seed, &people, Uuid::nil()));
+    let mut out: Vec<(Patient, Vec<NaiveDate>)> =
+        people.iter().enumerate().map(|(index, s)| (patient_of(seed, index, s), Vec::new())).collect();
+    for study in &plan {
+        out[study.subject].1.push(date(study.day));
+    }
+    out
+}
+
+/// What every file of a site carries about where it was made: institution
+/// and station names, the physicians' names; none of it survives ingest.
+pub fn planted_equipment() -> Vec<&'static str> {
+    SITES
+        .iter()
+        .map(|s| s.institution)
+        .chain(SCANNERS.iter().map(|s| s.station))
+        .chain([dicom::REFERRING_PHYSICIAN, dicom::OPERATOR])
+        .collect()
+}
+
+/// The original Series Instance UID of series `number` of study `index` of the plan.
+fn series_uid(seed: u64, index: usize, number: usize) -> String {
+    format!("{}.{seed}.{}.{number}", dicom::UID_ROOT, index + 1)
+}
+
+/// The files of one planned study, as its hospital would send them.
+fn instances_of(seed: u64, index: usize, study: &PlannedStudy, subject: &Subject) -> Vec<dicom::Instance> {
+    let scanner = &SCANNERS[study.scanner];
+    let site = &SITES[subject.site];
+    let patient = patient_of(seed, study.subject, subject);
+    let on = date(study.day);
+    let equipment = Equipment {
+        manufacturer: scanner.manufacturer,
+        model: scanner.model,
+        field_strength: scanner.field_strength,
+        modality: scanner.modality,
+        institution: site.institution,
+        station: scanner.station,
+    };
+    let accession = format!("{}{}{:06}", site.code.to_uppercase(), on.format("%y"), index + 1);
+    let mut files = Vec::new();
+    for (number, (series, count)) in (1..).zip(&study.series) {
+        let series_uid = series_uid(seed, index, number);
+        let slices = i32::try_from((*count).min(MAX_SLICES)).unwrap_or(1);
+        for k in 1..=slices {
+            files.push(dicom::Instance {
+                patient: patient.clone(),
+                equipment,
+                body_part: study.body_part,
+                study_uid: format!("{}.{seed}.{}", dicom::UID_ROOT, index + 1),
+                sop_uid: format!("{series_uid}.{k}"),
+                series_uid: series_uid.clone(),
+                date: on,
+                accession: accession.clone(),
+                series_number: i32::try_from(number).unwrap_or(i32::MAX),
+                instance_number: k,
+                slices,
+                seed: series.as_u64_pair().0 ^ u64::try_from(k).unwrap_or(0),
+            });
+        }
+    }
+    files
 }
 
 /// The Storage SOP Class of a synthetic instance of `modality`.

@@ -1,6 +1,9 @@
-//! The synthetic registry generator behind `custodian demo --subjects N`.
+//! The synthetic registry generator behind `custodian demo --subjects N`, and
+//! what `serve --demo` seeds.
 
 use custodian::auth::Role;
+use custodian::demo::registry::{self, Imaging};
+use object_store::ObjectStoreExt;
 use serde_json::{Value, json};
 
 use crate::helpers::TestApp;
@@ -14,7 +17,7 @@ async fn a_generated_registry_is_complete_pseudonymized_and_shows_a_site_effect(
     let app = TestApp::new().await;
     custodian::demo::seed(&app.db).await.unwrap();
     let key = &app.state.ingest.key;
-    let made = custodian::demo::registry::generate(&app.db, key, 3650, 600, 7).await.unwrap();
+    let made = registry::generate(&app.db, key, 3650, 600, 7, Imaging::CatalogOnly).await.unwrap();
 
     assert_eq!(made.subjects, 600);
     assert_eq!(scalar(&app, "select count(*) from subject").await, 600);
@@ -41,29 +44,7 @@ async fn a_generated_registry_is_complete_pseudonymized_and_shows_a_site_effect(
 
     // Each site has its own scanners: the site effect is visible in a breakdown.
     let steward = app.token("stella", &[Role::Steward]);
-    let table = app
-        .post_json(
-            "/api/v1/discovery/breakdown",
-            Some(&steward),
-            &json!({"criteria": {"field": "modality", "in": ["MR"]}, "by": ["site", "manufacturer"]}),
-        )
-        .await
-        .json();
-    let cells: Vec<(String, String)> = table["cells"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["values"].as_array().unwrap().iter().all(|v| !v.is_null()))
-        .map(|c| (c["values"][0].as_str().unwrap().to_owned(), c["values"][1].as_str().unwrap().to_owned()))
-        .collect();
-    for (site, manufacturer) in &cells {
-        let expected = match site.as_str() {
-            "uhb" => "Siemens Healthineers",
-            "cmc" => ["GE Healthcare", "Philips"].into_iter().find(|m| m == manufacturer).unwrap_or("GE Healthcare"),
-            _ => ["Philips", "Canon Medical"].into_iter().find(|m| m == manufacturer).unwrap_or("Philips"),
-        };
-        assert_eq!(manufacturer, expected, "{site} scans on its own scanners");
-    }
+    assert_each_site_scans_on_its_own_scanners(&app, &steward).await;
     // And older patients and more diabetes at uhb than at cmc.
     let share = |site: &str| {
         let app = &app;
@@ -88,7 +69,7 @@ async fn a_generated_registry_is_complete_pseudonymized_and_shows_a_site_effect(
     };
     assert!(share("uhb").await > share("cmc").await, "diabetes is commoner at the older site");
 
-    let again = custodian::demo::registry::generate(&app.db, key, 3650, 10, 7).await.unwrap_err();
+    let again = registry::generate(&app.db, key, 3650, 10, 7, Imaging::CatalogOnly).await.unwrap_err();
     assert!(again.to_string().contains("already holds a synthetic registry"), "{again}");
 }
 
@@ -97,8 +78,7 @@ async fn a_generated_registry_is_complete_pseudonymized_and_shows_a_site_effect(
 async fn in_the_demo_the_whole_approval_journey_runs_from_application_to_subject_list_without_any_set_up() {
     use axum::http::StatusCode;
     let app = TestApp::new().await;
-    custodian::demo::seed(&app.db).await.unwrap();
-    custodian::demo::registry::generate(&app.db, &app.state.ingest.key, 3650, 200, 7).await.unwrap();
+    serve_demo(&app, 200).await.unwrap();
     let rita = app.token("rita", &[Role::Researcher]);
     let (sam, stella) = (app.token("sam", &[Role::Steward]), app.token("stella", &[Role::Steward]));
 
@@ -181,7 +161,7 @@ async fn in_the_demo_the_whole_approval_journey_runs_from_application_to_subject
 async fn the_anonymous_data_dictionary_shows_the_open_demo_cohort_coverage() {
     let app = TestApp::new().await;
     custodian::demo::seed(&app.db).await.unwrap();
-    custodian::demo::registry::generate(&app.db, &app.state.ingest.key, 3650, 300, 7).await.unwrap();
+    registry::generate(&app.db, &app.state.ingest.key, 3650, 300, 7, Imaging::CatalogOnly).await.unwrap();
     custodian::dictionary::db::refresh_coverage(&mut app.db.acquire().await.unwrap()).await.unwrap();
     let field = app.get("/api/v1/fields/modality", None).await.json();
     let coverage = field["coverage"].as_array().unwrap();
@@ -198,4 +178,162 @@ async fn the_anonymous_data_dictionary_shows_the_open_demo_cohort_coverage() {
         .await
         .json();
     assert_eq!(counted["counts"]["subjects"].as_i64().unwrap(), scalar(&app, "select count(*) from cohort_subject cs join cohort c using (cohort_id) where c.slug = 'demo-chest-xray-challenge'").await);
+}
+
+/// The MR breakdown by site and manufacturer shows each site's own scanners only.
+async fn assert_each_site_scans_on_its_own_scanners(app: &TestApp, steward: &str) {
+    let table = app
+        .post_json(
+            "/api/v1/discovery/breakdown",
+            Some(steward),
+            &json!({"criteria": {"field": "modality", "in": ["MR"]}, "by": ["site", "manufacturer"]}),
+        )
+        .await
+        .json();
+    let cells: Vec<(String, String)> = table["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["values"].as_array().unwrap().iter().all(|v| !v.is_null()))
+        .map(|c| (c["values"][0].as_str().unwrap().to_owned(), c["values"][1].as_str().unwrap().to_owned()))
+        .collect();
+    assert!(cells.len() >= 3, "every site shows up: {table}");
+    for (site, manufacturer) in &cells {
+        let expected = match site.as_str() {
+            "uhb" => "Siemens Healthineers",
+            "cmc" => ["GE Healthcare", "Philips"].into_iter().find(|m| m == manufacturer).unwrap_or("GE Healthcare"),
+            _ => ["Philips", "Canon Medical"].into_iter().find(|m| m == manufacturer).unwrap_or("Philips"),
+        };
+        assert_eq!(manufacturer, expected, "{site} scans on its own scanners");
+    }
+}
+
+/// What `serve --demo` seeds, with `subjects` subjects.
+async fn serve_demo(app: &TestApp, subjects: u32) -> Option<registry::Generated> {
+    custodian::demo::seed_all(&app.state.ingest, &app.state.config, subjects, 7).await.unwrap()
+}
+
+type Planted = (custodian::demo::dicom::Patient, Vec<chrono::NaiveDate>);
+
+#[tokio::test]
+async fn every_demo_instance_is_a_de_identified_dicom_object_without_the_identifiers_its_hospital_wrote() {
+    use dicom_dictionary_std::tags;
+    let app = TestApp::new().await;
+    let made = serve_demo(&app, 60).await.unwrap();
+    let key = &app.state.ingest.key;
+    let planted = registry::planted(key, app.state.ingest.max_shift_days, 60, 7);
+    let by_pseudonym: std::collections::HashMap<String, &Planted> =
+        planted.iter().map(|p| (key.subject(p.0.site, &p.0.id), p)).collect();
+    let everyone: Vec<String> = planted
+        .iter()
+        .flat_map(|(p, _)| [p.id.clone(), p.name.clone(), p.name.replace('^', " ")])
+        .chain(registry::planted_equipment().into_iter().map(str::to_owned))
+        .chain([custodian::demo::dicom::UID_ROOT.to_owned()])
+        .collect();
+
+    let rows: Vec<(String, String, i32, chrono::NaiveDate)> = sqlx::query_as(
+        "select i.object_key, su.pseudonym, su.date_shift_days, st.study_date
+         from instance i join series se using (series_id) join study st using (study_id) join subject su using (subject_id)
+         where i.status = 'published'",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), usize::try_from(made.instances).unwrap(), "every file became a published instance");
+    assert!(rows.len() > 100, "{} instances", rows.len());
+    let mut modalities = std::collections::BTreeSet::new();
+    for (object_key, pseudonym, shift, study_date) in rows {
+        let bytes = app.state.store.get(&object_key.as_str().into()).await.unwrap().bytes().await.unwrap();
+        let file = dicom_object::OpenFileOptions::new().from_reader(&bytes[..]).unwrap();
+        let text =
+            |tag| file.element_opt(tag).unwrap().map(|e| e.to_str().unwrap().trim_end_matches(['\0', ' ']).to_owned());
+        assert_eq!(text(tags::PATIENT_ID).as_deref(), Some(pseudonym.as_str()), "{object_key}");
+        modalities.insert(text(tags::MODALITY).unwrap());
+        let rows = usize::from(file.element(tags::ROWS).unwrap().to_int::<u16>().unwrap());
+        let columns = usize::from(file.element(tags::COLUMNS).unwrap().to_int::<u16>().unwrap());
+        assert_eq!(file.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap().len(), rows * columns * 2);
+        assert!(text(tags::ACCESSION_NUMBER).unwrap_or_default().is_empty(), "{object_key}: accession number kept");
+
+        let haystack = String::from_utf8_lossy(&bytes);
+        for planted in &everyone {
+            assert!(!haystack.contains(planted.as_str()), "{object_key} carries `{planted}`");
+        }
+        let (patient, dates) = by_pseudonym[&pseudonym];
+        let birth = patient.birth_date.format("%Y%m%d").to_string();
+        assert!(!haystack.contains(&birth), "{object_key} carries its patient's birth date");
+        // Dates moved back by the subject's shift: the stored date is an original one, shifted.
+        assert!(shift < 0, "every subject's dates move");
+        let stored = chrono::NaiveDate::parse_from_str(&text(tags::STUDY_DATE).unwrap(), "%Y%m%d").unwrap();
+        assert_eq!(stored, study_date, "the catalog holds the file's date");
+        let original = stored - chrono::Duration::days(i64::from(shift));
+        assert!(dates.contains(&original), "{object_key}: {stored} is not an original study date shifted");
+        for date in dates {
+            assert!(!haystack.contains(&date.format("%Y%m%d").to_string()), "{object_key} carries an original date");
+        }
+    }
+    assert_eq!(modalities.into_iter().collect::<Vec<_>>(), ["CT", "DX", "MR"]);
+    assert_eq!(scalar(&app, "select count(*) from instance where object_key like 'synthetic/%'").await, 0);
+
+    // Ingested like any upload, the catalog still shows each site's scanners.
+    assert_each_site_scans_on_its_own_scanners(&app, &app.token("stella", &[Role::Steward])).await;
+}
+
+#[tokio::test]
+async fn the_demo_researcher_holds_an_approved_project_whose_grant_lists_its_subjects() {
+    use axum::http::StatusCode;
+    let app = TestApp::new().await;
+    serve_demo(&app, 60).await.unwrap();
+    let rita = app.token("rita", &[Role::Researcher]);
+
+    let projects = app.get("/api/v1/projects", Some(&rita)).await.json();
+    let project = projects["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["title"] == custodian::demo::project::TITLE)
+        .unwrap_or_else(|| panic!("no demo project: {projects}"));
+    let id = project["id"].as_str().unwrap();
+    let grants = app.get(&format!("/api/v1/projects/{id}/grants"), Some(&rita)).await.json();
+    assert_eq!(grants["grants"][0]["effective_state"], "active", "{grants}");
+    let subjects = app.get(&format!("/api/v1/projects/{id}/subjects?cohort=demo-neuro-mri"), Some(&rita)).await;
+    let subjects = subjects.assert_status(StatusCode::OK).json();
+    assert_eq!(subjects["snapshot"]["subjects"], 60, "{subjects}");
+    let listed = subjects["subjects"].as_array().unwrap();
+    assert!(!listed.is_empty(), "{subjects}");
+    assert!(listed.iter().all(|s| s["pseudonym"].as_str().is_some_and(|p| p.starts_with("psub-"))), "{subjects}");
+}
+
+#[tokio::test]
+async fn seeding_the_demo_again_changes_nothing() {
+    use futures::StreamExt;
+    const TABLES: [&str; 12] = [
+        "subject",
+        "cohort_subject",
+        "study",
+        "series",
+        "instance",
+        "observation",
+        "annotation",
+        "upload_session",
+        "project",
+        "application",
+        "access_grant",
+        "audit_event",
+    ];
+    async fn counts(app: &TestApp) -> Vec<(&'static str, i64)> {
+        let mut counts = Vec::new();
+        for table in TABLES {
+            counts.push((table, scalar(app, &format!("select count(*) from {table}")).await));
+        }
+        counts
+    }
+    let app = TestApp::new().await;
+    serve_demo(&app, 30).await.unwrap();
+    let before = counts(&app).await;
+    let objects = app.state.store.list(None).count().await;
+    assert!(objects > 30, "{objects} objects");
+
+    assert!(serve_demo(&app, 30).await.is_none(), "nothing generated the second time");
+    assert_eq!(counts(&app).await, before);
+    assert_eq!(app.state.store.list(None).count().await, objects);
 }

@@ -299,7 +299,16 @@ async fn track(app: &TestApp, token: String, per_target: usize) -> Vec<Verdict> 
 async fn utility(subjects: u32) -> Vec<(i64, i64)> {
     let app = TestApp::with_config(|c| c.discovery.budget_units = 1_000_000).await;
     custodian::demo::seed(&app.db).await.unwrap();
-    custodian::demo::registry::generate(&app.db, &app.state.ingest.key, 3650, subjects, 42).await.unwrap();
+    custodian::demo::registry::generate(
+        &app.db,
+        &app.state.ingest.key,
+        3650,
+        subjects,
+        42,
+        custodian::demo::registry::Imaging::CatalogOnly,
+    )
+    .await
+    .unwrap();
     let queries: Vec<Value> =
         serde_json::from_str(include_str!("../../benches/discovery_queries.json")).expect("the benchmark queries");
     let researcher = app.token("rita", &[Role::Researcher]);

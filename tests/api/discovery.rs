@@ -592,7 +592,16 @@ async fn both_counts(
 async fn the_in_memory_index_answers_exactly_what_postgresql_answers_on_a_generated_registry() {
     let app = TestApp::new().await;
     custodian::demo::seed(&app.db).await.unwrap();
-    custodian::demo::registry::generate(&app.db, &app.state.ingest.key, 3650, 400, 11).await.unwrap();
+    custodian::demo::registry::generate(
+        &app.db,
+        &app.state.ingest.key,
+        3650,
+        400,
+        11,
+        custodian::demo::registry::Imaging::CatalogOnly,
+    )
+    .await
+    .unwrap();
     // Some edge cases the generator does not make: a subject without sex or imaging, a withdrawn subject.
     sqlx::query(
         "insert into subject (pseudonym, site_id, date_shift_days) select 'edge', site_id, 0 from site where code = 'uhb'",

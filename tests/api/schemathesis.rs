@@ -60,7 +60,16 @@ fn passed(report: &str) -> u64 {
 async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
     let app = TestApp::new().await;
     custodian::demo::seed(&app.db).await.unwrap();
-    custodian::demo::registry::generate(&app.db, &app.state.ingest.key, 3650, 200, 7).await.unwrap();
+    custodian::demo::registry::generate(
+        &app.db,
+        &app.state.ingest.key,
+        3650,
+        200,
+        7,
+        custodian::demo::registry::Imaging::CatalogOnly,
+    )
+    .await
+    .unwrap();
     app.state.discovery.refresh(&app.db).await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
