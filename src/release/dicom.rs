@@ -114,19 +114,14 @@ pub struct Released {
 }
 
 impl Released {
-    /// Size of the file.
-    pub fn len(&self) -> usize {
-        self.parts.iter().map(Bytes::len).sum()
-    }
-
-    /// Whether the file is empty (never, for a released instance).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The file in one buffer.
     pub fn to_vec(&self) -> Vec<u8> {
         self.parts.concat()
+    }
+
+    /// Size of the file in bytes, as a manifest records it.
+    pub fn size(&self) -> u64 {
+        self.parts.iter().map(|part| part.len() as u64).sum()
     }
 
     /// The file's path in a release: `dicom/{study}/{series}/{sop}.dcm`.
@@ -233,7 +228,7 @@ pub fn for_project(stored: &Bytes, project: &ProjectPseudonyms) -> Result<Releas
 /// `RegistryKey::uid` of it; cleaned otherwise, empty). Every other UI value
 /// was kept as sent: SOP classes, transfer syntaxes, coding schemes.
 fn remapped_at_ingest(tag: Tag) -> bool {
-    tag.group() % 2 == 0
+    tag.group().is_multiple_of(2)
         && PROFILE.rule(tag).is_some_and(|rule| matches!(rule.action, Action::Uid | Action::Dummy | Action::Clean))
 }
 
@@ -503,7 +498,11 @@ mod tests {
         assert_eq!(released.subject, project.subject(&registry_subject));
         assert_eq!(released.sop_uid, project.uid(&key.uid("1.2.3.3")));
         assert_eq!(released.study_uid, project.uid(&key.uid("1.2.3.1")));
-        assert_eq!(released.referenced_sop_uids, [released.sop_uid.clone()], "the reference follows its target");
+        assert_eq!(
+            released.referenced_sop_uids,
+            std::slice::from_ref(&released.sop_uid),
+            "the reference follows its target"
+        );
         assert_eq!(released.sop_class_uid, CT_IMAGE_STORAGE);
         assert_eq!(
             released.path(),
