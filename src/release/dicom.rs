@@ -15,6 +15,15 @@
 //! reference) still point at what they pointed at. Dates stay as stored
 //! (already shifted), well-known UIDs (SOP classes, transfer syntaxes, coding
 //! schemes) stay, and the pixel data is passed through byte for byte.
+//!
+//! A release builder, for each stored instance in scope:
+//!
+//! ```text
+//! let project = ProjectPseudonyms::new(&project_key);   // access::grants::project_key
+//! let released = for_project(&stored, &project)?;       // CPU work: spawn_blocking
+//! put extracts/{project}/{extract}/{released.path()} ← released.parts
+//! project.uid(registry_uid), project.subject(pseudonym) // provenance, DICOMweb, tables
+//! ```
 
 use bytes::Bytes;
 use dicom_core::header::Header;
@@ -173,8 +182,7 @@ pub fn for_project(stored: &Bytes, project: &ProjectPseudonyms) -> Result<Releas
 
     let mut ctx = Ctx { project, referenced: Vec::new() };
     let mut out = remap(dataset, &mut ctx);
-    for tag in [tags::PATIENT_ID, tags::PATIENT_NAME] {
-        let vr = if tag == tags::PATIENT_NAME { VR::PN } else { VR::LO };
+    for (tag, vr) in [(tags::PATIENT_ID, VR::LO), (tags::PATIENT_NAME, VR::PN)] {
         out.put(DataElement::new(tag, vr, PrimitiveValue::from(subject.as_str())));
     }
     stamp_method(&mut out);
@@ -204,7 +212,7 @@ pub fn for_project(stored: &Bytes, project: &ProjectPseudonyms) -> Result<Releas
         .map_err(|_| ReleaseError::new("encoding-failed", "the released data set could not be encoded"))?;
     // Belt and braces: whatever the walk could not read as text (a binary
     // value, an attribute of unknown VR) must not carry a registry pseudonym either.
-    if contains_registry_pseudonym(&encoded) {
+    if leaks_registry_pseudonym(&encoded) {
         return Err(ReleaseError::new(
             "pseudonym-survived",
             "a registry pseudonym survived re-pseudonymization in a value that is not text",
@@ -264,12 +272,10 @@ fn remap_element(element: InMemElement, ctx: &mut Ctx<'_>) -> InMemElement {
     // A registry pseudonym in any other text (an Other Patient ID, a
     // description) becomes the same subject's project pseudonym.
     match element.value() {
-        Value::Primitive(PrimitiveValue::Str(s)) if contains_registry_pseudonym(s.as_bytes()) => {
+        Value::Primitive(PrimitiveValue::Str(s)) if holds_registry_pseudonym(s) => {
             DataElement::new(tag, vr, PrimitiveValue::from(replace_pseudonyms(s, ctx.project)))
         }
-        Value::Primitive(PrimitiveValue::Strs(values))
-            if values.iter().any(|s| contains_registry_pseudonym(s.as_bytes())) =>
-        {
+        Value::Primitive(PrimitiveValue::Strs(values)) if values.iter().any(|s| holds_registry_pseudonym(s)) => {
             let replaced: Vec<String> = values.iter().map(|s| replace_pseudonyms(s, ctx.project)).collect();
             DataElement::new(tag, vr, PrimitiveValue::Strs(replaced.into()))
         }
@@ -288,26 +294,33 @@ fn is_registry_pseudonym(bytes: &[u8]) -> bool {
         && is_pseudonym_body(&bytes[REGISTRY_PREFIX.len()..])
 }
 
-/// Offsets of registry pseudonyms in `bytes`. A project pseudonym (`psub-…`)
-/// is not one.
-fn registry_pseudonyms(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
+/// Offsets of registry pseudonyms in `bytes`. Where `project_written`, one
+/// that is the tail of a project pseudonym (`psub-…`, which the release
+/// itself writes) is not counted.
+fn registry_pseudonyms(bytes: &[u8], project_written: bool) -> impl Iterator<Item = usize> + '_ {
     let width = REGISTRY_PREFIX.len() + PSEUDONYM_BODY;
     (0..bytes.len().saturating_sub(width - 1)).filter(move |&at| {
         bytes[at..].starts_with(REGISTRY_PREFIX)
-            && (at == 0 || bytes[at - 1] != b'p')
+            && !(project_written && at > 0 && bytes[at - 1] == b'p')
             && is_pseudonym_body(&bytes[at + REGISTRY_PREFIX.len()..at + width])
     })
 }
 
-fn contains_registry_pseudonym(bytes: &[u8]) -> bool {
-    registry_pseudonyms(bytes).next().is_some()
+/// Whether stored text holds a registry pseudonym, anywhere.
+fn holds_registry_pseudonym(text: &str) -> bool {
+    registry_pseudonyms(text.as_bytes(), false).next().is_some()
+}
+
+/// Whether released bytes hold a registry pseudonym that is not part of a project one.
+fn leaks_registry_pseudonym(bytes: &[u8]) -> bool {
+    registry_pseudonyms(bytes, true).next().is_some()
 }
 
 fn replace_pseudonyms(text: &str, project: &ProjectPseudonyms) -> String {
     let width = REGISTRY_PREFIX.len() + PSEUDONYM_BODY;
     let mut out = String::with_capacity(text.len() + 8);
     let mut copied = 0;
-    for at in registry_pseudonyms(text.as_bytes()) {
+    for at in registry_pseudonyms(text.as_bytes(), false) {
         if at < copied {
             continue;
         }
@@ -438,9 +451,10 @@ mod tests {
         let mine = project.subject("sub-abcdefghijklmnop");
         let text = "before sub-abcdefghijklmnop after sub-short";
         assert_eq!(replace_pseudonyms(text, &project), format!("before {mine} after sub-short"));
-        assert!(!contains_registry_pseudonym(mine.as_bytes()), "{mine} is not a registry pseudonym");
-        assert!(contains_registry_pseudonym(b"\x00\x01sub-2345672345672345"));
-        assert!(!contains_registry_pseudonym(b"sub-ABCDEFGHIJKLMNOP"));
+        assert!(!leaks_registry_pseudonym(mine.as_bytes()), "{mine} is not a registry pseudonym");
+        assert!(holds_registry_pseudonym(&mine), "but stored text never holds one, so it would be replaced");
+        assert!(leaks_registry_pseudonym(b"\x00\x01sub-2345672345672345"));
+        assert!(!leaks_registry_pseudonym(b"sub-ABCDEFGHIJKLMNOP"));
     }
 
     #[test]
