@@ -36,6 +36,7 @@ mod publication_rules;
 mod python;
 mod real_files;
 mod release_manifest;
+mod release_dicom;
 mod review_rules;
 mod s3_server;
 mod schemathesis;
