@@ -41,7 +41,7 @@ use crate::dictionary::{Field, FieldSource};
 
 /// Media type of a CSV file (RFC 4180).
 pub const CSV: &str = "text/csv";
-/// Media type of a Parquet file (IANA registration of 2024).
+/// Media type of a Parquet file, as registered with IANA.
 pub const PARQUET: &str = "application/vnd.apache.parquet";
 /// Media type of the JSON dictionary.
 pub const JSON: &str = "application/json";
