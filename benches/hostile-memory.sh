@@ -5,6 +5,7 @@
 #   benches/hostile-memory.sh                               # this checkout
 #   BASELINE=/path/to/older/custodian benches/hostile-memory.sh   # and an older binary, side by side
 #   ONLY_BASELINE=1 BASELINE=... benches/hostile-memory.sh          # the older binary alone
+#   CASES='largest|zip' benches/hostile-memory.sh                     # only requests whose name matches
 #
 # For each request the server starts afresh on its own data directory, its
 # idle resident memory (VmRSS) is read once it is ready, its peak counter
@@ -57,12 +58,33 @@ with zipfile.ZipFile(f"{work}/zeros.zip", "w", zipfile.ZIP_DEFLATED, compresslev
         with z.open(f"zeros{i}", "w") as entry:
             for _ in range(255):
                 entry.write(chunk)
+LIMIT = 32 * MIB - 64  # the largest legal tables: just under ingest.max_table_bytes
+with open(f"{work}/subjects.csv", "wb") as f:  # the most rows a table can have
+    f.write(b"patient_id,sex,birth_year\n")
+    size, i = 26, 0
+    while True:
+        row = b"P%08d,%s,%d\n" % (i, b"FM"[i % 2 : i % 2 + 1], 1930 + i % 70)
+        if size + len(row) > LIMIT:
+            break
+        f.write(row)
+        size += len(row)
+        i += 1
+with open(f"{work}/labs.csv", "wb") as f:  # lab values of 20,000 patients
+    f.write(b"patient_id,code,value,unit,time\n")
+    size, i = 32, 0
+    while True:
+        row = b"P%08d,glucose,%d.%d,mmol/L,2021-01-%02d\n" % (i % 20000, 4 + i % 5, i % 10, 1 + i % 28)
+        if size + len(row) > LIMIT:
+            break
+        f.write(row)
+        size += len(row)
+        i += 1
 with zipfile.ZipFile(f"{work}/many.zip", "w", zipfile.ZIP_DEFLATED) as z:
     for i in range(50_000):  # ingest.zip_max_entries small entries
         z.writestr(f"e/{i}", b"x" * 100)
 EOF
-# The largest legal file: one CT slice just under ingest.max_file_bytes (256 MiB).
-"$LOAD" gen "$work/large" 11580 1 >/dev/null
+# The largest legal file: one CT slice just under ingest.max_file_bytes (240 MiB).
+"$LOAD" gen "$work/large" 11200 1 >/dev/null
 large=$(ls "$work"/large/* | head -1)
 ls -l "$work"/*.csv "$work"/*.zip "$large" | awk '{print "  " $5 " bytes  " $NF}' >&2
 
@@ -93,6 +115,7 @@ stop() {
 # measure <label> <binary> <request> <url path> <content type> <file>
 failed=0
 measure() {
+    echo "$3" | grep -Eq "${CASES:-.}" || return 0
     start "$2"
     url="http://127.0.0.1:$PORT$4"
     if [ "$4" = upload ]; then
@@ -120,6 +143,8 @@ measure() {
 run() {
     measure "$1" "$2" "csv-100MB-header-line" /api/v1/imports/subjects text/csv "$work/header.csv"
     measure "$1" "$2" "csv-100MB-single-row" /api/v1/imports/subjects text/csv "$work/row.csv"
+    measure "$1" "$2" "subjects-csv-32MiB-largest" /api/v1/imports/subjects text/csv "$work/subjects.csv"
+    measure "$1" "$2" "labs-csv-32MiB-largest" /api/v1/imports/observations text/csv "$work/labs.csv"
     measure "$1" "$2" "zip-4x255MiB-zeros" upload application/zip "$work/zeros.zip"
     measure "$1" "$2" "zip-50000-entries" upload application/zip "$work/many.zip"
     measure "$1" "$2" "dicom-256MiB-largest" upload application/dicom "$large"

@@ -262,7 +262,9 @@ pub struct SafePrivateConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
-    /// Largest single DICOM file accepted (413 beyond).
+    /// Largest single DICOM file accepted (413 beyond). A request holds at
+    /// most this much of received files in memory at once, plus a few MiB:
+    /// the default keeps a request within 256 MiB.
     pub max_file_bytes: usize,
     /// Largest upload request (one file, a multipart batch or a zip).
     pub max_request_bytes: usize,
@@ -287,14 +289,14 @@ pub struct IngestConfig {
 impl Default for IngestConfig {
     fn default() -> Self {
         Self {
-            max_file_bytes: 256 * 1024 * 1024,
+            max_file_bytes: 240 * 1024 * 1024,
             max_request_bytes: 1024 * 1024 * 1024,
             zip_max_entries: 50_000,
             zip_max_expanded_bytes: 4 * 1024 * 1024 * 1024,
             parallelism: 4,
             sweep_interval_secs: 3600,
             sweep_grace_secs: 3600,
-            max_table_bytes: 512 * 1024 * 1024,
+            max_table_bytes: 32 * 1024 * 1024,
             max_table_line_bytes: 1024 * 1024,
             max_table_columns: 10_000,
         }
