@@ -69,6 +69,10 @@ with open(f"{work}/subjects.csv", "wb") as f:  # the most rows a table can have
         f.write(row)
         size += len(row)
         i += 1
+with open(f"{work}/subjects-cap.csv", "wb") as f:  # the most patients an import may name
+    f.write(b"patient_id,sex,birth_year\n")
+    for i in range(200_000):  # ingest.max_table_patients
+        f.write(b"P%08d,%s,%d\n" % (i, b"FM"[i % 2 : i % 2 + 1], 1930 + i % 70))
 with open(f"{work}/labs.csv", "wb") as f:  # lab values of 20,000 patients
     f.write(b"patient_id,code,value,unit,time\n")
     size, i = 32, 0
@@ -143,11 +147,12 @@ measure() {
 run() {
     measure "$1" "$2" "csv-100MB-header-line" /api/v1/imports/subjects text/csv "$work/header.csv"
     measure "$1" "$2" "csv-100MB-single-row" /api/v1/imports/subjects text/csv "$work/row.csv"
-    measure "$1" "$2" "subjects-csv-32MiB-largest" /api/v1/imports/subjects text/csv "$work/subjects.csv"
+    measure "$1" "$2" "subjects-csv-32MiB-2.2M-patients" /api/v1/imports/subjects text/csv "$work/subjects.csv"
+    measure "$1" "$2" "subjects-csv-200000-patients" /api/v1/imports/subjects text/csv "$work/subjects-cap.csv"
     measure "$1" "$2" "labs-csv-32MiB-largest" /api/v1/imports/observations text/csv "$work/labs.csv"
     measure "$1" "$2" "zip-4x255MiB-zeros" upload application/zip "$work/zeros.zip"
     measure "$1" "$2" "zip-50000-entries" upload application/zip "$work/many.zip"
-    measure "$1" "$2" "dicom-256MiB-largest" upload application/dicom "$large"
+    measure "$1" "$2" "dicom-240MiB-largest" upload application/dicom "$large"
     measure "$1" "$2" "multipart-2x-largest" upload multipart "$large"
 }
 

@@ -284,6 +284,30 @@ pub struct IngestConfig {
     pub max_table_line_bytes: usize,
     /// Most columns of a CSV, TSV or VCF import.
     pub max_table_columns: usize,
+    /// Most distinct patients one table import may name (its memory grows with them).
+    pub max_table_patients: usize,
+}
+
+impl IngestConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| Err(ConfigError::Invalid { key, problem: problem.into() });
+        if self.max_file_bytes == 0 || self.max_request_bytes < self.max_file_bytes {
+            return invalid("ingest.max_request_bytes", "must be at least ingest.max_file_bytes (and both above 0)");
+        }
+        if self.parallelism == 0 {
+            return invalid("ingest.parallelism", "must be at least 1");
+        }
+        for (name, value) in [
+            ("ingest.max_table_line_bytes", self.max_table_line_bytes),
+            ("ingest.max_table_patients", self.max_table_patients),
+            ("ingest.max_table_columns", self.max_table_columns),
+        ] {
+            if value == 0 {
+                return invalid(name, "must be at least 1");
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for IngestConfig {
@@ -299,6 +323,7 @@ impl Default for IngestConfig {
             max_table_bytes: 32 * 1024 * 1024,
             max_table_line_bytes: 1024 * 1024,
             max_table_columns: 10_000,
+            max_table_patients: 200_000,
         }
     }
 }
@@ -621,18 +646,7 @@ impl Config {
                 return invalid("deid.safe_private", "element must be two hex digits");
             }
         }
-        if self.ingest.max_file_bytes == 0 || self.ingest.max_request_bytes < self.ingest.max_file_bytes {
-            return invalid("ingest.max_request_bytes", "must be at least ingest.max_file_bytes (and both above 0)");
-        }
-        if self.ingest.parallelism == 0 {
-            return invalid("ingest.parallelism", "must be at least 1");
-        }
-        if self.ingest.max_table_line_bytes == 0 {
-            return invalid("ingest.max_table_line_bytes", "must be at least 1");
-        }
-        if self.ingest.max_table_columns == 0 {
-            return invalid("ingest.max_table_columns", "must be at least 1");
-        }
+        self.ingest.validate()?;
         self.dicom.validate()?;
         self.release.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {

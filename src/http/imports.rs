@@ -119,6 +119,7 @@ pub async fn import_table(
     let ingest = &state.config.ingest;
     let limit = ingest.max_table_bytes;
     let (max_line, max_columns) = (ingest.max_table_line_bytes, ingest.max_table_columns);
+    let max_patients = ingest.max_table_patients;
     let mut guard = match format {
         BodyFormat::Vcf => Some(ShapeGuard::vcf(max_line, max_columns)),
         BodyFormat::Table(Format::Csv) => Some(ShapeGuard::csv(max_line, max_columns)),
@@ -134,7 +135,7 @@ pub async fn import_table(
 
     // Parsing and checking are CPU work: off the async workers.
     let (parsed, problems, format_name) = tokio::task::spawn_blocking(move || {
-        let mut problems = Problems::default();
+        let mut problems = Problems::with_max_patients(max_patients);
         let body = match tables::variants::gunzip(&body, limit, guard.as_mut()) {
             Ok(body) => body,
             Err(GunzipError::Shape(e)) => return Err(e),
@@ -159,6 +160,7 @@ pub async fn import_table(
             }
             (_, BodyFormat::Vcf) => unreachable!("VCF is only accepted for variants"),
         };
+        problems.check_patients(&parsed);
         Ok((parsed, problems, name))
     })
     .await

@@ -434,3 +434,33 @@ async fn a_json_table_larger_than_the_json_body_limit_is_held_to_the_table_limit
         .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large");
     assert_eq!(scalar(&app, "select count(*) from subject").await, 40_000);
 }
+
+#[tokio::test]
+async fn an_import_naming_more_patients_than_allowed_is_refused_whole_and_one_within_the_cap_is_not() {
+    let app = TestApp::with_config(|c| c.ingest.max_table_patients = 3).await;
+    let before = everything_stored(&app).await;
+    let subjects = "patient_id,sex,birth_year\nMRN-A,F,1970\nMRN-B,M,1971\nMRN-C,F,1972\nMRN-D,M,1973\n";
+    let response = import(&app, "subjects", "", "text/csv", subjects).await;
+    response.assert_error(StatusCode::BAD_REQUEST, "invalid-import");
+    let problems = response.json()["problems"].clone();
+    assert_eq!(problems.as_array().unwrap().len(), 1, "{problems}");
+    assert_eq!(problems[0]["code"], "too-many-patients");
+    let message = problems[0]["message"].as_str().unwrap();
+    assert!(message.contains("more than 3 patients") && message.contains("several imports"), "{message}");
+    assert!(!response.text().contains("MRN-"), "no patient ID is echoed");
+    assert_eq!(everything_stored(&app).await, before, "nothing was imported");
+
+    // Many rows of few patients are within the cap, in any kind of table.
+    let mut labs = String::from("patient_id,code,value,unit\n");
+    for i in 0..30 {
+        labs.push_str(&format!("MRN-{},glucose,5.{},mmol/L\n", ["A", "B", "C"][i % 3], i % 10));
+    }
+    import(&app, "observations", "", "text/csv", labs).await.assert_status(StatusCode::CREATED);
+    assert_eq!(scalar(&app, "select count(*) from subject").await, 3);
+    assert_eq!(scalar(&app, "select count(*) from observation").await, 30);
+    // And the same four patients in two imports are all taken.
+    for half in ["patient_id,sex\nMRN-A,F\nMRN-B,M\n", "patient_id,sex\nMRN-C,F\nMRN-D,M\n"] {
+        import(&app, "subjects", "", "text/csv", half).await.assert_status(StatusCode::CREATED);
+    }
+    assert_eq!(scalar(&app, "select count(*) from subject").await, 4);
+}

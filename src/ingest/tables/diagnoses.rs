@@ -12,7 +12,7 @@ use crate::vocabulary::{CodeSystem, DiagnosisCode};
 
 /// Reads a diagnosis table.
 pub fn parse(format: Format, body: &[u8], problems: &mut Problems) -> Parsed {
-    let mut parsed = Parsed::default();
+    let mut parsed = problems.parsed();
     let mut columns: Option<[Option<usize>; 4]> = None;
     let header = table::read(format, body, problems, |header, row, cells, problems| {
         let [patient, system_at, code_at, date_at] = *columns.get_or_insert_with(|| plan(header, problems));

@@ -26,14 +26,44 @@ pub const MAX_PROBLEMS: usize = 100;
 
 pub use crate::error::Problem;
 
-/// The problems of one import, capped at [`MAX_PROBLEMS`].
-#[derive(Debug, Default)]
+/// The problems of one import, capped at [`MAX_PROBLEMS`], and the most
+/// patients it may name (`ingest.max_table_patients`).
+#[derive(Debug)]
 pub struct Problems {
     list: Vec<Problem>,
     total: usize,
+    max_patients: usize,
+}
+
+impl Default for Problems {
+    fn default() -> Self {
+        Self { list: Vec::new(), total: 0, max_patients: usize::MAX }
+    }
 }
 
 impl Problems {
+    /// Problems of an import that may name at most `max_patients` patients.
+    pub fn with_max_patients(max_patients: usize) -> Self {
+        Self { max_patients, ..Self::default() }
+    }
+
+    /// An empty import for these rules: its patients are capped.
+    pub fn parsed(&self) -> Parsed {
+        Parsed { patients: Patients { limit: self.max_patients, ..Patients::default() }, ..Parsed::default() }
+    }
+
+    /// Records the one problem of an import that named more patients than it may.
+    pub fn check_patients(&mut self, parsed: &Parsed) {
+        if parsed.patients.over_limit {
+            let message = format!(
+                "the import names more than {} patients (ingest.max_table_patients); \
+                 split it into several imports, each adds to what is there",
+                self.max_patients
+            );
+            self.add(None, Some("patient_id"), "too-many-patients", message);
+        }
+    }
+
     pub fn add(&mut self, row: Option<u64>, column: Option<&str>, code: &'static str, message: impl Into<String>) {
         self.total += 1;
         if self.list.len() < MAX_PROBLEMS {
@@ -148,18 +178,33 @@ pub fn parse_number(text: &str) -> Option<f64> {
 }
 
 /// Local patient IDs of an import, numbered by first appearance. They live in
-/// memory only, until they become pseudonyms.
-#[derive(Debug, Default)]
+/// memory only, until they become pseudonyms. An import's memory grows with
+/// its patients, so they are capped: past the cap a new ID is not kept, and
+/// the import is refused ([`Problems::check_patients`]).
+#[derive(Debug)]
 pub struct Patients {
     ids: Vec<String>,
     index: std::collections::HashMap<String, u32>,
+    limit: usize,
+    over_limit: bool,
+}
+
+impl Default for Patients {
+    fn default() -> Self {
+        Self { ids: Vec::new(), index: std::collections::HashMap::new(), limit: usize::MAX, over_limit: false }
+    }
 }
 
 impl Patients {
-    /// The number of `id`, new or known.
+    /// The number of `id`, new or known; past the cap, a number no patient has
+    /// (the import is refused before any number is used).
     pub fn intern(&mut self, id: &str) -> u32 {
         if let Some(n) = self.index.get(id) {
             return *n;
+        }
+        if self.ids.len() >= self.limit {
+            self.over_limit = true;
+            return u32::MAX;
         }
         let n = u32::try_from(self.ids.len()).expect("fewer than 2^32 patients");
         self.ids.push(id.to_owned());

@@ -58,7 +58,7 @@ pub fn value_of(field: &Field, text: &str, unit: Option<&str>) -> Result<Value, 
 
 /// Reads a long-form observation table.
 pub fn parse(format: Format, body: &[u8], dictionary: &Dictionary, problems: &mut Problems) -> Parsed {
-    let mut parsed = Parsed::default();
+    let mut parsed = problems.parsed();
     let mut columns: Option<Columns> = None;
     let header = table::read(format, body, problems, |header, row, cells, problems| {
         let columns = columns.get_or_insert_with(|| Columns::of(header, problems));

@@ -26,7 +26,7 @@ enum Column<'d> {
 
 /// Reads a subject table.
 pub fn parse(format: Format, body: &[u8], dictionary: &Dictionary, problems: &mut Problems) -> Parsed {
-    let mut parsed = Parsed::default();
+    let mut parsed = problems.parsed();
     let mut plan: Option<Vec<Option<Column>>> = None;
     // Sex and birth year per patient, with the row that gave them, to catch contradictions.
     let mut seen: HashMap<u32, (usize, u64)> = HashMap::new();

@@ -171,7 +171,7 @@ fn vcf_gene(info: &str) -> Option<String> {
 
 /// Reads a VCF.
 pub fn parse_vcf(body: &[u8], problems: &mut Problems) -> Parsed {
-    let mut parsed = Parsed::default();
+    let mut parsed = problems.parsed();
     let Ok(text) = std::str::from_utf8(body) else {
         problems.add(None, None, "invalid-vcf", "the file is not valid UTF-8 text");
         return parsed;
@@ -269,7 +269,7 @@ pub fn parse_vcf(body: &[u8], problems: &mut Problems) -> Parsed {
 
 /// Reads a variant table.
 pub fn parse_table(format: Format, body: &[u8], problems: &mut Problems) -> Parsed {
-    let mut parsed = Parsed::default();
+    let mut parsed = problems.parsed();
     let mut plan: Option<Plan> = None;
     let mut index = HashMap::new();
     let mut calls = HashMap::new();
