@@ -26,7 +26,7 @@ fn settings(key: &RegistryKey) -> DeidSettings<'_> {
     crate::helpers::deid_settings(key, SITE)
 }
 
-fn ensure_dciodvfy() {
+pub(crate) fn ensure_dciodvfy() {
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
     if let Err(problem) = READY.get_or_init(|| crate::helpers::ensure_debian_package("dciodvfy", "dicom3tools")) {
         panic!("this test needs dicom3tools' dciodvfy: {problem}; install it with `apt-get install dicom3tools`");
@@ -36,7 +36,7 @@ fn ensure_dciodvfy() {
 /// dciodvfy's errors for a file, without the values they quote (dates,
 /// UIDs and names differ before and after by design), so that the same
 /// problem reads the same in both.
-fn dciodvfy_errors(path: &Path) -> BTreeSet<String> {
+pub(crate) fn dciodvfy_errors(path: &Path) -> BTreeSet<String> {
     let output = std::process::Command::new("dciodvfy").arg(path).output().expect("dciodvfy runs");
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     text.lines()

@@ -35,6 +35,7 @@ mod projects;
 mod publication_rules;
 mod python;
 mod real_files;
+mod release_dicom;
 mod release_manifest;
 mod review_rules;
 mod s3_server;
