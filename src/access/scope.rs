@@ -55,6 +55,12 @@ impl Coverage<'_> {
         if listed && allowed { Ok(()) } else { Err(outside(&format!("the field `{id}`"))) }
     }
 
+    /// Whether a dictionary field is covered: a release's tables carry
+    /// exactly the covered fields.
+    pub fn covers(&self, id: &str) -> bool {
+        self.field(id).is_ok()
+    }
+
     fn condition(&self, condition: &Condition) -> Result<(), ApiError> {
         match condition {
             Condition::Cohort(_) | Condition::Site(_) => Ok(()),
