@@ -21,7 +21,11 @@ use crate::helpers::{TestApp, TestResponse};
 /// The demo registry (real de-identified DICOM of three modalities, clinical
 /// tables) with Rita's approved project on MR, age, sex, glucose and HbA1c.
 async fn demo() -> (TestApp, String, String) {
-    let app = TestApp::new().await;
+    demo_with(|_| {}).await
+}
+
+async fn demo_with(adjust: impl FnOnce(&mut custodian::config::Config)) -> (TestApp, String, String) {
+    let app = TestApp::with_config(adjust).await;
     custodian::demo::seed_all(&app.state.ingest, &app.state.config, 12, 7).await.unwrap().unwrap();
     let project = custodian::demo::project::find(&app.db).await.unwrap().expect("the demo's approved project");
     let rita = app.token("rita", &[Role::Researcher]);
@@ -77,7 +81,11 @@ async fn request(app: &TestApp, project: &str, token: &str) -> TestResponse {
 
 /// A release of the demo project, built: the app, the release, Rita's token.
 async fn built() -> (TestApp, Value, String) {
-    let (app, project, rita) = demo().await;
+    built_with(|_| {}).await
+}
+
+async fn built_with(adjust: impl FnOnce(&mut custodian::config::Config)) -> (TestApp, Value, String) {
+    let (app, project, rita) = demo_with(adjust).await;
     let queued = request(&app, &project, &rita).await;
     let queued = queued.assert_status(StatusCode::ACCEPTED).json();
     assert_eq!(queued["state"], "queued", "{queued}");
@@ -406,4 +414,24 @@ async fn a_suspended_grant_queues_no_release_and_a_second_release_is_the_next_ve
     let listed = app.get(&format!("/api/v1/projects/{project}/extracts"), Some(&rita)).await.json();
     let versions: Vec<&Value> = listed["extracts"].as_array().unwrap().iter().map(|e| &e["version"]).collect();
     assert_eq!(versions, [&json!(2), &json!(1)]);
+}
+
+#[tokio::test]
+async fn a_project_runs_only_as_many_downloads_at_once_as_the_registry_allows() {
+    use tower::ServiceExt as _;
+    let (app, extract, rita) = built_with(|c| c.release.max_concurrent_downloads = 1).await;
+    let id = extract["id"].as_str().unwrap();
+    let (manifest, _) = verified_manifest(&app, id, &rita).await;
+    let path = format!("/api/v1/extracts/{id}/files/{}", manifest.files[0].path);
+    let open =
+        || Request::get(&path).header(header::AUTHORIZATION, format!("Bearer {rita}")).body(Body::empty()).unwrap();
+    // The first download's body is still being sent ...
+    let running = app.router.clone().oneshot(open()).await.unwrap();
+    assert_eq!(running.status(), StatusCode::OK);
+    let busy = app.call(open()).await;
+    busy.assert_error(StatusCode::TOO_MANY_REQUESTS, "too-many-downloads");
+    assert!(busy.headers.contains_key(header::RETRY_AFTER));
+    // ... and once it ends, the next one starts.
+    drop(running);
+    app.call(open()).await.assert_status(StatusCode::OK);
 }
