@@ -435,3 +435,54 @@ async fn a_project_runs_only_as_many_downloads_at_once_as_the_registry_allows() 
     drop(running);
     app.call(open()).await.assert_status(StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_release_leaves_out_withdrawn_subjects_and_the_images_of_those_who_withdrew_them() {
+    let (app, project, rita) = demo().await;
+    let registry: Vec<String> = sqlx::query_scalar(
+        "select distinct su.pseudonym from subject su join study st using (subject_id) join series se using (study_id)
+         where se.modality = 'MR' order by 1 limit 2",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    let steward = app.token("sam", &[Role::Steward]);
+    for (pseudonym, scope) in registry.iter().zip(["full", "imaging"]) {
+        let withdrawal = json!({"pseudonym": pseudonym, "scope": scope});
+        app.post_json("/api/v1/withdrawals", Some(&steward), &withdrawal).await.assert_status(StatusCode::CREATED);
+    }
+    let project_id: uuid::Uuid = project.parse().unwrap();
+    let key = custodian::access::grants::project_key(&app.db, &app.state.ingest.key, project_id)
+        .await
+        .unwrap()
+        .expect("the project's key");
+    let (gone, imaging_gone) = (
+        custodian::deid::pseudonym::project_subject(&key, &registry[0]),
+        custodian::deid::pseudonym::project_subject(&key, &registry[1]),
+    );
+
+    let queued = request(&app, &project, &rita).await.assert_status(StatusCode::ACCEPTED).json();
+    work(&app).await;
+    let id = queued["id"].as_str().unwrap();
+    let (manifest, _) = verified_manifest(&app, id, &rita).await;
+    let mut in_tables = false;
+    for file in &manifest.files {
+        let got = app.get(&format!("/api/v1/extracts/{id}/files/{}", file.path), Some(&rita)).await;
+        let body = &got.assert_status(StatusCode::OK).body;
+        assert!(!contains(body, &gone), "{} holds a subject who withdrew", file.path);
+        if file.path.starts_with("dicom/") {
+            assert!(!contains(body, &imaging_gone), "{} holds images withdrawn", file.path);
+        } else {
+            in_tables |= contains(body, &imaging_gone);
+        }
+    }
+    assert!(in_tables, "a subject who withdrew only imaging keeps their tables");
+    let held: Vec<String> = sqlx::query_scalar(
+        "select s.pseudonym from extract_subject e join subject s using (subject_id) where e.extract_id = $1",
+    )
+    .bind(id.parse::<uuid::Uuid>().unwrap())
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert!(!held.contains(&registry[0]) && held.contains(&registry[1]), "the release records whom it holds");
+}
