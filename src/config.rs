@@ -73,11 +73,19 @@ pub struct ReleaseConfig {
     /// Downloads of release files one project may run at once, on each node
     /// (1 to 1,000); one more is answered `429` with `Retry-After`.
     pub max_concurrent_downloads: u32,
+    /// Days a release superseded after a withdrawal is still served, so
+    /// running transfers finish (0: it stops at once).
+    pub superseded_grace_days: u32,
 }
 
 impl Default for ReleaseConfig {
     fn default() -> Self {
-        Self { signing_key: None, previous_public_keys: Vec::new(), max_concurrent_downloads: 16 }
+        Self {
+            signing_key: None,
+            previous_public_keys: Vec::new(),
+            max_concurrent_downloads: 16,
+            superseded_grace_days: 30,
+        }
     }
 }
 

@@ -329,7 +329,14 @@ fn start_download(project_id: Uuid, limit: u32) -> Result<OwnedSemaphorePermit> 
 /// Serves one file (or the manifest, or its signature) of a release.
 async fn serve(state: &AppState, principal: &Principal, id: Uuid, path: &str, headers: &HeaderMap) -> Result<Response> {
     let session = session(headers)?;
-    let extract = extracts::for_download(&state.db, &state.config.access, &principal.username, id).await?;
+    let extract = extracts::for_download(
+        &state.db,
+        &state.config.access,
+        state.config.release.superseded_grace_days,
+        &principal.username,
+        id,
+    )
+    .await?;
     let (size, sha256, media_type, key) = if path == MANIFEST_FILE || path == SIGNATURE_FILE {
         let key = build::object_key(extract.project_id, id, path);
         let meta = state.store.head(&key).await?;

@@ -31,11 +31,11 @@ use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt as _, PutPayload};
 use serde_json::json;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::dicom::{ProjectPseudonyms, for_project};
-use super::manifest::{self, FileEntry, Header, Manifest, ReleaseSigner};
+use super::manifest::{self, Diff, FileEntry, Header, Manifest, ReleaseSigner};
 use super::tables::{self, Subject};
 use crate::access::grants::{self, Grant, GrantState, Need};
 use crate::access::scope::Coverage;
@@ -126,6 +126,55 @@ fn not_in_force(grant: &Grant) -> ApiError {
     ApiError::Refused { code, message: format!("the release's grant is {what}") }
 }
 
+/// After `subject_id` withdrew to `scope` (in the withdrawal's transaction):
+/// each project's latest ready release holding the subject (its imaging, for
+/// an imaging withdrawal) gets a new version, queued, that supersedes it once
+/// ready, with the files and subjects it no longer holds in its manifest's
+/// `diff`. The earlier version is served for `release.superseded_grace_days`
+/// after that. Returns the new releases.
+pub async fn supersede_holding(tx: &mut PgConnection, subject_id: Uuid, scope: &str) -> Result<Vec<Uuid>, ApiError> {
+    let held = sqlx::query!(
+        "select distinct on (e.project_id) e.extract_id, e.project_id, e.grant_id, e.imaging, e.created_by
+         from extract e join extract_subject s on s.extract_id = e.extract_id and s.subject_id = $1
+         join project p on p.project_id = e.project_id and p.closed_at is null
+         where e.state = 'ready' and ($2 = 'full' or e.imaging)
+         order by e.project_id, e.version desc",
+        subject_id,
+        scope
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut queued = Vec::with_capacity(held.len());
+    for earlier in held {
+        sqlx::query!("select project_id from project where project_id = $1 for update", earlier.project_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let next = sqlx::query!(
+            "insert into extract (project_id, grant_id, version, imaging, created_by, supersedes)
+             values ($1, $2, (select coalesce(max(version), 0) + 1 from extract where project_id = $1), $3, $4, $5)
+             returning extract_id, version",
+            earlier.project_id,
+            earlier.grant_id,
+            earlier.imaging,
+            earlier.created_by,
+            earlier.extract_id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        crate::jobs::enqueue(&mut *tx, &job(next.extract_id)).await?;
+        audit::record(
+            tx,
+            NewEvent::new("system", "extract.requested")
+                .target(format!("project:{}", earlier.project_id))
+                .details(json!({ "extract": next.extract_id, "version": next.version, "grant": earlier.grant_id,
+                        "supersedes": earlier.extract_id, "because": "withdrawal" })),
+        )
+        .await?;
+        queued.push(next.extract_id);
+    }
+    Ok(queued)
+}
+
 /// The job that builds `extract_id`.
 pub fn job(extract_id: Uuid) -> NewJob {
     let mut job =
@@ -187,6 +236,7 @@ struct Extract {
     imaging: bool,
     created_by: String,
     created_at: chrono::DateTime<chrono::Utc>,
+    supersedes: Option<Uuid>,
 }
 
 /// A stored instance in scope: its registry UIDs and subject.
@@ -204,7 +254,8 @@ async fn build(ctx: &Context, extract_id: Uuid) -> anyhow::Result<Option<String>
     let db = &ctx.db;
     let Some(extract) = sqlx::query_as!(
         Extract,
-        "select project_id, grant_id, version, state, imaging, created_by, created_at from extract where extract_id = $1",
+        "select project_id, grant_id, version, state, imaging, created_by, created_at, supersedes
+         from extract where extract_id = $1",
         extract_id
     )
     .fetch_optional(db)
@@ -367,6 +418,25 @@ async fn build(ctx: &Context, extract_id: Uuid) -> anyhow::Result<Option<String>
         },
         files,
     )?;
+    let manifest = match extract.supersedes {
+        Some(earlier) => {
+            let removed = sqlx::query!(
+                r#"select (select coalesce(array_agg(path), '{}') from extract_file o where o.extract_id = $1
+                           and not exists (select 1 from extract_file n where n.extract_id = $2 and n.path = o.path))
+                          as "files!",
+                          (select coalesce(array_agg(s.pseudonym), '{}') from extract_subject o join subject s using (subject_id)
+                           where o.extract_id = $1 and not exists (select 1 from extract_subject n
+                                 where n.extract_id = $2 and n.subject_id = o.subject_id)) as "subjects!""#,
+                earlier,
+                extract_id
+            )
+            .fetch_one(db)
+            .await?;
+            let subjects = removed.subjects.iter().map(|registry| project.subject(registry)).collect();
+            manifest.superseding(earlier, Diff::new(removed.files, subjects))
+        }
+        None => manifest,
+    };
     let (manifest_bytes, signature) = manifest::sign(&ctx.signer, &manifest);
     let manifest_sha256 = hex::encode(digest_of(&[Bytes::from(manifest_bytes.clone())]));
     ctx.store.put(&object_key(project_id, extract_id, manifest::MANIFEST_FILE), manifest_bytes.into()).await?;
@@ -386,12 +456,25 @@ async fn build(ctx: &Context, extract_id: Uuid) -> anyhow::Result<Option<String>
     .execute(&mut *tx)
     .await?;
     if ready.rows_affected() == 1 {
+        if let Some(earlier) = extract.supersedes {
+            // The earlier version, and any other version made to replace it
+            // (two withdrawals in a row) that this later one makes obsolete.
+            sqlx::query!(
+                "update extract set state = 'superseded', superseded_at = now()
+                 where project_id = $2 and version < $3 and state = 'ready' and (extract_id = $1 or supersedes = $1)",
+                earlier,
+                project_id,
+                extract.version
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
         audit::record(
             &mut tx,
             NewEvent::new(&extract.created_by, "extract.ready").target(format!("project:{project_id}")).details(json!({
                 "extract": extract_id, "version": extract.version, "grant": grant.id,
                 "files": manifest.totals.files, "bytes": manifest.totals.bytes, "subjects": manifest.totals.subjects,
-                "manifest_sha256": manifest_sha256,
+                "manifest_sha256": manifest_sha256, "supersedes": extract.supersedes,
             })),
         )
         .await?;

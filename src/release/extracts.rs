@@ -217,12 +217,14 @@ pub async fn request(
     Ok(extract)
 }
 
-/// A ready release `username` may download from now: an accepted member of
-/// its project whose grant is in force (checked on every request, each range
-/// included). Refusals are audited as every refused data request is.
+/// A ready release `username` may download from now (or one superseded less
+/// than `grace_days` ago): an accepted member of its project whose grant is
+/// in force (checked on every request, each range included). Refusals are
+/// audited as every refused data request is.
 pub async fn for_download(
     db: &PgPool,
     rules: &AccessConfig,
+    grace_days: u32,
     username: &str,
     extract_id: Uuid,
 ) -> Result<Extract, ApiError> {
@@ -236,7 +238,17 @@ pub async fn for_download(
             return Err(e);
         }
     }
-    if extract.state != ExtractState::Ready {
+    let grace = chrono::Duration::days(i64::from(grace_days));
+    let within_grace =
+        extract.state == ExtractState::Superseded && extract.superseded_at.is_some_and(|at| Utc::now() < at + grace);
+    if extract.state == ExtractState::Superseded && !within_grace {
+        return Err(ApiError::Conflict(format!(
+            "release {} was superseded by a later version after a withdrawal, and its {grace_days} days of grace \
+             have ended: download the latest version",
+            extract.version
+        )));
+    }
+    if extract.state != ExtractState::Ready && !within_grace {
         return Err(ApiError::Conflict(format!(
             "release {} is {}, not ready",
             extract.version,

@@ -486,3 +486,58 @@ async fn a_release_leaves_out_withdrawn_subjects_and_the_images_of_those_who_wit
     .unwrap();
     assert!(!held.contains(&registry[0]) && held.contains(&registry[1]), "the release records whom it holds");
 }
+
+#[tokio::test]
+async fn a_withdrawal_after_a_release_makes_a_new_version_with_its_diff_and_the_old_one_stops_after_its_grace() {
+    let (app, first, rita) = built().await;
+    let first_id = first["id"].as_str().unwrap();
+    let project = first["project_id"].as_str().unwrap();
+    let pseudonym: String = sqlx::query_scalar(
+        "select s.pseudonym from extract_subject e join subject s using (subject_id)
+         where e.extract_id = $1 and exists (select 1 from study st join series se using (study_id)
+                                             where st.subject_id = s.subject_id and se.modality = 'MR')
+         order by 1 limit 1",
+    )
+    .bind(first_id.parse::<uuid::Uuid>().unwrap())
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    let (old_manifest, _) = verified_manifest(&app, first_id, &rita).await;
+
+    let steward = app.token("sam", &[Role::Steward]);
+    let withdrawal = json!({"pseudonym": pseudonym, "scope": "full"});
+    app.post_json("/api/v1/withdrawals", Some(&steward), &withdrawal).await.assert_status(StatusCode::CREATED);
+    work(&app).await;
+
+    let listed = app.get(&format!("/api/v1/projects/{project}/extracts"), Some(&rita)).await.json();
+    let (second, earlier) = (&listed["extracts"][0], &listed["extracts"][1]);
+    assert_eq!(second["version"], 2, "{listed}");
+    assert_eq!(second["state"], "ready", "{listed}");
+    assert_eq!(second["supersedes"], first_id);
+    assert_eq!(earlier["state"], "superseded", "{listed}");
+    let second_id = second["id"].as_str().unwrap();
+    let (manifest, _) = verified_manifest(&app, second_id, &rita).await;
+    assert_eq!(manifest.supersedes.map(|id| id.to_string()).as_deref(), Some(first_id));
+    let diff = manifest.diff.expect("a machine-readable diff");
+    let key = custodian::access::grants::project_key(&app.db, &app.state.ingest.key, project.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(diff.removed_subjects, [custodian::deid::pseudonym::project_subject(&key, &pseudonym)]);
+    assert!(!diff.removed_files.is_empty() && diff.removed_files.iter().all(|f| f.starts_with("dicom/")), "{diff:?}");
+    for removed in &diff.removed_files {
+        assert!(
+            old_manifest.files.iter().any(|f| &f.path == removed) && manifest.files.iter().all(|f| &f.path != removed)
+        );
+    }
+
+    // The superseded version is still served during its grace period, then no more.
+    app.get(&format!("/api/v1/extracts/{first_id}/manifest"), Some(&rita)).await.assert_status(StatusCode::OK);
+    sqlx::query("update extract set superseded_at = now() - interval '31 days' where extract_id = $1")
+        .bind(first_id.parse::<uuid::Uuid>().unwrap())
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let ended = app.get(&format!("/api/v1/extracts/{first_id}/manifest"), Some(&rita)).await;
+    assert!(ended.assert_error(StatusCode::CONFLICT, "conflict").contains("superseded"));
+}
