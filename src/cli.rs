@@ -125,17 +125,19 @@ async fn run_jobs(
     local_root: Option<std::path::PathBuf>,
     sweep_interval: Duration,
     sweep_grace: Duration,
+    release: crate::release::build::Context,
 ) {
     let worker = format!("node-{}", uuid::Uuid::new_v4());
     let (lease, poll) = (Duration::from_mins(5), Duration::from_secs(2));
     crate::jobs::work(db.clone(), worker, lease, poll, |job| {
-        let (db, store, local_root) = (db.clone(), store.clone(), local_root.clone());
+        let (db, store, local_root, release) = (db.clone(), store.clone(), local_root.clone(), release.clone());
         async move {
             match job.kind.as_str() {
                 crate::ingest::sweep::SWEEP_JOB => {
                     crate::ingest::sweep::run_job(&db, &store, local_root.as_deref(), sweep_interval, sweep_grace).await
                 }
                 crate::dictionary::db::COVERAGE_JOB => crate::dictionary::db::run_coverage_job(&db).await,
+                crate::release::build::BUILD_JOB => crate::release::build::run_job(&release, &job).await,
                 other => anyhow::bail!("this node has no handler for jobs of kind `{other}`"),
             }
         }
@@ -347,6 +349,13 @@ async fn serve_with(
         config.local_objects_dir(),
         sweep_interval,
         Duration::from_secs(config.ingest.sweep_grace_secs),
+        crate::release::build::Context {
+            db: db.pool.clone(),
+            store: store.clone(),
+            key: Arc::new(ingest.key.clone()),
+            signer: release_signer.clone(),
+            config: Arc::new(config.clone()),
+        },
     ));
     let discovery = Arc::new(if config.discovery.memory_index {
         crate::discovery::memory::Index::default()

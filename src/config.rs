@@ -58,7 +58,7 @@ impl Default for Config {
 }
 
 /// Releases: what approved projects receive.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReleaseConfig {
     /// Ed25519 private key signing release manifests: base64 of its PKCS#8 DER
@@ -70,11 +70,31 @@ pub struct ReleaseConfig {
     /// Public keys of earlier signing keys (each a JWK `x`: base64url of 32
     /// bytes), still published so the releases they signed keep verifying.
     pub previous_public_keys: Vec<String>,
+    /// Downloads of release files one project may run at once, on each node
+    /// (1 to 1,000); one more is answered `429` with `Retry-After`.
+    pub max_concurrent_downloads: u32,
+    /// Days a release superseded after a withdrawal is still served, so
+    /// running transfers finish (0: it stops at once).
+    pub superseded_grace_days: u32,
+}
+
+impl Default for ReleaseConfig {
+    fn default() -> Self {
+        Self {
+            signing_key: None,
+            previous_public_keys: Vec::new(),
+            max_concurrent_downloads: 16,
+            superseded_grace_days: 30,
+        }
+    }
 }
 
 impl ReleaseConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, problem: String| Err(ConfigError::Invalid { key, problem });
+        if !(1..=1000).contains(&self.max_concurrent_downloads) {
+            return invalid("release.max_concurrent_downloads", "must be 1 to 1,000".into());
+        }
         if let Some(key) = &self.signing_key
             && let Err(e) = crate::release::manifest::check_private_key(key.expose_secret())
         {

@@ -53,6 +53,9 @@ pub enum ApiError {
     /// A quota is used up; it allows another request after `retry_after` seconds.
     #[error("{message}")]
     TooManyRequests { message: String, retry_after: u64 },
+    /// A project already runs as many downloads as it may at once.
+    #[error("the project already runs {0} downloads at once, its limit; retry when one ends")]
+    TooManyDownloads(u32),
     /// The request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
@@ -84,7 +87,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::Refused { .. } => StatusCode::FORBIDDEN,
-            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests { .. } | Self::TooManyDownloads(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -111,6 +114,7 @@ impl ApiError {
             Self::Invalid { code, .. } => code,
             Self::Refused { code, .. } => code.as_str(),
             Self::TooManyRequests { .. } => "query-budget-exhausted",
+            Self::TooManyDownloads(_) => "too-many-downloads",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge => "payload-too-large",
             Self::Timeout(_) => "timeout",
@@ -168,6 +172,7 @@ impl IntoResponse for ApiError {
         let unauthorized = matches!(self, Self::Unauthorized(_));
         let retry_after = match &self {
             Self::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            Self::TooManyDownloads(_) => Some(5),
             _ => None,
         };
         let problems = match self {

@@ -110,6 +110,7 @@ pub async fn withdraw(
         .await?;
         notices += 1;
     }
+    crate::release::build::supersede_holding(tx, subject_id, scope.as_str()).await?;
     Ok(Outcome { notices, series_removed })
 }
 

@@ -111,21 +111,27 @@ const RULES: &[&str] = &[
     )
 )]
 pub async fn find_deid_profile(State(state): State<AppState>) -> Result<AppJson<DeidProfileResponse>> {
-    let config = &state.config.discovery;
+    Ok(AppJson(statement(&state.config)))
+}
+
+/// The conformance statement under `config`, as served and as every release carries it.
+pub fn statement(config: &crate::config::Config) -> DeidProfileResponse {
+    let missing_patient_id = config.deid.missing_patient_id;
+    let config = &config.discovery;
     let table = Perturbation::new(config.noise_sd, config.noise_bound);
     let code = |(code_value, code_meaning): (&'static str, &'static str)| ProfileCode {
         code_value,
         coding_scheme: "DCM",
         code_meaning,
     };
-    Ok(AppJson(DeidProfileResponse {
+    DeidProfileResponse {
         edition: PROFILE.edition.clone(),
         source: PROFILE.source.clone(),
         codes: std::iter::once(code(BASIC_PROFILE_CODE))
             .chain(ProfileOption::APPLIED.iter().map(|o| code(o.code())))
             .collect(),
         rules: RULES.to_vec(),
-        missing_patient_id: state.config.deid.missing_patient_id,
+        missing_patient_id,
         attributes: PROFILE.rules().to_vec(),
         disclosure: DisclosureStatement {
             method: "cell-key",
@@ -137,5 +143,5 @@ pub async fn find_deid_profile(State(state): State<AppState>) -> Result<AppJson<
             budget_units: config.budget_units,
             budget_window_days: config.budget_window_days,
         },
-    }))
+    }
 }

@@ -16,6 +16,7 @@ pub mod discovery;
 pub mod dua;
 pub mod duties;
 pub mod extract;
+pub mod extracts;
 pub mod fields;
 pub mod grants;
 pub mod imports;
@@ -96,6 +97,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(duties::router())
             .merge(withdrawals::router())
             .merge(publications::router())
+            .merge(extracts::router())
             .merge(catalog::router()),
     )
 }

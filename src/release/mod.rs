@@ -3,8 +3,12 @@
 //!
 //! - [`dicom`]: stored instances re-pseudonymized for one project;
 //! - [`tables`]: granted fields as CSV and Parquet, with their dictionary;
+//! - [`build`]: the job that writes a release from its grant's scope;
+//! - [`extracts`]: asking for a release, its state, the rules of every download;
 //! - [`manifest`]: the file list with sizes and SHA-256, signed (Ed25519).
 
+pub mod build;
 pub mod dicom;
+pub mod extracts;
 pub mod manifest;
 pub mod tables;

@@ -22,6 +22,7 @@ mod disclosure_attack;
 mod discovery;
 mod embedded;
 mod errors;
+mod extracts;
 mod grant_duties;
 mod grant_scope;
 mod grant_transitions;

@@ -1,0 +1,605 @@
+//! Building a release: a job in the PostgreSQL queue that writes exactly the
+//! grant's scope at build time under `extracts/{project}/{extract}/`.
+//!
+//! The job checks the grant first (the same [`grants::check`] every data
+//! request passes, for each cohort of the grant, as the member who asked),
+//! then writes, file by file, recording each in `extract_file` once it is in
+//! the object store:
+//!
+//! - `dicom/{study}/{series}/{sop}.dcm`: the published instances of the
+//!   grant's modalities of the released subjects, re-pseudonymized for the
+//!   project ([`super::dicom`]), when the grant covers imaging and its
+//!   conditions allow downloading it, for subjects who have not withdrawn
+//!   their imaging;
+//! - `tables/…`: the granted fields ([`super::tables`]);
+//! - `README.md`, `grant.json` (scope, conditions, the data use agreement
+//!   accepted) and `deid-conformance.json` (how the registry de-identifies);
+//! - then `manifest.json` and `manifest.json.sig`, signed by the registry.
+//!
+//! Only then, in one transaction with its `extract.ready` audit event, does
+//! the extract become `ready`. A worker that dies mid-build leaves the extract
+//! `building`, never `ready`; once its lease runs out another worker takes the
+//! job again, skips what was recorded, rewrites the rest and the manifest
+//! (the same bytes: the manifest's time is the request's) and completes it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use aws_lc_rs::digest::{Context as Digest, SHA256};
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt as _, PutPayload};
+use serde_json::json;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::dicom::{ProjectPseudonyms, for_project};
+use super::manifest::{self, Diff, FileEntry, Header, Manifest, ReleaseSigner};
+use super::tables::{self, Subject};
+use crate::access::grants::{self, Grant, GrantState, Need};
+use crate::access::scope::Coverage;
+use crate::access::snapshot;
+use crate::audit::{self, NewEvent};
+use crate::config::Config;
+use crate::deid::RegistryKey;
+use crate::error::{ApiError, Refusal};
+use crate::jobs::{Job, NewJob};
+use crate::storage::Store;
+
+/// Kind of the build job; its payload is `{"extract": id}`.
+pub const BUILD_JOB: &str = "release.build";
+
+/// Attempts before a build is `failed` for good.
+const MAX_ATTEMPTS: i32 = 5;
+
+/// What a build needs besides the database.
+#[derive(Clone)]
+pub struct Context {
+    pub db: PgPool,
+    pub store: Store,
+    pub key: Arc<RegistryKey>,
+    pub signer: Arc<ReleaseSigner>,
+    pub config: Arc<Config>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("release::build::Context(..)")
+    }
+}
+
+/// The object-store prefix of a release.
+pub fn prefix(project_id: Uuid, extract_id: Uuid) -> String {
+    format!("extracts/{project_id}/{extract_id}")
+}
+
+/// The object key of a release's file.
+pub fn object_key(project_id: Uuid, extract_id: Uuid, path: &str) -> Path {
+    Path::from(format!("{}/{path}", prefix(project_id, extract_id)))
+}
+
+/// The grant a request on a release rests on, checked now for `username`:
+/// [`grants::check`] for every cohort of the grant, and the grant that answers
+/// must be this one (another grant of the project on the same cohort does not
+/// carry a release it did not make).
+pub async fn check_grant(
+    db: &PgPool,
+    project_id: Uuid,
+    grant_id: Uuid,
+    username: &str,
+    imaging: bool,
+    rules: &crate::config::AccessConfig,
+) -> Result<Grant, ApiError> {
+    let history = grants::history(db, grant_id).await?;
+    let own = history
+        .iter()
+        .max_by_key(|g| g.version)
+        .filter(|g| g.project_id == project_id)
+        .cloned()
+        .ok_or(ApiError::NotFound("grant"))?;
+    for cohort in &own.scope.cohorts {
+        let answer = grants::check(db, project_id, username, Need { cohort, imaging }, rules).await?;
+        if answer.id != grant_id {
+            return Err(not_in_force(&own));
+        }
+    }
+    if imaging && own.conditions.no_imaging_download {
+        return Err(ApiError::Refused {
+            code: Refusal::OutsideGrant,
+            message: "the grant's conditions allow analysing its imaging where it is, not downloading it".into(),
+        });
+    }
+    Ok(own)
+}
+
+/// The refusal for a grant that is not the one in force.
+fn not_in_force(grant: &Grant) -> ApiError {
+    let (code, what) = match grant.effective_state {
+        GrantState::Pending => (Refusal::GrantPending, "not active yet"),
+        GrantState::Suspended => (Refusal::GrantSuspended, "suspended"),
+        GrantState::Revoked => (Refusal::GrantRevoked, "revoked"),
+        GrantState::Expired => (Refusal::GrantExpired, "expired"),
+        GrantState::Closed => (Refusal::GrantClosed, "closed"),
+        GrantState::Active => (Refusal::NoGrant, "not the grant in force for its cohorts"),
+    };
+    ApiError::Refused { code, message: format!("the release's grant is {what}") }
+}
+
+/// After `subject_id` withdrew to `scope` (in the withdrawal's transaction):
+/// each project's latest ready release holding the subject (its imaging, for
+/// an imaging withdrawal) gets a new version, queued, that supersedes it once
+/// ready, with the files and subjects it no longer holds in its manifest's
+/// `diff`. The earlier version is served for `release.superseded_grace_days`
+/// after that. Returns the new releases.
+pub async fn supersede_holding(tx: &mut PgConnection, subject_id: Uuid, scope: &str) -> Result<Vec<Uuid>, ApiError> {
+    let held = sqlx::query!(
+        "select distinct on (e.project_id) e.extract_id, e.project_id, e.grant_id, e.imaging, e.created_by
+         from extract e join extract_subject s on s.extract_id = e.extract_id and s.subject_id = $1
+         join project p on p.project_id = e.project_id and p.closed_at is null
+         where e.state = 'ready' and ($2 = 'full' or e.imaging)
+         order by e.project_id, e.version desc",
+        subject_id,
+        scope
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut queued = Vec::with_capacity(held.len());
+    for earlier in held {
+        sqlx::query!("select project_id from project where project_id = $1 for update", earlier.project_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let next = sqlx::query!(
+            "insert into extract (project_id, grant_id, version, imaging, created_by, supersedes)
+             values ($1, $2, (select coalesce(max(version), 0) + 1 from extract where project_id = $1), $3, $4, $5)
+             returning extract_id, version",
+            earlier.project_id,
+            earlier.grant_id,
+            earlier.imaging,
+            earlier.created_by,
+            earlier.extract_id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        crate::jobs::enqueue(&mut *tx, &job(next.extract_id)).await?;
+        audit::record(
+            tx,
+            NewEvent::new("system", "extract.requested")
+                .target(format!("project:{}", earlier.project_id))
+                .details(json!({ "extract": next.extract_id, "version": next.version, "grant": earlier.grant_id,
+                        "supersedes": earlier.extract_id, "because": "withdrawal" })),
+        )
+        .await?;
+        queued.push(next.extract_id);
+    }
+    Ok(queued)
+}
+
+/// The job that builds `extract_id`.
+pub fn job(extract_id: Uuid) -> NewJob {
+    let mut job =
+        NewJob::new(BUILD_JOB).payload(json!({ "extract": extract_id })).dedupe(&format!("release:{extract_id}"));
+    job.max_attempts = MAX_ATTEMPTS;
+    job
+}
+
+/// Runs a claimed build job. A refused grant fails the extract at once; any
+/// other error is retried, and the extract is `failed` after the last attempt.
+pub async fn run_job(ctx: &Context, job: &Job) -> anyhow::Result<Option<NewJob>> {
+    let extract_id: Uuid = serde_json::from_value(job.payload["extract"].clone()).context("the job's extract id")?;
+    match build(ctx, extract_id).await {
+        Ok(None) => Ok(None),
+        Ok(Some(refusal)) => {
+            fail(&ctx.db, extract_id, &refusal).await?;
+            Ok(None)
+        }
+        Err(error) => {
+            if job.attempt >= job.max_attempts {
+                let message = format!("the build failed {} times; the operator's job log has the cause", job.attempt);
+                fail(&ctx.db, extract_id, &message).await?;
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Marks a build `failed` with its audit event; a release already ready stays.
+async fn fail(db: &PgPool, extract_id: Uuid, message: &str) -> anyhow::Result<()> {
+    let mut tx = db.begin().await?;
+    let failed = sqlx::query!(
+        "update extract set state = 'failed', error = $2 where extract_id = $1 and state in ('queued', 'building')
+         returning project_id",
+        extract_id,
+        message
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(row) = failed {
+        audit::record(
+            &mut tx,
+            NewEvent::new("system", "extract.failed")
+                .target(format!("project:{}", row.project_id))
+                .details(json!({ "extract": extract_id, "error": message })),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A release's row, as the build reads it.
+struct Extract {
+    project_id: Uuid,
+    grant_id: Uuid,
+    version: i32,
+    state: String,
+    imaging: bool,
+    created_by: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+    supersedes: Option<Uuid>,
+}
+
+/// A stored instance in scope: its registry UIDs and subject.
+struct InScope {
+    object_key: String,
+    study_uid: String,
+    series_uid: String,
+    sop_uid: String,
+}
+
+/// Builds `extract_id`: `Some(refusal)` when the grant does not allow it
+/// (final), an error for anything else (retried).
+#[allow(clippy::too_many_lines)] // one build, step by step, reads best in one place
+async fn build(ctx: &Context, extract_id: Uuid) -> anyhow::Result<Option<String>> {
+    let db = &ctx.db;
+    let Some(extract) = sqlx::query_as!(
+        Extract,
+        "select project_id, grant_id, version, state, imaging, created_by, created_at, supersedes
+         from extract where extract_id = $1",
+        extract_id
+    )
+    .fetch_optional(db)
+    .await?
+    else {
+        return Ok(None);
+    };
+    if !matches!(extract.state.as_str(), "queued" | "building") {
+        return Ok(None); // done already: a rerun changes nothing
+    }
+    let project_id = extract.project_id;
+    let grant =
+        match check_grant(db, project_id, extract.grant_id, &extract.created_by, extract.imaging, &ctx.config.access)
+            .await
+        {
+            Ok(grant) => grant,
+            Err(ApiError::Refused { message, .. }) => return Ok(Some(message)),
+            Err(ApiError::NotFound(_)) => {
+                return Ok(Some("the member who asked for the release no longer belongs to the project".into()));
+            }
+            Err(other) => return Err(other.into()),
+        };
+    sqlx::query!(
+        "update extract set state = 'building', started_at = coalesce(started_at, now())
+         where extract_id = $1 and state = 'queued'",
+        extract_id
+    )
+    .execute(db)
+    .await?;
+
+    // The subjects: every cohort's snapshot, less full withdrawals; imaging
+    // only for those who kept it.
+    let mut subjects = BTreeMap::new(); // registry pseudonym -> imaging allowed
+    for cohort in &grant.scope.cohorts {
+        for member in snapshot::members(db, grant.id, cohort).await? {
+            match member.withdrawal_scope.as_deref() {
+                Some("full") => {}
+                scope => {
+                    let imaging = scope.is_none();
+                    subjects.entry(member.pseudonym).and_modify(|i| *i &= imaging).or_insert(imaging);
+                }
+            }
+        }
+    }
+    let project_key = grants::project_key(db, &ctx.key, project_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the project has no key: closed, or never granted"))?;
+    let project = Arc::new(ProjectPseudonyms::new(&project_key));
+    let registry: Vec<String> = subjects.keys().cloned().collect();
+    sqlx::query!(
+        "insert into extract_subject (extract_id, subject_id)
+         select $1, subject_id from subject where pseudonym = any($2) on conflict do nothing",
+        extract_id,
+        &registry
+    )
+    .execute(db)
+    .await?;
+
+    let imaged: Vec<String> = subjects.iter().filter(|(_, imaging)| **imaging).map(|(p, _)| p.clone()).collect();
+    let instances = if extract.imaging {
+        sqlx::query_as!(
+            InScope,
+            "select i.object_key, st.study_uid, se.series_uid, i.sop_uid
+             from instance i join series se using (series_id) join study st using (study_id)
+             join subject su using (subject_id)
+             where i.status = 'published' and su.pseudonym = any($1)
+               and (cardinality($2::text[]) = 0 or se.modality = any($2))
+             order by i.object_key",
+            &imaged,
+            &grant.scope.modalities
+        )
+        .fetch_all(db)
+        .await?
+    } else {
+        Vec::new()
+    };
+
+    let dictionary = crate::dictionary::db::dictionary(db).await?;
+    let coverage = Coverage { scope: &grant.scope, conditions: &grant.conditions, dictionary: &dictionary };
+    let pairs: Vec<(String, String)> = registry.iter().map(|r| (r.clone(), project.subject(r))).collect();
+    let released: Vec<Subject<'_>> = pairs.iter().map(|(r, p)| Subject { registry: r, project: p }).collect();
+    let mut tx = db.begin().await?;
+    sqlx::query!("set transaction isolation level repeatable read, read only").execute(&mut *tx).await?;
+    let tables = tables::build(&mut tx, &coverage, &released).await?;
+    tx.commit().await?;
+    let documents = documents(ctx, &extract, extract_id, &grant, pairs.len()).await?;
+
+    let planned = instances.len() + tables.len() + documents.len();
+    let recorded: HashSet<String> =
+        sqlx::query_scalar!("select path from extract_file where extract_id = $1", extract_id)
+            .fetch_all(db)
+            .await?
+            .into_iter()
+            .collect();
+    sqlx::query!(
+        "update extract set files_planned = $2, files_done = $3 where extract_id = $1",
+        extract_id,
+        i32::try_from(planned).unwrap_or(i32::MAX),
+        i32::try_from(recorded.len()).unwrap_or(i32::MAX)
+    )
+    .execute(db)
+    .await?;
+
+    for instance in instances {
+        let path = format!(
+            "dicom/{}/{}/{}.dcm",
+            project.uid(&instance.study_uid),
+            project.uid(&instance.series_uid),
+            project.uid(&instance.sop_uid)
+        );
+        if recorded.contains(&path) {
+            continue;
+        }
+        let stored = ctx.store.get(&Path::from(instance.object_key.as_str())).await?.bytes().await?;
+        let pseudonyms = project.clone();
+        let (released, sha256) = tokio::task::spawn_blocking(move || {
+            let released = for_project(&stored, &pseudonyms)?;
+            let sha256 = digest_of(&released.parts);
+            Ok::<_, super::dicom::ReleaseError>((released, sha256))
+        })
+        .await
+        .context("re-pseudonymizing an instance panicked")?
+        .map_err(|e| anyhow::anyhow!("an instance could not be released ({}): {e}", e.code))?;
+        if released.path() != path {
+            anyhow::bail!("a released instance's UIDs are not its catalog's");
+        }
+        let entry = FileEntry::new(&path, released.size(), &sha256, manifest::media_type(&path));
+        write(ctx, project_id, extract_id, entry, PutPayload::from_iter(released.parts)).await?;
+    }
+    for file in tables.into_iter().chain(documents) {
+        if recorded.contains(&file.path) {
+            continue;
+        }
+        let entry = FileEntry::new(
+            &file.path,
+            file.bytes.len() as u64,
+            &digest_of(std::slice::from_ref(&file.bytes)),
+            file.media_type,
+        );
+        write(ctx, project_id, extract_id, entry, PutPayload::from(file.bytes)).await?;
+    }
+
+    let files =
+        sqlx::query!("select path, size, sha256, media_type from extract_file where extract_id = $1", extract_id)
+            .fetch_all(db)
+            .await?
+            .into_iter()
+            .map(|f| {
+                Ok(FileEntry { path: f.path, size: u64::try_from(f.size)?, sha256: f.sha256, media_type: f.media_type })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+    let manifest = Manifest::new(
+        Header {
+            extract_id,
+            project_id,
+            version: u32::try_from(extract.version).unwrap_or_default(),
+            created_at: extract.created_at,
+            grant_id: grant.id,
+            subjects: pairs.len() as u64,
+        },
+        files,
+    )?;
+    let manifest = match extract.supersedes {
+        Some(earlier) => {
+            let removed = sqlx::query!(
+                r#"select (select coalesce(array_agg(path), '{}') from extract_file o where o.extract_id = $1
+                           and not exists (select 1 from extract_file n where n.extract_id = $2 and n.path = o.path))
+                          as "files!",
+                          (select coalesce(array_agg(s.pseudonym), '{}') from extract_subject o join subject s using (subject_id)
+                           where o.extract_id = $1 and not exists (select 1 from extract_subject n
+                                 where n.extract_id = $2 and n.subject_id = o.subject_id)) as "subjects!""#,
+                earlier,
+                extract_id
+            )
+            .fetch_one(db)
+            .await?;
+            let subjects = removed.subjects.iter().map(|registry| project.subject(registry)).collect();
+            manifest.superseding(earlier, Diff::new(removed.files, subjects))
+        }
+        None => manifest,
+    };
+    let (manifest_bytes, signature) = manifest::sign(&ctx.signer, &manifest);
+    let manifest_sha256 = hex::encode(digest_of(&[Bytes::from(manifest_bytes.clone())]));
+    ctx.store.put(&object_key(project_id, extract_id, manifest::MANIFEST_FILE), manifest_bytes.into()).await?;
+    ctx.store.put(&object_key(project_id, extract_id, manifest::SIGNATURE_FILE), signature.into()).await?;
+
+    let mut tx = db.begin().await?;
+    let ready = sqlx::query!(
+        "update extract set state = 'ready', ready_at = now(), manifest_sha256 = $2, total_files = $3,
+                            total_bytes = $4, total_subjects = $5, files_done = files_planned, error = null
+         where extract_id = $1 and state = 'building'",
+        extract_id,
+        manifest_sha256,
+        i64::try_from(manifest.totals.files).unwrap_or(i64::MAX),
+        i64::try_from(manifest.totals.bytes).unwrap_or(i64::MAX),
+        i32::try_from(manifest.totals.subjects).unwrap_or(i32::MAX),
+    )
+    .execute(&mut *tx)
+    .await?;
+    if ready.rows_affected() == 1 {
+        if let Some(earlier) = extract.supersedes {
+            // The earlier version, and any other version made to replace it
+            // (two withdrawals in a row) that this later one makes obsolete.
+            sqlx::query!(
+                "update extract set state = 'superseded', superseded_at = now()
+                 where project_id = $2 and version < $3 and state = 'ready' and (extract_id = $1 or supersedes = $1)",
+                earlier,
+                project_id,
+                extract.version
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        audit::record(
+            &mut tx,
+            NewEvent::new(&extract.created_by, "extract.ready").target(format!("project:{project_id}")).details(json!({
+                "extract": extract_id, "version": extract.version, "grant": grant.id,
+                "files": manifest.totals.files, "bytes": manifest.totals.bytes, "subjects": manifest.totals.subjects,
+                "manifest_sha256": manifest_sha256, "supersedes": extract.supersedes,
+            })),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(None)
+}
+
+/// SHA-256 of the concatenation of `parts`.
+fn digest_of(parts: &[Bytes]) -> [u8; 32] {
+    let mut digest = Digest::new(&SHA256);
+    for part in parts {
+        digest.update(part);
+    }
+    let mut out = [0; 32];
+    out.copy_from_slice(digest.finish().as_ref());
+    out
+}
+
+/// Writes one file of the release, then records it (and the progress).
+async fn write(
+    ctx: &Context,
+    project_id: Uuid,
+    extract_id: Uuid,
+    entry: FileEntry,
+    payload: PutPayload,
+) -> anyhow::Result<()> {
+    let key = object_key(project_id, extract_id, &entry.path);
+    ctx.store.put(&key, payload).await?;
+    let mut tx = ctx.db.begin().await?;
+    let inserted = sqlx::query!(
+        "insert into extract_file (extract_id, path, size, sha256, media_type, object_key)
+         values ($1, $2, $3, $4, $5, $6) on conflict do nothing",
+        extract_id,
+        entry.path,
+        i64::try_from(entry.size)?,
+        entry.sha256,
+        entry.media_type,
+        key.as_ref(),
+    )
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        sqlx::query!("update extract set files_done = files_done + 1 where extract_id = $1", extract_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The release's own documents: README, grant terms, conformance statement.
+async fn documents(
+    ctx: &Context,
+    extract: &Extract,
+    extract_id: Uuid,
+    grant: &Grant,
+    subjects: usize,
+) -> anyhow::Result<Vec<tables::TableFile>> {
+    let db = &ctx.db;
+    let agreement = sqlx::query!(
+        r#"select a.dua_version, a.dua_accepted_at, d.sha256 as "dua_sha256?", d.title as "dua_title?"
+           from application a left join dua_version d on d.version = a.dua_version
+           where a.application_id = $1"#,
+        grant.application_id
+    )
+    .fetch_one(db)
+    .await?;
+    let cohorts =
+        sqlx::query!("select slug, title from cohort where slug = any($1) order by slug", &grant.scope.cohorts)
+            .fetch_all(db)
+            .await?;
+    let terms = json!({
+        "grant": grant.id,
+        "grant_version": grant.version,
+        "project": extract.project_id,
+        "scope": grant.scope,
+        "conditions": grant.conditions,
+        "not_before": grant.not_before,
+        "not_after": grant.not_after,
+        "data_use_agreement": {
+            "version": agreement.dua_version,
+            "title": agreement.dua_title,
+            "sha256": agreement.dua_sha256,
+            "accepted_at": agreement.dua_accepted_at,
+        },
+    });
+    let conformance = serde_json::to_vec_pretty(&crate::http::deid::statement(&ctx.config))?;
+    let citation: Vec<String> =
+        cohorts.iter().map(|c| format!("- {} (`{}`), Custodian registry", c.title, c.slug)).collect();
+    let readme = format!(
+        "# Release {version} of project {project}\n\n\
+         Release `{extract_id}`, built from grant `{grant}` (version {grant_version}) for {subjects} subjects.\n\n\
+         ## Contents\n\n\
+         - `dicom/{{study}}/{{series}}/{{sop}}.dcm`: the imaging the grant covers, in the project's own \
+         pseudonyms (Patient ID and Name) and UIDs; dates as the registry stores them (shifted per subject); \
+         pixel data as received.\n\
+         - `tables/`: the granted fields in CSV and Parquet, keyed by the project's pseudonyms, with \
+         `dictionary.json` describing every column.\n\
+         - `grant.json`: the scope, the conditions and the data use agreement accepted.\n\
+         - `deid-conformance.json`: how the registry de-identifies what it receives.\n\
+         - `manifest.json`: every file with its size, SHA-256 and media type; `manifest.json.sig`: its \
+         Ed25519 signature by the registry, to verify against the keys published at \
+         `/.well-known/custodian/release-keys`.\n\n\
+         ## Conditions\n\n{conditions}\n\n\
+         ## Citation\n\n{citation}\n",
+        version = extract.version,
+        project = extract.project_id,
+        grant = grant.id,
+        grant_version = grant.version,
+        conditions = if grant.conditions.text.is_empty() {
+            "Those of the data use agreement (see `grant.json`).".to_owned()
+        } else {
+            grant.conditions.text.iter().map(|t| format!("- {t}")).collect::<Vec<_>>().join("\n")
+        },
+        citation = citation.join("\n"),
+    );
+    let file = |path: &str, bytes: Vec<u8>| tables::TableFile {
+        path: path.to_owned(),
+        media_type: manifest::media_type(path),
+        bytes: Bytes::from(bytes),
+    };
+    Ok(vec![
+        file("README.md", readme.into_bytes()),
+        file("grant.json", serde_json::to_vec_pretty(&terms)?),
+        file("deid-conformance.json", conformance),
+    ])
+}

@@ -1,0 +1,344 @@
+//! Releases as a project sees them: asking for one, its state and progress,
+//! and the rules every download passes (the grant, checked on each request;
+//! the bytes served, counted per file, user, session and day).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::{PgExecutor, PgPool};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::build::{self, check_grant};
+use crate::access::grants::{self, GrantState};
+use crate::access::standing::Standing;
+use crate::audit::{self, NewEvent};
+use crate::auth::Principal;
+use crate::config::AccessConfig;
+use crate::error::{ApiError, Refusal};
+
+/// Where a release is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum ExtractState {
+    /// Waiting for a worker.
+    Queued,
+    /// Being written; `progress` says how far.
+    Building,
+    /// Every file and the signed manifest are written: it can be downloaded.
+    Ready,
+    /// The build stopped for good; `error` says why.
+    Failed,
+    /// A later version replaces it.
+    Superseded,
+}
+
+/// How far a build is.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Progress {
+    /// Files written.
+    pub files_done: i32,
+    /// Files the release will hold besides its manifest (known once the build started).
+    pub files_planned: Option<i32>,
+}
+
+/// What a ready release holds.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ExtractTotals {
+    pub files: i64,
+    pub bytes: i64,
+    pub subjects: i32,
+}
+
+/// A release of a project.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Extract {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    /// The grant whose scope it holds.
+    pub grant_id: Uuid,
+    /// 1, 2, … within the project.
+    pub version: i32,
+    pub state: ExtractState,
+    /// Whether it holds imaging.
+    pub imaging: bool,
+    pub progress: Progress,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub ready_at: Option<DateTime<Utc>>,
+    pub superseded_at: Option<DateTime<Utc>>,
+    /// The earlier version it replaces.
+    pub supersedes: Option<Uuid>,
+    /// Why the build failed.
+    pub error: Option<String>,
+    /// SHA-256 (hex) of `manifest.json`, once ready.
+    pub manifest_sha256: Option<String>,
+    /// Once ready.
+    pub totals: Option<ExtractTotals>,
+}
+
+struct Row {
+    extract_id: Uuid,
+    project_id: Uuid,
+    grant_id: Uuid,
+    version: i32,
+    state: ExtractState,
+    imaging: bool,
+    files_done: i32,
+    files_planned: Option<i32>,
+    created_by: String,
+    created_at: DateTime<Utc>,
+    ready_at: Option<DateTime<Utc>>,
+    superseded_at: Option<DateTime<Utc>>,
+    supersedes: Option<Uuid>,
+    error: Option<String>,
+    manifest_sha256: Option<String>,
+    total_files: Option<i64>,
+    total_bytes: Option<i64>,
+    total_subjects: Option<i32>,
+}
+
+impl From<Row> for Extract {
+    fn from(r: Row) -> Self {
+        let totals = match (r.total_files, r.total_bytes, r.total_subjects) {
+            (Some(files), Some(bytes), Some(subjects)) => Some(ExtractTotals { files, bytes, subjects }),
+            _ => None,
+        };
+        Self {
+            id: r.extract_id,
+            project_id: r.project_id,
+            grant_id: r.grant_id,
+            version: r.version,
+            state: r.state,
+            imaging: r.imaging,
+            progress: Progress { files_done: r.files_done, files_planned: r.files_planned },
+            created_by: r.created_by,
+            created_at: r.created_at,
+            ready_at: r.ready_at,
+            superseded_at: r.superseded_at,
+            supersedes: r.supersedes,
+            error: r.error,
+            manifest_sha256: r.manifest_sha256,
+            totals,
+        }
+    }
+}
+
+/// Releases by id or by project, newest first.
+async fn rows(
+    db: impl PgExecutor<'_>,
+    extract_id: Option<Uuid>,
+    project_id: Option<Uuid>,
+) -> Result<Vec<Extract>, ApiError> {
+    Ok(sqlx::query_as!(
+        Row,
+        r#"select extract_id, project_id, grant_id, version, state as "state: ExtractState", imaging, files_done,
+                  files_planned, created_by, created_at, ready_at, superseded_at, supersedes, error, manifest_sha256,
+                  total_files, total_bytes, total_subjects
+           from extract
+           where ($1::uuid is null or extract_id = $1) and ($2::uuid is null or project_id = $2)
+           order by project_id, version desc"#,
+        extract_id,
+        project_id
+    )
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .map(Extract::from)
+    .collect())
+}
+
+/// One release.
+pub async fn get(db: impl PgExecutor<'_>, extract_id: Uuid) -> Result<Option<Extract>, ApiError> {
+    Ok(rows(db, Some(extract_id), None).await?.pop())
+}
+
+/// A project's releases, newest first.
+pub async fn of_project(db: impl PgExecutor<'_>, project_id: Uuid) -> Result<Vec<Extract>, ApiError> {
+    rows(db, None, Some(project_id)).await
+}
+
+/// Asks for a new release of `project_id` from `grant_id` (default: the
+/// project's grant in force): an accepted member, the grant checked now as
+/// every data request is. Queues its build in the same transaction.
+pub async fn request(
+    db: &PgPool,
+    rules: &AccessConfig,
+    project_id: Uuid,
+    principal: &Principal,
+    standing: Standing,
+    grant_id: Option<Uuid>,
+) -> Result<Extract, ApiError> {
+    standing.require_member("project", "only the project's accepted members ask for its releases")?;
+    let project_grants = grants::of_project(db, project_id).await?;
+    let grant = match grant_id {
+        Some(id) => project_grants.iter().find(|g| g.id == id).ok_or(ApiError::NotFound("grant"))?,
+        None => project_grants
+            .iter()
+            .find(|g| g.effective_state == GrantState::Active)
+            .or_else(|| project_grants.first())
+            .ok_or_else(|| ApiError::Refused {
+                code: Refusal::NoGrant,
+                message: "the project has no grant; a release holds what a grant allows".into(),
+            })?,
+    };
+    let imaging = grant.scope.imaging && !grant.conditions.no_imaging_download;
+    if let Err(e) = check_grant(db, project_id, grant.id, &principal.username, imaging, rules).await {
+        grants::audit_refusal(db, &principal.username, project_id, &e, "extract.request").await?;
+        return Err(e);
+    }
+    let mut tx = db.begin().await?;
+    // One request at a time per project, so versions follow each other.
+    sqlx::query!("select project_id from project where project_id = $1 for update", project_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let extract_id = sqlx::query_scalar!(
+        "insert into extract (project_id, grant_id, version, imaging, created_by)
+         values ($1, $2, (select coalesce(max(version), 0) + 1 from extract where project_id = $1), $3, $4)
+         returning extract_id",
+        project_id,
+        grant.id,
+        imaging,
+        principal.username
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    crate::jobs::enqueue(&mut *tx, &build::job(extract_id)).await?;
+    let extract = get(&mut *tx, extract_id).await?.ok_or(ApiError::NotFound("extract"))?;
+    audit::record(
+        &mut tx,
+        NewEvent::new(&principal.username, "extract.requested").target(format!("project:{project_id}")).details(
+            json!({ "extract": extract_id, "version": extract.version, "grant": grant.id, "imaging": imaging }),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(extract)
+}
+
+/// A ready release `username` may download from now (or one superseded less
+/// than `grace_days` ago): an accepted member of its project whose grant is
+/// in force (checked on every request, each range included). Refusals are
+/// audited as every refused data request is.
+pub async fn for_download(
+    db: &PgPool,
+    rules: &AccessConfig,
+    grace_days: u32,
+    username: &str,
+    extract_id: Uuid,
+) -> Result<Extract, ApiError> {
+    let extract = get(db, extract_id).await?.ok_or(ApiError::NotFound("extract"))?;
+    let checked = check_grant(db, extract.project_id, extract.grant_id, username, extract.imaging, rules).await;
+    match checked {
+        Ok(_) => {}
+        Err(ApiError::NotFound(_)) => return Err(ApiError::NotFound("extract")),
+        Err(e) => {
+            grants::audit_refusal(db, username, extract.project_id, &e, "extract.download").await?;
+            return Err(e);
+        }
+    }
+    let grace = chrono::Duration::days(i64::from(grace_days));
+    let within_grace =
+        extract.state == ExtractState::Superseded && extract.superseded_at.is_some_and(|at| Utc::now() < at + grace);
+    if extract.state == ExtractState::Superseded && !within_grace {
+        return Err(ApiError::Conflict(format!(
+            "release {} was superseded by a later version after a withdrawal, and its {grace_days} days of grace \
+             have ended: download the latest version",
+            extract.version
+        )));
+    }
+    if extract.state != ExtractState::Ready && !within_grace {
+        return Err(ApiError::Conflict(format!(
+            "release {} is {}, not ready",
+            extract.version,
+            serde_json::to_value(extract.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+        )));
+    }
+    Ok(extract)
+}
+
+/// A file of a release, as recorded when it was written.
+#[derive(Debug, Clone)]
+pub struct StoredFile {
+    pub size: i64,
+    pub sha256: String,
+    pub media_type: String,
+    pub object_key: String,
+}
+
+/// The file at `path` of `extract_id`.
+pub async fn file(db: impl PgExecutor<'_>, extract_id: Uuid, path: &str) -> Result<Option<StoredFile>, ApiError> {
+    Ok(sqlx::query_as!(
+        StoredFile,
+        "select size, sha256, media_type, object_key from extract_file where extract_id = $1 and path = $2",
+        extract_id,
+        path
+    )
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Which download one request belongs to.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub project_id: Uuid,
+    pub extract_id: Uuid,
+    pub path: String,
+    pub username: String,
+    /// The client's download session (`-` without one).
+    pub session: String,
+    /// The whole file's size: the download is complete once this many bytes were served.
+    pub size: i64,
+}
+
+/// Counts `bytes` served by one request: the row of the file, user, session
+/// and day grows; the audit log gets `extract.download` when the row is made
+/// (unless that request already served the whole file) and
+/// `extract.downloaded`, with the bytes and requests, when its bytes first
+/// reach the file's size. So a download cut into many ranges makes at most
+/// two audit events per session and day.
+pub async fn record(db: &PgPool, served: &Served, bytes: u64) -> Result<(), ApiError> {
+    let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+    let mut tx = db.begin().await?;
+    let row = sqlx::query!(
+        r#"insert into extract_download (extract_id, path, username, session, day, requests, bytes_served)
+           values ($1, $2, $3, $4, current_date, 1, $5)
+           on conflict (extract_id, path, username, session, day) do update
+              set requests = extract_download.requests + 1,
+                  bytes_served = extract_download.bytes_served + excluded.bytes_served, last_at = now()
+           returning (xmax = 0) as "first!", requests, bytes_served, completed_at"#,
+        served.extract_id,
+        served.path,
+        served.username,
+        served.session,
+        bytes
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let complete = row.completed_at.is_none() && row.bytes_served >= served.size;
+    let details = json!({
+        "extract": served.extract_id, "path": served.path, "session": served.session,
+        "requests": row.requests, "bytes_served": row.bytes_served, "size": served.size,
+    });
+    let target = format!("project:{}", served.project_id);
+    if complete {
+        sqlx::query!(
+            "update extract_download set completed_at = now()
+             where extract_id = $1 and path = $2 and username = $3 and session = $4 and day = current_date",
+            served.extract_id,
+            served.path,
+            served.username,
+            served.session
+        )
+        .execute(&mut *tx)
+        .await?;
+        audit::record(&mut tx, NewEvent::new(&served.username, "extract.downloaded").target(target).details(details))
+            .await?;
+    } else if row.first {
+        audit::record(&mut tx, NewEvent::new(&served.username, "extract.download").target(target).details(details))
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
