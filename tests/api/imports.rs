@@ -451,10 +451,8 @@ async fn an_import_naming_more_patients_than_allowed_is_refused_whole_and_one_wi
     assert_eq!(everything_stored(&app).await, before, "nothing was imported");
 
     // Many rows of few patients are within the cap, in any kind of table.
-    let mut labs = String::from("patient_id,code,value,unit\n");
-    for i in 0..30 {
-        labs.push_str(&format!("MRN-{},glucose,5.{},mmol/L\n", ["A", "B", "C"][i % 3], i % 10));
-    }
+    let rows = (0..30).map(|i| format!("MRN-{},glucose,5.{},mmol/L\n", ["A", "B", "C"][i % 3], i % 10));
+    let labs: String = std::iter::once("patient_id,code,value,unit\n".to_owned()).chain(rows).collect();
     import(&app, "observations", "", "text/csv", labs).await.assert_status(StatusCode::CREATED);
     assert_eq!(scalar(&app, "select count(*) from subject").await, 3);
     assert_eq!(scalar(&app, "select count(*) from observation").await, 30);
