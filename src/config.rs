@@ -73,6 +73,11 @@ pub struct ReleaseConfig {
     /// Downloads of release files one project may run at once, on each node
     /// (1 to 1,000); one more is answered `429` with `Retry-After`.
     pub max_concurrent_downloads: u32,
+    /// Requests for release bytes (files, ranges, manifests, archives,
+    /// DICOMweb, DRS) one project may make a minute, on each node (1 to
+    /// 1,000,000). A burst of a whole minute's allowance is served at once;
+    /// past it, `429 download-rate-exceeded` with `Retry-After`.
+    pub max_requests_per_minute: u32,
     /// Days a release superseded after a withdrawal is still served, so
     /// running transfers finish (0: it stops at once).
     pub superseded_grace_days: u32,
@@ -84,6 +89,7 @@ impl Default for ReleaseConfig {
             signing_key: None,
             previous_public_keys: Vec::new(),
             max_concurrent_downloads: 16,
+            max_requests_per_minute: 12_000,
             superseded_grace_days: 30,
         }
     }
@@ -94,6 +100,9 @@ impl ReleaseConfig {
         let invalid = |key, problem: String| Err(ConfigError::Invalid { key, problem });
         if !(1..=1000).contains(&self.max_concurrent_downloads) {
             return invalid("release.max_concurrent_downloads", "must be 1 to 1,000".into());
+        }
+        if !(1..=1_000_000).contains(&self.max_requests_per_minute) {
+            return invalid("release.max_requests_per_minute", "must be 1 to 1,000,000".into());
         }
         if let Some(key) = &self.signing_key
             && let Err(e) = crate::release::manifest::check_private_key(key.expose_secret())

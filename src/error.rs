@@ -53,6 +53,9 @@ pub enum ApiError {
     /// A quota is used up; it allows another request after `retry_after` seconds.
     #[error("{message}")]
     TooManyRequests { message: String, retry_after: u64 },
+    /// A project asked for more of its releases' bytes than its rate allows.
+    #[error("the project asked for downloads faster than its {per_minute} requests a minute; retry in {retry_after} s")]
+    DownloadRateExceeded { per_minute: u32, retry_after: u64 },
     /// A project already runs as many downloads as it may at once.
     #[error("the project already runs {0} downloads at once, its limit; retry when one ends")]
     TooManyDownloads(u32),
@@ -87,7 +90,9 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::Refused { .. } => StatusCode::FORBIDDEN,
-            Self::TooManyRequests { .. } | Self::TooManyDownloads(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests { .. } | Self::TooManyDownloads(_) | Self::DownloadRateExceeded { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::NotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -115,6 +120,7 @@ impl ApiError {
             Self::Refused { code, .. } => code.as_str(),
             Self::TooManyRequests { .. } => "query-budget-exhausted",
             Self::TooManyDownloads(_) => "too-many-downloads",
+            Self::DownloadRateExceeded { .. } => "download-rate-exceeded",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge => "payload-too-large",
             Self::Timeout(_) => "timeout",
@@ -171,7 +177,9 @@ impl IntoResponse for ApiError {
         let code = self.code();
         let unauthorized = matches!(self, Self::Unauthorized(_));
         let retry_after = match &self {
-            Self::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            Self::TooManyRequests { retry_after, .. } | Self::DownloadRateExceeded { retry_after, .. } => {
+                Some(*retry_after)
+            }
             Self::TooManyDownloads(_) => Some(5),
             _ => None,
         };

@@ -115,6 +115,8 @@ pub struct Instance {
     pub instance_number: i32,
     /// Slices of the series.
     pub slices: i32,
+    /// Rows and columns (default: 64, or 128 for a radiograph).
+    pub matrix: Option<u16>,
     /// Seeds the pixels' noise.
     pub seed: u64,
 }
@@ -144,7 +146,8 @@ impl Instance {
     /// The instance as a Part-10 file.
     pub fn to_part10(&self) -> Vec<u8> {
         let e = &self.equipment;
-        let (rows, columns) = if e.modality == "DX" { (128_u16, 128_u16) } else { (64, 64) };
+        let side = self.matrix.unwrap_or(if e.modality == "DX" { 128 } else { 64 });
+        let (rows, columns) = (side, side);
         let date = self.date.format("%Y%m%d").to_string();
         let mut obj = InMemDicomObject::new_empty();
         let mut put = |tag, vr, value: &str| obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
@@ -333,6 +336,7 @@ mod tests {
             series_number: 1,
             instance_number: 2,
             slices: 3,
+            matrix: None,
             seed: 5,
         }
     }

@@ -281,6 +281,8 @@ fn date(days_since_2010: i64) -> NaiveDate {
 pub enum Imaging<'a> {
     /// Synthetic DICOM files sent through this ingest, like any upload.
     Ingest(&'a Arc<Ingestor>),
+    /// The same, in another [`Shape`] (larger images and series, for benchmarks).
+    IngestShaped(&'a Arc<Ingestor>, Shape),
     /// Catalog rows only, without objects: for registries too large to ingest quickly.
     CatalogOnly,
 }
@@ -336,10 +338,14 @@ pub async fn generate(
             let scanners = write_scanners(&mut tx).await?;
             write_imaging(&mut tx, &plan, &people, &site_ids, &scanners, &mut out).await?
         }
-        Imaging::Ingest(ingest) => {
+        Imaging::Ingest(ingest) | Imaging::IngestShaped(ingest, _) => {
+            let shape = match imaging {
+                Imaging::IngestShaped(_, shape) => shape,
+                _ => Shape::default(),
+            };
             // The subjects are in the catalog before their files arrive.
             tx.commit().await?;
-            let series = ingest_imaging(ingest, seed, &plan, neuro_studies, &people, &mut out).await?;
+            let series = ingest_imaging(ingest, seed, shape, &plan, neuro_studies, &people, &mut out).await?;
             tx = db.begin().await?;
             if exists(&mut tx).await? {
                 bail!("another generation completed meanwhile");
@@ -555,6 +561,21 @@ const BATCH: usize = 256;
 /// plan's one to five.)
 const MAX_SLICES: i64 = 2;
 
+/// The size of the synthetic images and series an ingested registry gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Rows and columns of every image (default: 64 for MR and CT, 128 for radiographs).
+    pub matrix: Option<u16>,
+    /// Slices of a series at most (the plan draws one to five).
+    pub max_slices: i64,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Self { matrix: None, max_slices: MAX_SLICES }
+    }
+}
+
 /// Sends the planned studies through `ingest` as synthetic DICOM files, one
 /// upload session per cohort and site as each site's uploader would, and
 /// returns the catalog's series of the plan's first `neuro` studies (those of
@@ -562,6 +583,7 @@ const MAX_SLICES: i64 = 2;
 async fn ingest_imaging(
     ingest: &Arc<Ingestor>,
     seed: u64,
+    shape: Shape,
     plan: &[PlannedStudy],
     neuro: usize,
     people: &[Subject],
@@ -575,7 +597,7 @@ async fn ingest_imaging(
             let files: Vec<dicom::Instance> = (first..)
                 .zip(studies)
                 .filter(|(_, study)| people[study.subject].site == site)
-                .flat_map(|(index, study)| instances_of(seed, index, study, &people[study.subject]))
+                .flat_map(|(index, study)| instances_of(seed, shape, index, study, &people[study.subject]))
                 .collect();
             if files.is_empty() {
                 continue;
@@ -683,7 +705,13 @@ fn series_uid(seed: u64, index: usize, number: usize) -> String {
 }
 
 /// The files of one planned study, as its hospital would send them.
-fn instances_of(seed: u64, index: usize, study: &PlannedStudy, subject: &Subject) -> Vec<dicom::Instance> {
+fn instances_of(
+    seed: u64,
+    shape: Shape,
+    index: usize,
+    study: &PlannedStudy,
+    subject: &Subject,
+) -> Vec<dicom::Instance> {
     let scanner = &SCANNERS[study.scanner];
     let site = &SITES[subject.site];
     let patient = patient_of(seed, study.subject, subject);
@@ -700,7 +728,7 @@ fn instances_of(seed: u64, index: usize, study: &PlannedStudy, subject: &Subject
     let mut files = Vec::new();
     for (number, (series, count)) in (1..).zip(&study.series) {
         let series_uid = series_uid(seed, index, number);
-        let slices = i32::try_from((*count).min(MAX_SLICES)).unwrap_or(1);
+        let slices = i32::try_from((*count).min(shape.max_slices)).unwrap_or(1);
         for k in 1..=slices {
             files.push(dicom::Instance {
                 patient: patient.clone(),
@@ -714,6 +742,7 @@ fn instances_of(seed: u64, index: usize, study: &PlannedStudy, subject: &Subject
                 series_number: i32::try_from(number).unwrap_or(i32::MAX),
                 instance_number: k,
                 slices,
+                matrix: shape.matrix,
                 seed: series.as_u64_pair().0 ^ u64::try_from(k).unwrap_or(0),
             });
         }

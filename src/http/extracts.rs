@@ -11,11 +11,10 @@
 //! client's `X-Download-Session` header) and day, and audited once a download
 //! starts and once it completes ([`crate::release::extracts::record`]). A
 //! project runs at most `release.max_concurrent_downloads` downloads at once
-//! on a node; one more gets `429 too-many-downloads` with `Retry-After`.
+//! on a node, and makes at most `release.max_requests_per_minute` requests
+//! ([`crate::release::limits`]); past either, `429` with `Retry-After`.
 
-use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
@@ -26,7 +25,7 @@ use futures::Stream;
 use futures::stream::BoxStream;
 use object_store::{GetOptions, GetRange, ObjectStoreExt as _};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -40,6 +39,7 @@ use crate::error::{ApiError, ErrorBody, Result};
 use crate::openapi::tags;
 use crate::release::build;
 use crate::release::extracts::{self, Extract, Served};
+use crate::release::limits;
 use crate::release::manifest::{MANIFEST_FILE, SIGNATURE_FILE};
 
 /// The header naming a download session (1 to 64 of `A-Z a-z 0-9 . _ -`).
@@ -313,19 +313,6 @@ fn session(headers: &HeaderMap) -> Result<String> {
     }
 }
 
-/// The downloads running per project on this node.
-static RUNNING: LazyLock<Mutex<HashMap<Uuid, Arc<Semaphore>>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
-
-fn start_download(project_id: Uuid, limit: u32) -> Result<OwnedSemaphorePermit> {
-    let semaphore = RUNNING
-        .lock()
-        .map_err(|_| ApiError::Internal(anyhow::anyhow!("the download limiter's lock is poisoned")))?
-        .entry(project_id)
-        .or_insert_with(|| Arc::new(Semaphore::new(limit as usize)))
-        .clone();
-    semaphore.try_acquire_owned().map_err(|_| ApiError::TooManyDownloads(limit))
-}
-
 /// Serves one file (or the manifest, or its signature) of a release.
 async fn serve(state: &AppState, principal: &Principal, id: Uuid, path: &str, headers: &HeaderMap) -> Result<Response> {
     let session = session(headers)?;
@@ -337,6 +324,7 @@ async fn serve(state: &AppState, principal: &Principal, id: Uuid, path: &str, he
         id,
     )
     .await?;
+    limits::count_request(extract.project_id, &state.config.release)?;
     let (size, sha256, media_type, key) = if path == MANIFEST_FILE || path == SIGNATURE_FILE {
         let key = build::object_key(extract.project_id, id, path);
         let meta = state.store.head(&key).await?;
@@ -378,7 +366,7 @@ async fn serve(state: &AppState, principal: &Principal, id: Uuid, path: &str, he
                 .map_err(internal);
         }
     };
-    let permit = start_download(extract.project_id, state.config.release.max_concurrent_downloads)?;
+    let permit = limits::start_download(extract.project_id, &state.config.release)?;
     let options =
         GetOptions { range: (first < last).then_some(GetRange::Bounded(first..last)), ..GetOptions::default() };
     let stream = if first < last {

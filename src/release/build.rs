@@ -28,6 +28,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use aws_lc_rs::digest::{Context as Digest, SHA256};
 use bytes::Bytes;
+use futures::StreamExt as _;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt as _, PutPayload};
 use serde_json::json;
@@ -359,32 +360,19 @@ async fn build(ctx: &Context, extract_id: Uuid) -> anyhow::Result<Option<String>
     .execute(db)
     .await?;
 
-    for instance in instances {
-        let path = format!(
-            "dicom/{}/{}/{}.dcm",
-            project.uid(&instance.study_uid),
-            project.uid(&instance.series_uid),
-            project.uid(&instance.sop_uid)
-        );
-        if recorded.contains(&path) {
-            continue;
+    let pending: Vec<InScope> =
+        instances.into_iter().filter(|i| !recorded.contains(&released_path(&project, i))).collect();
+    let mut written = futures::stream::iter(pending)
+        .map(|instance| release_instance(ctx, &project, project_id, extract_id, instance))
+        .buffer_unordered(PARALLEL_WRITES);
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while let Some(entry) = written.next().await {
+        batch.push(entry?);
+        if batch.len() == RECORD_BATCH {
+            record(db, project_id, extract_id, &std::mem::take(&mut batch)).await?;
         }
-        let stored = ctx.store.get(&Path::from(instance.object_key.as_str())).await?.bytes().await?;
-        let pseudonyms = project.clone();
-        let (released, sha256) = tokio::task::spawn_blocking(move || {
-            let released = for_project(&stored, &pseudonyms)?;
-            let sha256 = digest_of(&released.parts);
-            Ok::<_, super::dicom::ReleaseError>((released, sha256))
-        })
-        .await
-        .context("re-pseudonymizing an instance panicked")?
-        .map_err(|e| anyhow::anyhow!("an instance could not be released ({}): {e}", e.code))?;
-        if released.path() != path {
-            anyhow::bail!("a released instance's UIDs are not its catalog's");
-        }
-        let entry = FileEntry::new(&path, released.size(), &sha256, manifest::media_type(&path));
-        write(ctx, project_id, extract_id, entry, PutPayload::from_iter(released.parts)).await?;
     }
+    record(db, project_id, extract_id, &batch).await?;
     for file in tables.into_iter().chain(documents) {
         if recorded.contains(&file.path) {
             continue;
@@ -395,7 +383,8 @@ async fn build(ctx: &Context, extract_id: Uuid) -> anyhow::Result<Option<String>
             &digest_of(std::slice::from_ref(&file.bytes)),
             file.media_type,
         );
-        write(ctx, project_id, extract_id, entry, PutPayload::from(file.bytes)).await?;
+        write(ctx, project_id, extract_id, &entry, PutPayload::from(file.bytes)).await?;
+        record(db, project_id, extract_id, std::slice::from_ref(&entry)).await?;
     }
 
     let files =
@@ -494,34 +483,101 @@ fn digest_of(parts: &[Bytes]) -> [u8; 32] {
     out
 }
 
-/// Writes one file of the release, then records it (and the progress).
+/// Instances re-pseudonymized and written at once: reading, remapping and
+/// hashing one overlaps writing another.
+const PARALLEL_WRITES: usize = 4;
+
+/// Files recorded (with the progress) per transaction.
+const RECORD_BATCH: usize = 64;
+
+/// Where a stored instance goes in the release.
+fn released_path(project: &ProjectPseudonyms, instance: &InScope) -> String {
+    format!(
+        "dicom/{}/{}/{}.dcm",
+        project.uid(&instance.study_uid),
+        project.uid(&instance.series_uid),
+        project.uid(&instance.sop_uid)
+    )
+}
+
+/// Reads a stored instance, re-pseudonymizes it for the project and writes
+/// it into the release; its entry is recorded by the caller.
+async fn release_instance(
+    ctx: &Context,
+    project: &Arc<ProjectPseudonyms>,
+    project_id: Uuid,
+    extract_id: Uuid,
+    instance: InScope,
+) -> anyhow::Result<FileEntry> {
+    let path = released_path(project, &instance);
+    let stored = ctx.store.get(&Path::from(instance.object_key.as_str())).await?.bytes().await?;
+    let pseudonyms = project.clone();
+    let (released, sha256) = tokio::task::spawn_blocking(move || {
+        let released = for_project(&stored, &pseudonyms)?;
+        let sha256 = digest_of(&released.parts);
+        Ok::<_, super::dicom::ReleaseError>((released, sha256))
+    })
+    .await
+    .context("re-pseudonymizing an instance panicked")?
+    .map_err(|e| anyhow::anyhow!("an instance could not be released ({}): {e}", e.code))?;
+    if released.path() != path {
+        anyhow::bail!("a released instance's UIDs are not its catalog's");
+    }
+    let entry = FileEntry::new(&path, released.size(), &sha256, manifest::media_type(&path));
+    write(ctx, project_id, extract_id, &entry, PutPayload::from_iter(released.parts)).await?;
+    Ok(entry)
+}
+
+/// Writes one file of the release to the object store.
 async fn write(
     ctx: &Context,
     project_id: Uuid,
     extract_id: Uuid,
-    entry: FileEntry,
+    entry: &FileEntry,
     payload: PutPayload,
 ) -> anyhow::Result<()> {
     let key = object_key(project_id, extract_id, &entry.path);
     ctx.store.put(&key, payload).await?;
-    let mut tx = ctx.db.begin().await?;
+    Ok(())
+}
+
+/// Records written files of the release, and the progress, in one
+/// transaction. A file written but not yet recorded when a worker dies is
+/// written again (the same bytes) by the next.
+async fn record(db: &PgPool, project_id: Uuid, extract_id: Uuid, entries: &[FileEntry]) -> anyhow::Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let (mut paths, mut sizes, mut digests, mut types, mut keys) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for entry in entries {
+        keys.push(object_key(project_id, extract_id, &entry.path).to_string());
+        paths.push(entry.path.clone());
+        sizes.push(i64::try_from(entry.size)?);
+        digests.push(entry.sha256.clone());
+        types.push(entry.media_type.clone());
+    }
+    let mut tx = db.begin().await?;
     let inserted = sqlx::query!(
         "insert into extract_file (extract_id, path, size, sha256, media_type, object_key)
-         values ($1, $2, $3, $4, $5, $6) on conflict do nothing",
+         select $1, * from unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[])
+         on conflict do nothing",
         extract_id,
-        entry.path,
-        i64::try_from(entry.size)?,
-        entry.sha256,
-        entry.media_type,
-        key.as_ref(),
+        &paths,
+        &sizes,
+        &digests,
+        &types,
+        &keys,
     )
     .execute(&mut *tx)
     .await?;
-    if inserted.rows_affected() == 1 {
-        sqlx::query!("update extract set files_done = files_done + 1 where extract_id = $1", extract_id)
-            .execute(&mut *tx)
-            .await?;
-    }
+    sqlx::query!(
+        "update extract set files_done = files_done + $2 where extract_id = $1",
+        extract_id,
+        i32::try_from(inserted.rows_affected())?
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -5,10 +5,12 @@
 //! - [`tables`]: granted fields as CSV and Parquet, with their dictionary;
 //! - [`build`]: the job that writes a release from its grant's scope;
 //! - [`extracts`]: asking for a release, its state, the rules of every download;
+//! - [`limits`]: a project's download rate and concurrency on a node;
 //! - [`manifest`]: the file list with sizes and SHA-256, signed (Ed25519).
 
 pub mod build;
 pub mod dicom;
 pub mod extracts;
+pub mod limits;
 pub mod manifest;
 pub mod tables;

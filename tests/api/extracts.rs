@@ -437,6 +437,30 @@ async fn a_project_runs_only_as_many_downloads_at_once_as_the_registry_allows() 
 }
 
 #[tokio::test]
+async fn a_project_asking_faster_than_its_rate_waits_and_no_outsider_can_spend_its_allowance() {
+    let (app, extract, rita) = built_with(|c| c.release.max_requests_per_minute = 4).await;
+    let id = extract["id"].as_str().unwrap();
+    let manifest = format!("/api/v1/extracts/{id}/manifest");
+    // Someone outside the project is refused, and the refusals cost the project nothing.
+    let mallory = app.token("mallory", &[Role::Researcher]);
+    for _ in 0..10 {
+        let refused = app.get(&manifest, Some(&mallory)).await;
+        assert!(refused.status.is_client_error() && refused.status != StatusCode::TOO_MANY_REQUESTS);
+    }
+    // Rita has the minute's four requests ...
+    let (listed, _) = verified_manifest(&app, id, &rita).await;
+    let file = format!("/api/v1/extracts/{id}/files/{}", listed.files[0].path);
+    app.get(&file, Some(&rita)).await.assert_status(StatusCode::OK);
+    app.get(&file, Some(&rita)).await.assert_status(StatusCode::OK);
+    // ... and the fifth waits: four a minute is one every fifteen seconds.
+    let limited = app.get(&file, Some(&rita)).await;
+    limited.assert_error(StatusCode::TOO_MANY_REQUESTS, "download-rate-exceeded");
+    let wait: u64 = limited.headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    assert!((1..=15).contains(&wait), "Retry-After {wait}");
+    assert!(limited.json()["message"].as_str().unwrap().contains("4 requests a minute"));
+}
+
+#[tokio::test]
 async fn a_release_leaves_out_withdrawn_subjects_and_the_images_of_those_who_withdrew_them() {
     let (app, project, rita) = demo().await;
     let registry: Vec<String> = sqlx::query_scalar(
