@@ -16,6 +16,8 @@ use object_store::ObjectStoreExt as _;
 use parquet::file::reader::{FileReader as _, SerializedFileReader};
 use serde_json::{Value, json};
 
+use custodian::release::manifest::Manifest;
+
 use crate::access::{World, cohort, content, grant_on_chest_ct, world};
 use crate::dicom_gen::{Instance, canaries_in};
 use crate::extracts::{verified_manifest, work};
@@ -138,6 +140,7 @@ fn broad() -> Value {
 struct Release {
     files: BTreeMap<String, Vec<u8>>,
     id: String,
+    manifest: Manifest,
 }
 
 impl Release {
@@ -168,11 +171,16 @@ async fn released(w: &World, content: &Value) -> (String, Release) {
     let queued = w.app.post_json(&format!("/api/v1/projects/{project}/extracts"), Some(&w.pi), &json!({})).await;
     let id = queued.assert_status(StatusCode::ACCEPTED).json()["id"].as_str().unwrap().to_owned();
     work(&w.app).await;
+    (project, download(w, &id).await)
+}
+
+/// A release once ready, every file downloaded over HTTP as its member would.
+async fn download(w: &World, id: &str) -> Release {
     let state = w.app.get(&format!("/api/v1/extracts/{id}"), Some(&w.pi)).await.json();
     let errors: Vec<Option<String>> =
         sqlx::query_scalar("select last_error from job").fetch_all(&w.app.db).await.unwrap();
     assert_eq!(state["state"], "ready", "{state} {errors:?}");
-    let (manifest, manifest_bytes) = verified_manifest(&w.app, &id, &w.pi).await;
+    let (manifest, manifest_bytes) = verified_manifest(&w.app, id, &w.pi).await;
     let mut files = BTreeMap::from([("manifest.json".to_owned(), manifest_bytes)]);
     for file in &manifest.files {
         let got = w.app.get(&format!("/api/v1/extracts/{id}/files/{}", file.path), Some(&w.pi)).await;
@@ -180,7 +188,7 @@ async fn released(w: &World, content: &Value) -> (String, Release) {
         assert_eq!(got.assert_status(StatusCode::OK).headers[header::CONTENT_TYPE], expected, "{}", file.path);
         files.insert(file.path.clone(), got.body.to_vec());
     }
-    (project, Release { files, id })
+    Release { files, id: id.to_owned(), manifest }
 }
 
 /// A release path's extension (paths are the registry's, in lowercase).
@@ -362,6 +370,11 @@ async fn a_release_holds_no_annotation_kind_modality_imaging_or_field_outside_it
         let probe = w.app.get(&format!("/api/v1/extracts/{}/files/{path}", release.id), Some(&w.pi)).await;
         probe.assert_status(StatusCode::NOT_FOUND);
     }
+    for escape in ["../{}/annotations/index.json", "..%2F{}%2Fannotations%2Findex.json"] {
+        let path = escape.replace("{}", &broad.id);
+        let probe = w.app.get(&format!("/api/v1/extracts/{}/files/{path}", release.id), Some(&w.pi)).await;
+        assert!(probe.status.is_client_error() && !contains(&probe.body, "psub-"), "{path}: {}", probe.status);
+    }
     let others = w.app.get(&format!("/api/v1/projects/{project}/extracts"), Some(&w.pi)).await.json();
     assert!(!others.to_string().contains(&broad.id), "another project's release is not listed");
 }
@@ -414,4 +427,38 @@ async fn released_annotations_point_at_the_released_images_under_the_same_projec
     let landmark: Value = serde_json::from_slice(geometry[0].1).unwrap();
     assert_eq!(landmark["geometry"], json!({"points": [[10.5, -3, 42]]}));
     assert!(study_subject.contains_key(landmark["study_uid"].as_str().unwrap()), "{landmark}");
+}
+
+#[tokio::test]
+async fn withdrawn_subjects_take_their_annotations_out_of_the_next_version_whose_diff_names_the_files() {
+    let w = canary_registry().await;
+    let (project, first) = released(&w, &broad()).await;
+    let key = &w.app.state.ingest.key;
+    let steward = w.app.token("sam", &[Role::Steward]);
+    for (patient, scope) in [("CNRY-MRN-00007", "full"), ("CNRY-MRN-00008", "imaging")] {
+        let pseudonym = key.subject_issued("local", patient, Some("CNRY-ISSUER"));
+        let withdrawal = json!({"pseudonym": pseudonym, "scope": scope});
+        w.app.post_json("/api/v1/withdrawals", Some(&steward), &withdrawal).await.assert_status(StatusCode::CREATED);
+    }
+    work(&w.app).await;
+    let listed = w.app.get(&format!("/api/v1/projects/{project}/extracts"), Some(&w.pi)).await.json();
+    // Each withdrawal made a version; the latest holds neither.
+    let latest = &listed["extracts"][0];
+    assert_eq!((latest["version"].as_i64(), latest["state"].as_str()), (Some(3), Some("ready")), "{listed}");
+    assert_eq!(latest["supersedes"].as_str(), Some(first.id.as_str()));
+    let second = download(&w, listed["extracts"][0]["id"].as_str().unwrap()).await;
+
+    // Patient 8 kept their tables and their label; nothing drawn on images is left.
+    let records = second.annotations();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!((records[0]["target"].as_str(), records[0]["kind"].as_str()), (Some("subject"), Some("label")));
+    let kept = first.annotations().into_iter().find(|a| a["target"] == "subject").unwrap();
+    assert_eq!(records[0]["id"], kept["id"], "an annotation keeps its id from version to version");
+    assert!(second.under("dicom/").is_empty() && second.under("annotations/").len() == 1);
+    let diff = second.manifest.diff.clone().expect("a diff");
+    let gone: Vec<&String> =
+        first.files.keys().filter(|p| p.starts_with("annotations/") && !p.ends_with("index.json")).collect();
+    assert_eq!(gone.len(), 4, "SEG, RTSTRUCT, mask, landmarks");
+    assert!(gone.iter().all(|p| diff.removed_files.contains(p)), "{diff:?}");
+    assert_eq!(diff.removed_subjects.len(), 1);
 }
