@@ -57,6 +57,7 @@ pub async fn seed(db: &PgPool, config: &Config, key: &RegistryKey) -> Result<Opt
             "cohorts": ["demo-neuro-mri"],
             "fields": ["age_at_study", "sex", "glucose", "hba1c"],
             "modalities": ["MR"],
+            "annotation_kinds": ["label"],
             "imaging": true
         },
         "intended_use": {

@@ -12,6 +12,8 @@
 //!   conditions allow downloading it, for subjects who have not withdrawn
 //!   their imaging;
 //! - `tables/…`: the granted fields ([`super::tables`]);
+//! - `annotations/…`: the annotations of the granted kinds, DICOM SEG and
+//!   RTSTRUCT among them ([`super::annotations`]);
 //! - `README.md`, `grant.json` (scope, conditions, the data use agreement
 //!   accepted) and `deid-conformance.json` (how the registry de-identifies);
 //! - then `manifest.json` and `manifest.json.sig`, signed by the registry.
@@ -323,10 +325,11 @@ async fn build(ctx: &Context, extract_id: Uuid) -> anyhow::Result<Option<String>
              from instance i join series se using (series_id) join study st using (study_id)
              join subject su using (subject_id)
              where i.status = 'published' and su.pseudonym = any($1)
-               and (cardinality($2::text[]) = 0 or se.modality = any($2))
+               and (cardinality($2::text[]) = 0 or se.modality = any($2)) and i.sop_class_uid <> all($3)
              order by i.object_key",
             &imaged,
-            &grant.scope.modalities
+            &grant.scope.modalities,
+            &super::annotations::DICOM_CLASSES.map(String::from)
         )
         .fetch_all(db)
         .await?
@@ -343,8 +346,10 @@ async fn build(ctx: &Context, extract_id: Uuid) -> anyhow::Result<Option<String>
     let tables = tables::build(&mut tx, &coverage, &released).await?;
     tx.commit().await?;
     let documents = documents(ctx, &extract, extract_id, &grant, pairs.len()).await?;
+    let limit = ctx.config.ingest.max_file_bytes;
+    let annotations = super::annotations::plan(db, &grant, extract.imaging, &subjects, project.clone(), limit).await?;
 
-    let planned = instances.len() + tables.len() + documents.len();
+    let planned = instances.len() + tables.len() + documents.len() + annotations.len();
     let recorded: HashSet<String> =
         sqlx::query_scalar!("select path from extract_file where extract_id = $1", extract_id)
             .fetch_all(db)
@@ -373,18 +378,13 @@ async fn build(ctx: &Context, extract_id: Uuid) -> anyhow::Result<Option<String>
         }
     }
     record(db, project_id, extract_id, &batch).await?;
-    for file in tables.into_iter().chain(documents) {
-        if recorded.contains(&file.path) {
-            continue;
+    for file in tables.into_iter().chain(documents).chain(annotations.index()) {
+        if !recorded.contains(&file.path) {
+            write_file(ctx, project_id, extract_id, file).await?;
         }
-        let entry = FileEntry::new(
-            &file.path,
-            file.bytes.len() as u64,
-            &digest_of(std::slice::from_ref(&file.bytes)),
-            file.media_type,
-        );
-        write(ctx, project_id, extract_id, &entry, PutPayload::from(file.bytes)).await?;
-        record(db, project_id, extract_id, std::slice::from_ref(&entry)).await?;
+    }
+    for pending in annotations.pending().iter().filter(|p| !recorded.contains(&p.path)) {
+        write_file(ctx, project_id, extract_id, annotations.read(&ctx.store, pending).await?).await?;
     }
 
     let files =
@@ -528,6 +528,14 @@ async fn release_instance(
     Ok(entry)
 }
 
+/// Writes and records one file built in memory, with its digest.
+async fn write_file(ctx: &Context, project_id: Uuid, extract_id: Uuid, file: tables::TableFile) -> anyhow::Result<()> {
+    let sha256 = digest_of(std::slice::from_ref(&file.bytes));
+    let entry = FileEntry::new(&file.path, file.bytes.len() as u64, &sha256, file.media_type);
+    write(ctx, project_id, extract_id, &entry, PutPayload::from(file.bytes)).await?;
+    record(&ctx.db, project_id, extract_id, std::slice::from_ref(&entry)).await
+}
+
 /// Writes one file of the release to the object store.
 async fn write(
     ctx: &Context,
@@ -630,6 +638,9 @@ async fn documents(
          pixel data as received.\n\
          - `tables/`: the granted fields in CSV and Parquet, keyed by the project's pseudonyms, with \
          `dictionary.json` describing every column.\n\
+         - `annotations/`: the annotations of the granted kinds, when any: `index.json` lists each with its \
+         subject, what it annotates (project UIDs), its label and its provenance; masks (`masks/*.nii.gz`), \
+         geometry (`geometry/*.json`) and DICOM SEG and RTSTRUCT (`dicom/…`, referencing the released images).\n\
          - `grant.json`: the scope, the conditions and the data use agreement accepted.\n\
          - `deid-conformance.json`: how the registry de-identifies what it receives.\n\
          - `manifest.json`: every file with its size, SHA-256 and media type; `manifest.json.sig`: its \

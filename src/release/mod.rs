@@ -2,12 +2,14 @@
 //! grant's scope in the project's own pseudonyms, with a signed manifest.
 //!
 //! - [`dicom`]: stored instances re-pseudonymized for one project;
+//! - [`annotations`]: the annotations of the granted kinds, with their provenance;
 //! - [`tables`]: granted fields as CSV and Parquet, with their dictionary;
 //! - [`build`]: the job that writes a release from its grant's scope;
 //! - [`extracts`]: asking for a release, its state, the rules of every download;
 //! - [`limits`]: a project's download rate and concurrency on a node;
 //! - [`manifest`]: the file list with sizes and SHA-256, signed (Ed25519).
 
+pub mod annotations;
 pub mod build;
 pub mod dicom;
 pub mod extracts;

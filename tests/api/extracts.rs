@@ -68,7 +68,7 @@ async fn claim_build(app: &TestApp, worker: &str, lease: Duration) -> Option<job
 }
 
 /// A worker of this node: runs every due job until none is left.
-async fn work(app: &TestApp) {
+pub(crate) async fn work(app: &TestApp) {
     let ctx = context(app);
     while let Some(job) = claim_build(app, "worker-1", LEASE).await {
         jobs::run_claimed(&app.db, "worker-1", LEASE, &job, build::run_job(&ctx, &job)).await.unwrap();
@@ -104,7 +104,7 @@ async fn get_with(app: &TestApp, path: &str, token: &str, headers: &[(&str, &str
 }
 
 /// The manifest, verified against the keys the registry publishes.
-async fn verified_manifest(app: &TestApp, id: &str, token: &str) -> (Manifest, Vec<u8>) {
+pub(crate) async fn verified_manifest(app: &TestApp, id: &str, token: &str) -> (Manifest, Vec<u8>) {
     let bytes = app.get(&format!("/api/v1/extracts/{id}/manifest"), Some(token)).await;
     let bytes = bytes.assert_status(StatusCode::OK).body.to_vec();
     let signature = app.get(&format!("/api/v1/extracts/{id}/manifest.sig"), Some(token)).await;

@@ -38,6 +38,7 @@ mod python;
 mod real_files;
 mod release_dicom;
 mod release_manifest;
+mod release_privacy;
 mod release_tables;
 mod review_rules;
 mod s3_server;

@@ -40,7 +40,7 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/fixtures/pydicom").join(name)).unwrap()
 }
 
-fn open(bytes: &[u8]) -> DefaultDicomObject {
+pub(crate) fn open(bytes: &[u8]) -> DefaultDicomObject {
     OpenFileOptions::new().from_reader(&bytes[128..]).expect("the file parses")
 }
 
@@ -51,7 +51,7 @@ fn encode(file: &DefaultDicomObject) -> Vec<u8> {
 }
 
 /// Every (tag, value) of VR UI in `obj`, at any depth, in document order.
-fn uids(obj: &InMemDicomObject) -> Vec<(Tag, String)> {
+pub(crate) fn uids(obj: &InMemDicomObject) -> Vec<(Tag, String)> {
     let mut found = Vec::new();
     for element in obj {
         match element.value() {
@@ -67,11 +67,11 @@ fn uids(obj: &InMemDicomObject) -> Vec<(Tag, String)> {
     found
 }
 
-fn values_of(obj: &InMemDicomObject, tag: Tag) -> Vec<String> {
+pub(crate) fn values_of(obj: &InMemDicomObject, tag: Tag) -> Vec<String> {
     uids(obj).into_iter().filter(|(t, _)| *t == tag).map(|(_, v)| v).collect()
 }
 
-fn text(obj: &InMemDicomObject, tag: Tag) -> String {
+pub(crate) fn text(obj: &InMemDicomObject, tag: Tag) -> String {
     obj.element(tag).unwrap().to_str().unwrap().trim_matches(['\0', ' ']).to_owned()
 }
 
@@ -119,7 +119,7 @@ fn referencing(mut obj: InMemDicomObject, images: &[Instance]) -> InMemDicomObje
 }
 
 /// dcmqi's liver segmentation, referencing `images` instead of its own CT.
-fn segmentation(images: &[Instance]) -> Vec<u8> {
+pub(crate) fn segmentation(images: &[Instance]) -> Vec<u8> {
     let file = open(&fixture("liver_1frame.dcm"));
     let meta = file.meta().clone();
     encode(&referencing(file.into_inner(), images).with_exact_meta(meta))
@@ -127,7 +127,7 @@ fn segmentation(images: &[Instance]) -> Vec<u8> {
 
 /// pydicom's RT structure set (a bare data set) in a Part-10 file, its
 /// contours on `images`.
-fn structure_set(images: &[Instance]) -> Vec<u8> {
+pub(crate) fn structure_set(images: &[Instance]) -> Vec<u8> {
     let bare = fixture("rtstruct.dcm");
     let implicit = TransferSyntaxRegistry.get("1.2.840.10008.1.2").unwrap();
     let dataset = InMemDicomObject::read_dataset_with_ts(&bare[..], implicit).unwrap();
@@ -135,8 +135,8 @@ fn structure_set(images: &[Instance]) -> Vec<u8> {
     encode(&file.unwrap())
 }
 
-/// Ingests `files` in one STOW-RS request (one committed session).
-async fn ingest(app: &TestApp, files: &[Vec<u8>]) {
+/// Ingests `files` into `cohort` in one STOW-RS request (one committed session).
+pub(crate) async fn ingest(app: &TestApp, cohort: &str, files: &[Vec<u8>]) {
     let mut body = Vec::new();
     for file in files {
         body.extend_from_slice(b"--RELEASE\r\nContent-Type: application/dicom\r\n\r\n");
@@ -144,7 +144,7 @@ async fn ingest(app: &TestApp, files: &[Vec<u8>]) {
         body.extend_from_slice(b"\r\n");
     }
     body.extend_from_slice(b"--RELEASE--\r\n");
-    let request = Request::post("/dicomweb/studies")
+    let request = Request::post(format!("/dicomweb/studies?cohort={cohort}"))
         .header(header::AUTHORIZATION, format!("Bearer {}", app.token("ulrich", &[Role::Uploader])))
         .header(header::CONTENT_TYPE, "multipart/related; type=\"application/dicom\"; boundary=RELEASE")
         .body(Body::from(body))
@@ -218,7 +218,7 @@ fn release(stored: &[Stored], key: &[u8; 32]) -> BTreeMap<String, Released> {
         .collect()
 }
 
-fn images() -> Vec<Instance> {
+pub(crate) fn images() -> Vec<Instance> {
     (1..=3).map(|i| Instance::ct(7, 1, 1, i)).collect()
 }
 
@@ -229,7 +229,7 @@ async fn ingested() -> (TestApp, Vec<Stored>) {
     files.extend(images.iter().map(Instance::to_bytes));
     files.push(segmentation(&images));
     files.push(structure_set(&images));
-    ingest(&app, &files).await;
+    ingest(&app, "default", &files).await;
     let stored = stored_instances(&app).await;
     assert_eq!(stored.len(), files.len(), "every file is stored");
     (app, stored)
