@@ -46,12 +46,7 @@ use crate::release::manifest::{MANIFEST_FILE, SIGNATURE_FILE};
 pub const SESSION_HEADER: &str = "x-download-session";
 
 pub fn router() -> OpenApiRouter<AppState> {
-    // Documented with one `path` parameter; served, it takes every remaining segment.
-    let (schemas, paths, method_router) = routes!(download_file);
-    let mut files = OpenApiRouter::new().route("/extracts/{id}/files/{*path}", method_router);
-    let openapi = files.get_openapi_mut();
-    openapi.paths.paths.extend(paths.paths);
-    openapi.components.get_or_insert_with(utoipa::openapi::Components::new).schemas.extend(schemas);
+    let files = super::catch_all("/extracts/{id}/files/{*path}", routes!(download_file));
     OpenApiRouter::new()
         .routes(routes!(request_extract, list_extracts))
         .routes(routes!(find_extract))

@@ -29,7 +29,7 @@ use anyhow::Context as _;
 use aws_lc_rs::digest::{Context as Digest, SHA256};
 use bytes::Bytes;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt as _, PutPayload};
+use object_store::{ObjectStoreExt as _, PutPayload, WriteMultipart};
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -52,6 +52,12 @@ pub const BUILD_JOB: &str = "release.build";
 
 /// Attempts before a build is `failed` for good.
 const MAX_ATTEMPTS: i32 = 5;
+
+/// Size of each part of a multipart write (S3's smallest is 5 MiB, but for the last).
+const PART_BYTES: usize = 16 * 1024 * 1024;
+
+/// Parts of one file uploaded at once.
+const PARTS_IN_FLIGHT: usize = 4;
 
 /// What a build needs besides the database.
 #[derive(Clone)]
@@ -503,7 +509,17 @@ async fn write(
     payload: PutPayload,
 ) -> anyhow::Result<()> {
     let key = object_key(project_id, extract_id, &entry.path);
-    ctx.store.put(&key, payload).await?;
+    if entry.size >= ctx.config.release.multipart_threshold_bytes {
+        // In parts: S3 takes at most 5 GiB in one request, and a failed part is retried alone.
+        let mut upload = WriteMultipart::new_with_chunk_size(ctx.store.put_multipart(&key).await?, PART_BYTES);
+        for chunk in payload {
+            upload.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+            upload.put(chunk);
+        }
+        upload.finish().await?;
+    } else {
+        ctx.store.put(&key, payload).await?;
+    }
     let mut tx = ctx.db.begin().await?;
     let inserted = sqlx::query!(
         "insert into extract_file (extract_id, path, size, sha256, media_type, object_key)

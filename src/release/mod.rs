@@ -5,10 +5,14 @@
 //! - [`tables`]: granted fields as CSV and Parquet, with their dictionary;
 //! - [`build`]: the job that writes a release from its grant's scope;
 //! - [`extracts`]: asking for a release, its state, the rules of every download;
-//! - [`manifest`]: the file list with sizes and SHA-256, signed (Ed25519).
+//! - [`manifest`]: the file list with sizes and SHA-256, signed (Ed25519);
+//! - [`drs`]: a release as GA4GH DRS objects;
+//! - [`presign`]: short-lived presigned S3 URLs to release files, audited.
 
 pub mod build;
 pub mod dicom;
+pub mod drs;
 pub mod extracts;
 pub mod manifest;
+pub mod presign;
 pub mod tables;
