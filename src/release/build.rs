@@ -513,7 +513,11 @@ async fn write(
         // In parts: S3 takes at most 5 GiB in one request, and a failed part is retried alone.
         let mut upload = WriteMultipart::new_with_chunk_size(ctx.store.put_multipart(&key).await?, PART_BYTES);
         for chunk in payload {
-            upload.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+            if let Err(e) = upload.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                // Leaves no parts behind; `finish` does the same on its own failure.
+                upload.abort().await?;
+                return Err(e.into());
+            }
             upload.put(chunk);
         }
         upload.finish().await?;
