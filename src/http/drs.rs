@@ -9,7 +9,8 @@
 //! API's own download (`/api/v1/extracts/{id}/files/{path}`, which checks the
 //! grant again and audits the bytes), or, when the registry hands them out,
 //! at a presigned S3 URL (audited on issue). Errors take DRS's shape,
-//! `{msg, status_code}`, with the API's stable `code` beside them.
+//! `{msg, status_code}`, with the API's `code` and `message` beside them
+//! (errors answered before a DRS handler runs, such as `401`, have the API's).
 //!
 //! Spec: <https://ga4gh.github.io/data-repository-service-schemas/preview/release/drs-1.4.0/docs/>
 
@@ -40,7 +41,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(service_info)).routes(routes!(get_object)).routes(routes!(get_access_url))
 }
 
-/// A DRS error: `msg` and `status_code` as the spec has them, and the API's stable `code`.
+/// A DRS error: `msg` and `status_code` as the spec has them, and `code` and
+/// `message` as every error of the API has them.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DrsErrorBody {
     /// What went wrong.
@@ -49,6 +51,8 @@ pub struct DrsErrorBody {
     pub status_code: u16,
     /// The API's stable code (`not-found`, `grant-revoked`, …).
     pub code: &'static str,
+    /// The same as `msg`.
+    pub message: String,
 }
 
 /// An [`ApiError`] answered in DRS's shape.
@@ -67,7 +71,8 @@ impl IntoResponse for DrsError {
         if status.is_server_error() {
             tracing::error!(error = ?self.0, code = self.0.code(), "request failed");
         }
-        let body = DrsErrorBody { msg: self.0.to_string(), status_code: status.as_u16(), code: self.0.code() };
+        let message = self.0.to_string();
+        let body = DrsErrorBody { msg: message.clone(), status_code: status.as_u16(), code: self.0.code(), message };
         (status, Json(body)).into_response()
     }
 }
@@ -224,8 +229,8 @@ impl Base {
     security(()),
     responses(
         (status = 200, description = "The service", body = ServiceInfo),
-        (status = "4XX", description = "Client error", body = DrsErrorBody),
-        (status = "5XX", description = "Server error", body = DrsErrorBody),
+        (status = "4XX", description = "Client error (DRS's own in its shape, which adds `msg` and `status_code`)", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
     )
 )]
 pub async fn service_info(State(state): State<AppState>, headers: HeaderMap) -> Json<ServiceInfo> {
@@ -274,12 +279,11 @@ async fn release_for(state: &AppState, principal: &Principal, object_id: &str) -
     ),
     responses(
         (status = 200, description = "The object", body = DrsObject),
-        (status = 401, description = "No or bad credential (answered before DRS is reached)", body = ErrorBody),
         (status = 403, description = "No grant in force; the code says why", body = DrsErrorBody),
         (status = 404, description = "No such object visible to the caller", body = DrsErrorBody),
         (status = 409, description = "The release is not ready", body = DrsErrorBody),
-        (status = "4XX", description = "Client error", body = DrsErrorBody),
-        (status = "5XX", description = "Server error", body = DrsErrorBody),
+        (status = "4XX", description = "Client error (DRS's own in its shape, which adds `msg` and `status_code`)", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
     )
 )]
 pub async fn get_object(
@@ -405,12 +409,11 @@ fn no_store(mut response: Response) -> Response {
     ),
     responses(
         (status = 200, description = "Where to fetch the bytes", body = AccessUrl),
-        (status = 401, description = "No or bad credential (answered before DRS is reached)", body = ErrorBody),
         (status = 403, description = "No grant in force; the code says why", body = DrsErrorBody),
         (status = 404, description = "No such object or access method", body = DrsErrorBody),
         (status = 409, description = "The release is not ready", body = DrsErrorBody),
-        (status = "4XX", description = "Client error", body = DrsErrorBody),
-        (status = "5XX", description = "Server error", body = DrsErrorBody),
+        (status = "4XX", description = "Client error (DRS's own in its shape, which adds `msg` and `status_code`)", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
     )
 )]
 pub async fn get_access_url(

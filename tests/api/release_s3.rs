@@ -164,26 +164,37 @@ async fn a_transfer_outliving_its_presigned_url_resumes_with_a_new_one() {
     let id = extract["id"].as_str().unwrap();
     let (manifest, _) = verified_manifest(&app, id, &rita).await;
     let file = manifest.files.iter().max_by_key(|f| f.size).unwrap();
-    let half = file.size / 2;
+    let chunk = file.size / 4 + 1;
 
-    let first = presign(&app, id, &file.path, &rita).await.assert_status(StatusCode::OK).json();
-    let url = first["url"].as_str().unwrap().to_owned();
-    let part = fetch(&url, Some(&format!("bytes=0-{}", half - 1))).await;
-    assert_eq!(part.status(), reqwest::StatusCode::PARTIAL_CONTENT);
-    let mut received = part.bytes().await.unwrap().to_vec();
-
-    // The URL runs out mid-transfer: the bucket refuses it from then on.
-    let expired =
-        || async { fetch(&url, Some(&format!("bytes={half}-"))).await.status() == reqwest::StatusCode::FORBIDDEN };
-    assert!(eventually(expired).await, "a URL valid for a second expires");
-
-    // The client asks again and resumes where it stopped.
-    let renewed = presign(&app, id, &file.path, &rita).await.assert_status(StatusCode::OK).json();
-    let rest = fetch(renewed["url"].as_str().unwrap(), Some(&format!("bytes={half}-"))).await;
-    assert_eq!(rest.status(), reqwest::StatusCode::PARTIAL_CONTENT);
-    received.extend_from_slice(&rest.bytes().await.unwrap());
-    assert_eq!(sha256(&received), file.sha256);
-    assert_eq!(audit_details(&app, "extract.presigned").await.len(), 2);
+    // A client that renews its URL whenever the bucket refuses it, as the API says to.
+    let renew = || async {
+        let signed = presign(&app, id, &file.path, &rita).await.assert_status(StatusCode::OK).json();
+        signed["url"].as_str().unwrap().to_owned()
+    };
+    let mut url = renew().await;
+    let mut received = Vec::new();
+    let mut renewals = 0;
+    while (received.len() as u64) < file.size {
+        let start = received.len() as u64;
+        let range = format!("bytes={start}-{}", (start + chunk).min(file.size) - 1);
+        let got = fetch(&url, Some(&range)).await;
+        if got.status() == reqwest::StatusCode::FORBIDDEN {
+            renewals += 1;
+            assert!(renewals < 20, "renewing does not help");
+            url = renew().await;
+            continue;
+        }
+        assert_eq!(got.status(), reqwest::StatusCode::PARTIAL_CONTENT);
+        received.extend_from_slice(&got.bytes().await.unwrap());
+        if start == 0 {
+            // The transfer pauses until its URL has run out: the bucket refuses it from then on.
+            let expired = || async { fetch(&url, Some(&range)).await.status() == reqwest::StatusCode::FORBIDDEN };
+            assert!(eventually(expired).await, "a URL valid for a second expires");
+        }
+    }
+    assert!(renewals >= 1, "the transfer outlived its first URL");
+    assert_eq!(sha256(&received), file.sha256, "the renewed transfer completes to the listed digest");
+    assert_eq!(audit_details(&app, "extract.presigned").await.len(), 1 + renewals, "every URL issued is audited");
 }
 
 #[tokio::test]
