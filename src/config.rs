@@ -81,6 +81,19 @@ pub struct ReleaseConfig {
     /// Days a release superseded after a withdrawal is still served, so
     /// running transfers finish (0: it stops at once).
     pub superseded_grace_days: u32,
+    /// Release files at least this large are written in parts (multipart
+    /// upload on S3) rather than in one request (at least 1).
+    pub multipart_threshold_bytes: u64,
+    /// Hand out short-lived presigned GET URLs to release files (S3 only):
+    /// each after the grant check, each audited.
+    pub presigned_urls: bool,
+    /// How long a presigned URL is valid, in seconds (1 to 900). A transfer
+    /// outliving its URL asks for a new one and resumes with a `Range`.
+    pub presign_ttl_secs: u64,
+    /// The URL clients reach this registry at (`https://registry.example.org`),
+    /// naming DRS objects (`drs://registry.example.org/…`) and their access
+    /// URLs. Unset: taken from each request's `Host` (and `X-Forwarded-Proto`).
+    pub public_url: Option<String>,
 }
 
 impl Default for ReleaseConfig {
@@ -91,6 +104,10 @@ impl Default for ReleaseConfig {
             max_concurrent_downloads: 16,
             max_requests_per_minute: 12_000,
             superseded_grace_days: 30,
+            multipart_threshold_bytes: 64 * 1024 * 1024,
+            presigned_urls: false,
+            presign_ttl_secs: 300,
+            public_url: None,
         }
     }
 }
@@ -103,6 +120,20 @@ impl ReleaseConfig {
         }
         if !(1..=1_000_000).contains(&self.max_requests_per_minute) {
             return invalid("release.max_requests_per_minute", "must be 1 to 1,000,000".into());
+        }
+        if self.multipart_threshold_bytes == 0 {
+            return invalid("release.multipart_threshold_bytes", "must be at least 1".into());
+        }
+        if !(1..=900).contains(&self.presign_ttl_secs) {
+            return invalid(
+                "release.presign_ttl_secs",
+                "must be 1 to 900 (presigned URLs live at most 15 minutes)".into(),
+            );
+        }
+        if let Some(url) = &self.public_url
+            && !url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        {
+            return invalid("release.public_url", "must be an http:// or https:// URL".into());
         }
         if let Some(key) = &self.signing_key
             && let Err(e) = crate::release::manifest::check_private_key(key.expose_secret())
@@ -678,6 +709,9 @@ impl Config {
         self.ingest.validate()?;
         self.dicom.validate()?;
         self.release.validate()?;
+        if self.release.presigned_urls && self.storage.kind != StorageKind::S3 {
+            return invalid("release.presigned_urls", "needs storage.kind \"s3\": only S3 signs URLs");
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return invalid("log.filter", "is not a valid tracing filter");
         }
@@ -875,6 +909,11 @@ mod tests {
             ("CUSTODIAN_DICOM__MAX_ASSOCIATIONS", "0", "dicom.max_associations"),
             ("CUSTODIAN_RELEASE__SIGNING_KEY", "CHANGE_ME", "release.signing_key"),
             ("CUSTODIAN_RELEASE__PREVIOUS_PUBLIC_KEYS", "[\"short\"]", "release.previous_public_keys"),
+            ("CUSTODIAN_RELEASE__PRESIGN_TTL_SECS", "901", "release.presign_ttl_secs"),
+            ("CUSTODIAN_RELEASE__PRESIGN_TTL_SECS", "0", "release.presign_ttl_secs"),
+            ("CUSTODIAN_RELEASE__PRESIGNED_URLS", "true", "release.presigned_urls"),
+            ("CUSTODIAN_RELEASE__MULTIPART_THRESHOLD_BYTES", "0", "release.multipart_threshold_bytes"),
+            ("CUSTODIAN_RELEASE__PUBLIC_URL", "ftp://x", "release.public_url"),
         ];
         for (var, value, key) in cases {
             Jail::expect_with(|jail| {

@@ -23,6 +23,7 @@ pub mod tags {
     pub const REVIEW: &str = "review";
     pub const GRANTS: &str = "grants";
     pub const RELEASES: &str = "releases";
+    pub const DRS: &str = "drs";
 }
 
 #[derive(OpenApi)]
@@ -50,6 +51,7 @@ pub mod tags {
         (name = tags::GRANTS, description = "Grants: versions, suspension, revocation; checked on every request"),
         (name = tags::DEID, description = "De-identification at the door: the PS3.15 profile Custodian applies"),
         (name = tags::RELEASES, description = "Releases to approved projects: signed manifests and the keys that verify them"),
+        (name = tags::DRS, description = "GA4GH DRS 1.4 over releases: each release a bundle, each file a blob with its SHA-256"),
     )
 )]
 pub struct ApiDoc;

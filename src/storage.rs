@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use object_store::ObjectStore;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
@@ -32,30 +32,40 @@ pub fn open(config: &Config) -> Result<Store> {
             Ok(Arc::new(store))
         }
         StorageKind::S3 => {
-            let s3 = &config.storage.s3;
-            let mut builder = AmazonS3Builder::new()
-                .with_bucket_name(s3.bucket.clone().unwrap_or_default())
-                .with_allow_http(s3.allow_http)
-                .with_virtual_hosted_style_request(!s3.path_style);
-            if let Some(region) = &s3.region {
-                builder = builder.with_region(region);
-            }
-            if let Some(endpoint) = &s3.endpoint {
-                builder = builder.with_endpoint(endpoint);
-            }
-            if let Some(key) = &s3.access_key_id {
-                builder = builder.with_access_key_id(key);
-            }
-            if let Some(secret) = &s3.secret_access_key {
-                builder = builder.with_secret_access_key(secret.expose_secret());
-            }
-            let store: Store = Arc::new(builder.build().context("configuring the S3 object store")?);
-            Ok(match s3.prefix.as_deref().filter(|p| !p.is_empty()) {
+            let store: Store = Arc::new(s3(config)?);
+            Ok(match s3_prefix(config) {
                 Some(prefix) => Arc::new(PrefixStore::new(store, prefix)),
                 None => store,
             })
         }
     }
+}
+
+/// The configured S3 bucket itself, without the key prefix: what signs URLs.
+pub fn s3(config: &Config) -> Result<AmazonS3> {
+    let s3 = &config.storage.s3;
+    let mut builder = AmazonS3Builder::new()
+        .with_bucket_name(s3.bucket.clone().unwrap_or_default())
+        .with_allow_http(s3.allow_http)
+        .with_virtual_hosted_style_request(!s3.path_style);
+    if let Some(region) = &s3.region {
+        builder = builder.with_region(region);
+    }
+    if let Some(endpoint) = &s3.endpoint {
+        builder = builder.with_endpoint(endpoint);
+    }
+    if let Some(key) = &s3.access_key_id {
+        builder = builder.with_access_key_id(key);
+    }
+    if let Some(secret) = &s3.secret_access_key {
+        builder = builder.with_secret_access_key(secret.expose_secret());
+    }
+    builder.build().context("configuring the S3 object store")
+}
+
+/// The prefix every key of the store gets in the S3 bucket, if any.
+pub fn s3_prefix(config: &Config) -> Option<&str> {
+    config.storage.s3.prefix.as_deref().filter(|p| !p.is_empty())
 }
 
 /// Keys of the objects Custodian writes. Nothing else builds a key.

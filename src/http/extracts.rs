@@ -46,12 +46,7 @@ use crate::release::manifest::{MANIFEST_FILE, SIGNATURE_FILE};
 pub const SESSION_HEADER: &str = "x-download-session";
 
 pub fn router() -> OpenApiRouter<AppState> {
-    // Documented with one `path` parameter; served, it takes every remaining segment.
-    let (schemas, paths, method_router) = routes!(download_file);
-    let mut files = OpenApiRouter::new().route("/extracts/{id}/files/{*path}", method_router);
-    let openapi = files.get_openapi_mut();
-    openapi.paths.paths.extend(paths.paths);
-    openapi.components.get_or_insert_with(utoipa::openapi::Components::new).schemas.extend(schemas);
+    let files = super::catch_all("/extracts/{id}/files/{*path}", routes!(download_file));
     OpenApiRouter::new()
         .routes(routes!(request_extract, list_extracts))
         .routes(routes!(find_extract))
@@ -313,18 +308,21 @@ fn session(headers: &HeaderMap) -> Result<String> {
     }
 }
 
+/// The release `id` as `principal` may download from it now: the grant
+/// checked (a refusal audited, [`extracts::for_download`]), and the request
+/// counted against the project's rate ([`limits::count_request`]). Every
+/// path to a release's bytes (files, DRS, presigned URLs, DICOMweb) passes here.
+pub async fn downloadable(state: &AppState, principal: &Principal, id: Uuid) -> Result<Extract> {
+    let grace = state.config.release.superseded_grace_days;
+    let extract = extracts::for_download(&state.db, &state.config.access, grace, &principal.username, id).await?;
+    limits::count_request(extract.project_id, &state.config.release)?;
+    Ok(extract)
+}
+
 /// Serves one file (or the manifest, or its signature) of a release.
 async fn serve(state: &AppState, principal: &Principal, id: Uuid, path: &str, headers: &HeaderMap) -> Result<Response> {
     let session = session(headers)?;
-    let extract = extracts::for_download(
-        &state.db,
-        &state.config.access,
-        state.config.release.superseded_grace_days,
-        &principal.username,
-        id,
-    )
-    .await?;
-    limits::count_request(extract.project_id, &state.config.release)?;
+    let extract = downloadable(state, principal, id).await?;
     let (size, sha256, media_type, key) = if path == MANIFEST_FILE || path == SIGNATURE_FILE {
         let key = build::object_key(extract.project_id, id, path);
         let meta = state.store.head(&key).await?;

@@ -13,6 +13,7 @@ pub mod cohorts;
 pub mod deid;
 pub mod dicomweb;
 pub mod discovery;
+pub mod drs;
 pub mod dua;
 pub mod duties;
 pub mod extract;
@@ -24,6 +25,7 @@ pub mod limits;
 pub mod me;
 pub mod nul;
 pub mod ops;
+pub mod presigned;
 pub mod projects;
 pub mod publications;
 pub mod release_keys;
@@ -98,12 +100,26 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(withdrawals::router())
             .merge(publications::router())
             .merge(extracts::router())
+            .merge(presigned::router())
             .merge(catalog::router()),
     )
 }
 
-/// Routes at the root rather than under `/api/v1`: DICOMweb, and the
-/// well-known release keys.
+/// A route whose last parameter takes every remaining segment (`{*path}` in
+/// `served`), documented with the one `{path}` parameter its `#[utoipa::path]` names.
+pub fn catch_all(
+    served: &str,
+    (schemas, paths, method_router): utoipa_axum::router::UtoipaMethodRouter<AppState>,
+) -> OpenApiRouter<AppState> {
+    let mut router = OpenApiRouter::new().route(served, method_router);
+    let openapi = router.get_openapi_mut();
+    openapi.paths.paths.extend(paths.paths);
+    openapi.components.get_or_insert_with(utoipa::openapi::Components::new).schemas.extend(schemas);
+    router
+}
+
+/// Routes at the root rather than under `/api/v1`: DICOMweb, the
+/// well-known release keys and GA4GH DRS.
 fn root_routes() -> OpenApiRouter<AppState> {
-    dicomweb::router().merge(release_keys::router())
+    dicomweb::router().merge(release_keys::router()).merge(drs::router())
 }

@@ -32,7 +32,7 @@ use aws_lc_rs::digest::{Context as Digest, SHA256};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt as _, PutPayload};
+use object_store::{ObjectStoreExt as _, PutPayload, WriteMultipart};
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -55,6 +55,12 @@ pub const BUILD_JOB: &str = "release.build";
 
 /// Attempts before a build is `failed` for good.
 const MAX_ATTEMPTS: i32 = 5;
+
+/// Size of each part of a multipart write (S3's smallest is 5 MiB, but for the last).
+const PART_BYTES: usize = 16 * 1024 * 1024;
+
+/// Parts of one file uploaded at once.
+const PARTS_IN_FLIGHT: usize = 4;
 
 /// What a build needs besides the database.
 #[derive(Clone)]
@@ -545,7 +551,21 @@ async fn write(
     payload: PutPayload,
 ) -> anyhow::Result<()> {
     let key = object_key(project_id, extract_id, &entry.path);
-    ctx.store.put(&key, payload).await?;
+    if entry.size >= ctx.config.release.multipart_threshold_bytes {
+        // In parts: S3 takes at most 5 GiB in one request, and a failed part is retried alone.
+        let mut upload = WriteMultipart::new_with_chunk_size(ctx.store.put_multipart(&key).await?, PART_BYTES);
+        for chunk in payload {
+            if let Err(e) = upload.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                // Leaves no parts behind; `finish` does the same on its own failure.
+                upload.abort().await?;
+                return Err(e.into());
+            }
+            upload.put(chunk);
+        }
+        upload.finish().await?;
+    } else {
+        ctx.store.put(&key, payload).await?;
+    }
     Ok(())
 }
 

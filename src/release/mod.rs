@@ -7,12 +7,16 @@
 //! - [`build`]: the job that writes a release from its grant's scope;
 //! - [`extracts`]: asking for a release, its state, the rules of every download;
 //! - [`limits`]: a project's download rate and concurrency on a node;
-//! - [`manifest`]: the file list with sizes and SHA-256, signed (Ed25519).
+//! - [`manifest`]: the file list with sizes and SHA-256, signed (Ed25519);
+//! - [`drs`]: a release as GA4GH DRS objects;
+//! - [`presign`]: short-lived presigned S3 URLs to release files, audited.
 
 pub mod annotations;
 pub mod build;
 pub mod dicom;
+pub mod drs;
 pub mod extracts;
 pub mod limits;
 pub mod manifest;
+pub mod presign;
 pub mod tables;

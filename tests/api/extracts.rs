@@ -24,7 +24,7 @@ async fn demo() -> (TestApp, String, String) {
     demo_with(|_| {}).await
 }
 
-async fn demo_with(adjust: impl FnOnce(&mut custodian::config::Config)) -> (TestApp, String, String) {
+pub(crate) async fn demo_with(adjust: impl FnOnce(&mut custodian::config::Config)) -> (TestApp, String, String) {
     let app = TestApp::with_config(adjust).await;
     custodian::demo::seed_all(&app.state.ingest, &app.state.config, 12, 7).await.unwrap().unwrap();
     let project = custodian::demo::project::find(&app.db).await.unwrap().expect("the demo's approved project");
@@ -75,16 +75,16 @@ pub(crate) async fn work(app: &TestApp) {
     }
 }
 
-async fn request(app: &TestApp, project: &str, token: &str) -> TestResponse {
+pub(crate) async fn request(app: &TestApp, project: &str, token: &str) -> TestResponse {
     app.post_json(&format!("/api/v1/projects/{project}/extracts"), Some(token), &json!({})).await
 }
 
 /// A release of the demo project, built: the app, the release, Rita's token.
-async fn built() -> (TestApp, Value, String) {
+pub(crate) async fn built() -> (TestApp, Value, String) {
     built_with(|_| {}).await
 }
 
-async fn built_with(adjust: impl FnOnce(&mut custodian::config::Config)) -> (TestApp, Value, String) {
+pub(crate) async fn built_with(adjust: impl FnOnce(&mut custodian::config::Config)) -> (TestApp, Value, String) {
     let (app, project, rita) = demo_with(adjust).await;
     let queued = request(&app, &project, &rita).await;
     let queued = queued.assert_status(StatusCode::ACCEPTED).json();
@@ -95,7 +95,7 @@ async fn built_with(adjust: impl FnOnce(&mut custodian::config::Config)) -> (Tes
     (app, ready, rita)
 }
 
-async fn get_with(app: &TestApp, path: &str, token: &str, headers: &[(&str, &str)]) -> TestResponse {
+pub(crate) async fn get_with(app: &TestApp, path: &str, token: &str, headers: &[(&str, &str)]) -> TestResponse {
     let mut request = Request::get(path).header(header::AUTHORIZATION, format!("Bearer {token}"));
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -114,7 +114,7 @@ pub(crate) async fn verified_manifest(app: &TestApp, id: &str, token: &str) -> (
     (manifest::verify(&bytes, &signature, &keys).expect("the manifest verifies"), bytes)
 }
 
-fn sha256(bytes: &[u8]) -> String {
+pub(crate) fn sha256(bytes: &[u8]) -> String {
     hex::encode(digest(&SHA256, bytes).as_ref())
 }
 
@@ -123,7 +123,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 }
 
 /// Polls `condition` for up to ten seconds.
-async fn eventually<F: Future<Output = bool>>(mut condition: impl FnMut() -> F) -> bool {
+pub(crate) async fn eventually<F: Future<Output = bool>>(mut condition: impl FnMut() -> F) -> bool {
     for _ in 0..200 {
         if condition().await {
             return true;
@@ -133,7 +133,7 @@ async fn eventually<F: Future<Output = bool>>(mut condition: impl FnMut() -> F) 
     false
 }
 
-async fn audit_details(app: &TestApp, action: &str) -> Vec<Value> {
+pub(crate) async fn audit_details(app: &TestApp, action: &str) -> Vec<Value> {
     sqlx::query_scalar("select details from audit_event where action = $1 order by seq")
         .bind(action)
         .fetch_all(&app.db)

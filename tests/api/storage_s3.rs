@@ -11,7 +11,7 @@ use secrecy::SecretString;
 use crate::s3_server::S3Server;
 
 /// The configuration an operator would write for this server.
-fn s3_config(server: &S3Server) -> Config {
+pub(crate) fn s3_config(server: &S3Server) -> Config {
     let mut config = Config::default();
     config.storage.kind = StorageKind::S3;
     config.storage.s3 = S3Config {
