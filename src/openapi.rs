@@ -23,6 +23,7 @@ pub mod tags {
     pub const REVIEW: &str = "review";
     pub const GRANTS: &str = "grants";
     pub const RELEASES: &str = "releases";
+    pub const DICOMWEB: &str = "dicomweb";
 }
 
 #[derive(OpenApi)]
@@ -50,6 +51,7 @@ pub mod tags {
         (name = tags::GRANTS, description = "Grants: versions, suspension, revocation; checked on every request"),
         (name = tags::DEID, description = "De-identification at the door: the PS3.15 profile Custodian applies"),
         (name = tags::RELEASES, description = "Releases to approved projects: signed manifests and the keys that verify them"),
+        (name = tags::DICOMWEB, description = "DICOMweb over a release: QIDO-RS searches and WADO-RS retrieval in the project's pseudonyms and UIDs"),
     )
 )]
 pub struct ApiDoc;

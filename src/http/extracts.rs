@@ -303,7 +303,7 @@ fn names(value: Option<&HeaderValue>, etag: &str, weak_ok: bool) -> bool {
 }
 
 /// The download session a request names.
-fn session(headers: &HeaderMap) -> Result<String> {
+pub(crate) fn session(headers: &HeaderMap) -> Result<String> {
     let Some(value) = headers.get(SESSION_HEADER) else { return Ok("-".into()) };
     let value = value.to_str().unwrap_or_default();
     if (1..=64).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
@@ -316,7 +316,7 @@ fn session(headers: &HeaderMap) -> Result<String> {
 /// The downloads running per project on this node.
 static RUNNING: LazyLock<Mutex<HashMap<Uuid, Arc<Semaphore>>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
-fn start_download(project_id: Uuid, limit: u32) -> Result<OwnedSemaphorePermit> {
+pub(crate) fn start_download(project_id: Uuid, limit: u32) -> Result<OwnedSemaphorePermit> {
     let semaphore = RUNNING
         .lock()
         .map_err(|_| ApiError::Internal(anyhow::anyhow!("the download limiter's lock is poisoned")))?

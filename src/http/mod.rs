@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod cohorts;
 pub mod deid;
 pub mod dicomweb;
+pub mod dicomweb_release;
 pub mod discovery;
 pub mod dua;
 pub mod duties;
@@ -102,8 +103,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     )
 }
 
-/// Routes at the root rather than under `/api/v1`: DICOMweb, and the
-/// well-known release keys.
+/// Routes at the root rather than under `/api/v1`: DICOMweb (STOW-RS in,
+/// QIDO-RS and WADO-RS over a release out), and the well-known release keys.
 fn root_routes() -> OpenApiRouter<AppState> {
-    dicomweb::router().merge(release_keys::router())
+    dicomweb::router().merge(dicomweb_release::router()).merge(release_keys::router())
 }

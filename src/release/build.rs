@@ -371,10 +371,11 @@ async fn build(ctx: &Context, extract_id: Uuid) -> anyhow::Result<Option<String>
         }
         let stored = ctx.store.get(&Path::from(instance.object_key.as_str())).await?.bytes().await?;
         let pseudonyms = project.clone();
-        let (released, sha256) = tokio::task::spawn_blocking(move || {
+        let (released, sha256, indexed) = tokio::task::spawn_blocking(move || {
             let released = for_project(&stored, &pseudonyms)?;
             let sha256 = digest_of(&released.parts);
-            Ok::<_, super::dicom::ReleaseError>((released, sha256))
+            let indexed = super::dicomweb::Indexed::of(&released); // for DICOMweb searches
+            Ok::<_, super::dicom::ReleaseError>((released, sha256, indexed))
         })
         .await
         .context("re-pseudonymizing an instance panicked")?
@@ -382,6 +383,7 @@ async fn build(ctx: &Context, extract_id: Uuid) -> anyhow::Result<Option<String>
         if released.path() != path {
             anyhow::bail!("a released instance's UIDs are not its catalog's");
         }
+        super::dicomweb::record(db, extract_id, &indexed?).await?; // before the file: none goes unindexed
         let entry = FileEntry::new(&path, released.size(), &sha256, manifest::media_type(&path));
         write(ctx, project_id, extract_id, entry, PutPayload::from_iter(released.parts)).await?;
     }

@@ -2,6 +2,7 @@
 //! grant's scope in the project's own pseudonyms, with a signed manifest.
 //!
 //! - [`dicom`]: stored instances re-pseudonymized for one project;
+//! - [`dicomweb`]: the index of a release's instances, DICOMweb searches and metadata;
 //! - [`tables`]: granted fields as CSV and Parquet, with their dictionary;
 //! - [`build`]: the job that writes a release from its grant's scope;
 //! - [`extracts`]: asking for a release, its state, the rules of every download;
@@ -9,6 +10,7 @@
 
 pub mod build;
 pub mod dicom;
+pub mod dicomweb;
 pub mod extracts;
 pub mod manifest;
 pub mod tables;
