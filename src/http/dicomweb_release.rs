@@ -32,12 +32,14 @@
 //! paths `dicomweb:search` and `dicomweb:metadata`. Retrievals share the
 //! project's download limit (`429 too-many-downloads`).
 
+use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{MatchedPath, RawQuery, State};
+use axum::extract::{FromRequestParts, MatchedPath, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use dicom_core::Tag;
@@ -164,15 +166,8 @@ pub struct SearchQuery {
         (status = "4XX", description = "Client error", body = ErrorBody),
         (status = "5XX", description = "Server error", body = ErrorBody),
     ))]
-pub async fn search_studies(
-    State(state): State<AppState>,
-    principal: Principal,
-    matched: MatchedPath,
-    AppPath(id): AppPath<Uuid>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Result<Response> {
-    search(&state, &principal, Target::new(&matched, id, &headers), Level::Study, &Scope::default(), query).await
+pub async fn search_studies(State(state): State<AppState>, asked: Asked) -> Result<Response> {
+    search(&state, &asked, Level::Study).await
 }
 
 /// Search the release's series (QIDO-RS).
@@ -183,15 +178,8 @@ pub async fn search_studies(
         (status = "4XX", description = "Client error", body = ErrorBody),
         (status = "5XX", description = "Server error", body = ErrorBody),
     ))]
-pub async fn search_series(
-    State(state): State<AppState>,
-    principal: Principal,
-    matched: MatchedPath,
-    AppPath(id): AppPath<Uuid>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Result<Response> {
-    search(&state, &principal, Target::new(&matched, id, &headers), Level::Series, &Scope::default(), query).await
+pub async fn search_series(State(state): State<AppState>, asked: Asked) -> Result<Response> {
+    search(&state, &asked, Level::Series).await
 }
 
 /// Search the release's instances (QIDO-RS).
@@ -202,15 +190,8 @@ pub async fn search_series(
         (status = "4XX", description = "Client error", body = ErrorBody),
         (status = "5XX", description = "Server error", body = ErrorBody),
     ))]
-pub async fn search_instances(
-    State(state): State<AppState>,
-    principal: Principal,
-    matched: MatchedPath,
-    AppPath(id): AppPath<Uuid>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Result<Response> {
-    search(&state, &principal, Target::new(&matched, id, &headers), Level::Instance, &Scope::default(), query).await
+pub async fn search_instances(State(state): State<AppState>, asked: Asked) -> Result<Response> {
+    search(&state, &asked, Level::Instance).await
 }
 
 /// Search the series of a study (QIDO-RS).
@@ -223,16 +204,8 @@ pub async fn search_instances(
         (status = "4XX", description = "Client error", body = ErrorBody),
         (status = "5XX", description = "Server error", body = ErrorBody),
     ))]
-pub async fn search_study_series(
-    State(state): State<AppState>,
-    principal: Principal,
-    matched: MatchedPath,
-    AppPath((id, study)): AppPath<(Uuid, String)>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Result<Response> {
-    let scope = Scope { study: Some(study), series: None };
-    search(&state, &principal, Target::new(&matched, id, &headers), Level::Series, &scope, query).await
+pub async fn search_study_series(State(state): State<AppState>, asked: Asked) -> Result<Response> {
+    search(&state, &asked, Level::Series).await
 }
 
 /// Search the instances of a study (QIDO-RS).
@@ -245,16 +218,8 @@ pub async fn search_study_series(
         (status = "4XX", description = "Client error", body = ErrorBody),
         (status = "5XX", description = "Server error", body = ErrorBody),
     ))]
-pub async fn search_study_instances(
-    State(state): State<AppState>,
-    principal: Principal,
-    matched: MatchedPath,
-    AppPath((id, study)): AppPath<(Uuid, String)>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Result<Response> {
-    let scope = Scope { study: Some(study), series: None };
-    search(&state, &principal, Target::new(&matched, id, &headers), Level::Instance, &scope, query).await
+pub async fn search_study_instances(State(state): State<AppState>, asked: Asked) -> Result<Response> {
+    search(&state, &asked, Level::Instance).await
 }
 
 /// Search the instances of a series (QIDO-RS).
@@ -268,16 +233,8 @@ pub async fn search_study_instances(
         (status = "4XX", description = "Client error", body = ErrorBody),
         (status = "5XX", description = "Server error", body = ErrorBody),
     ))]
-pub async fn search_series_instances(
-    State(state): State<AppState>,
-    principal: Principal,
-    matched: MatchedPath,
-    AppPath((id, study, series)): AppPath<(Uuid, String, String)>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Result<Response> {
-    let scope = Scope { study: Some(study), series: Some(series) };
-    search(&state, &principal, Target::new(&matched, id, &headers), Level::Instance, &scope, query).await
+pub async fn search_series_instances(State(state): State<AppState>, asked: Asked) -> Result<Response> {
+    search(&state, &asked, Level::Instance).await
 }
 
 /// Retrieve a study's instances (WADO-RS).
@@ -294,15 +251,8 @@ pub async fn search_series_instances(
         (status = "4XX", description = "Client error", body = ErrorBody),
         (status = "5XX", description = "Server error", body = ErrorBody),
     ))]
-pub async fn retrieve_study(
-    State(state): State<AppState>,
-    principal: Principal,
-    matched: MatchedPath,
-    AppPath((id, study)): AppPath<(Uuid, String)>,
-    headers: HeaderMap,
-) -> Result<Response> {
-    let uids = Uids { study, series: None, sop: None };
-    retrieve(&state, &principal, Target::new(&matched, id, &headers), &uids).await
+pub async fn retrieve_study(State(state): State<AppState>, asked: Asked) -> Result<Response> {
+    retrieve(&state, &asked).await
 }
 
 /// Retrieve a series' instances (WADO-RS).
@@ -318,15 +268,8 @@ pub async fn retrieve_study(
         (status = "4XX", description = "Client error", body = ErrorBody),
         (status = "5XX", description = "Server error", body = ErrorBody),
     ))]
-pub async fn retrieve_series(
-    State(state): State<AppState>,
-    principal: Principal,
-    matched: MatchedPath,
-    AppPath((id, study, series)): AppPath<(Uuid, String, String)>,
-    headers: HeaderMap,
-) -> Result<Response> {
-    let uids = Uids { study, series: Some(series), sop: None };
-    retrieve(&state, &principal, Target::new(&matched, id, &headers), &uids).await
+pub async fn retrieve_series(State(state): State<AppState>, asked: Asked) -> Result<Response> {
+    retrieve(&state, &asked).await
 }
 
 /// Retrieve one instance (WADO-RS).
@@ -342,15 +285,8 @@ pub async fn retrieve_series(
         (status = "4XX", description = "Client error", body = ErrorBody),
         (status = "5XX", description = "Server error", body = ErrorBody),
     ))]
-pub async fn retrieve_instance(
-    State(state): State<AppState>,
-    principal: Principal,
-    matched: MatchedPath,
-    AppPath((id, study, series, sop)): AppPath<(Uuid, String, String, String)>,
-    headers: HeaderMap,
-) -> Result<Response> {
-    let uids = Uids { study, series: Some(series), sop: Some(sop) };
-    retrieve(&state, &principal, Target::new(&matched, id, &headers), &uids).await
+pub async fn retrieve_instance(State(state): State<AppState>, asked: Asked) -> Result<Response> {
+    retrieve(&state, &asked).await
 }
 
 /// Retrieve a study's metadata (WADO-RS).
@@ -365,15 +301,8 @@ pub async fn retrieve_instance(
         (status = "4XX", description = "Client error", body = ErrorBody),
         (status = "5XX", description = "Server error", body = ErrorBody),
     ))]
-pub async fn retrieve_study_metadata(
-    State(state): State<AppState>,
-    principal: Principal,
-    matched: MatchedPath,
-    AppPath((id, study)): AppPath<(Uuid, String)>,
-    headers: HeaderMap,
-) -> Result<Response> {
-    let uids = Uids { study, series: None, sop: None };
-    metadata(&state, &principal, Target::new(&matched, id, &headers), &uids).await
+pub async fn retrieve_study_metadata(State(state): State<AppState>, asked: Asked) -> Result<Response> {
+    metadata(&state, &asked).await
 }
 
 /// Retrieve a series' metadata (WADO-RS).
@@ -389,15 +318,8 @@ pub async fn retrieve_study_metadata(
         (status = "4XX", description = "Client error", body = ErrorBody),
         (status = "5XX", description = "Server error", body = ErrorBody),
     ))]
-pub async fn retrieve_series_metadata(
-    State(state): State<AppState>,
-    principal: Principal,
-    matched: MatchedPath,
-    AppPath((id, study, series)): AppPath<(Uuid, String, String)>,
-    headers: HeaderMap,
-) -> Result<Response> {
-    let uids = Uids { study, series: Some(series), sop: None };
-    metadata(&state, &principal, Target::new(&matched, id, &headers), &uids).await
+pub async fn retrieve_series_metadata(State(state): State<AppState>, asked: Asked) -> Result<Response> {
+    metadata(&state, &asked).await
 }
 
 /// Retrieve one instance's metadata (WADO-RS).
@@ -414,30 +336,46 @@ pub async fn retrieve_series_metadata(
         (status = "4XX", description = "Client error", body = ErrorBody),
         (status = "5XX", description = "Server error", body = ErrorBody),
     ))]
-pub async fn retrieve_instance_metadata(
-    State(state): State<AppState>,
-    principal: Principal,
-    matched: MatchedPath,
-    AppPath((id, study, series, sop)): AppPath<(Uuid, String, String, String)>,
-    headers: HeaderMap,
-) -> Result<Response> {
-    let uids = Uids { study, series: Some(series), sop: Some(sop) };
-    metadata(&state, &principal, Target::new(&matched, id, &headers), &uids).await
+pub async fn retrieve_instance_metadata(State(state): State<AppState>, asked: Asked) -> Result<Response> {
+    metadata(&state, &asked).await
 }
 
-/// Which release a request reads, as its path names it.
-struct Target<'a> {
+/// One DICOMweb request: who asks, which release its path names (a project's
+/// latest, or one by id), the UIDs in its path, its headers and query.
+pub struct Asked {
+    principal: Principal,
     /// Whether `id` names a release rather than a project.
     of_extract: bool,
     id: Uuid,
-    headers: &'a HeaderMap,
+    uids: Uids,
+    headers: HeaderMap,
+    query: Option<String>,
 }
 
-impl<'a> Target<'a> {
-    fn new(matched: &MatchedPath, id: Uuid, headers: &'a HeaderMap) -> Self {
-        Self { of_extract: matched.as_str().starts_with(EXTRACT_ROOT), id, headers }
-    }
+impl FromRequestParts<AppState> for Asked {
+    type Rejection = ApiError;
 
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        let AppPath(mut params) = AppPath::<HashMap<String, String>>::from_request_parts(parts, state).await?;
+        let id = params
+            .get("id")
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| ApiError::InvalidPath("`id` is a UUID".into()))?;
+        let of_extract = parts.extensions.get::<MatchedPath>().is_some_and(|m| m.as_str().starts_with(EXTRACT_ROOT));
+        let uids = Uids { study: params.remove("study"), series: params.remove("series"), sop: params.remove("sop") };
+        Ok(Self {
+            principal,
+            of_extract,
+            id,
+            uids,
+            headers: parts.headers.clone(),
+            query: parts.uri.query().map(str::to_owned),
+        })
+    }
+}
+
+impl Asked {
     /// The DICOMweb root of the request, absolute when the request names its host.
     fn root(&self) -> String {
         let root = if self.of_extract { EXTRACT_ROOT } else { PROJECT_ROOT };
@@ -475,15 +413,15 @@ impl Opened {
     }
 }
 
-/// The release `target` names, if `principal` may download it now: the
+/// The release a request names, if its caller may download it now: the
 /// project's latest ready release (or its latest, for the right refusal), or
 /// the one named; checked as every file download is.
-async fn open(state: &AppState, principal: &Principal, target: &Target<'_>) -> Result<Opened> {
-    let session = session(target.headers)?;
-    let extract_id = if target.of_extract {
-        target.id
+async fn open(state: &AppState, asked: &Asked) -> Result<Opened> {
+    let session = session(&asked.headers)?;
+    let extract_id = if asked.of_extract {
+        asked.id
     } else {
-        let releases = extracts::of_project(&state.db, target.id).await?;
+        let releases = extracts::of_project(&state.db, asked.id).await?;
         releases
             .iter()
             .find(|e| e.state == ExtractState::Ready)
@@ -495,11 +433,11 @@ async fn open(state: &AppState, principal: &Principal, target: &Target<'_>) -> R
         &state.db,
         &state.config.access,
         state.config.release.superseded_grace_days,
-        &principal.username,
+        &asked.principal.username,
         extract_id,
     )
     .await?;
-    Ok(Opened { extract, root: target.root(), username: principal.username.clone(), session })
+    Ok(Opened { extract, root: asked.root(), username: asked.principal.username.clone(), session })
 }
 
 /// What a search returns.
@@ -508,13 +446,6 @@ enum Level {
     Study,
     Series,
     Instance,
-}
-
-/// The study and series a search path names.
-#[derive(Debug, Default)]
-struct Scope {
-    study: Option<String>,
-    series: Option<String>,
 }
 
 /// The attributes `includefield` adds.
@@ -638,21 +569,14 @@ fn whole(key: &str, value: &str) -> Result<i32> {
 }
 
 /// One QIDO-RS search.
-async fn search(
-    state: &AppState,
-    principal: &Principal,
-    target: Target<'_>,
-    level: Level,
-    scope: &Scope,
-    query: Option<String>,
-) -> Result<Response> {
-    let opened = open(state, principal, &target).await?;
-    let mut search = read_search(query.as_deref())?;
+async fn search(state: &AppState, asked: &Asked, level: Level) -> Result<Response> {
+    let opened = open(state, asked).await?;
+    let mut search = read_search(asked.query.as_deref())?;
     // A path's study and series narrow what the query asks.
-    if let Some(study) = &scope.study {
+    if let Some(study) = &asked.uids.study {
         search.matching.study_uids = Some(vec![study.clone()]);
     }
-    if let Some(series) = &scope.series {
+    if let Some(series) = &asked.uids.series {
         search.matching.series_uids = Some(vec![series.clone()]);
     }
     let (db, id, m, page, root) = (&state.db, opened.extract.id, &search.matching, search.page, &opened.root);
@@ -721,16 +645,18 @@ async fn search(
     response.body(Body::from(body)).map_err(|e| ApiError::Internal(e.into()))
 }
 
-/// A search result with its Retrieve URL and availability.
+/// A search result with its Retrieve URL and availability, attributes in tag order.
 fn located(mut out: Map<String, Value>, url: &str) -> Value {
     out.insert(tag_key(tags::RETRIEVE_URL), attribute("UR", [url.into()]));
     out.insert(tag_key(tags::INSTANCE_AVAILABILITY), attribute("CS", ["ONLINE".into()]));
-    Value::Object(out)
+    let mut attributes: Vec<(String, Value)> = out.into_iter().collect();
+    attributes.sort_by(|a, b| a.0.cmp(&b.0));
+    Value::Object(attributes.into_iter().collect())
 }
 
-/// The UIDs a retrieval names.
+/// The UIDs a request's path names.
 struct Uids {
-    study: String,
+    study: Option<String>,
     series: Option<String>,
     sop: Option<String>,
 }
@@ -747,8 +673,8 @@ impl Uids {
 
 /// The release files a retrieval names; 404 for none.
 async fn stored(state: &AppState, opened: &Opened, uids: &Uids) -> Result<Vec<index::Stored>> {
-    let files =
-        index::stored(&state.db, opened.extract.id, &uids.study, uids.series.as_deref(), uids.sop.as_deref()).await?;
+    let study = uids.study.as_deref().ok_or(ApiError::NotFound("study"))?;
+    let files = index::stored(&state.db, opened.extract.id, study, uids.series.as_deref(), uids.sop.as_deref()).await?;
     if files.is_empty() {
         return Err(ApiError::NotFound(uids.what()));
     }
@@ -760,9 +686,9 @@ fn io_error(error: impl std::error::Error + Send + Sync + 'static) -> io::Error 
 }
 
 /// One WADO-RS retrieval: the release files, one part each, streamed one after the other.
-async fn retrieve(state: &AppState, principal: &Principal, target: Target<'_>, uids: &Uids) -> Result<Response> {
-    let opened = open(state, principal, &target).await?;
-    let files = stored(state, &opened, uids).await?;
+async fn retrieve(state: &AppState, asked: &Asked) -> Result<Response> {
+    let opened = open(state, asked).await?;
+    let files = stored(state, &opened, &asked.uids).await?;
     let permit = start_download(opened.extract.project_id, state.config.release.max_concurrent_downloads)?;
     let boundary = Uuid::new_v4().simple().to_string();
     let closing = Bytes::from(format!("--{boundary}--\r\n"));
@@ -805,9 +731,9 @@ async fn retrieve(state: &AppState, principal: &Principal, target: Target<'_>, u
 }
 
 /// One WADO-RS metadata request: a JSON array, one instance's header at a time.
-async fn metadata(state: &AppState, principal: &Principal, target: Target<'_>, uids: &Uids) -> Result<Response> {
-    let opened = open(state, principal, &target).await?;
-    let files = stored(state, &opened, uids).await?;
+async fn metadata(state: &AppState, asked: &Asked) -> Result<Response> {
+    let opened = open(state, asked).await?;
+    let files = stored(state, &opened, &asked.uids).await?;
     let permit = start_download(opened.extract.project_id, state.config.release.max_concurrent_downloads)?;
     let store = state.store.clone();
     let objects = stream::iter(files)

@@ -441,6 +441,8 @@ mod tests {
             "00080060": {"vr": "CS", "Value": ["MR"]},
         });
         let picked = pick(&attributes, [tags::STUDY_INSTANCE_UID, tags::ACCESSION_NUMBER, tags::PATIENT_ID]);
-        assert_eq!(picked.keys().collect::<Vec<_>>(), ["00100020", "0020000D"]);
+        let mut keys: Vec<&String> = picked.keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["00100020", "0020000D"]);
     }
 }
