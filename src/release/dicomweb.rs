@@ -6,8 +6,9 @@
 //! released file itself (never from the catalog), so a search answers exactly
 //! what the release's files say.
 
-use dicom_core::header::HasLength as _;
-use dicom_core::{Tag, VR};
+use base64::Engine as _;
+use dicom_core::header::{HasLength as _, Header as _};
+use dicom_core::{DicomValue, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
 use serde_json::{Map, Value, json};
@@ -115,8 +116,7 @@ impl Indexed {
             .chain(MORE_ATTRIBUTES)
             .filter_map(|tag| dataset.element(*tag).ok().cloned())
             .collect();
-        let attributes = dicom_json::to_value(InMemDicomObject::from_element_iter(kept))
-            .map_err(|_| MetadataError("the released instance's attributes cannot be written as DICOM JSON"))?;
+        let attributes = to_json(&InMemDicomObject::from_element_iter(kept));
         let text = |tag| dataset.element(tag).ok().and_then(|e| e.to_str().ok()).map(|s| s.trim().to_owned());
         let number = |tag| text(tag).and_then(|s| s.parse::<i32>().ok());
         Ok(Self {
@@ -158,8 +158,88 @@ pub fn metadata(header_bytes: &[u8]) -> Result<Value, MetadataError> {
             !(binary && e.length().get().is_none_or(|len| len as usize > BULK_BYTES))
         })
         .collect();
-    dicom_json::to_value(InMemDicomObject::from_element_iter(kept))
-        .map_err(|_| MetadataError("the released instance cannot be written as DICOM JSON"))
+    Ok(to_json(&InMemDicomObject::from_element_iter(kept)))
+}
+
+/// A data set as DICOM JSON (PS3.18 F.2): one `GGGGEEEE` key per attribute
+/// with its `vr` and `Value` (person names as `Alphabetic`/`Ideographic`/
+/// `Phonetic`, numbers as numbers, items as objects), binary values as
+/// `InlineBinary`; encapsulated pixel data is left out.
+pub fn to_json(dataset: &InMemDicomObject) -> Value {
+    let mut out = Map::new();
+    for element in dataset {
+        let vr = element.vr();
+        let values = match element.value() {
+            DicomValue::PixelSequence(_) => continue,
+            DicomValue::Sequence(items) => Some(items.items().iter().map(to_json).collect()),
+            DicomValue::Primitive(value) if value.multiplicity() == 0 => None,
+            DicomValue::Primitive(value) => primitive_json(vr, value),
+        };
+        let mut attribute = Map::new();
+        attribute.insert("vr".into(), Value::from(vr.to_string()));
+        match values {
+            Some(Values::Inline(base64)) => {
+                attribute.insert("InlineBinary".into(), Value::from(base64));
+            }
+            Some(Values::List(list)) => {
+                attribute.insert("Value".into(), Value::Array(list));
+            }
+            None => {}
+        }
+        out.insert(tag_key(element.tag()), Value::Object(attribute));
+    }
+    Value::Object(out)
+}
+
+/// What an attribute holds in DICOM JSON.
+enum Values {
+    List(Vec<Value>),
+    Inline(String),
+}
+
+impl FromIterator<Value> for Values {
+    fn from_iter<I: IntoIterator<Item = Value>>(iter: I) -> Self {
+        Self::List(iter.into_iter().collect())
+    }
+}
+
+fn primitive_json(vr: VR, value: &PrimitiveValue) -> Option<Values> {
+    let strings =
+        || -> Vec<String> { value.to_multi_str().iter().map(|s| s.trim_end_matches(['\0', ' ']).to_owned()).collect() };
+    let text = || strings().into_iter().map(|s| if s.is_empty() { Value::Null } else { Value::from(s) }).collect();
+    Some(match vr {
+        VR::OB | VR::OW | VR::OF | VR::OD | VR::OL | VR::OV | VR::UN => {
+            Values::Inline(base64::engine::general_purpose::STANDARD.encode(value.to_bytes()))
+        }
+        VR::PN => strings()
+            .into_iter()
+            .map(|name| {
+                let mut groups = Map::new();
+                for (group, key) in name.split('=').zip(["Alphabetic", "Ideographic", "Phonetic"]) {
+                    if !group.is_empty() {
+                        groups.insert(key.into(), Value::from(group));
+                    }
+                }
+                Value::Object(groups)
+            })
+            .collect(),
+        VR::AT => match value {
+            PrimitiveValue::Tags(tags) => tags.iter().map(|t| Value::from(tag_key(*t))).collect(),
+            _ => return None,
+        },
+        VR::IS | VR::US | VR::UL | VR::SS | VR::SL | VR::SV | VR::UV => match value.to_multi_int::<i64>() {
+            Ok(numbers) => numbers.into_iter().map(Value::from).collect(),
+            Err(_) => text(),
+        },
+        VR::DS | VR::FL | VR::FD => match value.to_multi_float64() {
+            Ok(numbers) => numbers
+                .into_iter()
+                .map(|n| serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number))
+                .collect(),
+            Err(_) => text(),
+        },
+        _ => text(),
+    })
 }
 
 /// Records a released instance in the index of `extract_id` (again: nothing).
@@ -425,6 +505,44 @@ pub fn attribute(vr: &str, values: impl IntoIterator<Item = Value>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_set_becomes_dicom_json_with_names_numbers_tags_items_and_inline_binary() {
+        use dicom_core::DataElement;
+        use dicom_core::value::DataSetSequence;
+        let item = InMemDicomObject::from_element_iter([DataElement::new(
+            tags::REFERENCED_SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from("2.25.7"),
+        )]);
+        let dataset = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::PATIENT_NAME, VR::PN, PrimitiveValue::from("psub-x=Ideo")),
+            DataElement::new(tags::SERIES_NUMBER, VR::IS, PrimitiveValue::from(" 12")),
+            DataElement::new(
+                tags::PIXEL_SPACING,
+                VR::DS,
+                PrimitiveValue::Strs(["0.5".to_owned(), "0.25".to_owned()].into()),
+            ),
+            DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(256_u16)),
+            DataElement::new(tags::FRAME_INCREMENT_POINTER, VR::AT, PrimitiveValue::from(tags::FRAME_TIME)),
+            DataElement::new(tags::ACCESSION_NUMBER, VR::SH, PrimitiveValue::Empty),
+            DataElement::new(Tag(0x0009, 0x1010), VR::OB, PrimitiveValue::from(vec![1_u8, 2])),
+            DataElement::new(tags::REFERENCED_IMAGE_SEQUENCE, VR::SQ, DataSetSequence::from(vec![item])),
+        ]);
+        assert_eq!(
+            to_json(&dataset),
+            json!({
+                "00080050": {"vr": "SH"},
+                "00081140": {"vr": "SQ", "Value": [{"00081155": {"vr": "UI", "Value": ["2.25.7"]}}]},
+                "00091010": {"vr": "OB", "InlineBinary": "AQI="},
+                "00100010": {"vr": "PN", "Value": [{"Alphabetic": "psub-x", "Ideographic": "Ideo"}]},
+                "00200011": {"vr": "IS", "Value": [12]},
+                "00280009": {"vr": "AT", "Value": ["00181063"]},
+                "00280010": {"vr": "US", "Value": [256]},
+                "00280030": {"vr": "DS", "Value": [0.5, 0.25]},
+            })
+        );
+    }
 
     #[test]
     fn dicom_wildcards_become_like_patterns_with_sql_wildcards_escaped() {
