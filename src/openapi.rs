@@ -24,6 +24,7 @@ pub mod tags {
     pub const GRANTS: &str = "grants";
     pub const RELEASES: &str = "releases";
     pub const DRS: &str = "drs";
+    pub const DICOMWEB: &str = "dicomweb";
 }
 
 #[derive(OpenApi)]
@@ -52,6 +53,7 @@ pub mod tags {
         (name = tags::DEID, description = "De-identification at the door: the PS3.15 profile Custodian applies"),
         (name = tags::RELEASES, description = "Releases to approved projects: signed manifests and the keys that verify them"),
         (name = tags::DRS, description = "GA4GH DRS 1.4 over releases: each release a bundle, each file a blob with its SHA-256"),
+        (name = tags::DICOMWEB, description = "DICOMweb over a release: QIDO-RS searches and WADO-RS retrieval in the project's pseudonyms and UIDs"),
     )
 )]
 pub struct ApiDoc;

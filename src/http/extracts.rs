@@ -298,7 +298,7 @@ fn names(value: Option<&HeaderValue>, etag: &str, weak_ok: bool) -> bool {
 }
 
 /// The download session a request names.
-fn session(headers: &HeaderMap) -> Result<String> {
+pub(crate) fn session(headers: &HeaderMap) -> Result<String> {
     let Some(value) = headers.get(SESSION_HEADER) else { return Ok("-".into()) };
     let value = value.to_str().unwrap_or_default();
     if (1..=64).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod cohorts;
 pub mod deid;
 pub mod dicomweb;
+pub mod dicomweb_release;
 pub mod discovery;
 pub mod drs;
 pub mod dua;
@@ -118,8 +119,9 @@ pub fn catch_all(
     router
 }
 
-/// Routes at the root rather than under `/api/v1`: DICOMweb, the
-/// well-known release keys and GA4GH DRS.
+/// Routes at the root rather than under `/api/v1`: DICOMweb (STOW-RS in,
+/// QIDO-RS and WADO-RS over a release out), the well-known release keys and
+/// GA4GH DRS.
 fn root_routes() -> OpenApiRouter<AppState> {
-    dicomweb::router().merge(release_keys::router()).merge(drs::router())
+    dicomweb::router().merge(dicomweb_release::router()).merge(release_keys::router()).merge(drs::router())
 }

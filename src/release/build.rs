@@ -376,14 +376,16 @@ async fn build(ctx: &Context, extract_id: Uuid) -> anyhow::Result<Option<String>
     let mut written = futures::stream::iter(pending)
         .map(|instance| release_instance(ctx, &project, project_id, extract_id, instance))
         .buffer_unordered(PARALLEL_WRITES);
-    let mut batch = Vec::with_capacity(RECORD_BATCH);
-    while let Some(entry) = written.next().await {
-        batch.push(entry?);
+    let (mut batch, mut index) = (Vec::with_capacity(RECORD_BATCH), Vec::with_capacity(RECORD_BATCH));
+    while let Some(written) = written.next().await {
+        let (entry, indexed) = written?;
+        batch.push(entry);
+        index.push(indexed);
         if batch.len() == RECORD_BATCH {
-            record(db, project_id, extract_id, &std::mem::take(&mut batch)).await?;
+            record(db, project_id, extract_id, &std::mem::take(&mut batch), &std::mem::take(&mut index)).await?;
         }
     }
-    record(db, project_id, extract_id, &batch).await?;
+    record(db, project_id, extract_id, &batch, &index).await?;
     for file in tables.into_iter().chain(documents).chain(annotations.index()) {
         if !recorded.contains(&file.path) {
             write_file(ctx, project_id, extract_id, file).await?;
@@ -507,21 +509,23 @@ fn released_path(project: &ProjectPseudonyms, instance: &InScope) -> String {
 }
 
 /// Reads a stored instance, re-pseudonymizes it for the project and writes
-/// it into the release; its entry is recorded by the caller.
+/// it into the release; its entry and its row of the DICOMweb index are
+/// recorded by the caller.
 async fn release_instance(
     ctx: &Context,
     project: &Arc<ProjectPseudonyms>,
     project_id: Uuid,
     extract_id: Uuid,
     instance: InScope,
-) -> anyhow::Result<FileEntry> {
+) -> anyhow::Result<(FileEntry, super::dicomweb::Indexed)> {
     let path = released_path(project, &instance);
     let stored = ctx.store.get(&Path::from(instance.object_key.as_str())).await?.bytes().await?;
     let pseudonyms = project.clone();
-    let (released, sha256) = tokio::task::spawn_blocking(move || {
+    let (released, sha256, indexed) = tokio::task::spawn_blocking(move || {
         let released = for_project(&stored, &pseudonyms)?;
         let sha256 = digest_of(&released.parts);
-        Ok::<_, super::dicom::ReleaseError>((released, sha256))
+        let indexed = super::dicomweb::Indexed::of(&released); // for DICOMweb searches
+        Ok::<_, super::dicom::ReleaseError>((released, sha256, indexed))
     })
     .await
     .context("re-pseudonymizing an instance panicked")?
@@ -529,9 +533,10 @@ async fn release_instance(
     if released.path() != path {
         anyhow::bail!("a released instance's UIDs are not its catalog's");
     }
+    let indexed = indexed?;
     let entry = FileEntry::new(&path, released.size(), &sha256, manifest::media_type(&path));
     write(ctx, project_id, extract_id, &entry, PutPayload::from_iter(released.parts)).await?;
-    Ok(entry)
+    Ok((entry, indexed))
 }
 
 /// Writes and records one file built in memory, with its digest.
@@ -539,7 +544,7 @@ async fn write_file(ctx: &Context, project_id: Uuid, extract_id: Uuid, file: tab
     let sha256 = digest_of(std::slice::from_ref(&file.bytes));
     let entry = FileEntry::new(&file.path, file.bytes.len() as u64, &sha256, file.media_type);
     write(ctx, project_id, extract_id, &entry, PutPayload::from(file.bytes)).await?;
-    record(&ctx.db, project_id, extract_id, std::slice::from_ref(&entry)).await
+    record(&ctx.db, project_id, extract_id, std::slice::from_ref(&entry), &[]).await
 }
 
 /// Writes one file of the release to the object store.
@@ -569,10 +574,17 @@ async fn write(
     Ok(())
 }
 
-/// Records written files of the release, and the progress, in one
-/// transaction. A file written but not yet recorded when a worker dies is
+/// Records written files of the release, their instances' rows of the
+/// DICOMweb index, and the progress, in one transaction: a recorded file is
+/// always indexed. A file written but not yet recorded when a worker dies is
 /// written again (the same bytes) by the next.
-async fn record(db: &PgPool, project_id: Uuid, extract_id: Uuid, entries: &[FileEntry]) -> anyhow::Result<()> {
+async fn record(
+    db: &PgPool,
+    project_id: Uuid,
+    extract_id: Uuid,
+    entries: &[FileEntry],
+    index: &[super::dicomweb::Indexed],
+) -> anyhow::Result<()> {
     if entries.is_empty() {
         return Ok(());
     }
@@ -586,6 +598,9 @@ async fn record(db: &PgPool, project_id: Uuid, extract_id: Uuid, entries: &[File
         types.push(entry.media_type.clone());
     }
     let mut tx = db.begin().await?;
+    for indexed in index {
+        super::dicomweb::record(&mut *tx, extract_id, indexed).await?;
+    }
     let inserted = sqlx::query!(
         "insert into extract_file (extract_id, path, size, sha256, media_type, object_key)
          select $1, * from unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[])

@@ -3,6 +3,7 @@
 //!
 //! - [`dicom`]: stored instances re-pseudonymized for one project;
 //! - [`annotations`]: the annotations of the granted kinds, with their provenance;
+//! - [`dicomweb`]: the index of a release's instances, DICOMweb searches and metadata;
 //! - [`tables`]: granted fields as CSV and Parquet, with their dictionary;
 //! - [`build`]: the job that writes a release from its grant's scope;
 //! - [`extracts`]: asking for a release, its state, the rules of every download;
@@ -14,6 +15,7 @@
 pub mod annotations;
 pub mod build;
 pub mod dicom;
+pub mod dicomweb;
 pub mod drs;
 pub mod extracts;
 pub mod limits;

@@ -18,6 +18,7 @@ mod deid_conformance;
 mod demo;
 mod deploy;
 mod dicom_gen;
+mod dicomweb_release;
 mod disclosure_attack;
 mod discovery;
 mod drs;
