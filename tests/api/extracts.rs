@@ -80,7 +80,7 @@ async fn request(app: &TestApp, project: &str, token: &str) -> TestResponse {
 }
 
 /// A release of the demo project, built: the app, the release, Rita's token.
-async fn built() -> (TestApp, Value, String) {
+pub(crate) async fn built() -> (TestApp, Value, String) {
     built_with(|_| {}).await
 }
 
@@ -104,7 +104,7 @@ async fn get_with(app: &TestApp, path: &str, token: &str, headers: &[(&str, &str
 }
 
 /// The manifest, verified against the keys the registry publishes.
-async fn verified_manifest(app: &TestApp, id: &str, token: &str) -> (Manifest, Vec<u8>) {
+pub(crate) async fn verified_manifest(app: &TestApp, id: &str, token: &str) -> (Manifest, Vec<u8>) {
     let bytes = app.get(&format!("/api/v1/extracts/{id}/manifest"), Some(token)).await;
     let bytes = bytes.assert_status(StatusCode::OK).body.to_vec();
     let signature = app.get(&format!("/api/v1/extracts/{id}/manifest.sig"), Some(token)).await;
@@ -114,7 +114,7 @@ async fn verified_manifest(app: &TestApp, id: &str, token: &str) -> (Manifest, V
     (manifest::verify(&bytes, &signature, &keys).expect("the manifest verifies"), bytes)
 }
 
-fn sha256(bytes: &[u8]) -> String {
+pub(crate) fn sha256(bytes: &[u8]) -> String {
     hex::encode(digest(&SHA256, bytes).as_ref())
 }
 
@@ -123,7 +123,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 }
 
 /// Polls `condition` for up to ten seconds.
-async fn eventually<F: Future<Output = bool>>(mut condition: impl FnMut() -> F) -> bool {
+pub(crate) async fn eventually<F: Future<Output = bool>>(mut condition: impl FnMut() -> F) -> bool {
     for _ in 0..200 {
         if condition().await {
             return true;
@@ -133,7 +133,7 @@ async fn eventually<F: Future<Output = bool>>(mut condition: impl FnMut() -> F) 
     false
 }
 
-async fn audit_details(app: &TestApp, action: &str) -> Vec<Value> {
+pub(crate) async fn audit_details(app: &TestApp, action: &str) -> Vec<Value> {
     sqlx::query_scalar("select details from audit_event where action = $1 order by seq")
         .bind(action)
         .fetch_all(&app.db)

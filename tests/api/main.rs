@@ -23,6 +23,7 @@ mod discovery;
 mod embedded;
 mod errors;
 mod extracts;
+mod fetch;
 mod grant_duties;
 mod grant_scope;
 mod grant_transitions;
