@@ -15,6 +15,7 @@
 #
 #   benches/fetch.sh
 #   PARALLEL=4 benches/fetch.sh
+#   BIN=target/debug/custodian benches/fetch.sh   # no release build
 #
 # Starts `custodian serve --demo` on its own data directory (embedded
 # PostgreSQL from the system's binaries) and needs curl, wget, jq and time.
@@ -23,8 +24,11 @@ cd "$(dirname "$0")/.."
 PORT=${PORT:-18480}
 PARALLEL=${PARALLEL:-8}
 
-cargo build --release --quiet
-BIN=$PWD/target/release/custodian
+if [ -z "${BIN:-}" ]; then
+    cargo build --release --quiet
+    BIN=$PWD/target/release/custodian
+fi
+
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/custodian-fetch.XXXXXX")
 chmod 755 "$work"
@@ -56,14 +60,16 @@ files=$(jq .totals.files "$work/manifest.json")
 bytes=$(jq .totals.bytes "$work/manifest.json")
 echo "release $E: $files files, $bytes bytes; client CPU only; $(nproc) cores"
 
-# timed NAME COMMAND…: one row of the table (wall, user, sys seconds).
+# timed NAME COMMAND…: one row of the table (wall, user, sys seconds), on the
+# script's stdout whatever the command's is.
+exec 3>&1
 timed() {
     name=$1
     shift
     /usr/bin/time -f '%e %U %S' -o "$work/time" "$@"
     read -r wall user sys <"$work/time"
-    printf '| %-44s | %8s | %7s | %7s | %9s |\n' "$name" "$wall" "$user" "$sys" \
-        "$(echo "$bytes $wall" | awk '{ printf "%.1f", $1 / 1048576 / ($2 > 0 ? $2 : 0.01) }')"
+    rate=$(echo "$bytes $wall" | awk '{ printf "%.1f", $1 / 1048576 / ($2 > 0 ? $2 : 0.01) }')
+    printf '| %-44s | %8s | %7s | %7s | %9s |\n' "$name" "$wall" "$user" "$sys" "$rate" >&3
 }
 
 export AUTH B E work

@@ -31,7 +31,7 @@ use self::client::{Failure, Registry, TokenSource};
 use self::download::{Local, Out, PARTIAL_DIR, State};
 use self::progress::Progress;
 use crate::release::manifest::{
-    self, FileEntry, MANIFEST_FILE, Manifest, PublishedKey, SIGNATURE_FILE, SignatureDocument,
+    self, FileEntry, MANIFEST_FILE, Manifest, PublishedKey, SIGNATURE_FILE, SignatureDocument, VerifyError,
 };
 
 /// Failures listed one by one in the summary; beyond, a count.
@@ -132,7 +132,13 @@ async fn verified_manifest(registry: &Registry, args: &FetchArgs) -> Result<(Man
         keys.retain(|key| args.key_ids.iter().any(|kid| kid.trim() == key.kid()));
     }
     let refused = |why: String| anyhow!("the manifest of release {id} is refused, nothing was downloaded: {why}");
-    let manifest = manifest::verify(&bytes, &signature, &keys).map_err(|e| refused(e.to_string()))?;
+    let pinned = !args.public_keys.is_empty() || !args.key_ids.is_empty();
+    let manifest = manifest::verify(&bytes, &signature, &keys).map_err(|e| match e {
+        VerifyError::UnknownKey(kid) if pinned => {
+            refused(format!("it is signed with key `{kid}`, not with a key given by --public-key or --key-id"))
+        }
+        other => refused(other.to_string()),
+    })?;
     if manifest.extract_id != args.extract {
         return Err(refused(format!("it is the manifest of release {}", manifest.extract_id)));
     }

@@ -205,6 +205,7 @@ async fn a_tampered_manifest_or_a_key_not_pinned_is_refused_and_nothing_is_downl
     let run = fetch(&server, &rita, &id, &out, &["--key-id", "AAAAAAAAAAAAAAAA"]).await;
     assert!(!run.success);
     assert!(run.stderr.contains("refused, nothing was downloaded"), "{}", run.stderr);
+    assert!(run.stderr.contains("not with a key given by --public-key or --key-id"), "{}", run.stderr);
     assert!(!out.exists());
 
     // One digest changed in the stored manifest.
