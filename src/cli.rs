@@ -58,6 +58,9 @@ pub enum Command {
     /// Inspect the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Download a release: verify its signed manifest, fetch its files in
+    /// parallel (resuming partial ones), and check every SHA-256.
+    Fetch(crate::fetch::FetchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +150,10 @@ async fn run_jobs(
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
+    // A researcher's command: no registry configuration to load.
+    if let Command::Fetch(args) = cli.command {
+        return crate::fetch::run(args).await;
+    }
     let listen = match &cli.command {
         Command::Serve(args) => args.listen,
         _ => None,
@@ -194,6 +201,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Token(TokenCommand::Issue { user, roles, ttl }) => {
             issue_token(&config, &user, &roles, ttl.as_deref()).await
         }
+        Command::Fetch(_) => unreachable!("dispatched before the configuration is read"),
         Command::Audit(AuditCommand::Verify) => {
             let db = Database::open(&config).await?;
             let report = audit::verify_chain(&db.pool).await;

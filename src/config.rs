@@ -739,8 +739,9 @@ impl Config {
 }
 
 /// Variables with the prefix that are not settings: the PostgreSQL binaries of
-/// the embedded cluster, and `serve --dicom-port`'s variable.
-const NOT_SETTINGS: &[&str] = &["POSTGRES_BIN", "DICOM_PORT"];
+/// the embedded cluster, `serve --dicom-port`'s variable, and `custodian
+/// fetch`'s registry and token (a researcher's shell may hold them).
+const NOT_SETTINGS: &[&str] = &["POSTGRES_BIN", "DICOM_PORT", "SERVER", "TOKEN"];
 
 /// The top-level settings and sections, read from the configuration itself, so
 /// a new section is taken from the environment without a list to keep.

@@ -31,6 +31,8 @@ pub mod dictionary;
 pub mod discovery;
 /// The one API error type and its JSON body.
 pub mod error;
+/// `custodian fetch`: a release downloaded in parallel, resumed, verified.
+pub mod fetch;
 /// HTTP routers, one per area.
 pub mod http;
 /// Ingest: uploads, STOW-RS and C-STORE into the catalog.

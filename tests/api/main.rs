@@ -25,6 +25,7 @@ mod drs;
 mod embedded;
 mod errors;
 mod extracts;
+mod fetch;
 mod grant_duties;
 mod grant_scope;
 mod grant_transitions;
