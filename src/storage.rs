@@ -100,3 +100,61 @@ pub mod keys {
 pub async fn check(store: &dyn ObjectStore) -> Result<(), object_store::Error> {
     store.list_with_delimiter(Some(&keys::system_prefix())).await.map(|_| ())
 }
+
+/// Bytes a download stream reads from a local file at once: large enough
+/// that a fast client is not held back by one small read per chunk (the
+/// local store's own stream reads 8 KiB at a time).
+const LOCAL_READ_BYTES: usize = 1024 * 1024;
+
+/// The bytes of `key` in `range` (the whole object without one), as a
+/// stream. From the local filesystem it reads the file in 1 MiB pieces
+/// with positioned reads; from S3 it is the store's own stream.
+pub async fn stream(
+    store: &dyn ObjectStore,
+    key: &Path,
+    range: Option<std::ops::Range<u64>>,
+) -> Result<futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>, object_store::Error> {
+    use futures::StreamExt as _;
+    use object_store::{GetOptions, GetRange, GetResultPayload};
+    let options = GetOptions { range: range.map(GetRange::Bounded), ..GetOptions::default() };
+    let result = store.get_opts(key, options).await?;
+    let range = result.range.clone();
+    match result.payload {
+        GetResultPayload::File(file, _) => {
+            let file = Arc::new(file);
+            Ok(futures::stream::try_unfold(range, move |left| {
+                let file = file.clone();
+                async move {
+                    if left.start >= left.end {
+                        return Ok(None);
+                    }
+                    let want = usize::try_from(left.end - left.start).unwrap_or(usize::MAX).min(LOCAL_READ_BYTES);
+                    let offset = left.start;
+                    let chunk = tokio::task::spawn_blocking(move || {
+                        use std::os::unix::fs::FileExt as _;
+                        let mut buffer = vec![0; want];
+                        let mut filled = 0;
+                        while filled < want {
+                            let read = file.read_at(&mut buffer[filled..], offset + filled as u64)?;
+                            if read == 0 {
+                                return Err(std::io::Error::new(
+                                    std::io::ErrorKind::UnexpectedEof,
+                                    "the object is shorter than its recorded size",
+                                ));
+                            }
+                            filled += read;
+                        }
+                        Ok(buffer)
+                    })
+                    .await
+                    .map_err(|e| object_store::Error::Generic { store: "local", source: Box::new(e) })?
+                    .map_err(|e| object_store::Error::Generic { store: "local", source: Box::new(e) })?;
+                    let next = offset + chunk.len() as u64..left.end;
+                    Ok(Some((bytes::Bytes::from(chunk), next)))
+                }
+            })
+            .boxed())
+        }
+        GetResultPayload::Stream(stream) => Ok(stream),
+    }
+}

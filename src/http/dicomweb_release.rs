@@ -47,7 +47,7 @@ use dicom_core::dictionary::DataDictionary as _;
 use dicom_dictionary_std::{StandardDataDictionary, tags};
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
-use object_store::{GetOptions, GetRange, ObjectStoreExt as _};
+use object_store::{GetOptions, GetRange};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::IntoParams;
@@ -702,7 +702,9 @@ async fn retrieve(state: &AppState, asked: &Asked) -> Result<Response> {
         .then(move |(head, key, served)| {
             let (store, db) = (store.clone(), db.clone());
             async move {
-                let bytes = store.get(&object_store::path::Path::from(key)).await.map_err(io_error)?.into_stream();
+                let bytes = crate::storage::stream(store.as_ref(), &object_store::path::Path::from(key), None)
+                    .await
+                    .map_err(io_error)?;
                 let tally = Tally { inner: bytes.map_err(io_error).boxed(), sent: 0, db, served: Some(served) };
                 Ok::<_, io::Error>(
                     stream::iter([Ok(head)]).chain(tally).chain(stream::iter([Ok(Bytes::from_static(b"\r\n"))])),

@@ -23,7 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use futures::Stream;
 use futures::stream::BoxStream;
-use object_store::{GetOptions, GetRange, ObjectStoreExt as _};
+use object_store::ObjectStoreExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedSemaphorePermit;
 use utoipa::ToSchema;
@@ -365,10 +365,8 @@ async fn serve(state: &AppState, principal: &Principal, id: Uuid, path: &str, he
         }
     };
     let permit = limits::start_download(extract.project_id, &state.config.release)?;
-    let options =
-        GetOptions { range: (first < last).then_some(GetRange::Bounded(first..last)), ..GetOptions::default() };
     let stream = if first < last {
-        state.store.get_opts(&key, options).await?.into_stream()
+        crate::storage::stream(state.store.as_ref(), &key, Some(first..last)).await?
     } else {
         Box::pin(futures::stream::empty()) as BoxStream<'static, object_store::Result<Bytes>>
     };
