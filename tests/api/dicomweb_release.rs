@@ -6,12 +6,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
-use std::time::Duration;
 
 use axum::http::{StatusCode, header};
 use custodian::auth::Role;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 use crate::extracts::{audit_details, built, contains, eventually, get_with, sha256, verified_manifest};
 use crate::helpers::{TestApp, TestResponse};
@@ -294,17 +292,8 @@ async fn dicomweb_client_from_pypi_searches_and_retrieves_the_release() {
     let (id, project) = (extract["id"].as_str().unwrap(), extract["project_id"].as_str().unwrap());
     let (manifest, _) = verified_manifest(&app, id, &rita).await;
     let files = by_uids(&manifest);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/dicomweb/projects/{project}", listener.local_addr().unwrap());
-    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(custodian::app::serve(
-        listener,
-        app.router.clone(),
-        async {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(5),
-    ));
+    let served = app.serve().await;
+    let base = format!("http://{}/dicomweb/projects/{project}", served.host);
 
     let rita_again = rita.clone();
     let python = python::tools().join("python");
@@ -313,8 +302,7 @@ async fn dicomweb_client_from_pypi_searches_and_retrieves_the_release() {
             .await
             .unwrap()
             .expect("running the dicomweb-client script");
-    let _ = shutdown.send(());
-    server.await.unwrap().unwrap();
+    served.stop().await;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use custodian::auth::Role;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 use crate::extracts::{audit_details, built, get_with, sha256, verified_manifest};
 use crate::helpers::{TestApp, TestResponse};
@@ -220,17 +219,8 @@ async fn refusals(app: &TestApp) -> i64 {
 async fn a_drs_client_written_from_the_spec_fetches_every_file_of_a_release_with_matching_checksums() {
     let (app, extract, rita) = built().await;
     let (manifest, _) = verified_manifest(&app, extract["id"].as_str().unwrap(), &rita).await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let host = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(custodian::app::serve(
-        listener,
-        app.router.clone(),
-        async {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(5),
-    ));
+    let served = app.serve().await;
+    let host = served.host.clone();
     let out = tempfile::tempdir().unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/fixtures/drs_fetch.py");
     let drs_uri = format!("drs://{host}/{}", bundle_id(&extract));
@@ -241,8 +231,7 @@ async fn a_drs_client_written_from_the_spec_fetches_every_file_of_a_release_with
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_mins(3), output).await.unwrap().unwrap();
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    served.stop().await;
     assert!(
         output.status.success(),
         "{}{}",

@@ -430,3 +430,39 @@ pub fn apt_install(packages: &[&str]) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The app served on a real socket of this machine, for clients that speak
+/// HTTP themselves (Python tools, the CLI); stopped with [`Served::stop`].
+pub struct Served {
+    /// `host:port` it listens on.
+    pub host: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Served {
+    /// Stops the server once its requests are done.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.server.await.unwrap().unwrap();
+    }
+}
+
+impl TestApp {
+    /// Serves this app on a free local port until [`Served::stop`].
+    pub async fn serve(&self) -> Served {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        let server = tokio::spawn(custodian::app::serve(
+            listener,
+            self.router.clone(),
+            shutdown,
+            std::time::Duration::from_secs(5),
+        ));
+        Served { host, stop, server }
+    }
+}

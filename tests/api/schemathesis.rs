@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use custodian::auth::Role;
-use tokio::net::TcpListener;
 
 use crate::helpers::TestApp;
 use crate::python;
@@ -71,17 +70,8 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
     .await
     .unwrap();
     app.state.discovery.refresh(&app.db).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(custodian::app::serve(
-        listener,
-        app.router.clone(),
-        async {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(5),
-    ));
+    let served = app.serve().await;
+    let base = format!("http://{}", served.host);
 
     // The strongest caller first, with every phase: holding every role, it
     // passes every role gate, so each operation runs to its validation and
@@ -109,7 +99,6 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
             failed.push(format!("as {who}:\n{report}"));
         }
     }
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    served.stop().await;
     assert!(failed.is_empty(), "schemathesis reports failures:\n{}", failed.join("\n\n"));
 }
