@@ -84,6 +84,9 @@ pub struct ReleaseConfig {
     /// Release files at least this large are written in parts (multipart
     /// upload on S3) rather than in one request (at least 1).
     pub multipart_threshold_bytes: u64,
+    /// Size of each part of such a write, but the last (5 MiB to 5 GiB, the
+    /// bounds S3 sets on a part).
+    pub multipart_part_bytes: u64,
     /// Hand out short-lived presigned GET URLs to release files (S3 only):
     /// each after the grant check, each audited.
     pub presigned_urls: bool,
@@ -105,6 +108,7 @@ impl Default for ReleaseConfig {
             max_requests_per_minute: 12_000,
             superseded_grace_days: 30,
             multipart_threshold_bytes: 64 * 1024 * 1024,
+            multipart_part_bytes: 16 * 1024 * 1024,
             presigned_urls: false,
             presign_ttl_secs: 300,
             public_url: None,
@@ -123,6 +127,9 @@ impl ReleaseConfig {
         }
         if self.multipart_threshold_bytes == 0 {
             return invalid("release.multipart_threshold_bytes", "must be at least 1".into());
+        }
+        if !(5 << 20..=5 << 30).contains(&self.multipart_part_bytes) {
+            return invalid("release.multipart_part_bytes", "must be 5 MiB to 5 GiB (5242880 to 5368709120)".into());
         }
         if !(1..=900).contains(&self.presign_ttl_secs) {
             return invalid(
@@ -914,6 +921,7 @@ mod tests {
             ("CUSTODIAN_RELEASE__PRESIGN_TTL_SECS", "0", "release.presign_ttl_secs"),
             ("CUSTODIAN_RELEASE__PRESIGNED_URLS", "true", "release.presigned_urls"),
             ("CUSTODIAN_RELEASE__MULTIPART_THRESHOLD_BYTES", "0", "release.multipart_threshold_bytes"),
+            ("CUSTODIAN_RELEASE__MULTIPART_PART_BYTES", "1024", "release.multipart_part_bytes"),
             ("CUSTODIAN_RELEASE__PUBLIC_URL", "ftp://x", "release.public_url"),
         ];
         for (var, value, key) in cases {

@@ -26,21 +26,21 @@ use futures::stream::BoxStream;
 use object_store::ObjectStoreExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedSemaphorePermit;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::extract::{AppJson, AppPath};
+use super::extract::{AppJson, AppPath, AppQuery};
 use crate::access::standing::{InProject, standing};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::openapi::tags;
-use crate::release::build;
 use crate::release::extracts::{self, Extract, Served};
 use crate::release::limits;
 use crate::release::manifest::{MANIFEST_FILE, SIGNATURE_FILE};
+use crate::release::{archive, build};
 
 /// The header naming a download session (1 to 64 of `A-Z a-z 0-9 . _ -`).
 pub const SESSION_HEADER: &str = "x-download-session";
@@ -52,6 +52,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(find_extract))
         .routes(routes!(download_manifest))
         .routes(routes!(download_signature))
+        .routes(routes!(download_archive))
         .merge(files)
 }
 
@@ -245,6 +246,109 @@ pub async fn download_file(
     headers: HeaderMap,
 ) -> Result<Response> {
     serve(&state, &principal, id, &path, &headers).await
+}
+
+/// Which part of a release to put in an archive.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveQuery {
+    /// Only the files whose path starts with this (e.g. `tables/`); the
+    /// manifest and its signature are always included.
+    pub prefix: Option<String>,
+}
+
+/// Download a whole release, or one folder of it, as a ZIP archive (accepted members, grant in force).
+///
+/// Streamed as it is read from storage, with its exact `Content-Length`:
+/// entries are stored uncompressed under `release-{id}/`, with their CRC-32
+/// in data descriptors and ZIP64 where sizes need it. The manifest and its
+/// signature are in it, so the unpacked folder verifies like a fetched one.
+/// The grant is checked before the first byte and again before each file:
+/// a grant suspended or revoked meanwhile cuts the archive short. There is
+/// no `Range` on an archive; to resume, use the files (`custodian fetch`).
+#[utoipa::path(
+    get,
+    path = "/extracts/{id}/archive",
+    tag = tags::RELEASES,
+    security(("bearer" = [])),
+    params(
+        ("id" = Uuid, Path, description = "Release id"),
+        ArchiveQuery,
+        ("X-Download-Session" = Option<String>, Header, description = "Groups the requests of one download for the audit (1 to 64 of `A-Z a-z 0-9 . _ -`)"),
+    ),
+    responses(
+        (status = 200, description = "The ZIP archive, streamed", content_type = "application/zip",
+            headers(("Content-Disposition" = String, description = "`attachment; filename=\"release-{id}.zip\"`"))),
+        (status = 403, description = "No grant in force; the code says why", body = ErrorBody),
+        (status = 404, description = "No release, or no file under `prefix`", body = ErrorBody),
+        (status = 409, description = "The release is not ready", body = ErrorBody),
+        (status = 429, description = "The project runs as many downloads as it may", body = ErrorBody),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
+    )
+)]
+pub async fn download_archive(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppPath(id): AppPath<Uuid>,
+    AppQuery(query): AppQuery<ArchiveQuery>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let session = session(&headers)?;
+    let extract = downloadable(&state, &principal, id).await?;
+    let prefix = query.prefix.unwrap_or_default();
+    let root = format!("release-{id}");
+    let mut members = Vec::new();
+    for path in [MANIFEST_FILE, SIGNATURE_FILE] {
+        let key = build::object_key(extract.project_id, id, path);
+        let size = state.store.head(&key).await?.size;
+        members.push(archive::Member { name: format!("{root}/{path}"), size, key });
+    }
+    let files = extracts::stored_files(&state.db, id).await?;
+    let chosen = files.into_iter().filter(|(path, _)| path.starts_with(&prefix));
+    let before = members.len();
+    for (path, file) in chosen {
+        let size = u64::try_from(file.size).map_err(|_| ApiError::Internal(anyhow::anyhow!("a negative file size")))?;
+        let key = object_store::path::Path::from(file.object_key);
+        members.push(archive::Member { name: format!("{root}/{path}"), size, key });
+    }
+    if members.len() == before {
+        return Err(ApiError::NotFound("file under that prefix"));
+    }
+    let archive = archive::Archive::new(members, extract.ready_at.unwrap_or(extract.created_at));
+    let size = archive.len();
+    let permit = limits::start_download(extract.project_id, &state.config.release)?;
+    let gate = {
+        let (db, config, username) = (state.db.clone(), state.config.clone(), principal.username.clone());
+        move || {
+            let (db, config, username) = (db.clone(), config.clone(), username.clone());
+            async move {
+                let grace = config.release.superseded_grace_days;
+                let checked = extracts::for_download(&db, &config.access, grace, &username, id).await;
+                checked.map(|_| ()).map_err(|refused| format!("the archive stopped: {refused}"))
+            }
+        }
+    };
+    let stream = archive.stream(state.store.clone(), gate);
+    let served = Served {
+        project_id: extract.project_id,
+        extract_id: id,
+        path: if prefix.is_empty() { "archive.zip".to_owned() } else { format!("archive.zip:{prefix}") },
+        username: principal.username.clone(),
+        session,
+        size: i64::try_from(size).unwrap_or(i64::MAX),
+    };
+    let body = Counted { inner: stream, sent: 0, db: state.db.clone(), served: Some(served), _permit: permit };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/zip")
+        .header(header::CONTENT_LENGTH, size)
+        .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"release-{id}.zip\""))
+        .header(header::CACHE_CONTROL, "private, no-transform")
+        .header(header::ACCEPT_RANGES, "none")
+        .body(Body::from_stream(body))
+        .map_err(internal)
 }
 
 /// The bytes of one range of a file.

@@ -56,9 +56,6 @@ pub const BUILD_JOB: &str = "release.build";
 /// Attempts before a build is `failed` for good.
 const MAX_ATTEMPTS: i32 = 5;
 
-/// Size of each part of a multipart write (S3's smallest is 5 MiB, but for the last).
-const PART_BYTES: usize = 16 * 1024 * 1024;
-
 /// Parts of one file uploaded at once.
 const PARTS_IN_FLIGHT: usize = 4;
 
@@ -547,8 +544,10 @@ async fn write_file(ctx: &Context, project_id: Uuid, extract_id: Uuid, file: tab
     record(&ctx.db, project_id, extract_id, std::slice::from_ref(&entry), &[]).await
 }
 
-/// Writes one file of the release to the object store.
-async fn write(
+/// Writes one file of the release to the object store: in one request, or
+/// from `release.multipart_threshold_bytes` on in parts of
+/// `release.multipart_part_bytes`, a few in flight at once.
+pub async fn write(
     ctx: &Context,
     project_id: Uuid,
     extract_id: Uuid,
@@ -558,7 +557,8 @@ async fn write(
     let key = object_key(project_id, extract_id, &entry.path);
     if entry.size >= ctx.config.release.multipart_threshold_bytes {
         // In parts: S3 takes at most 5 GiB in one request, and a failed part is retried alone.
-        let mut upload = WriteMultipart::new_with_chunk_size(ctx.store.put_multipart(&key).await?, PART_BYTES);
+        let part = usize::try_from(ctx.config.release.multipart_part_bytes).unwrap_or(usize::MAX);
+        let mut upload = WriteMultipart::new_with_chunk_size(ctx.store.put_multipart(&key).await?, part);
         for chunk in payload {
             if let Err(e) = upload.wait_for_capacity(PARTS_IN_FLIGHT).await {
                 // Leaves no parts behind; `finish` does the same on its own failure.

@@ -279,6 +279,20 @@ pub async fn file(db: impl PgExecutor<'_>, extract_id: Uuid, path: &str) -> Resu
     .await?)
 }
 
+/// Every file of `extract_id` with where it is stored, by path.
+pub async fn stored_files(db: impl PgExecutor<'_>, extract_id: Uuid) -> Result<Vec<(String, StoredFile)>, ApiError> {
+    let rows = sqlx::query!(
+        "select path, size, sha256, media_type, object_key from extract_file where extract_id = $1 order by path",
+        extract_id
+    )
+    .fetch_all(db)
+    .await?;
+    let files = rows.into_iter().map(|r| {
+        (r.path, StoredFile { size: r.size, sha256: r.sha256, media_type: r.media_type, object_key: r.object_key })
+    });
+    Ok(files.collect())
+}
+
 /// Which download one request belongs to.
 #[derive(Debug, Clone)]
 pub struct Served {

@@ -3,6 +3,7 @@
 //!
 //! - [`dicom`]: stored instances re-pseudonymized for one project;
 //! - [`annotations`]: the annotations of the granted kinds, with their provenance;
+//! - [`archive`]: a release as one ZIP archive, streamed;
 //! - [`dicomweb`]: the index of a release's instances, DICOMweb searches and metadata;
 //! - [`tables`]: granted fields as CSV and Parquet, with their dictionary;
 //! - [`build`]: the job that writes a release from its grant's scope;
@@ -13,6 +14,7 @@
 //! - [`presign`]: short-lived presigned S3 URLs to release files, audited.
 
 pub mod annotations;
+pub mod archive;
 pub mod build;
 pub mod dicom;
 pub mod dicomweb;

@@ -32,7 +32,7 @@ pub(crate) async fn demo_with(adjust: impl FnOnce(&mut custodian::config::Config
     (app, project.to_string(), rita)
 }
 
-fn context(app: &TestApp) -> build::Context {
+pub(crate) fn context(app: &TestApp) -> build::Context {
     build::Context {
         db: app.db.clone(),
         store: app.state.store.clone(),
@@ -238,9 +238,12 @@ async fn only_the_projects_accepted_members_ask_for_or_download_its_releases() {
     let (manifest, _) = verified_manifest(&app, id, &rita).await;
     let file = format!("/api/v1/extracts/{id}/files/{}", manifest.files[0].path);
     for who in [&bruno, &stranger, &steward] {
-        for path in
-            [format!("/api/v1/extracts/{id}/manifest"), format!("/api/v1/extracts/{id}/manifest.sig"), file.clone()]
-        {
+        for path in [
+            format!("/api/v1/extracts/{id}/manifest"),
+            format!("/api/v1/extracts/{id}/manifest.sig"),
+            format!("/api/v1/extracts/{id}/archive"),
+            file.clone(),
+        ] {
             app.get(&path, Some(who)).await.assert_error(StatusCode::NOT_FOUND, "not-found");
         }
     }

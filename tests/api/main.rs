@@ -5,6 +5,7 @@ mod access_matrix;
 mod annotations;
 mod api_tokens;
 mod application_rules;
+mod archive;
 mod audit;
 mod auth_jwt;
 mod catalog;
