@@ -25,6 +25,7 @@ pub mod tags {
     pub const RELEASES: &str = "releases";
     pub const DRS: &str = "drs";
     pub const DICOMWEB: &str = "dicomweb";
+    pub const OPEN_COHORTS: &str = "open-cohorts";
 }
 
 #[derive(OpenApi)]
@@ -54,6 +55,7 @@ pub mod tags {
         (name = tags::RELEASES, description = "Releases to approved projects: signed manifests and the keys that verify them"),
         (name = tags::DRS, description = "GA4GH DRS 1.4 over releases: each release a bundle, each file a blob with its SHA-256"),
         (name = tags::DICOMWEB, description = "DICOMweb over a release: QIDO-RS searches and WADO-RS retrieval in the project's pseudonyms and UIDs"),
+        (name = tags::OPEN_COHORTS, description = "Open cohorts for challenges: curated under consent, split at subject level, published openly"),
     )
 )]
 pub struct ApiDoc;

@@ -116,6 +116,11 @@ pub struct ConsentTerms {
     /// GS: ISO 3166-1 alpha-2 countries where the data may be processed.
     #[serde(default)]
     pub countries: Vec<String>,
+    /// Participants agreed to their de-identified data being published
+    /// openly (an open cohort for a challenge, downloadable by anyone under
+    /// its licence). Without it no subject of the cohort is published.
+    #[serde(default)]
+    pub open_release: bool,
 }
 
 /// The research purpose an application states (DUO terms for the purpose).
@@ -524,6 +529,7 @@ mod tests {
             moratorium_until,
             time_limit_months,
             countries,
+            open_release: false,
         }
     }
 

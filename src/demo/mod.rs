@@ -55,6 +55,7 @@ struct DemoCohort {
     tier: Tier,
     source: Source,
     license: Option<&'static str>,
+    citation: Option<&'static str>,
 }
 
 const COHORTS: &[DemoCohort] = &[
@@ -65,6 +66,7 @@ const COHORTS: &[DemoCohort] = &[
         tier: Tier::Controlled,
         source: Source::Registry,
         license: None,
+        citation: None,
     },
     DemoCohort {
         slug: "demo-chest-xray-challenge",
@@ -73,6 +75,7 @@ const COHORTS: &[DemoCohort] = &[
         tier: Tier::Open,
         source: Source::Challenge,
         license: Some("CC-BY-4.0"),
+        citation: Some("Custodian demo registry. Chest X-ray challenge cohort (synthetic data), 2026."),
     },
 ];
 
@@ -108,8 +111,8 @@ pub async fn seed(pool: &PgPool) -> Result<()> {
     }
     for cohort in COHORTS {
         let inserted = sqlx::query!(
-            "insert into cohort (slug, title, description, tier, design, source, license)
-             values ($1, $2, $3, $4, $5, $6, $7) on conflict (slug) do nothing",
+            "insert into cohort (slug, title, description, tier, design, source, license, citation)
+             values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (slug) do nothing",
             cohort.slug,
             cohort.title,
             cohort.description,
@@ -117,6 +120,7 @@ pub async fn seed(pool: &PgPool) -> Result<()> {
             Design::Retrospective as Design,
             cohort.source as Source,
             cohort.license,
+            cohort.citation,
         )
         .execute(&mut *tx)
         .await?;
@@ -188,7 +192,7 @@ async fn seed_governance(tx: &mut sqlx::PgConnection, first: bool) -> Result<Vec
     let mut created = Vec::new();
     for (slug, terms) in [
         ("demo-neuro-mri", json!({"permission": "HMB", "modifiers": ["NCU", "IRB", "PUB"]})),
-        ("demo-chest-xray-challenge", json!({"permission": "NRES"})),
+        ("demo-chest-xray-challenge", json!({"permission": "NRES", "open_release": true})),
     ] {
         let set =
             sqlx::query!("update cohort set consent_terms = $2 where slug = $1 and consent_terms is null", slug, terms)

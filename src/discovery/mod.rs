@@ -278,6 +278,15 @@ fn count_sql(query: &Query) -> QueryBuilder<Postgres> {
     qb
 }
 
+/// Every subject matching `query` (exact, unprotected: for curating staff,
+/// never for a researcher's answer).
+pub async fn matching_subjects(db: &mut sqlx::PgConnection, query: &Query) -> Result<Vec<uuid::Uuid>, ApiError> {
+    let mut qb = QueryBuilder::new("select distinct s.subject_id");
+    sql::push_from(&mut qb, query.node.as_ref(), false);
+    push_criteria(&mut qb, query);
+    Ok(qb.build_query_scalar().persistent(false).fetch_all(db).await?)
+}
+
 /// Subjects, studies, series and instances matching `query`, counted by PostgreSQL.
 pub async fn count_in_database(db: &PgPool, query: &Query) -> Result<[i64; 4], ApiError> {
     // Planned with the actual values every time (the statements are built per query anyway).

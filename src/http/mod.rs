@@ -25,6 +25,7 @@ pub mod imports;
 pub mod limits;
 pub mod me;
 pub mod nul;
+pub mod open_cohorts;
 pub mod ops;
 pub mod presigned;
 pub mod projects;
@@ -101,6 +102,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(withdrawals::router())
             .merge(publications::router())
             .merge(extracts::router())
+            .merge(open_cohorts::router())
             .merge(presigned::router())
             .merge(catalog::router()),
     )
