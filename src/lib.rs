@@ -43,6 +43,8 @@ pub mod jobs;
 pub mod metrics;
 /// The OpenAPI contract.
 pub mod openapi;
+/// Open cohorts for challenges: public releases, splits, scoring.
+pub mod opencohort;
 /// Sites and cohorts.
 pub mod registry;
 /// Releases: re-pseudonymized DICOM, tables, signed manifests.

@@ -1,0 +1,3 @@
+//! Open cohorts for challenges: versioned public releases, their splits and scoring.
+
+pub mod splits;
