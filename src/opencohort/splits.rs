@@ -54,8 +54,11 @@ pub const DEFAULT_AGE_BAND_YEARS: u32 = 10;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
+    /// Released with labels, for training.
     Train,
+    /// Released with labels, for model selection.
     Validation,
+    /// Released without its labels, which are kept for scoring.
     Test,
 }
 
@@ -100,6 +103,7 @@ pub struct SplitSubject {
     pub subject: String,
     /// The subject's studies, possibly at several sites.
     pub studies: Vec<SplitStudy>,
+    /// Sex as the registry holds it.
     pub sex: Option<Sex>,
     /// Age in whole years.
     pub age: Option<u32>,
@@ -118,11 +122,13 @@ impl SplitSubject {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stratum {
+    /// Sex (`M`, `F`, `O`, or missing).
     Sex,
     /// Age in bands of `age_band_years` (e.g. 40-49).
     AgeBand,
     /// The set of sites of the subject's studies.
     Site,
+    /// The subject's label.
     Label,
 }
 
@@ -253,7 +259,7 @@ pub enum SplitError {
     NoTestSites,
     #[error("held-out test site '{0}' holds no study of this cohort")]
     UnknownTestSite(String),
-    #[error("every site of this cohort is held out: no subject is left for training")]
+    #[error("no subject is left for training: every subject has a study at a held-out site")]
     NoTrainingSite,
     #[error("invalid split names (use train, validation or test): {}", listed(.0))]
     InvalidSplitNames(Vec<String>),
@@ -367,6 +373,7 @@ impl fmt::Display for ExclusionReason {
 pub struct Exclusion {
     /// Registry pseudonym of the subject.
     pub subject: String,
+    /// Why the subject is in no split.
     pub reason: ExclusionReason,
 }
 
@@ -374,15 +381,20 @@ pub struct Exclusion {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SplitMethod {
+    /// Seeded random, optionally stratified.
     Random,
+    /// Whole sites held out as test.
     CrossSite,
+    /// Placed by the organizer.
     Explicit,
 }
 
 /// How many subjects of a split have one value (`null`: the value is missing).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ValueCount {
+    /// The value: a sex code (`M`, `F`, `O`), an age band (`40-49`), a site code or a label.
     pub value: Option<String>,
+    /// Subjects of the split with this value.
     pub subjects: usize,
 }
 
@@ -390,23 +402,30 @@ pub struct ValueCount {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SplitSummary {
     pub split: Split,
+    /// Subjects in the split.
     pub subjects: usize,
+    /// Studies of those subjects.
     pub studies: usize,
     /// Codes of the sites with studies in this split.
     pub sites: Vec<String>,
+    /// Subjects per sex.
     pub by_sex: Vec<ValueCount>,
+    /// Subjects per age band (of the report's `age_band_years`).
     pub by_age_band: Vec<ValueCount>,
     /// Subjects per site; a subject seen at two sites counts at both.
     pub by_site: Vec<ValueCount>,
+    /// Subjects per label.
     pub by_label: Vec<ValueCount>,
 }
 
 /// What the split did: sizes, composition, held-out sites and exclusions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SplitReport {
+    /// How the split was made.
     pub method: SplitMethod,
     /// The seed of a random or cross-site split.
     pub seed: Option<u64>,
+    /// The strata of a random split (a cross-site split is stratified by site).
     pub stratified_by: Vec<Stratum>,
     /// Width of the age bands of the breakdowns.
     pub age_band_years: u32,
@@ -473,6 +492,9 @@ pub fn assign(subjects: &[SplitSubject], spec: &SplitSpec) -> Result<SplitOutcom
                 } else {
                     pool.push(*subject);
                 }
+            }
+            if pool.is_empty() {
+                return Err(SplitError::NoTrainingSite);
             }
             let fractions = [1.0 - validation_fraction, *validation_fraction, 0.0];
             assignment.extend(stratified(&pool, fractions, *seed, &[Stratum::Site], DEFAULT_AGE_BAND_YEARS));
@@ -563,7 +585,9 @@ pub fn check_leakage<'a>(
 #[error("split {split} has {subjects} subjects, below the cohort's minimum of {minimum}")]
 pub struct SplitTooSmall {
     pub split: Split,
+    /// Subjects in the split.
     pub subjects: usize,
+    /// The cohort's minimum split size.
     pub minimum: usize,
 }
 
@@ -801,20 +825,6 @@ fn summarize(
 #[allow(clippy::cast_precision_loss)] // shares of small synthetic cohorts
 mod tests {
     use super::*;
-
-    #[test]
-    fn tmp_timing() {
-        for n in [10_000, 100_000] {
-            let cohort = population(n, 1);
-            let mut spec = random(5, [0.6, 0.2, 0.2], &[Stratum::Sex, Stratum::AgeBand, Stratum::Site, Stratum::Label]);
-            if let SplitSpec::Random { age_band_years, .. } = &mut spec {
-                *age_band_years = 5;
-            }
-            let t = std::time::Instant::now();
-            let o = assign(&cohort, &spec).unwrap();
-            eprintln!("TIMING {n} {:?} {:?}", t.elapsed(), sizes(&o));
-        }
-    }
     use serde_json::json;
 
     /// A stream of pseudo-random words for synthetic cohorts (splitmix64).
@@ -1232,6 +1242,9 @@ mod tests {
             ("unknown-test-site", "held-out test site 'Z' holds no study of this cohort".into())
         );
         assert_eq!(refusal(&cohort, &cross_site(&["A", "B"], 0.1)).code(), "no-training-site");
+        // Every subject of the training site was also seen at the held-out one.
+        let straddling = [subject("a", &["A"]), subject("ab", &["A", "B"])];
+        assert_eq!(refusal(&straddling, &cross_site(&["A"], 0.1)).code(), "no-training-site");
 
         let twice = [subject("a", &["A"]), subject("a", &["B"])];
         let error = refusal(&twice, &random(1, [0.5, 0.0, 0.5], &[]));
