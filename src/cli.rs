@@ -140,7 +140,7 @@ async fn run_jobs(
                     crate::ingest::sweep::run_job(&db, &store, local_root.as_deref(), sweep_interval, sweep_grace).await
                 }
                 crate::dictionary::db::COVERAGE_JOB => crate::dictionary::db::run_coverage_job(&db).await,
-                crate::release::build::BUILD_JOB => crate::release::build::run_job(&release, &job).await,
+                crate::release::build::BUILD_JOB => Box::pin(crate::release::build::run_job(&release, &job)).await,
                 other => anyhow::bail!("this node has no handler for jobs of kind `{other}`"),
             }
         }

@@ -278,11 +278,13 @@ pub enum Refusal {
     InvalidTransition,
     /// The steward must recuse from this application.
     MustRecuse,
+    /// An open cohort's click-through agreement is not accepted yet (or not by a signed-in user).
+    AgreementRequired,
 }
 
 impl Refusal {
     /// Every code, as the contract lists them.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::NoGrant,
         Self::GrantPending,
         Self::GrantNotYetValid,
@@ -299,6 +301,7 @@ impl Refusal {
         Self::PublicationMoratorium,
         Self::InvalidTransition,
         Self::MustRecuse,
+        Self::AgreementRequired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -319,6 +322,7 @@ impl Refusal {
             Self::PublicationMoratorium => "publication-moratorium",
             Self::InvalidTransition => "invalid-transition",
             Self::MustRecuse => "must-recuse",
+            Self::AgreementRequired => "agreement-required",
         }
     }
 }

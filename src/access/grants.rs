@@ -572,17 +572,7 @@ struct StoredGrant {
 pub async fn ensure_project_key(tx: &mut PgConnection, key: &RegistryKey, project_id: Uuid) -> Result<bool, ApiError> {
     // A closed project's key was destroyed with its linkage; it is never made again.
     super::projects::ensure_open(tx, project_id).await?;
-    let mut secret = [0u8; 32];
-    let mut nonce = [0u8; NONCE_LEN];
-    aws_lc_rs::rand::fill(&mut secret).map_err(|_| ApiError::Internal(anyhow::anyhow!("no randomness")))?;
-    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| ApiError::Internal(anyhow::anyhow!("no randomness")))?;
-    let sealing = sealing_key(key)?;
-    let mut sealed = secret.to_vec();
-    sealing
-        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(project_id.as_bytes()), &mut sealed)
-        .map_err(|_| ApiError::Internal(anyhow::anyhow!("sealing the project key failed")))?;
-    let mut stored = nonce.to_vec();
-    stored.extend_from_slice(&sealed);
+    let stored = new_sealed_key(key, project_id.as_bytes())?;
     let created = sqlx::query!(
         "insert into project_key (project_id, sealed) values ($1, $2) on conflict do nothing",
         project_id,
@@ -594,6 +584,37 @@ pub async fn ensure_project_key(tx: &mut PgConnection, key: &RegistryKey, projec
     Ok(created == 1)
 }
 
+/// A fresh random 32-byte key, sealed (AES-256-GCM, nonce first) under a key
+/// derived from the registry key, bound to `owner` (authenticated data), so
+/// a sealed key copied to another owner does not open.
+pub fn new_sealed_key(key: &RegistryKey, owner: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let mut secret = [0u8; 32];
+    let mut nonce = [0u8; NONCE_LEN];
+    aws_lc_rs::rand::fill(&mut secret).map_err(|_| ApiError::Internal(anyhow::anyhow!("no randomness")))?;
+    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| ApiError::Internal(anyhow::anyhow!("no randomness")))?;
+    let sealing = sealing_key(key)?;
+    let mut sealed = secret.to_vec();
+    sealing
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(owner), &mut sealed)
+        .map_err(|_| ApiError::Internal(anyhow::anyhow!("sealing a pseudonymization key failed")))?;
+    let mut stored = nonce.to_vec();
+    stored.extend_from_slice(&sealed);
+    Ok(stored)
+}
+
+/// Opens a key sealed by [`new_sealed_key`] for `owner`.
+pub fn open_sealed_key(key: &RegistryKey, owner: &[u8], stored: &[u8]) -> Result<[u8; 32], ApiError> {
+    let broken = || ApiError::Internal(anyhow::anyhow!("a pseudonymization key does not unseal"));
+    if stored.len() < NONCE_LEN {
+        return Err(broken());
+    }
+    let (nonce, sealed) = stored.split_at(NONCE_LEN);
+    let mut sealed = sealed.to_vec();
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| broken())?;
+    let plain = sealing_key(key)?.open_in_place(nonce, Aad::from(owner), &mut sealed).map_err(|_| broken())?;
+    plain.try_into().map_err(|_| broken())
+}
+
 /// The project's key, unsealed (None once destroyed or never made).
 pub async fn project_key(
     db: impl PgExecutor<'_>,
@@ -603,17 +624,7 @@ pub async fn project_key(
     let stored = sqlx::query_scalar!("select sealed from project_key where project_id = $1", project_id)
         .fetch_optional(db)
         .await?;
-    let Some(stored) = stored else { return Ok(None) };
-    let broken = || ApiError::Internal(anyhow::anyhow!("a project key does not unseal"));
-    if stored.len() < NONCE_LEN {
-        return Err(broken());
-    }
-    let (nonce, sealed) = stored.split_at(NONCE_LEN);
-    let mut sealed = sealed.to_vec();
-    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| broken())?;
-    let plain =
-        sealing_key(key)?.open_in_place(nonce, Aad::from(project_id.as_bytes()), &mut sealed).map_err(|_| broken())?;
-    plain.try_into().map(Some).map_err(|_| broken())
+    stored.map(|stored| open_sealed_key(key, project_id.as_bytes(), &stored)).transpose()
 }
 
 fn sealing_key(key: &RegistryKey) -> Result<LessSafeKey, ApiError> {

@@ -404,7 +404,7 @@ struct Opened {
 impl Opened {
     fn served(&self, path: &str, size: i64) -> Served {
         Served {
-            project_id: self.extract.project_id,
+            target: self.extract.audit_target(),
             extract_id: self.extract.id,
             path: path.to_owned(),
             username: self.username.clone(),
@@ -430,7 +430,7 @@ async fn open(state: &AppState, asked: &Asked) -> Result<Opened> {
             .map(|e| e.id)
             .ok_or(ApiError::NotFound("release"))?
     };
-    let extract = super::extracts::downloadable(state, &asked.principal, extract_id).await?;
+    let extract = super::extracts::downloadable(state, Some(&asked.principal), extract_id).await?;
     Ok(Opened { extract, root: asked.root(), username: asked.principal.username.clone(), session })
 }
 
@@ -683,7 +683,7 @@ fn io_error(error: impl std::error::Error + Send + Sync + 'static) -> io::Error 
 async fn retrieve(state: &AppState, asked: &Asked) -> Result<Response> {
     let opened = open(state, asked).await?;
     let files = stored(state, &opened, &asked.uids).await?;
-    let permit = limits::start_download(opened.extract.project_id, &state.config.release)?;
+    let permit = limits::start_download(opened.extract.owner(), &state.config.release)?;
     let boundary = Uuid::new_v4().simple().to_string();
     let closing = Bytes::from(format!("--{boundary}--\r\n"));
     let mut length = closing.len() as u64;
@@ -730,7 +730,7 @@ async fn retrieve(state: &AppState, asked: &Asked) -> Result<Response> {
 async fn metadata(state: &AppState, asked: &Asked) -> Result<Response> {
     let opened = open(state, asked).await?;
     let files = stored(state, &opened, &asked.uids).await?;
-    let permit = limits::start_download(opened.extract.project_id, &state.config.release)?;
+    let permit = limits::start_download(opened.extract.owner(), &state.config.release)?;
     let store = state.store.clone();
     let objects = stream::iter(files)
         .map(move |file| {

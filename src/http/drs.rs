@@ -256,7 +256,7 @@ fn expand(query: Option<&str>) -> bool {
 /// The release an id names, for this caller now: the grant checked, refusals audited.
 async fn release_for(state: &AppState, principal: &Principal, object_id: &str) -> DrsResult<(ObjectId, Extract)> {
     let id = ObjectId::parse(object_id).ok_or(ApiError::NotFound("object"))?;
-    let extract = super::extracts::downloadable(state, principal, id.extract_id)
+    let extract = super::extracts::downloadable(state, Some(principal), id.extract_id)
         .await
         .map_err(|e| if matches!(e, ApiError::NotFound(_)) { ApiError::NotFound("object") } else { e })?;
     Ok((id, extract))
@@ -357,7 +357,10 @@ impl Describe<'_> {
             access_methods,
             contents,
             description: if path.is_empty() {
-                format!("Release {version} of project {}", self.extract.project_id)
+                match (&self.extract.project_id, &self.extract.open_cohort) {
+                    (Some(project), _) => format!("Release {version} of project {project}"),
+                    (None, cohort) => format!("Version {version} of open cohort {}", cohort.as_deref().unwrap_or("")),
+                }
             } else {
                 format!("`{path}` of release {version}")
             },

@@ -34,10 +34,10 @@ use uuid::Uuid;
 use super::extract::{AppJson, AppPath, AppQuery};
 use crate::access::standing::{InProject, standing};
 use crate::app::AppState;
-use crate::auth::Principal;
+use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::openapi::tags;
-use crate::release::extracts::{self, Extract, Served};
+use crate::release::extracts::{self, Extract, ExtractState, Served};
 use crate::release::limits;
 use crate::release::manifest::{MANIFEST_FILE, SIGNATURE_FILE};
 use crate::release::{archive, build};
@@ -130,7 +130,7 @@ pub async fn list_extracts(State(state): State<AppState>, caller: InProject) -> 
     get,
     path = "/extracts/{id}",
     tag = tags::RELEASES,
-    security(("bearer" = [])),
+    security((), ("bearer" = [])),
     params(("id" = Uuid, Path, description = "Release id")),
     responses(
         (status = 200, description = "The release", body = Extract),
@@ -140,11 +140,25 @@ pub async fn list_extracts(State(state): State<AppState>, caller: InProject) -> 
 )]
 pub async fn find_extract(
     State(state): State<AppState>,
-    principal: Principal,
+    principal: Option<Principal>,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<AppJson<Extract>> {
     let extract = extracts::get(&state.db, id).await?.ok_or(ApiError::NotFound("extract"))?;
-    standing(&state.db, extract.project_id, &principal).await?.require_reader("extract")?;
+    match (extract.project_id, &principal) {
+        (Some(project_id), Some(principal)) => {
+            standing(&state.db, project_id, principal).await?.require_reader("extract")?;
+        }
+        (Some(_), None) => {
+            return Err(ApiError::Unauthorized("a project's release is seen by its signed-in members".into()));
+        }
+        (None, _) => {
+            let curator = principal.as_ref().is_some_and(|p| p.has_role(Role::Organizer) || p.has_role(Role::Admin));
+            let published = matches!(extract.state, ExtractState::Ready | ExtractState::Superseded);
+            if !curator && !published {
+                return Err(ApiError::NotFound("extract"));
+            }
+        }
+    }
     Ok(AppJson(extract))
 }
 
@@ -157,7 +171,7 @@ pub async fn find_extract(
     get,
     path = "/extracts/{id}/manifest",
     tag = tags::RELEASES,
-    security(("bearer" = [])),
+    security((), ("bearer" = [])),
     params(("id" = Uuid, Path, description = "Release id")),
     responses(
         (status = 200, description = "The exact signed bytes of `manifest.json`", content_type = "application/json",
@@ -171,11 +185,11 @@ pub async fn find_extract(
 )]
 pub async fn download_manifest(
     State(state): State<AppState>,
-    principal: Principal,
+    principal: Option<Principal>,
     AppPath(id): AppPath<Uuid>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    serve(&state, &principal, id, MANIFEST_FILE, &headers).await
+    serve(&state, principal.as_ref(), id, MANIFEST_FILE, &headers).await
 }
 
 /// Download the detached signature of a release's manifest (`manifest.json.sig`).
@@ -186,7 +200,7 @@ pub async fn download_manifest(
     get,
     path = "/extracts/{id}/manifest.sig",
     tag = tags::RELEASES,
-    security(("bearer" = [])),
+    security((), ("bearer" = [])),
     params(("id" = Uuid, Path, description = "Release id")),
     responses(
         (status = 200, description = "The signature document", content_type = "application/json"),
@@ -198,11 +212,11 @@ pub async fn download_manifest(
 )]
 pub async fn download_signature(
     State(state): State<AppState>,
-    principal: Principal,
+    principal: Option<Principal>,
     AppPath(id): AppPath<Uuid>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    serve(&state, &principal, id, SIGNATURE_FILE, &headers).await
+    serve(&state, principal.as_ref(), id, SIGNATURE_FILE, &headers).await
 }
 
 /// Download a file of a release (accepted members, grant in force).
@@ -215,7 +229,7 @@ pub async fn download_signature(
     get,
     path = "/extracts/{id}/files/{path}",
     tag = tags::RELEASES,
-    security(("bearer" = [])),
+    security((), ("bearer" = [])),
     params(
         ("id" = Uuid, Path, description = "Release id"),
         ("path" = String, Path, description = "The file's path in the manifest, slashes included"),
@@ -241,11 +255,11 @@ pub async fn download_signature(
 )]
 pub async fn download_file(
     State(state): State<AppState>,
-    principal: Principal,
+    principal: Option<Principal>,
     AppPath((id, path)): AppPath<(Uuid, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    serve(&state, &principal, id, &path, &headers).await
+    serve(&state, principal.as_ref(), id, &path, &headers).await
 }
 
 /// Which part of a release to put in an archive.
@@ -271,7 +285,7 @@ pub struct ArchiveQuery {
     get,
     path = "/extracts/{id}/archive",
     tag = tags::RELEASES,
-    security(("bearer" = [])),
+    security((), ("bearer" = [])),
     params(
         ("id" = Uuid, Path, description = "Release id"),
         ArchiveQuery,
@@ -290,18 +304,18 @@ pub struct ArchiveQuery {
 )]
 pub async fn download_archive(
     State(state): State<AppState>,
-    principal: Principal,
+    principal: Option<Principal>,
     AppPath(id): AppPath<Uuid>,
     AppQuery(query): AppQuery<ArchiveQuery>,
     headers: HeaderMap,
 ) -> Result<Response> {
     let session = session(&headers)?;
-    let extract = downloadable(&state, &principal, id).await?;
+    let extract = downloadable(&state, principal.as_ref(), id).await?;
     let prefix = query.prefix.unwrap_or_default();
     let root = format!("release-{id}");
     let mut members = Vec::new();
     for path in [MANIFEST_FILE, SIGNATURE_FILE] {
-        let key = build::object_key(extract.project_id, id, path);
+        let key = build::object_key(extract.owner(), id, path);
         let size = state.store.head(&key).await?.size;
         members.push(archive::Member { name: format!("{root}/{path}"), size, key });
     }
@@ -318,24 +332,25 @@ pub async fn download_archive(
     }
     let archive = archive::Archive::new(members, extract.ready_at.unwrap_or(extract.created_at));
     let size = archive.len();
-    let permit = limits::start_download(extract.project_id, &state.config.release)?;
+    let permit = limits::start_download(extract.owner(), &state.config.release)?;
     let gate = {
-        let (db, config, username) = (state.db.clone(), state.config.clone(), principal.username.clone());
+        let (db, config) = (state.db.clone(), state.config.clone());
+        let username = principal.as_ref().map(|p| p.username.clone());
         move || {
             let (db, config, username) = (db.clone(), config.clone(), username.clone());
             async move {
                 let grace = config.release.superseded_grace_days;
-                let checked = extracts::for_download(&db, &config.access, grace, &username, id).await;
+                let checked = extracts::for_download(&db, &config.access, grace, username.as_deref(), id).await;
                 checked.map(|_| ()).map_err(|refused| format!("the archive stopped: {refused}"))
             }
         }
     };
     let stream = archive.stream(state.store.clone(), gate);
     let served = Served {
-        project_id: extract.project_id,
+        target: extract.audit_target(),
         extract_id: id,
         path: if prefix.is_empty() { "archive.zip".to_owned() } else { format!("archive.zip:{prefix}") },
-        username: principal.username.clone(),
+        username: downloader(principal.as_ref()),
         session,
         size: i64::try_from(size).unwrap_or(i64::MAX),
     };
@@ -416,19 +431,31 @@ pub(crate) fn session(headers: &HeaderMap) -> Result<String> {
 /// checked (a refusal audited, [`extracts::for_download`]), and the request
 /// counted against the project's rate ([`limits::count_request`]). Every
 /// path to a release's bytes (files, DRS, presigned URLs, DICOMweb) passes here.
-pub async fn downloadable(state: &AppState, principal: &Principal, id: Uuid) -> Result<Extract> {
+pub async fn downloadable(state: &AppState, principal: Option<&Principal>, id: Uuid) -> Result<Extract> {
     let grace = state.config.release.superseded_grace_days;
-    let extract = extracts::for_download(&state.db, &state.config.access, grace, &principal.username, id).await?;
-    limits::count_request(extract.project_id, &state.config.release)?;
+    let username = principal.map(|p| p.username.as_str());
+    let extract = extracts::for_download(&state.db, &state.config.access, grace, username, id).await?;
+    limits::count_request(extract.owner(), &state.config.release)?;
     Ok(extract)
 }
 
+/// Who a download is recorded for: the signed-in user, or `anonymous`.
+pub(crate) fn downloader(principal: Option<&Principal>) -> String {
+    principal.map_or_else(|| "anonymous".to_owned(), |p| p.username.clone())
+}
+
 /// Serves one file (or the manifest, or its signature) of a release.
-async fn serve(state: &AppState, principal: &Principal, id: Uuid, path: &str, headers: &HeaderMap) -> Result<Response> {
+async fn serve(
+    state: &AppState,
+    principal: Option<&Principal>,
+    id: Uuid,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<Response> {
     let session = session(headers)?;
     let extract = downloadable(state, principal, id).await?;
     let (size, sha256, media_type, key) = if path == MANIFEST_FILE || path == SIGNATURE_FILE {
-        let key = build::object_key(extract.project_id, id, path);
+        let key = build::object_key(extract.owner(), id, path);
         let meta = state.store.head(&key).await?;
         // The manifest's digest is recorded; its signature's is not needed to name it.
         let tag = if path == MANIFEST_FILE {
@@ -468,7 +495,7 @@ async fn serve(state: &AppState, principal: &Principal, id: Uuid, path: &str, he
                 .map_err(internal);
         }
     };
-    let permit = limits::start_download(extract.project_id, &state.config.release)?;
+    let permit = limits::start_download(extract.owner(), &state.config.release)?;
     let stream = if first < last {
         crate::storage::stream(state.store.as_ref(), &key, Some(first..last)).await?
     } else {
@@ -478,10 +505,10 @@ async fn serve(state: &AppState, principal: &Principal, id: Uuid, path: &str, he
         response = response.header(header::CONTENT_RANGE, format!("bytes {first}-{}/{size}", last - 1));
     }
     let served = Served {
-        project_id: extract.project_id,
+        target: extract.audit_target(),
         extract_id: id,
         path: path.to_owned(),
-        username: principal.username.clone(),
+        username: downloader(principal),
         session,
         size: i64::try_from(size).unwrap_or(i64::MAX),
     };

@@ -1,27 +1,37 @@
-//! Open cohorts over REST, as organizers curate them: challenge settings,
-//! subjects drawn from the registry under their consent, the split, and
-//! the checks publication will make.
+//! Open cohorts over REST: as organizers curate and publish them (challenge
+//! settings, subjects drawn from the registry under their consent, the
+//! split, the checks publication makes, versions), and as anyone finds them
+//! (the list and landing documents, no login) and accepts an agreement.
 
 use axum::extract::State;
-use serde::Deserialize;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{AppJson, AppPath};
 use crate::app::AppState;
-use crate::auth::Principal;
-use crate::error::{ErrorBody, Result};
+use crate::auth::{Principal, Role};
+use crate::error::{ApiError, ErrorBody, Result};
 use crate::openapi::tags;
 use crate::opencohort::curate::{self, Added, OpenCohort, Readiness, Selection, Settings};
+use crate::opencohort::publish::{self, Landing, PublishRequest};
 use crate::opencohort::splits::{SplitReport, SplitSpec};
+use crate::release::extracts::{Extract, ExtractState};
+use uuid::Uuid;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(configure, find))
+        .routes(routes!(list_published))
+        .routes(routes!(configure, landing))
+        .routes(routes!(find))
         .routes(routes!(add_subjects))
         .routes(routes!(split))
         .routes(routes!(readiness))
+        .routes(routes!(publish))
+        .routes(routes!(find_version))
+        .routes(routes!(accept_agreement))
 }
 
 /// Set an open cohort's challenge settings (organizers, admins).
@@ -59,7 +69,7 @@ pub async fn configure(
 /// An open cohort with its settings, size and split (organizers, admins).
 #[utoipa::path(
     get,
-    path = "/open-cohorts/{slug}",
+    path = "/open-cohorts/{slug}/curation",
     tag = tags::OPEN_COHORTS,
     security(("bearer" = ["organizer"]), ("bearer" = ["admin"])),
     params(("slug" = String, Path, description = "The open cohort's slug")),
@@ -180,4 +190,145 @@ pub async fn readiness(
     let readiness = curate::readiness(&mut tx, &principal, &slug).await?;
     tx.commit().await?;
     Ok(AppJson(readiness))
+}
+
+/// Published open cohorts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LandingList {
+    pub open_cohorts: Vec<Landing>,
+}
+
+/// Every published open cohort with its versions (anyone, no login).
+#[utoipa::path(
+    get,
+    path = "/open-cohorts",
+    tag = tags::OPEN_COHORTS,
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Open cohorts with at least one published version", body = LandingList),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
+    )
+)]
+pub async fn list_published(State(state): State<AppState>) -> Result<AppJson<LandingList>> {
+    Ok(AppJson(LandingList { open_cohorts: publish::published(&state.db).await? }))
+}
+
+/// The landing document of a published open cohort (anyone, no login).
+///
+/// Description, licence, citation, the task, any click-through agreement,
+/// and every published version with its split sizes and the release id to
+/// download it by (`/extracts/{id}/manifest`, `…/files/{path}`,
+/// `…/archive`, DRS, `custodian fetch`). Not found until a version is published.
+#[utoipa::path(
+    get,
+    path = "/open-cohorts/{slug}",
+    tag = tags::OPEN_COHORTS,
+    security((), ("bearer" = [])),
+    params(("slug" = String, Path, description = "The open cohort's slug")),
+    responses(
+        (status = 200, description = "The landing document", body = Landing),
+        (status = 404, description = "No published open cohort has this slug", body = ErrorBody),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
+    )
+)]
+pub async fn landing(State(state): State<AppState>, AppPath(slug): AppPath<String>) -> Result<AppJson<Landing>> {
+    Ok(AppJson(publish::landing(&state.db, &slug).await?))
+}
+
+/// Publish the open cohort's next version (organizers, admins).
+///
+/// Every readiness check again (`400 not-publishable` with every problem,
+/// each subject named by registry pseudonym); then the subjects and their
+/// splits are frozen and the version is built by a worker, in the cohort's
+/// own pseudonyms, one folder per split, the test split without the task's
+/// labels (unless `reveal_labels`, once the reveal date has passed). Earlier
+/// versions stay downloadable.
+#[utoipa::path(
+    post,
+    path = "/open-cohorts/{slug}/versions",
+    tag = tags::OPEN_COHORTS,
+    security(("bearer" = ["organizer"]), ("bearer" = ["admin"])),
+    params(("slug" = String, Path, description = "The open cohort's slug")),
+    request_body = PublishRequest,
+    responses(
+        (status = 202, description = "The version, queued for its build", body = Extract),
+        (status = 400, description = "The cohort cannot be published (`not-publishable`); every problem named", body = ErrorBody),
+        (status = 409, description = "Labels asked for before the reveal date", body = ErrorBody),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
+    )
+)]
+pub async fn publish(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppPath(slug): AppPath<String>,
+    AppJson(publication): AppJson<PublishRequest>,
+) -> Result<(StatusCode, AppJson<Extract>)> {
+    let mut tx = state.db.begin().await?;
+    let id = publish::publish(&mut tx, &state.ingest.key, &principal, &slug, &publication).await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, AppJson(publish::version(&state.db, &slug, id).await?)))
+}
+
+/// One version of an open cohort, with its build's state and progress
+/// (anyone once published; organizers and admins while it builds).
+#[utoipa::path(
+    get,
+    path = "/open-cohorts/{slug}/versions/{id}",
+    tag = tags::OPEN_COHORTS,
+    security((), ("bearer" = [])),
+    params(("slug" = String, Path, description = "The open cohort's slug"), ("id" = Uuid, Path, description = "The version's release id")),
+    responses(
+        (status = 200, description = "The version", body = Extract),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
+    )
+)]
+pub async fn find_version(
+    State(state): State<AppState>,
+    principal: Option<Principal>,
+    AppPath((slug, id)): AppPath<(String, Uuid)>,
+) -> Result<AppJson<Extract>> {
+    let version = publish::version(&state.db, &slug, id).await?;
+    let curator = principal.as_ref().is_some_and(|p| p.has_role(Role::Organizer) || p.has_role(Role::Admin));
+    let published = matches!(version.state, ExtractState::Ready | ExtractState::Superseded);
+    if !curator && !published {
+        return Err(ApiError::NotFound("version"));
+    }
+    Ok(AppJson(version))
+}
+
+/// An accepted agreement.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    /// SHA-256 of the wording accepted: a changed agreement is accepted anew.
+    pub agreement_sha256: String,
+}
+
+/// Accept an open cohort's click-through agreement (any signed-in user);
+/// downloads of its versions need it.
+#[utoipa::path(
+    post,
+    path = "/open-cohorts/{slug}/agreement",
+    tag = tags::OPEN_COHORTS,
+    security(("bearer" = [])),
+    params(("slug" = String, Path, description = "The open cohort's slug")),
+    responses(
+        (status = 200, description = "Accepted, and audited", body = Accepted),
+        (status = 404, description = "No open cohort with an agreement has this slug", body = ErrorBody),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
+    )
+)]
+pub async fn accept_agreement(
+    State(state): State<AppState>,
+    principal: Principal,
+    AppPath(slug): AppPath<String>,
+) -> Result<AppJson<Accepted>> {
+    let mut tx = state.db.begin().await?;
+    let agreement_sha256 = publish::accept_agreement(&mut tx, &principal, &slug).await?;
+    tx.commit().await?;
+    Ok(AppJson(Accepted { agreement_sha256 }))
 }

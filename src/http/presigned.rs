@@ -51,7 +51,7 @@ pub async fn presign_file(
     principal: Principal,
     AppPath((id, path)): AppPath<(Uuid, String)>,
 ) -> Result<Response> {
-    let extract = super::extracts::downloadable(&state, &principal, id).await?;
+    let extract = super::extracts::downloadable(&state, Some(&principal), id).await?;
     let file = extracts::file(&state.db, id, &path).await?.ok_or(ApiError::NotFound("file"))?;
     let signed = presign::issue(&state.db, &state.config, &principal.username, &extract, &path, &file).await?;
     let mut response = AppJson(signed).into_response();

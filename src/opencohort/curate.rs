@@ -108,6 +108,28 @@ pub struct Settings {
     /// The smallest split publication allows (default: the cohort's
     /// suppression threshold, never below it).
     pub min_split_size: Option<i32>,
+    /// Data dictionary fields published in each split's tables.
+    #[serde(default)]
+    #[schema(max_length = 64)]
+    pub fields: Vec<String>,
+    /// Modalities published (empty: every modality).
+    #[serde(default)]
+    #[schema(max_length = 16)]
+    pub modalities: Vec<String>,
+    /// Annotation kinds published (`segmentation`, `contour`, `landmark`, `box`, `label`);
+    /// the test split never carries the task's kind until its labels are revealed.
+    #[serde(default)]
+    #[schema(max_length = 16)]
+    pub annotation_kinds: Vec<String>,
+    /// Publish the imaging itself (default), not only tables and annotations.
+    #[serde(default = "yes")]
+    pub imaging: bool,
+    /// From this time on, a version may include the test split's labels.
+    pub reveal_at: Option<DateTime<Utc>>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// An open cohort as its organizers see it.
@@ -122,6 +144,11 @@ pub struct OpenCohort {
     pub agreement: Option<String>,
     pub task: Option<Task>,
     pub min_split_size: i32,
+    pub fields: Vec<String>,
+    pub modalities: Vec<String>,
+    pub annotation_kinds: Vec<String>,
+    pub imaging: bool,
+    pub reveal_at: Option<DateTime<Utc>>,
     /// Subjects in the cohort now (withdrawn ones not counted).
     pub subjects: i64,
     /// The split last applied and what it gave.
@@ -174,20 +201,51 @@ pub async fn configure(
              would publish a cell discovery suppresses"
         ));
     }
+    let known = sqlx::query_scalar!("select field_id from field where field_id = any($1)", &settings.fields)
+        .fetch_all(&mut *tx)
+        .await?;
+    for field in settings.fields.iter().filter(|f| !known.contains(f)) {
+        problems.push(format!(
+            "`fields` names `{}`, which the data dictionary does not hold",
+            field.chars().take(64).collect::<String>()
+        ));
+    }
+    for modality in &settings.modalities {
+        if !(2..=16).contains(&modality.len())
+            || !modality.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        {
+            problems.push("each of `modalities` is a DICOM modality code such as `MR` or `DX`".to_owned());
+        }
+    }
+    for kind in &settings.annotation_kinds {
+        if !["segmentation", "contour", "landmark", "box", "label"].contains(&kind.as_str()) {
+            problems.push(
+                "each of `annotation_kinds` is `segmentation`, `contour`, `landmark`, `box` or `label`".to_owned(),
+            );
+        }
+    }
     if let Some(first) = problems.first() {
         return Err(ApiError::BadRequest(if problems.len() == 1 { first.clone() } else { problems.join("; ") }));
     }
     let task = settings.task.as_ref().map(|t| serde_json::to_value(t).expect("a task serializes"));
     sqlx::query!(
-        "insert into open_cohort (cohort_id, agreement, task, min_split_size, created_by)
-         values ($1, $2, $3, $4, $5)
+        "insert into open_cohort (cohort_id, agreement, task, min_split_size, created_by, fields, modalities,
+                                  annotation_kinds, imaging, reveal_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          on conflict (cohort_id) do update
-            set agreement = excluded.agreement, task = excluded.task, min_split_size = excluded.min_split_size",
+            set agreement = excluded.agreement, task = excluded.task, min_split_size = excluded.min_split_size,
+                fields = excluded.fields, modalities = excluded.modalities,
+                annotation_kinds = excluded.annotation_kinds, imaging = excluded.imaging, reveal_at = excluded.reveal_at",
         cohort_id,
         settings.agreement.as_deref().map(str::trim),
         task,
         min,
-        principal.username
+        principal.username,
+        &settings.fields,
+        &settings.modalities,
+        &settings.annotation_kinds,
+        settings.imaging,
+        settings.reveal_at
     )
     .execute(&mut *tx)
     .await?;
@@ -195,6 +253,8 @@ pub async fn configure(
         tx,
         NewEvent::new(&principal.username, "open_cohort.configure").target(format!("cohort:{slug}")).details(json!({
             "task": task, "min_split_size": min, "agreement": settings.agreement.is_some(),
+            "fields": settings.fields, "modalities": settings.modalities,
+            "annotation_kinds": settings.annotation_kinds, "imaging": settings.imaging, "reveal_at": settings.reveal_at,
         })),
     )
     .await?;
@@ -206,7 +266,7 @@ pub async fn find(db: &mut PgConnection, principal: &Principal, slug: &str) -> R
     require_organizer(principal)?;
     let row = sqlx::query!(
         r#"select c.slug, c.title, c.description, c.license, c.citation, o.agreement, o.task, o.min_split_size,
-                  o.split_spec, o.split_report, o.split_at, o.created_by, o.created_at, o.updated_at,
+                  o.fields, o.modalities, o.annotation_kinds, o.imaging, o.reveal_at, o.split_spec, o.split_report, o.split_at, o.created_by, o.created_at, o.updated_at,
                   (select count(*) from cohort_subject cs join subject s using (subject_id)
                    where cs.cohort_id = c.cohort_id and s.withdrawn_at is null) as "subjects!"
            from cohort c join open_cohort o using (cohort_id)
@@ -226,6 +286,11 @@ pub async fn find(db: &mut PgConnection, principal: &Principal, slug: &str) -> R
         citation: row.citation,
         agreement: row.agreement,
         min_split_size: row.min_split_size,
+        fields: row.fields,
+        modalities: row.modalities,
+        annotation_kinds: row.annotation_kinds,
+        imaging: row.imaging,
+        reveal_at: row.reveal_at,
         subjects: row.subjects,
         split_spec: row.split_spec,
         split_at: row.split_at,

@@ -48,7 +48,7 @@ use uuid::Uuid;
 use super::dicom::{ProjectPseudonyms, for_project};
 use super::manifest;
 use super::tables::TableFile;
-use crate::access::grants::Grant;
+use crate::access::grants::Scope;
 use crate::annotations::nifti;
 use crate::storage::Store;
 
@@ -129,6 +129,8 @@ pub struct Annotations {
     pending: Vec<Pending>,
     project: Arc<ProjectPseudonyms>,
     mask_limit: usize,
+    /// The folder of the release they go in (`""`, or `train/` and the like for an open cohort's split).
+    folder: String,
 }
 
 /// An annotation row, with registry identifiers that never leave this module.
@@ -165,14 +167,15 @@ struct Row {
 /// `imaging` says whether the release holds imaging at all.
 pub async fn plan(
     db: &PgPool,
-    grant: &Grant,
+    scope: &Scope,
     imaging: bool,
     subjects: &BTreeMap<String, bool>,
     project: Arc<ProjectPseudonyms>,
     mask_limit: usize,
+    folder: &str,
 ) -> anyhow::Result<Annotations> {
-    let kinds = &grant.scope.annotation_kinds;
-    let mut out = Annotations { index: None, pending: Vec::new(), project, mask_limit };
+    let kinds = &scope.annotation_kinds;
+    let mut out = Annotations { index: None, pending: Vec::new(), project, mask_limit, folder: folder.to_owned() };
     if kinds.is_empty() || subjects.is_empty() {
         return Ok(out);
     }
@@ -204,7 +207,7 @@ pub async fn plan(
            order by su.pseudonym, a.created_at, a.annotation_id"#,
         &registry,
         kinds,
-        &grant.scope.modalities
+        &scope.modalities
     )
     .fetch_all(db)
     .await?;
@@ -226,7 +229,7 @@ pub async fn plan(
                     row.source_sop.as_deref().context("a SEG or RTSTRUCT without its SOP Instance UID")?,
                 );
                 let p = &out.project;
-                let path = format!("annotations/dicom/{}/{}/{}.dcm", p.uid(study), p.uid(series), p.uid(sop));
+                let path = format!("{folder}annotations/dicom/{}/{}/{}.dcm", p.uid(study), p.uid(series), p.uid(sop));
                 // One SEG referencing images of several series is one annotation per series, and one file.
                 if dicom_paths.insert(path.clone()) {
                     out.pending.push(Pending { path: path.clone(), source: Source::Dicom { key: key.clone() } });
@@ -234,12 +237,12 @@ pub async fn plan(
                 record.file = Some(path);
             }
             (None, Some(key)) if row.source == "nifti" => {
-                let path = format!("annotations/masks/{}.nii.gz", record.id);
+                let path = format!("{folder}annotations/masks/{}.nii.gz", record.id);
                 out.pending.push(Pending { path: path.clone(), source: Source::Mask { key: key.clone() } });
                 record.file = Some(path);
             }
             (None, Some(key)) => {
-                let path = format!("annotations/geometry/{}.json", record.id);
+                let path = format!("{folder}annotations/geometry/{}.json", record.id);
                 record.file = Some(path.clone());
                 let source = Source::Geometry { key: key.clone(), record: Box::new(record.clone()) };
                 out.pending.push(Pending { path, source });
@@ -250,8 +253,11 @@ pub async fn plan(
     }
     if !listed.is_empty() {
         let bytes = serde_json::to_vec_pretty(&serde_json::json!({ "annotations": listed }))?;
-        out.index =
-            Some(TableFile { path: INDEX.into(), media_type: manifest::media_type(INDEX), bytes: bytes.into() });
+        out.index = Some(TableFile {
+            path: format!("{folder}{INDEX}"),
+            media_type: manifest::media_type(INDEX),
+            bytes: bytes.into(),
+        });
     }
     Ok(out)
 }
@@ -291,7 +297,7 @@ impl Annotations {
                     .await
                     .context("re-pseudonymizing an annotation panicked")?
                     .map_err(|e| anyhow::anyhow!("a SEG or RTSTRUCT could not be released ({}): {e}", e.code))?;
-                if format!("annotations/{}", released.path()) != file.path {
+                if format!("{}annotations/{}", self.folder, released.path()) != file.path {
                     anyhow::bail!("a released SEG or RTSTRUCT's UIDs are not its catalog's");
                 }
                 Bytes::from(released.to_vec())
@@ -378,6 +384,7 @@ mod tests {
             pending: Vec::new(),
             project: Arc::new(ProjectPseudonyms::new(&[key; 32])),
             mask_limit: 0,
+            folder: String::new(),
         };
         let registry = Uuid::new_v4();
         let (a, b) = (annotations(1), annotations(2));

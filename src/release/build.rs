@@ -40,7 +40,7 @@ use uuid::Uuid;
 use super::dicom::{ProjectPseudonyms, for_project};
 use super::manifest::{self, Diff, FileEntry, Header, Manifest, ReleaseSigner};
 use super::tables::{self, Subject};
-use crate::access::grants::{self, Grant, GrantState, Need};
+use crate::access::grants::{self, Conditions, Grant, GrantState, Need, Scope};
 use crate::access::scope::Coverage;
 use crate::access::snapshot;
 use crate::audit::{self, NewEvent};
@@ -140,11 +140,12 @@ fn not_in_force(grant: &Grant) -> ApiError {
 /// after that. Returns the new releases.
 pub async fn supersede_holding(tx: &mut PgConnection, subject_id: Uuid, scope: &str) -> Result<Vec<Uuid>, ApiError> {
     let held = sqlx::query!(
-        "select distinct on (e.project_id) e.extract_id, e.project_id, e.grant_id, e.imaging, e.created_by
+        r#"select distinct on (e.project_id) e.extract_id, e.project_id as "project_id!", e.grant_id, e.imaging,
+                  e.created_by
          from extract e join extract_subject s on s.extract_id = e.extract_id and s.subject_id = $1
          join project p on p.project_id = e.project_id and p.closed_at is null
          where e.state = 'ready' and ($2 = 'full' or e.imaging)
-         order by e.project_id, e.version desc",
+         order by e.project_id, e.version desc"#,
         subject_id,
         scope
     )
@@ -173,6 +174,58 @@ pub async fn supersede_holding(tx: &mut PgConnection, subject_id: Uuid, scope: &
             NewEvent::new("system", "extract.requested")
                 .target(format!("project:{}", earlier.project_id))
                 .details(json!({ "extract": next.extract_id, "version": next.version, "grant": earlier.grant_id,
+                        "supersedes": earlier.extract_id, "because": "withdrawal" })),
+        )
+        .await?;
+        queued.push(next.extract_id);
+    }
+    // Each open cohort's latest version holding the subject: a new version of
+    // the same frozen split, less the subject (or its imaging).
+    let open = sqlx::query!(
+        r#"select distinct on (e.open_cohort_id) e.extract_id, e.open_cohort_id as "cohort_id!", e.imaging,
+                  e.labels_revealed, e.created_by, c.slug
+         from extract e join extract_subject s on s.extract_id = e.extract_id and s.subject_id = $1
+         join cohort c on c.cohort_id = e.open_cohort_id
+         where e.state = 'ready' and ($2 = 'full' or e.imaging)
+         order by e.open_cohort_id, e.version desc"#,
+        subject_id,
+        scope
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for earlier in open {
+        sqlx::query!("select cohort_id from open_cohort where cohort_id = $1 for update", earlier.cohort_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let next = sqlx::query!(
+            "insert into extract (open_cohort_id, version, imaging, labels_revealed, created_by, supersedes)
+             values ($1, (select coalesce(max(version), 0) + 1 from extract where open_cohort_id = $1), $2, $3, $4, $5)
+             returning extract_id, version",
+            earlier.cohort_id,
+            earlier.imaging,
+            earlier.labels_revealed,
+            earlier.created_by,
+            earlier.extract_id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "insert into extract_subject (extract_id, subject_id, split)
+             select $1, subject_id, split from extract_subject
+             where extract_id = $2 and not (subject_id = $3 and $4 = 'full')",
+            next.extract_id,
+            earlier.extract_id,
+            subject_id,
+            scope
+        )
+        .execute(&mut *tx)
+        .await?;
+        crate::jobs::enqueue(&mut *tx, &job(next.extract_id)).await?;
+        audit::record(
+            tx,
+            NewEvent::new("system", "extract.requested")
+                .target(format!("cohort:{}", earlier.slug))
+                .details(json!({ "extract": next.extract_id, "version": next.version,
                         "supersedes": earlier.extract_id, "because": "withdrawal" })),
         )
         .await?;
@@ -213,8 +266,9 @@ pub async fn run_job(ctx: &Context, job: &Job) -> anyhow::Result<Option<NewJob>>
 async fn fail(db: &PgPool, extract_id: Uuid, message: &str) -> anyhow::Result<()> {
     let mut tx = db.begin().await?;
     let failed = sqlx::query!(
-        "update extract set state = 'failed', error = $2 where extract_id = $1 and state in ('queued', 'building')
-         returning project_id",
+        r#"update extract set state = 'failed', error = $2 where extract_id = $1 and state in ('queued', 'building')
+           returning coalesce('project:' || project_id::text,
+                              'cohort:' || (select slug from cohort where cohort_id = open_cohort_id)) as "target!""#,
         extract_id,
         message
     )
@@ -224,7 +278,7 @@ async fn fail(db: &PgPool, extract_id: Uuid, message: &str) -> anyhow::Result<()
         audit::record(
             &mut tx,
             NewEvent::new("system", "extract.failed")
-                .target(format!("project:{}", row.project_id))
+                .target(row.target)
                 .details(json!({ "extract": extract_id, "error": message })),
         )
         .await?;
@@ -234,15 +288,17 @@ async fn fail(db: &PgPool, extract_id: Uuid, message: &str) -> anyhow::Result<()
 }
 
 /// A release's row, as the build reads it.
-struct Extract {
-    project_id: Uuid,
-    grant_id: Uuid,
-    version: i32,
-    state: String,
-    imaging: bool,
-    created_by: String,
-    created_at: chrono::DateTime<chrono::Utc>,
-    supersedes: Option<Uuid>,
+pub struct Extract {
+    pub project_id: Option<Uuid>,
+    pub grant_id: Option<Uuid>,
+    pub open_cohort_id: Option<Uuid>,
+    pub labels_revealed: bool,
+    pub version: i32,
+    pub state: String,
+    pub imaging: bool,
+    pub created_by: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub supersedes: Option<Uuid>,
 }
 
 /// A stored instance in scope: its registry UIDs and subject.
@@ -253,14 +309,44 @@ struct InScope {
     sop_uid: String,
 }
 
-/// Builds `extract_id`: `Some(refusal)` when the grant does not allow it
-/// (final), an error for anything else (retried).
-#[allow(clippy::too_many_lines)] // one build, step by step, reads best in one place
+/// What a release holds, decided before anything is written: a project's
+/// grant read now, or an open cohort's frozen split.
+pub struct Source {
+    /// The project or open cohort: the storage prefix and the audit target.
+    pub owner: Uuid,
+    pub audit_target: String,
+    /// The key of the pseudonyms the release is written in.
+    pub key: [u8; 32],
+    pub scope: Scope,
+    pub conditions: Conditions,
+    /// Folders of subjects; a project's release is one folder, the root.
+    pub parts: Vec<Part>,
+    /// The release's own documents at its root.
+    pub documents: Vec<tables::TableFile>,
+    /// The grant a project's release rests on.
+    pub grant_id: Option<Uuid>,
+    /// The open cohort a version publishes.
+    pub open_cohort: Option<String>,
+}
+
+/// Subjects released into one folder of a release.
+pub struct Part {
+    /// `""` (the root), or `train/` and the like.
+    pub folder: String,
+    /// Registry pseudonym → whether the subject's imaging is released.
+    pub subjects: BTreeMap<String, bool>,
+    /// Annotation kinds left out of this folder (an open cohort's test labels).
+    pub withheld_kinds: Vec<String>,
+}
+
+/// Builds `extract_id`: `Some(refusal)` when its grant or cohort does not
+/// allow it (final), an error for anything else (retried).
 async fn build(ctx: &Context, extract_id: Uuid) -> anyhow::Result<Option<String>> {
     let db = &ctx.db;
     let Some(extract) = sqlx::query_as!(
         Extract,
-        "select project_id, grant_id, version, state, imaging, created_by, created_at, supersedes
+        "select project_id, grant_id, open_cohort_id, labels_revealed, version, state, imaging, created_by,
+                created_at, supersedes
          from extract where extract_id = $1",
         extract_id
     )
@@ -272,18 +358,21 @@ async fn build(ctx: &Context, extract_id: Uuid) -> anyhow::Result<Option<String>
     if !matches!(extract.state.as_str(), "queued" | "building") {
         return Ok(None); // done already: a rerun changes nothing
     }
-    let project_id = extract.project_id;
-    let grant =
-        match check_grant(db, project_id, extract.grant_id, &extract.created_by, extract.imaging, &ctx.config.access)
-            .await
-        {
-            Ok(grant) => grant,
-            Err(ApiError::Refused { message, .. }) => return Ok(Some(message)),
-            Err(ApiError::NotFound(_)) => {
-                return Ok(Some("the member who asked for the release no longer belongs to the project".into()));
+    let source = match (extract.project_id, extract.grant_id, extract.open_cohort_id) {
+        (Some(project_id), Some(grant_id), None) => {
+            match project_source(ctx, &extract, extract_id, project_id, grant_id).await? {
+                Ok(source) => source,
+                Err(refusal) => return Ok(Some(refusal)),
             }
-            Err(other) => return Err(other.into()),
-        };
+        }
+        (None, None, Some(cohort_id)) => {
+            match crate::opencohort::publish::source(ctx, &extract, extract_id, cohort_id).await? {
+                Ok(source) => source,
+                Err(refusal) => return Ok(Some(refusal)),
+            }
+        }
+        _ => anyhow::bail!("release {extract_id} has neither or both of a project and an open cohort"),
+    };
     sqlx::query!(
         "update extract set state = 'building', started_at = coalesce(started_at, now())
          where extract_id = $1 and state = 'queued'",
@@ -291,9 +380,29 @@ async fn build(ctx: &Context, extract_id: Uuid) -> anyhow::Result<Option<String>
     )
     .execute(db)
     .await?;
+    write_release(ctx, &extract, extract_id, source).await
+}
 
-    // The subjects: every cohort's snapshot, less full withdrawals; imaging
-    // only for those who kept it.
+/// A project's release: its grant checked now as the member who asked, the
+/// subjects of every cohort's snapshot less full withdrawals (imaging only
+/// for those who kept it), in the project's own pseudonyms.
+async fn project_source(
+    ctx: &Context,
+    extract: &Extract,
+    extract_id: Uuid,
+    project_id: Uuid,
+    grant_id: Uuid,
+) -> anyhow::Result<Result<Source, String>> {
+    let db = &ctx.db;
+    let grant =
+        match check_grant(db, project_id, grant_id, &extract.created_by, extract.imaging, &ctx.config.access).await {
+            Ok(grant) => grant,
+            Err(ApiError::Refused { message, .. }) => return Ok(Err(message)),
+            Err(ApiError::NotFound(_)) => {
+                return Ok(Err("the member who asked for the release no longer belongs to the project".into()));
+            }
+            Err(other) => return Err(other.into()),
+        };
     let mut subjects = BTreeMap::new(); // registry pseudonym -> imaging allowed
     for cohort in &grant.scope.cohorts {
         for member in snapshot::members(db, grant.id, cohort).await? {
@@ -306,53 +415,97 @@ async fn build(ctx: &Context, extract_id: Uuid) -> anyhow::Result<Option<String>
             }
         }
     }
-    let project_key = grants::project_key(db, &ctx.key, project_id)
+    let key = grants::project_key(db, &ctx.key, project_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the project has no key: closed, or never granted"))?;
-    let project = Arc::new(ProjectPseudonyms::new(&project_key));
-    let registry: Vec<String> = subjects.keys().cloned().collect();
+    let documents = documents(ctx, extract, extract_id, project_id, &grant, subjects.len()).await?;
+    Ok(Ok(Source {
+        owner: project_id,
+        audit_target: format!("project:{project_id}"),
+        key,
+        scope: grant.scope.clone(),
+        conditions: grant.conditions.clone(),
+        parts: vec![Part { folder: String::new(), subjects, withheld_kinds: Vec::new() }],
+        documents,
+        grant_id: Some(grant.id),
+        open_cohort: None,
+    }))
+}
+
+/// What one folder of a release holds, planned.
+struct PlannedPart {
+    instances: Vec<(String, InScope)>,
+    tables: Vec<tables::TableFile>,
+    annotations: super::annotations::Annotations,
+}
+
+/// Writes `source` as release `extract_id`, file by file, skipping what an
+/// earlier attempt recorded; then the signed manifest, and makes it `ready`.
+#[allow(clippy::too_many_lines)] // one build, step by step, reads best in one place
+async fn write_release(
+    ctx: &Context,
+    extract: &Extract,
+    extract_id: Uuid,
+    source: Source,
+) -> anyhow::Result<Option<String>> {
+    let db = &ctx.db;
+    let owner = source.owner;
+    let project = Arc::new(ProjectPseudonyms::new(&source.key));
+    let all: Vec<String> = source.parts.iter().flat_map(|p| p.subjects.keys().cloned()).collect();
     sqlx::query!(
         "insert into extract_subject (extract_id, subject_id)
          select $1, subject_id from subject where pseudonym = any($2) on conflict do nothing",
         extract_id,
-        &registry
+        &all
     )
     .execute(db)
     .await?;
-
-    let imaged: Vec<String> = subjects.iter().filter(|(_, imaging)| **imaging).map(|(p, _)| p.clone()).collect();
-    let instances = if extract.imaging {
-        sqlx::query_as!(
-            InScope,
-            "select i.object_key, st.study_uid, se.series_uid, i.sop_uid
-             from instance i join series se using (series_id) join study st using (study_id)
-             join subject su using (subject_id)
-             where i.status = 'published' and su.pseudonym = any($1)
-               and (cardinality($2::text[]) = 0 or se.modality = any($2)) and i.sop_class_uid <> all($3)
-             order by i.object_key",
-            &imaged,
-            &grant.scope.modalities,
-            &super::annotations::DICOM_CLASSES.map(String::from)
-        )
-        .fetch_all(db)
-        .await?
-    } else {
-        Vec::new()
-    };
-
     let dictionary = crate::dictionary::db::dictionary(db).await?;
-    let coverage = Coverage { scope: &grant.scope, conditions: &grant.conditions, dictionary: &dictionary };
-    let pairs: Vec<(String, String)> = registry.iter().map(|r| (r.clone(), project.subject(r))).collect();
-    let released: Vec<Subject<'_>> = pairs.iter().map(|(r, p)| Subject { registry: r, project: p }).collect();
-    let mut tx = db.begin().await?;
-    sqlx::query!("set transaction isolation level repeatable read, read only").execute(&mut *tx).await?;
-    let tables = tables::build(&mut tx, &coverage, &released).await?;
-    tx.commit().await?;
-    let documents = documents(ctx, &extract, extract_id, &grant, pairs.len()).await?;
     let limit = ctx.config.ingest.max_file_bytes;
-    let annotations = super::annotations::plan(db, &grant, extract.imaging, &subjects, project.clone(), limit).await?;
+    let mut planned_parts = Vec::with_capacity(source.parts.len());
+    for part in &source.parts {
+        let imaged: Vec<String> =
+            part.subjects.iter().filter(|(_, imaging)| **imaging).map(|(p, _)| p.clone()).collect();
+        let instances = if extract.imaging {
+            sqlx::query_as!(
+                InScope,
+                "select i.object_key, st.study_uid, se.series_uid, i.sop_uid
+                 from instance i join series se using (series_id) join study st using (study_id)
+                 join subject su using (subject_id)
+                 where i.status = 'published' and su.pseudonym = any($1)
+                   and (cardinality($2::text[]) = 0 or se.modality = any($2)) and i.sop_class_uid <> all($3)
+                 order by i.object_key",
+                &imaged,
+                &source.scope.modalities,
+                &super::annotations::DICOM_CLASSES.map(String::from)
+            )
+            .fetch_all(db)
+            .await?
+        } else {
+            Vec::new()
+        };
+        let instances = instances.into_iter().map(|i| (part.folder.clone(), i)).collect();
+        let coverage = Coverage { scope: &source.scope, conditions: &source.conditions, dictionary: &dictionary };
+        let registry: Vec<&String> = part.subjects.keys().collect();
+        let pairs: Vec<(String, String)> = registry.iter().map(|r| ((*r).clone(), project.subject(r))).collect();
+        let released: Vec<Subject<'_>> = pairs.iter().map(|(r, p)| Subject { registry: r, project: p }).collect();
+        let mut tx = db.begin().await?;
+        sqlx::query!("set transaction isolation level repeatable read, read only").execute(&mut *tx).await?;
+        let mut tables = tables::build(&mut tx, &coverage, &released).await?;
+        tx.commit().await?;
+        for table in &mut tables {
+            table.path = format!("{}{}", part.folder, table.path);
+        }
+        let mut scope = source.scope.clone();
+        scope.annotation_kinds.retain(|k| !part.withheld_kinds.contains(k));
+        let annotations =
+            super::annotations::plan(db, &scope, extract.imaging, &part.subjects, project.clone(), limit, &part.folder)
+                .await?;
+        planned_parts.push(PlannedPart { instances, tables, annotations });
+    }
 
-    let planned = instances.len() + tables.len() + documents.len() + annotations.len();
+    let planned = source.documents.len()
+        + planned_parts.iter().map(|p| p.instances.len() + p.tables.len() + p.annotations.len()).sum::<usize>();
     let recorded: HashSet<String> =
         sqlx::query_scalar!("select path from extract_file where extract_id = $1", extract_id)
             .fetch_all(db)
@@ -368,10 +521,13 @@ async fn build(ctx: &Context, extract_id: Uuid) -> anyhow::Result<Option<String>
     .execute(db)
     .await?;
 
-    let pending: Vec<InScope> =
-        instances.into_iter().filter(|i| !recorded.contains(&released_path(&project, i))).collect();
+    let pending: Vec<(String, InScope)> = planned_parts
+        .iter_mut()
+        .flat_map(|p| std::mem::take(&mut p.instances))
+        .filter(|(folder, i)| !recorded.contains(&released_path(&project, folder, i)))
+        .collect();
     let mut written = futures::stream::iter(pending)
-        .map(|instance| release_instance(ctx, &project, project_id, extract_id, instance))
+        .map(|(folder, instance)| release_instance(ctx, &project, owner, extract_id, folder, instance))
         .buffer_unordered(PARALLEL_WRITES);
     let (mut batch, mut index) = (Vec::with_capacity(RECORD_BATCH), Vec::with_capacity(RECORD_BATCH));
     while let Some(written) = written.next().await {
@@ -379,17 +535,25 @@ async fn build(ctx: &Context, extract_id: Uuid) -> anyhow::Result<Option<String>
         batch.push(entry);
         index.push(indexed);
         if batch.len() == RECORD_BATCH {
-            record(db, project_id, extract_id, &std::mem::take(&mut batch), &std::mem::take(&mut index)).await?;
+            record(db, owner, extract_id, &std::mem::take(&mut batch), &std::mem::take(&mut index)).await?;
         }
     }
-    record(db, project_id, extract_id, &batch, &index).await?;
-    for file in tables.into_iter().chain(documents).chain(annotations.index()) {
+    record(db, owner, extract_id, &batch, &index).await?;
+    for part in &mut planned_parts {
+        let files = std::mem::take(&mut part.tables).into_iter().chain(part.annotations.index());
+        for file in files {
+            if !recorded.contains(&file.path) {
+                write_file(ctx, owner, extract_id, file).await?;
+            }
+        }
+        for pending in part.annotations.pending().iter().filter(|p| !recorded.contains(&p.path)) {
+            write_file(ctx, owner, extract_id, part.annotations.read(&ctx.store, pending).await?).await?;
+        }
+    }
+    for file in source.documents {
         if !recorded.contains(&file.path) {
-            write_file(ctx, project_id, extract_id, file).await?;
+            write_file(ctx, owner, extract_id, file).await?;
         }
-    }
-    for pending in annotations.pending().iter().filter(|p| !recorded.contains(&p.path)) {
-        write_file(ctx, project_id, extract_id, annotations.read(&ctx.store, pending).await?).await?;
     }
 
     let files =
@@ -404,11 +568,12 @@ async fn build(ctx: &Context, extract_id: Uuid) -> anyhow::Result<Option<String>
     let manifest = Manifest::new(
         Header {
             extract_id,
-            project_id,
+            project_id: extract.project_id,
+            open_cohort: source.open_cohort.clone(),
             version: u32::try_from(extract.version).unwrap_or_default(),
             created_at: extract.created_at,
-            grant_id: grant.id,
-            subjects: pairs.len() as u64,
+            grant_id: source.grant_id,
+            subjects: all.len() as u64,
         },
         files,
     )?;
@@ -433,8 +598,8 @@ async fn build(ctx: &Context, extract_id: Uuid) -> anyhow::Result<Option<String>
     };
     let (manifest_bytes, signature) = manifest::sign(&ctx.signer, &manifest);
     let manifest_sha256 = hex::encode(digest_of(&[Bytes::from(manifest_bytes.clone())]));
-    ctx.store.put(&object_key(project_id, extract_id, manifest::MANIFEST_FILE), manifest_bytes.into()).await?;
-    ctx.store.put(&object_key(project_id, extract_id, manifest::SIGNATURE_FILE), signature.into()).await?;
+    ctx.store.put(&object_key(owner, extract_id, manifest::MANIFEST_FILE), manifest_bytes.into()).await?;
+    ctx.store.put(&object_key(owner, extract_id, manifest::SIGNATURE_FILE), signature.into()).await?;
 
     let mut tx = db.begin().await?;
     let ready = sqlx::query!(
@@ -455,9 +620,10 @@ async fn build(ctx: &Context, extract_id: Uuid) -> anyhow::Result<Option<String>
             // (two withdrawals in a row) that this later one makes obsolete.
             sqlx::query!(
                 "update extract set state = 'superseded', superseded_at = now()
-                 where project_id = $2 and version < $3 and state = 'ready' and (extract_id = $1 or supersedes = $1)",
+                 where (project_id = $2 or open_cohort_id = $2) and version < $3 and state = 'ready'
+                   and (extract_id = $1 or supersedes = $1)",
                 earlier,
-                project_id,
+                owner,
                 extract.version
             )
             .execute(&mut *tx)
@@ -465,8 +631,9 @@ async fn build(ctx: &Context, extract_id: Uuid) -> anyhow::Result<Option<String>
         }
         audit::record(
             &mut tx,
-            NewEvent::new(&extract.created_by, "extract.ready").target(format!("project:{project_id}")).details(json!({
-                "extract": extract_id, "version": extract.version, "grant": grant.id,
+            NewEvent::new(&extract.created_by, "extract.ready").target(source.audit_target.clone()).details(json!({
+                "extract": extract_id, "version": extract.version, "grant": source.grant_id,
+                "open_cohort": source.open_cohort,
                 "files": manifest.totals.files, "bytes": manifest.totals.bytes, "subjects": manifest.totals.subjects,
                 "manifest_sha256": manifest_sha256, "supersedes": extract.supersedes,
             })),
@@ -496,9 +663,9 @@ const PARALLEL_WRITES: usize = 4;
 const RECORD_BATCH: usize = 64;
 
 /// Where a stored instance goes in the release.
-fn released_path(project: &ProjectPseudonyms, instance: &InScope) -> String {
+fn released_path(project: &ProjectPseudonyms, folder: &str, instance: &InScope) -> String {
     format!(
-        "dicom/{}/{}/{}.dcm",
+        "{folder}dicom/{}/{}/{}.dcm",
         project.uid(&instance.study_uid),
         project.uid(&instance.series_uid),
         project.uid(&instance.sop_uid)
@@ -511,11 +678,12 @@ fn released_path(project: &ProjectPseudonyms, instance: &InScope) -> String {
 async fn release_instance(
     ctx: &Context,
     project: &Arc<ProjectPseudonyms>,
-    project_id: Uuid,
+    owner: Uuid,
     extract_id: Uuid,
+    folder: String,
     instance: InScope,
 ) -> anyhow::Result<(FileEntry, super::dicomweb::Indexed)> {
-    let path = released_path(project, &instance);
+    let path = released_path(project, &folder, &instance);
     let stored = ctx.store.get(&Path::from(instance.object_key.as_str())).await?.bytes().await?;
     let pseudonyms = project.clone();
     let (released, sha256, indexed) = tokio::task::spawn_blocking(move || {
@@ -527,12 +695,12 @@ async fn release_instance(
     .await
     .context("re-pseudonymizing an instance panicked")?
     .map_err(|e| anyhow::anyhow!("an instance could not be released ({}): {e}", e.code))?;
-    if released.path() != path {
+    if format!("{folder}{}", released.path()) != path {
         anyhow::bail!("a released instance's UIDs are not its catalog's");
     }
     let indexed = indexed?;
     let entry = FileEntry::new(&path, released.size(), &sha256, manifest::media_type(&path));
-    write(ctx, project_id, extract_id, &entry, PutPayload::from_iter(released.parts)).await?;
+    write(ctx, owner, extract_id, &entry, PutPayload::from_iter(released.parts)).await?;
     Ok((entry, indexed))
 }
 
@@ -630,6 +798,7 @@ async fn documents(
     ctx: &Context,
     extract: &Extract,
     extract_id: Uuid,
+    project_id: Uuid,
     grant: &Grant,
     subjects: usize,
 ) -> anyhow::Result<Vec<tables::TableFile>> {
@@ -649,7 +818,7 @@ async fn documents(
     let terms = json!({
         "grant": grant.id,
         "grant_version": grant.version,
-        "project": extract.project_id,
+        "project": project_id,
         "scope": grant.scope,
         "conditions": grant.conditions,
         "not_before": grant.not_before,
@@ -684,7 +853,7 @@ async fn documents(
          ## Conditions\n\n{conditions}\n\n\
          ## Citation\n\n{citation}\n",
         version = extract.version,
-        project = extract.project_id,
+        project = project_id,
         grant = grant.id,
         grant_version = grant.version,
         conditions = if grant.conditions.text.is_empty() {

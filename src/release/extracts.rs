@@ -51,14 +51,21 @@ pub struct ExtractTotals {
     pub subjects: i32,
 }
 
-/// A release of a project.
+/// A release of a project, or a published version of an open cohort.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Extract {
     pub id: Uuid,
-    pub project_id: Uuid,
-    /// The grant whose scope it holds.
-    pub grant_id: Uuid,
-    /// 1, 2, … within the project.
+    /// The project it was released to (none for an open cohort's version).
+    pub project_id: Option<Uuid>,
+    /// The grant whose scope it holds (projects only).
+    pub grant_id: Option<Uuid>,
+    /// The open cohort it publishes (its slug; none for a project's release).
+    pub open_cohort: Option<String>,
+    #[serde(skip)]
+    pub open_cohort_id: Option<Uuid>,
+    /// An open cohort's version that includes the test split's labels.
+    pub labels_revealed: bool,
+    /// 1, 2, … within the project or open cohort.
     pub version: i32,
     pub state: ExtractState,
     /// Whether it holds imaging.
@@ -80,8 +87,11 @@ pub struct Extract {
 
 struct Row {
     extract_id: Uuid,
-    project_id: Uuid,
-    grant_id: Uuid,
+    project_id: Option<Uuid>,
+    grant_id: Option<Uuid>,
+    open_cohort: Option<String>,
+    open_cohort_id: Option<Uuid>,
+    labels_revealed: bool,
     version: i32,
     state: ExtractState,
     imaging: bool,
@@ -99,6 +109,22 @@ struct Row {
     total_subjects: Option<i32>,
 }
 
+impl Extract {
+    /// The project or open cohort it belongs to: its storage prefix and the key of its download limits.
+    pub fn owner(&self) -> Uuid {
+        self.project_id.or(self.open_cohort_id).unwrap_or_default()
+    }
+
+    /// The audit target of what happens to it: `project:{id}` or `cohort:{slug}`.
+    pub fn audit_target(&self) -> String {
+        match (&self.project_id, &self.open_cohort) {
+            (Some(project), _) => format!("project:{project}"),
+            (None, Some(slug)) => format!("cohort:{slug}"),
+            (None, None) => format!("extract:{}", self.id),
+        }
+    }
+}
+
 impl From<Row> for Extract {
     fn from(r: Row) -> Self {
         let totals = match (r.total_files, r.total_bytes, r.total_subjects) {
@@ -109,6 +135,9 @@ impl From<Row> for Extract {
             id: r.extract_id,
             project_id: r.project_id,
             grant_id: r.grant_id,
+            open_cohort: r.open_cohort,
+            open_cohort_id: r.open_cohort_id,
+            labels_revealed: r.labels_revealed,
             version: r.version,
             state: r.state,
             imaging: r.imaging,
@@ -130,17 +159,21 @@ async fn rows(
     db: impl PgExecutor<'_>,
     extract_id: Option<Uuid>,
     project_id: Option<Uuid>,
+    open_cohort_id: Option<Uuid>,
 ) -> Result<Vec<Extract>, ApiError> {
     Ok(sqlx::query_as!(
         Row,
-        r#"select extract_id, project_id, grant_id, version, state as "state: ExtractState", imaging, files_done,
-                  files_planned, created_by, created_at, ready_at, superseded_at, supersedes, error, manifest_sha256,
-                  total_files, total_bytes, total_subjects
-           from extract
-           where ($1::uuid is null or extract_id = $1) and ($2::uuid is null or project_id = $2)
-           order by project_id, version desc"#,
+        r#"select e.extract_id, e.project_id, e.grant_id, c.slug as "open_cohort?", e.open_cohort_id,
+                  e.labels_revealed, e.version, e.state as "state: ExtractState", e.imaging, e.files_done,
+                  e.files_planned, e.created_by, e.created_at, e.ready_at, e.superseded_at, e.supersedes, e.error,
+                  e.manifest_sha256, e.total_files, e.total_bytes, e.total_subjects
+           from extract e left join cohort c on c.cohort_id = e.open_cohort_id
+           where ($1::uuid is null or e.extract_id = $1) and ($2::uuid is null or e.project_id = $2)
+             and ($3::uuid is null or e.open_cohort_id = $3)
+           order by e.project_id, e.open_cohort_id, e.version desc"#,
         extract_id,
-        project_id
+        project_id,
+        open_cohort_id
     )
     .fetch_all(db)
     .await?
@@ -151,12 +184,12 @@ async fn rows(
 
 /// One release.
 pub async fn get(db: impl PgExecutor<'_>, extract_id: Uuid) -> Result<Option<Extract>, ApiError> {
-    Ok(rows(db, Some(extract_id), None).await?.pop())
+    Ok(rows(db, Some(extract_id), None, None).await?.pop())
 }
 
 /// A project's releases, newest first.
 pub async fn of_project(db: impl PgExecutor<'_>, project_id: Uuid) -> Result<Vec<Extract>, ApiError> {
-    rows(db, None, Some(project_id)).await
+    rows(db, None, Some(project_id), None).await
 }
 
 /// Asks for a new release of `project_id` from `grant_id` (default: the
@@ -217,26 +250,37 @@ pub async fn request(
     Ok(extract)
 }
 
-/// A ready release `username` may download from now (or one superseded less
-/// than `grace_days` ago): an accepted member of its project whose grant is
-/// in force (checked on every request, each range included). Refusals are
-/// audited as every refused data request is.
+/// The release `extract_id` as `caller` may download from it now, or why not.
+///
+/// A project's release: a signed-in accepted member of the project whose
+/// grant is in force ([`check_grant`]; a refusal is audited). An open
+/// cohort's version: anyone, signed in or not, unless the cohort has a
+/// click-through agreement, which a signed-in user must have accepted. Either
+/// way the release is `ready`, or `superseded` within its grace period.
 pub async fn for_download(
     db: &PgPool,
     rules: &AccessConfig,
     grace_days: u32,
-    username: &str,
+    caller: Option<&str>,
     extract_id: Uuid,
 ) -> Result<Extract, ApiError> {
     let extract = get(db, extract_id).await?.ok_or(ApiError::NotFound("extract"))?;
-    let checked = check_grant(db, extract.project_id, extract.grant_id, username, extract.imaging, rules).await;
-    match checked {
-        Ok(_) => {}
-        Err(ApiError::NotFound(_)) => return Err(ApiError::NotFound("extract")),
-        Err(e) => {
-            grants::audit_refusal(db, username, extract.project_id, &e, "extract.download").await?;
-            return Err(e);
+    match (extract.project_id, extract.grant_id, extract.open_cohort_id) {
+        (Some(project_id), Some(grant_id), None) => {
+            let username = caller.ok_or_else(|| {
+                ApiError::Unauthorized("a project's release is downloaded by its signed-in members".into())
+            })?;
+            match check_grant(db, project_id, grant_id, username, extract.imaging, rules).await {
+                Ok(_) => {}
+                Err(ApiError::NotFound(_)) => return Err(ApiError::NotFound("extract")),
+                Err(e) => {
+                    grants::audit_refusal(db, username, project_id, &e, "extract.download").await?;
+                    return Err(e);
+                }
+            }
         }
+        (None, None, Some(cohort_id)) => crate::opencohort::publish::check_download(db, cohort_id, caller).await?,
+        _ => return Err(ApiError::Internal(anyhow::anyhow!("a release with neither or both owners"))),
     }
     let grace = chrono::Duration::days(i64::from(grace_days));
     let within_grace =
@@ -249,6 +293,9 @@ pub async fn for_download(
         )));
     }
     if extract.state != ExtractState::Ready && !within_grace {
+        if extract.open_cohort_id.is_some() {
+            return Err(ApiError::NotFound("extract")); // an open version is public only once published
+        }
         return Err(ApiError::Conflict(format!(
             "release {} is {}, not ready",
             extract.version,
@@ -296,7 +343,8 @@ pub async fn stored_files(db: impl PgExecutor<'_>, extract_id: Uuid) -> Result<V
 /// Which download one request belongs to.
 #[derive(Debug, Clone)]
 pub struct Served {
-    pub project_id: Uuid,
+    /// `project:{id}` or `cohort:{slug}`.
+    pub target: String,
     pub extract_id: Uuid,
     pub path: String,
     pub username: String,
@@ -335,7 +383,7 @@ pub async fn record(db: &PgPool, served: &Served, bytes: u64) -> Result<(), ApiE
         "extract": served.extract_id, "path": served.path, "session": served.session,
         "requests": row.requests, "bytes_served": row.bytes_served, "size": served.size,
     });
-    let target = format!("project:{}", served.project_id);
+    let target = served.target.clone();
     if complete {
         sqlx::query!(
             "update extract_download set completed_at = now()

@@ -51,12 +51,18 @@ pub struct Manifest {
     /// [`FORMAT_VERSION`] when written.
     pub format_version: u32,
     pub extract_id: Uuid,
-    pub project_id: Uuid,
-    /// The release's version within its project, from 1.
+    /// The project a release was made for (absent for an open cohort's version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<Uuid>,
+    /// The open cohort (slug) a version publishes (absent for a project's release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_cohort: Option<String>,
+    /// The release's version within its project or open cohort, from 1.
     pub version: u32,
     pub created_at: DateTime<Utc>,
-    /// The grant whose scope the release holds.
-    pub grant_id: Uuid,
+    /// The grant whose scope a project's release holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<Uuid>,
     pub totals: Totals,
     /// Sorted by path, each path once.
     pub files: Vec<FileEntry>,
@@ -129,13 +135,14 @@ impl Diff {
 }
 
 /// Who and what a manifest describes, besides its files.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Header {
     pub extract_id: Uuid,
-    pub project_id: Uuid,
+    pub project_id: Option<Uuid>,
+    pub open_cohort: Option<String>,
     pub version: u32,
     pub created_at: DateTime<Utc>,
-    pub grant_id: Uuid,
+    pub grant_id: Option<Uuid>,
     pub subjects: u64,
 }
 
@@ -152,6 +159,7 @@ impl Manifest {
             format_version: FORMAT_VERSION,
             extract_id: header.extract_id,
             project_id: header.project_id,
+            open_cohort: header.open_cohort,
             version: header.version,
             created_at: header.created_at,
             grant_id: header.grant_id,
@@ -554,10 +562,11 @@ mod tests {
     fn header() -> Header {
         Header {
             extract_id: Uuid::from_u128(1),
-            project_id: Uuid::from_u128(2),
+            project_id: Some(Uuid::from_u128(2)),
+            open_cohort: None,
             version: 1,
             created_at: DateTime::from_timestamp(1_800_000_000, 123_456_000).unwrap(),
-            grant_id: Uuid::from_u128(3),
+            grant_id: Some(Uuid::from_u128(3)),
             subjects: 2,
         }
     }

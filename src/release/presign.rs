@@ -69,7 +69,7 @@ pub async fn issue(
     let mut tx = db.begin().await?;
     audit::record(
         &mut tx,
-        NewEvent::new(username, "extract.presigned").target(format!("project:{}", extract.project_id)).details(
+        NewEvent::new(username, "extract.presigned").target(extract.audit_target()).details(
             json!({ "extract": extract.id, "path": path, "expires_at": expires_at, "ttl_secs": ttl.as_secs() }),
         ),
     )

@@ -209,7 +209,7 @@ async fn a_tampered_manifest_or_a_key_not_pinned_is_refused_and_nothing_is_downl
     assert!(!out.exists());
 
     // One digest changed in the stored manifest.
-    let key = build::object_key(manifest.project_id, Uuid::parse_str(&id).unwrap(), "manifest.json");
+    let key = build::object_key(manifest.project_id.unwrap(), Uuid::parse_str(&id).unwrap(), "manifest.json");
     let stored = app.state.store.get(&key).await.unwrap().bytes().await.unwrap();
     let text = String::from_utf8(stored.to_vec()).unwrap();
     let digest = &manifest.files[0].sha256;

@@ -118,7 +118,7 @@ async fn subjects_join_an_open_cohort_only_under_consent_to_open_release_and_a_s
     for problem in problems {
         assert!(problem["message"].as_str().unwrap().starts_with("sub-"), "named by registry pseudonym: {problem}");
     }
-    let cohort = app.get(path, Some(&olga)).await.json();
+    let cohort = app.get(&format!("{path}/curation"), Some(&olga)).await.json();
     assert_eq!(cohort["subjects"], 0, "nothing joined");
 
     // An unknown pseudonym is named too.
@@ -165,14 +165,16 @@ async fn only_organizers_and_admins_curate_open_cohorts_and_only_open_ones() {
     for role in [Role::Researcher, Role::Steward, Role::Uploader] {
         let token = app.token("someone", &[role]);
         app.put_json(CHALLENGE, Some(&token), &settings).await.assert_error(StatusCode::FORBIDDEN, "forbidden");
-        app.get(CHALLENGE, Some(&token)).await.assert_error(StatusCode::FORBIDDEN, "forbidden");
+        app.get(&format!("{CHALLENGE}/curation"), Some(&token)).await.assert_error(StatusCode::FORBIDDEN, "forbidden");
         app.get(&format!("{CHALLENGE}/readiness"), Some(&token)).await.assert_error(StatusCode::FORBIDDEN, "forbidden");
         let selection = json!({"pseudonyms": ["sub-X"]});
         app.post_json(&format!("{CHALLENGE}/subjects"), Some(&token), &selection)
             .await
             .assert_error(StatusCode::FORBIDDEN, "forbidden");
     }
-    app.get(CHALLENGE, None).await.assert_status(StatusCode::UNAUTHORIZED);
+    app.get(&format!("{CHALLENGE}/curation"), None).await.assert_status(StatusCode::UNAUTHORIZED);
+    // Its landing document is public, once a version is published.
+    app.get(CHALLENGE, None).await.assert_error(StatusCode::NOT_FOUND, "not-found");
     // A controlled cohort is no open cohort, whoever asks.
     app.put_json("/api/v1/open-cohorts/demo-neuro-mri", Some(&olga), &settings)
         .await
@@ -181,4 +183,207 @@ async fn only_organizers_and_admins_curate_open_cohorts_and_only_open_ones() {
     app.put_json(CHALLENGE, Some(&olga), &json!({"min_split_size": 3}))
         .await
         .assert_error(StatusCode::BAD_REQUEST, "bad-request");
+}
+
+/// The demo's chest X-ray cohort set up as a challenge on its labels,
+/// published, and its first version built: the app, the organizer's token,
+/// the version.
+async fn published() -> (TestApp, String, Value) {
+    let (app, olga) = demo().await;
+    let settings = json!({"task": {"type": "classification", "system": "RadLex", "codes": ["RID5352", "RID39148"]},
+                          "annotation_kinds": ["label"], "fields": ["sex"]});
+    app.put_json(CHALLENGE, Some(&olga), &settings).await.assert_status(StatusCode::OK);
+    let halves =
+        json!({"spec": {"method": "random", "seed": 9, "fractions": {"train": 0.5, "validation": 0, "test": 0.5}}});
+    app.put_json(&format!("{CHALLENGE}/split"), Some(&olga), &halves).await.assert_status(StatusCode::OK);
+    let queued = app.post_json(&format!("{CHALLENGE}/versions"), Some(&olga), &json!({})).await;
+    let queued = queued.assert_status(StatusCode::ACCEPTED).json();
+    assert_eq!((queued["state"].as_str(), queued["version"].as_i64()), (Some("queued"), Some(1)), "{queued}");
+    assert_eq!(queued["open_cohort"], "demo-chest-xray-challenge");
+    let id = queued["id"].as_str().unwrap().to_owned();
+    // Not public while it builds.
+    app.get(&format!("/api/v1/extracts/{id}/manifest"), None).await.assert_error(StatusCode::NOT_FOUND, "not-found");
+    crate::extracts::work(&app).await;
+    let version = app.get(&format!("{CHALLENGE}/versions/{id}"), None).await.assert_status(StatusCode::OK).json();
+    assert_eq!(version["state"], "ready", "{version}");
+    (app, olga, version)
+}
+
+/// The manifest of a version as anyone reads it, verified against the published keys.
+async fn anonymous_manifest(app: &TestApp, id: &str) -> custodian::release::manifest::Manifest {
+    let bytes = app.get(&format!("/api/v1/extracts/{id}/manifest"), None).await;
+    let signature = app.get(&format!("/api/v1/extracts/{id}/manifest.sig"), None).await;
+    let jwks = app.get("/.well-known/custodian/release-keys", None).await.body.to_vec();
+    let keys = custodian::release::manifest::PublishedKey::from_jwks(&jwks).unwrap();
+    custodian::release::manifest::verify(
+        &bytes.assert_status(StatusCode::OK).body,
+        &signature.assert_status(StatusCode::OK).body,
+        &keys,
+    )
+    .expect("the manifest verifies")
+}
+
+#[tokio::test]
+async fn a_published_version_is_downloaded_by_anyone_one_folder_per_split_with_the_test_labels_withheld() {
+    let (app, _, version) = published().await;
+    let id = version["id"].as_str().unwrap();
+
+    // Listed and landed on without a login.
+    let listed = app.get("/api/v1/open-cohorts", None).await.assert_status(StatusCode::OK).json();
+    assert_eq!(listed["open_cohorts"][0]["slug"], "demo-chest-xray-challenge", "{listed}");
+    let landing = app.get(CHALLENGE, None).await.assert_status(StatusCode::OK).json();
+    assert_eq!(landing["license"], "CC-BY-4.0");
+    assert_eq!(landing["versions"][0]["extract_id"], id);
+    let splits = &landing["versions"][0]["splits"];
+    assert!(splits["train"].as_i64().unwrap() >= 10 && splits["test"].as_i64().unwrap() >= 10, "{landing}");
+
+    // Anyone downloads it, manifest verified, every file by its digest.
+    let manifest = anonymous_manifest(&app, id).await;
+    assert_eq!(manifest.open_cohort.as_deref(), Some("demo-chest-xray-challenge"));
+    assert_eq!((manifest.project_id, manifest.grant_id), (None, None));
+    let paths: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+    for document in ["README.md", "datacite.json", "split.json", "deid-conformance.json"] {
+        assert!(paths.contains(&document), "{paths:?}");
+    }
+    assert!(paths.iter().any(|p| p.starts_with("train/dicom/")), "{paths:?}");
+    assert!(paths.iter().any(|p| p.starts_with("test/dicom/")), "{paths:?}");
+    assert!(paths.contains(&"train/tables/subjects.csv"), "{paths:?}");
+    assert!(paths.contains(&"train/annotations/index.json"), "the training labels are released: {paths:?}");
+    assert!(!paths.iter().any(|p| p.starts_with("test/annotations/")), "the test labels are withheld: {paths:?}");
+    for file in manifest.files.iter().filter(|f| !f.media_type.starts_with("application/dicom")) {
+        let got = app.get(&format!("/api/v1/extracts/{id}/files/{}", file.path), None).await;
+        assert_eq!(crate::extracts::sha256(&got.assert_status(StatusCode::OK).body), file.sha256, "{}", file.path);
+    }
+    let split = app.get(&format!("/api/v1/extracts/{id}/files/split.json"), None).await.body;
+    assert!(!crate::extracts::contains(&split, "sub-"), "no registry pseudonym in the split's description");
+
+    // Open IDs are neither the registry's pseudonyms nor a project's.
+    let csv = app.get(&format!("/api/v1/extracts/{id}/files/train/tables/subjects.csv"), None).await.body;
+    let csv = String::from_utf8(csv.to_vec()).unwrap();
+    let open_ids: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    assert!(!open_ids.is_empty());
+    let registry: Vec<String> = sqlx::query_scalar("select pseudonym from subject").fetch_all(&app.db).await.unwrap();
+    for open in &open_ids {
+        assert!(!registry.iter().any(|r| r == open), "{open} is a registry pseudonym");
+        assert!(!registry.iter().any(|r| csv.contains(r.as_str())), "a registry pseudonym is in the table");
+    }
+
+    // The archive too, and the download is audited against the cohort.
+    let zip = app.get(&format!("/api/v1/extracts/{id}/archive?prefix=test/tables/"), None).await;
+    zip.assert_status(StatusCode::OK);
+    let done = || async {
+        crate::extracts::audit_details(&app, "extract.downloaded")
+            .await
+            .iter()
+            .any(|d| d["path"] == "archive.zip:test/tables/")
+    };
+    assert!(crate::extracts::eventually(done).await);
+    let target: String = sqlx::query_scalar(
+        "select target from audit_event where action = 'extract.downloaded' and details ->> 'path' = 'archive.zip:test/tables/'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(target, "cohort:demo-chest-xray-challenge");
+    let actor: String = sqlx::query_scalar("select actor from audit_event where action = 'extract.downloaded' limit 1")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(actor, "anonymous");
+}
+
+#[tokio::test]
+async fn a_click_through_agreement_is_accepted_by_a_signed_in_user_before_any_download() {
+    let (app, olga, version) = published().await;
+    let id = version["id"].as_str().unwrap();
+    let settings = json!({"task": {"type": "classification", "system": "RadLex", "codes": ["RID5352", "RID39148"]},
+                          "annotation_kinds": ["label"], "agreement": "I will not try to re-identify anyone."});
+    app.put_json(CHALLENGE, Some(&olga), &settings).await.assert_status(StatusCode::OK);
+    let manifest = format!("/api/v1/extracts/{id}/manifest");
+    app.get(&manifest, None).await.assert_error(StatusCode::FORBIDDEN, "agreement-required");
+    let rita = app.token("rita", &[Role::Researcher]);
+    app.get(&manifest, Some(&rita)).await.assert_error(StatusCode::FORBIDDEN, "agreement-required");
+    let landing = app.get(CHALLENGE, None).await.json();
+    assert_eq!(landing["agreement"], "I will not try to re-identify anyone.");
+    app.post_json(&format!("{CHALLENGE}/agreement"), None, &json!({})).await.assert_status(StatusCode::UNAUTHORIZED);
+    let accepted = app.post_json(&format!("{CHALLENGE}/agreement"), Some(&rita), &json!({})).await;
+    accepted.assert_status(StatusCode::OK);
+    app.get(&manifest, Some(&rita)).await.assert_status(StatusCode::OK);
+    app.get(&manifest, None).await.assert_error(StatusCode::FORBIDDEN, "agreement-required");
+    // A changed agreement is accepted anew.
+    let changed = json!({"agreement": "I will cite the cohort and not re-identify anyone."});
+    app.put_json(CHALLENGE, Some(&olga), &changed).await.assert_status(StatusCode::OK);
+    app.get(&manifest, Some(&rita)).await.assert_error(StatusCode::FORBIDDEN, "agreement-required");
+    assert!(actions(&app).await.contains(&"open_cohort.agreement_accepted".to_owned()));
+}
+
+#[tokio::test]
+async fn publication_is_refused_with_every_problem_and_nothing_is_queued() {
+    let (app, olga) = demo().await;
+    configure(&app, CHALLENGE, &olga).await;
+    let refused = app.post_json(&format!("{CHALLENGE}/versions"), Some(&olga), &json!({})).await;
+    refused.assert_error(StatusCode::BAD_REQUEST, "not-publishable");
+    assert_eq!(refused.json()["problems"][0]["code"], "split-required");
+    let reveal = json!({"reveal_labels": true});
+    let halves =
+        json!({"spec": {"method": "random", "seed": 1, "fractions": {"train": 0.5, "validation": 0, "test": 0.5}}});
+    app.put_json(&format!("{CHALLENGE}/split"), Some(&olga), &halves).await.assert_status(StatusCode::OK);
+    app.post_json(&format!("{CHALLENGE}/versions"), Some(&olga), &reveal)
+        .await
+        .assert_error(StatusCode::CONFLICT, "conflict");
+    let rita = app.token("rita", &[Role::Researcher]);
+    app.post_json(&format!("{CHALLENGE}/versions"), Some(&rita), &json!({}))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    let versions: i64 = sqlx::query_scalar("select count(*) from extract where open_cohort_id is not null")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(versions, 0);
+}
+
+#[tokio::test]
+async fn a_withdrawal_after_publication_makes_a_new_version_without_the_subject_and_with_its_diff() {
+    let (app, _, first) = published().await;
+    let first_id = first["id"].as_str().unwrap();
+    let pseudonym: String = sqlx::query_scalar(
+        "select s.pseudonym from extract_subject e join subject s using (subject_id)
+         where e.extract_id = $1 and e.split = 'train' order by 1 limit 1",
+    )
+    .bind(first_id.parse::<uuid::Uuid>().unwrap())
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    let steward = app.token("sam", &[Role::Steward]);
+    let withdrawal = json!({"pseudonym": pseudonym, "scope": "full"});
+    app.post_json("/api/v1/withdrawals", Some(&steward), &withdrawal).await.assert_status(StatusCode::CREATED);
+    crate::extracts::work(&app).await;
+
+    let landing = app.get(CHALLENGE, None).await.json();
+    let (second, earlier) = (&landing["versions"][0], &landing["versions"][1]);
+    assert_eq!((second["version"].as_i64(), second["state"].as_str()), (Some(2), Some("ready")), "{landing}");
+    assert_eq!(earlier["state"], "superseded", "{landing}");
+    assert_eq!(
+        second["splits"]["train"].as_i64().unwrap() + 1,
+        earlier["splits"]["train"].as_i64().unwrap(),
+        "the frozen split, less the subject"
+    );
+    let second_id = second["extract_id"].as_str().unwrap();
+    let manifest = anonymous_manifest(&app, second_id).await;
+    assert_eq!(manifest.supersedes.map(|id| id.to_string()).as_deref(), Some(first_id));
+    let diff = manifest.diff.expect("a machine-readable diff");
+    assert_eq!(diff.removed_subjects.len(), 1, "{diff:?}");
+    let removed = &diff.removed_subjects[0];
+    let table = |id: String| {
+        let app = &app;
+        async move {
+            let body = app.get(&format!("/api/v1/extracts/{id}/files/train/tables/subjects.csv"), None).await.body;
+            String::from_utf8(body.to_vec()).unwrap()
+        }
+    };
+    assert!(table(first_id.to_owned()).await.contains(removed.as_str()), "the diff names the subject's open ID");
+    assert!(!table(second_id.to_owned()).await.contains(removed.as_str()));
+    assert_ne!(removed, &pseudonym, "by its open ID, never its registry pseudonym");
+    // The earlier version is still served during its grace period.
+    app.get(&format!("/api/v1/extracts/{first_id}/manifest"), None).await.assert_status(StatusCode::OK);
 }

@@ -34,10 +34,11 @@ fn write_release(dir: &Path) -> Manifest {
     }
     let header = Header {
         extract_id: Uuid::new_v4(),
-        project_id: Uuid::new_v4(),
+        project_id: Some(Uuid::new_v4()),
+        open_cohort: None,
         version: 1,
         created_at: DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap(),
-        grant_id: Uuid::new_v4(),
+        grant_id: Some(Uuid::new_v4()),
         subjects: 2,
     };
     Manifest::new(header, entries).unwrap()
