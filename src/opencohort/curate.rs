@@ -629,10 +629,14 @@ pub async fn readiness(tx: &mut PgConnection, principal: &Principal, slug: &str)
     if cohort.citation.as_deref().is_none_or(|c| c.trim().is_empty()) {
         problems.push(problem("citation-required", "the cohort needs citation text".into()));
     }
-    let members: Vec<Uuid> =
-        sqlx::query_scalar!("select subject_id from cohort_subject where cohort_id = $1", cohort_id)
-            .fetch_all(&mut *tx)
-            .await?;
+    // Withdrawn subjects are left out of every version, not a reason to refuse one.
+    let members: Vec<Uuid> = sqlx::query_scalar!(
+        "select cs.subject_id from cohort_subject cs join subject s using (subject_id)
+         where cs.cohort_id = $1 and s.withdrawn_at is null",
+        cohort_id
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     problems.extend(unfit(tx, cohort_id, &members).await?.iter().map(Unfit::problem));
     let quarantined = sqlx::query_scalar!(
         r#"select distinct s.pseudonym as "pseudonym!"
