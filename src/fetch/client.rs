@@ -46,6 +46,8 @@ pub enum TokenSource {
     /// Read from a file, and read again when the registry answers `401`, so
     /// a token renewed there during a long transfer is picked up.
     File(PathBuf),
+    /// None: an open cohort's published version, which anyone downloads.
+    Anonymous,
 }
 
 /// A connection to one registry for one run.
@@ -100,7 +102,7 @@ impl Registry {
         loop {
             let used = self.token.lock().expect("the token lock is never poisoned").clone();
             let mut request = self.http.get(url.clone()).headers(headers.clone()).header(SESSION_HEADER, &self.session);
-            if authenticated {
+            if authenticated && !matches!(self.source, TokenSource::Anonymous) {
                 request = request.header(AUTHORIZATION, authorization(&used)?);
             }
             let pause = match request.send().await {
@@ -112,6 +114,12 @@ impl Registry {
                         continue;
                     }
                     failures += 1;
+                    if matches!(self.source, TokenSource::Anonymous) {
+                        let why = refusal(response).await;
+                        return Err(Failure::Refused(format!(
+                            "the registry wants a signed-in user for this release ({why}); give a token"
+                        )));
+                    }
                     let TokenSource::File(path) = &self.source else {
                         let why = refusal(response).await;
                         return Err(Failure::Refused(format!(
@@ -206,6 +214,7 @@ fn authorization(token: &str) -> Result<HeaderValue, Failure> {
 
 fn read_token(source: &TokenSource) -> Result<String> {
     let token = match source {
+        TokenSource::Anonymous => return Ok(String::new()),
         TokenSource::Fixed(token) => token.trim().to_owned(),
         TokenSource::File(path) => std::fs::read_to_string(path)
             .with_context(|| format!("reading the token file {}", path.display()))?

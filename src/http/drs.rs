@@ -254,9 +254,13 @@ fn expand(query: Option<&str>) -> bool {
 }
 
 /// The release an id names, for this caller now: the grant checked, refusals audited.
-async fn release_for(state: &AppState, principal: &Principal, object_id: &str) -> DrsResult<(ObjectId, Extract)> {
+async fn release_for(
+    state: &AppState,
+    principal: Option<&Principal>,
+    object_id: &str,
+) -> DrsResult<(ObjectId, Extract)> {
     let id = ObjectId::parse(object_id).ok_or(ApiError::NotFound("object"))?;
-    let extract = super::extracts::downloadable(state, Some(principal), id.extract_id)
+    let extract = super::extracts::downloadable(state, principal, id.extract_id)
         .await
         .map_err(|e| if matches!(e, ApiError::NotFound(_)) { ApiError::NotFound("object") } else { e })?;
     Ok((id, extract))
@@ -272,7 +276,7 @@ async fn release_for(state: &AppState, principal: &Principal, object_id: &str) -
     get,
     path = "/ga4gh/drs/v1/objects/{object_id}",
     tag = tags::DRS,
-    security(("bearer" = [])),
+    security((), ("bearer" = [])),
     params(
         ("object_id" = String, Path, description = "A DRS object id"),
         ("expand" = Option<bool>, Query, description = "List every level of a bundle's contents"),
@@ -288,12 +292,12 @@ async fn release_for(state: &AppState, principal: &Principal, object_id: &str) -
 )]
 pub async fn get_object(
     State(state): State<AppState>,
-    principal: Principal,
+    principal: Option<Principal>,
     Path(object_id): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> DrsResult<Response> {
-    let (id, extract) = release_for(&state, &principal, &object_id).await?;
+    let (id, extract) = release_for(&state, principal.as_ref(), &object_id).await?;
     let files = drs::files(&state.db, extract.id).await?;
     let tree = Node::Folder(Folder::tree(&files));
     let node = match id.member {
@@ -405,7 +409,7 @@ fn no_store(mut response: Response) -> Response {
     get,
     path = "/ga4gh/drs/v1/objects/{object_id}/access/{access_id}",
     tag = tags::DRS,
-    security(("bearer" = [])),
+    security((), ("bearer" = [])),
     params(
         ("object_id" = String, Path, description = "A DRS object id of a file"),
         ("access_id" = String, Path, description = "`api` or `s3-presigned`, as the object's access methods list"),
@@ -421,11 +425,11 @@ fn no_store(mut response: Response) -> Response {
 )]
 pub async fn get_access_url(
     State(state): State<AppState>,
-    principal: Principal,
+    principal: Option<Principal>,
     Path((object_id, access_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> DrsResult<Response> {
-    let (id, extract) = release_for(&state, &principal, &object_id).await?;
+    let (id, extract) = release_for(&state, principal.as_ref(), &object_id).await?;
     let member = id.member.ok_or(ApiError::NotFound("access method"))?;
     let files = drs::files(&state.db, extract.id).await?;
     let file: ListedFile = match Folder::tree(&files).find(member) {
@@ -447,8 +451,8 @@ pub async fn get_access_url(
         ACCESS_PRESIGNED if presign::enabled(&state.config) => {
             let stored =
                 extracts::file(&state.db, extract.id, &file.path).await?.ok_or(ApiError::NotFound("object"))?;
-            let signed =
-                presign::issue(&state.db, &state.config, &principal.username, &extract, &file.path, &stored).await?;
+            let username = super::extracts::downloader(principal.as_ref());
+            let signed = presign::issue(&state.db, &state.config, &username, &extract, &file.path, &stored).await?;
             AccessUrl { url: signed.url, headers: Vec::new() }
         }
         _ => return Err(ApiError::NotFound("access method").into()),

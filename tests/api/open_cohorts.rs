@@ -387,3 +387,51 @@ async fn a_withdrawal_after_publication_makes_a_new_version_without_the_subject_
     // The earlier version is still served during its grace period.
     app.get(&format!("/api/v1/extracts/{first_id}/manifest"), None).await.assert_status(StatusCode::OK);
 }
+
+#[tokio::test]
+async fn custodian_fetch_downloads_a_published_version_without_a_token_and_a_drs_client_reads_it() {
+    let (app, _, version) = published().await;
+    let id = version["id"].as_str().unwrap();
+    let served = app.serve().await;
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("challenge");
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_custodian"))
+        .args(["fetch", "--server", &format!("http://{}", served.host), "--extract", id, "--out"])
+        .arg(&target)
+        .env_remove("CUSTODIAN_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("downloading anonymously"), "{stderr}");
+    let manifest = anonymous_manifest(&app, id).await;
+    for file in &manifest.files {
+        let bytes = std::fs::read(target.join(&file.path)).unwrap();
+        assert_eq!(crate::extracts::sha256(&bytes), file.sha256, "{}", file.path);
+    }
+
+    // A project's release is not fetched without a token, and says why.
+    let (project, release, _) = crate::extracts::built().await;
+    let project_served = project.serve().await;
+    let private = release["id"].as_str().map(str::to_owned);
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_custodian"))
+        .args(["fetch", "--server", &format!("http://{}", project_served.host), "--extract"])
+        .arg(private.as_deref().unwrap_or_default())
+        .arg("--out")
+        .arg(out.path().join("private"))
+        .env_remove("CUSTODIAN_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("give a token"), "{}", String::from_utf8_lossy(&run.stderr));
+
+    // DRS: the version is a bundle anyone reads, its files blobs with their SHA-256.
+    let bundle = app.get(&format!("/ga4gh/drs/v1/objects/{}", id.replace('-', "")), None).await;
+    let bundle = bundle.assert_status(StatusCode::OK).json();
+    let names: Vec<&str> = bundle["contents"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"train") && names.contains(&"test") && names.contains(&"README.md"), "{names:?}");
+    served.stop().await;
+    project_served.stop().await;
+}
