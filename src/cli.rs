@@ -324,6 +324,19 @@ async fn serve(config: Config, demo: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Everything `serve --demo` seeds, reported as it is made.
+async fn seed_demo(ingest: &Arc<crate::ingest::Ingestor>, config: &Config) -> Result<()> {
+    let started = std::time::Instant::now();
+    if let Some(made) = Box::pin(crate::demo::seed_all(ingest, config, DEMO_SUBJECTS, 42)).await? {
+        report_generated(&made, started);
+    }
+    if crate::demo::challenge::seed(&ingest.db, &ingest.key).await?.is_some() {
+        let slug = crate::demo::challenge::SLUG;
+        println!("Published the open challenge `{slug}`, version 1 (built in the background).");
+    }
+    Ok(())
+}
+
 async fn serve_with(
     config: &Config,
     db: &Database,
@@ -342,10 +355,7 @@ async fn serve_with(
     )?);
     let ingest = Arc::new(crate::ingest::Ingestor::new(config, db.pool.clone(), store.clone())?);
     if demo {
-        let started = std::time::Instant::now();
-        if let Some(made) = Box::pin(crate::demo::seed_all(&ingest, config, DEMO_SUBJECTS, 42)).await? {
-            report_generated(&made, started);
-        }
+        seed_demo(&ingest, config).await?;
     }
     let sweep_interval = Duration::from_secs(config.ingest.sweep_interval_secs);
     if config.ingest.sweep_interval_secs > 0 {

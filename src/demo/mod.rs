@@ -1,6 +1,7 @@
 //! Demo content: users of every role, a few sites and cohorts, so a newcomer
 //! sees a working registry. Seeding is idempotent and audited.
 
+pub mod challenge;
 pub mod dicom;
 pub mod project;
 pub mod registry;

@@ -337,3 +337,26 @@ async fn seeding_the_demo_again_changes_nothing() {
     assert_eq!(counts(&app).await, before);
     assert_eq!(app.state.store.list(None).count().await, objects);
 }
+
+#[tokio::test]
+async fn in_the_demo_anyone_finds_the_published_challenge_and_downloads_its_splits_without_a_login() {
+    let app = TestApp::new().await;
+    serve_demo(&app, 200).await.unwrap();
+    let published = custodian::demo::challenge::seed(&app.db, &app.state.ingest.key).await.unwrap();
+    assert!(published.is_some(), "the demo publishes its challenge");
+    assert!(custodian::demo::challenge::seed(&app.db, &app.state.ingest.key).await.unwrap().is_none(), "once");
+    crate::extracts::work(&app).await;
+
+    let listed = app.get("/api/v1/open-cohorts", None).await.json();
+    let challenge = &listed["open_cohorts"][0];
+    assert_eq!(challenge["slug"], "demo-chest-xray-challenge", "{listed}");
+    let version = &challenge["versions"][0];
+    assert_eq!(version["state"], "ready", "{listed}");
+    for split in ["train", "validation", "test"] {
+        assert!(version["splits"][split].as_i64().unwrap() >= 10, "{split}: {version}");
+    }
+    let id = version["extract_id"].as_str().unwrap();
+    let readme = app.get(&format!("/api/v1/extracts/{id}/files/README.md"), None).await;
+    let readme = String::from_utf8(readme.assert_status(axum::http::StatusCode::OK).body.to_vec()).unwrap();
+    assert!(readme.contains("The test split's labels are withheld"), "{readme}");
+}
