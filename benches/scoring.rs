@@ -35,13 +35,13 @@ fn main() {
     let n: usize = std::env::var("MASKS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     let dir = std::env::var_os("DIR")
         .map_or_else(|| std::env::temp_dir().join(format!("custodian-scoring-{n}")), PathBuf::from);
-    if let Some(mode) = std::env::var("SCORING_CHILD").ok() {
+    if let Ok(mode) = std::env::var("SCORING_CHILD") {
         let threads = std::env::var("SCORING_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
         child(&dir, n, &mode, threads);
         return;
     }
     std::fs::create_dir_all(&dir).expect("the bench directory");
-    let free = rustix::fs::statvfs(&dir).map(|s| s.f_bavail * s.f_frsize).unwrap_or(u64::MAX);
+    let free = rustix::fs::statvfs(&dir).map_or(u64::MAX, |s| s.f_bavail * s.f_frsize);
     // About 100 KiB per compressed mask; ask for three times that.
     let need = n as u64 * 2 * 300 * 1024;
     assert!(free > need, "{} has {} MiB free, the masks need up to {} MiB", dir.display(), free >> 20, need >> 20);

@@ -335,30 +335,84 @@ fn foreground(element: &[u8], float: bool, little: bool) -> bool {
     if !float {
         return element.iter().any(|b| *b != 0);
     }
-    let value = match element.len() {
-        4 => {
-            let b: [u8; 4] = element.try_into().expect("4 bytes");
-            f64::from(if little { f32::from_le_bytes(b) } else { f32::from_be_bytes(b) })
-        }
-        _ => {
-            let b: [u8; 8] = element.try_into().expect("8 bytes");
-            if little { f64::from_le_bytes(b) } else { f64::from_be_bytes(b) }
-        }
+    let value = if let Ok(b) = <[u8; 4]>::try_from(element) {
+        f64::from(if little { f32::from_le_bytes(b) } else { f32::from_be_bytes(b) })
+    } else {
+        let b: [u8; 8] = element.try_into().expect("8 bytes");
+        if little { f64::from_le_bytes(b) } else { f64::from_be_bytes(b) }
     };
     !(value == 0.0 || value.is_nan())
 }
 
 /// An attribute of a data set, or of the first item of a functional-group sequence.
-fn attribute<'a>(
-    item: Option<&'a InMemDicomObject>,
+fn attribute(
+    item: Option<&InMemDicomObject>,
     sequence: dicom_core::Tag,
     tag: dicom_core::Tag,
-) -> Option<&'a dicom_object::mem::InMemElement> {
+) -> Option<&dicom_object::mem::InMemElement> {
     item?.get(sequence)?.items()?.first()?.get(tag)
 }
 
 fn floats(element: Option<&dicom_object::mem::InMemElement>) -> Option<Vec<f64>> {
     element?.to_multi_float64().ok()
+}
+
+/// Where a SEG's frames lie: the slice normal and the spacings.
+struct SegGeometry {
+    normal: [f64; 3],
+    pixel_spacing: Vec<f64>,
+    between: Option<f64>,
+    thickness: Option<f64>,
+}
+
+fn seg_geometry(shared: Option<&InMemDicomObject>, per_frame: &[InMemDicomObject]) -> Result<SegGeometry, MaskError> {
+    // A functional group is shared or given per frame; the first frame's stands for all.
+    let group =
+        |sequence, tag| attribute(shared, sequence, tag).or_else(|| attribute(per_frame.first(), sequence, tag));
+    let orientation = floats(group(tags::PLANE_ORIENTATION_SEQUENCE, tags::IMAGE_ORIENTATION_PATIENT))
+        .filter(|o| o.len() == 6)
+        .ok_or_else(|| MaskError::unreadable("the SEG has no Image Orientation (Patient)"))?;
+    let normal = [
+        orientation[1] * orientation[5] - orientation[2] * orientation[4],
+        orientation[2] * orientation[3] - orientation[0] * orientation[5],
+        orientation[0] * orientation[4] - orientation[1] * orientation[3],
+    ];
+    let pixel_spacing = floats(group(tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING))
+        .filter(|s| s.len() == 2 && s.iter().all(|v| v.is_finite() && *v > 0.0))
+        .ok_or_else(|| MaskError::unreadable("the SEG has no valid Pixel Spacing"))?;
+    let between = floats(group(tags::PIXEL_MEASURES_SEQUENCE, tags::SPACING_BETWEEN_SLICES))
+        .and_then(|v| v.first().copied())
+        .filter(|v| v.is_finite() && *v > 0.0);
+    let thickness = floats(group(tags::PIXEL_MEASURES_SEQUENCE, tags::SLICE_THICKNESS))
+        .and_then(|v| v.first().copied())
+        .filter(|v| v.is_finite() && *v > 0.0);
+    Ok(SegGeometry { normal, pixel_spacing, between, thickness })
+}
+
+/// Slice indices of placed frames `(frame, position along the normal)`, and the slice step.
+fn slice_grid(
+    placed: &[(usize, f64)],
+    between: Option<f64>,
+    thickness: Option<f64>,
+) -> Result<(Vec<(usize, usize)>, f64), MaskError> {
+    let mut positions: Vec<f64> = placed.iter().map(|(_, d)| *d).collect();
+    positions.sort_by(f64::total_cmp);
+    positions.dedup_by(|a, b| (*a - *b).abs() < 1e-4);
+    let first = positions[0];
+    let step = between
+        .or_else(|| positions.windows(2).map(|w| w[1] - w[0]).min_by(f64::total_cmp))
+        .or(thickness)
+        .unwrap_or(1.0);
+    let mut slices = Vec::with_capacity(placed.len());
+    for (frame, d) in placed {
+        let at = (d - first) / step;
+        if (at - at.round()).abs() > 0.01 {
+            return Err(MaskError::unreadable("the SEG frames are not on a regular slice grid"));
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        slices.push((*frame, at.round() as usize));
+    }
+    Ok((slices, step))
 }
 
 /// Reads a DICOM SEG stream from its preamble.
@@ -408,27 +462,7 @@ fn read_seg(input: impl Read, options: &ReadOptions) -> Result<MaskVolume, MaskE
     if per_frame.len() != frames {
         return Err(MaskError::unreadable("the SEG has not one per-frame functional group per frame"));
     }
-    // A functional group is shared or given per frame; the first frame's stands for all.
-    let group =
-        |sequence, tag| attribute(shared, sequence, tag).or_else(|| attribute(per_frame.first(), sequence, tag));
-    let orientation = floats(group(tags::PLANE_ORIENTATION_SEQUENCE, tags::IMAGE_ORIENTATION_PATIENT))
-        .filter(|o| o.len() == 6)
-        .ok_or_else(|| MaskError::unreadable("the SEG has no Image Orientation (Patient)"))?;
-    let normal = [
-        orientation[1] * orientation[5] - orientation[2] * orientation[4],
-        orientation[2] * orientation[3] - orientation[0] * orientation[5],
-        orientation[0] * orientation[4] - orientation[1] * orientation[3],
-    ];
-    let pixel_spacing = floats(group(tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING))
-        .filter(|s| s.len() == 2 && s.iter().all(|v| v.is_finite() && *v > 0.0))
-        .ok_or_else(|| MaskError::unreadable("the SEG has no valid Pixel Spacing"))?;
-    let between = floats(group(tags::PIXEL_MEASURES_SEQUENCE, tags::SPACING_BETWEEN_SLICES))
-        .and_then(|v| v.first().copied())
-        .filter(|v| v.is_finite() && *v > 0.0);
-    let thickness = floats(group(tags::PIXEL_MEASURES_SEQUENCE, tags::SLICE_THICKNESS))
-        .and_then(|v| v.first().copied())
-        .filter(|v| v.is_finite() && *v > 0.0);
-
+    let SegGeometry { normal, pixel_spacing, between, thickness } = seg_geometry(shared, per_frame)?;
     let mut placed = Vec::with_capacity(frames); // (frame, position along the normal)
     for (frame, item) in per_frame.iter().enumerate() {
         // A SEG of one segment may name it once, in the shared groups.
@@ -447,23 +481,7 @@ fn read_seg(input: impl Read, options: &ReadOptions) -> Result<MaskVolume, MaskE
     if placed.is_empty() {
         return Err(MaskError { code: "mask-segment-missing", message: "the SEG has no frame of the segment".into() });
     }
-    let mut positions: Vec<f64> = placed.iter().map(|(_, d)| *d).collect();
-    positions.sort_by(f64::total_cmp);
-    positions.dedup_by(|a, b| (*a - *b).abs() < 1e-4);
-    let first = positions[0];
-    let step = between
-        .or_else(|| positions.windows(2).map(|w| w[1] - w[0]).min_by(f64::total_cmp))
-        .or(thickness)
-        .unwrap_or(1.0);
-    let mut slices = Vec::with_capacity(placed.len());
-    for (frame, d) in &placed {
-        let at = (d - first) / step;
-        if (at - at.round()).abs() > 0.01 {
-            return Err(MaskError::unreadable("the SEG frames are not on a regular slice grid"));
-        }
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        slices.push((*frame, at.round() as usize));
-    }
+    let (slices, step) = slice_grid(&placed, between, thickness)?;
     let depth = slices.iter().map(|(_, z)| z + 1).max().expect("frames placed");
     let dims = [columns, rows, depth];
     let n = voxel_count(dims, options.byte_limit, 1)?;
@@ -505,6 +523,7 @@ pub(crate) mod tests {
     }
 
     #[test]
+    #[allow(clippy::float_cmp)] // the stored doubles, exactly
     fn every_nifti_datatype_reads_to_the_same_kind_of_mask() {
         for i in 0..7 {
             let mask = read(&format!("mask_{i}_pred.nii.gz"), Segment::All);

@@ -362,10 +362,10 @@ impl KdTree {
                 widest = (axis, extent);
             }
         }
-        let axis = widest.0;
+        let split = widest.0;
         let mid = points.len() / 2;
-        points.select_nth_unstable_by_key(mid, |p| p[axis]);
-        axes[mid] = u8::try_from(axis).expect("three axes");
+        points.select_nth_unstable_by_key(mid, |p| p[split]);
+        axes[mid] = u8::try_from(split).expect("three axes");
         let (left, right) = points.split_at_mut(mid);
         let (left_axes, right_axes) = axes.split_at_mut(mid);
         Self::build(left, left_axes, spacing);

@@ -176,6 +176,94 @@ fn classes(truth: &BTreeMap<String, TruthLabel>, positive: Option<&str>) -> (Vec
     (classes, Some(u32::try_from(index).expect("two classes")))
 }
 
+/// Reads the prediction of one row.
+struct RowParser<'a> {
+    classes: &'a [String],
+    class_index: &'a HashMap<&'a str, u32>,
+    positive: Option<u32>,
+    threshold: f64,
+    columns: &'a Columns,
+}
+
+type Prediction = (u32, Option<Vec<f64>>);
+
+impl RowParser<'_> {
+    /// The other class of two (a one-class truth has only its own).
+    fn other(&self, positive: u32) -> u32 {
+        (positive + 1) % u32::try_from(self.classes.len()).expect("few classes")
+    }
+
+    fn probability(text: &str, name: &str, at: (Option<u64>, &str), problems: &mut Problems) -> Option<f64> {
+        let (line, id) = at;
+        let n = line.unwrap_or(0);
+        match text.parse::<f64>() {
+            Ok(p) if (0.0..=1.0).contains(&p) => Some(p),
+            Ok(p) if p.is_finite() => {
+                let message = format!("{name} {p} for id {id} on line {n} is not between 0 and 1");
+                problems.add("out-of-range", line, Some(id), message);
+                None
+            }
+            _ if text.is_empty() => {
+                problems.add("empty-value", line, Some(id), format!("{name} for id {id} on line {n} is empty"));
+                None
+            }
+            _ => {
+                problems.add("non-numeric", line, Some(id), format!("{name} for id {id} on line {n} is not a number"));
+                None
+            }
+        }
+    }
+
+    fn prediction(
+        &self,
+        record: &csv::StringRecord,
+        line: Option<u64>,
+        id: &str,
+        problems: &mut Problems,
+    ) -> Option<Prediction> {
+        let n = line.unwrap_or(0);
+        match self.columns {
+            Columns::Label(column) => match self.class_index.get(&record[*column]) {
+                Some(class) => Some((*class, None)),
+                None if record[*column].is_empty() => {
+                    problems.add("empty-value", line, Some(id), format!("label for id {id} on line {n} is empty"));
+                    None
+                }
+                None => {
+                    let message = format!("label for id {id} on line {n} is not one of the task's classes");
+                    problems.add("unknown-label", line, Some(id), message);
+                    None
+                }
+            },
+            Columns::Probability(column) => Self::probability(&record[*column], "probability", (line, id), problems)
+                .map(|p| {
+                    let pos = self.positive.expect("two classes");
+                    (if p >= self.threshold { pos } else { self.other(pos) }, Some(vec![p]))
+                }),
+            Columns::PerClass(columns) => {
+                let values: Vec<Option<f64>> = columns
+                    .iter()
+                    .zip(self.classes)
+                    .map(|(c, k)| Self::probability(&record[*c], &format!("probability_{k}"), (line, id), problems))
+                    .collect();
+                let p = values.into_iter().collect::<Option<Vec<f64>>>()?;
+                let predicted = match self.positive {
+                    Some(pos) if p[pos as usize] >= self.threshold => pos,
+                    Some(pos) => self.other(pos),
+                    // The first of the largest, in class order.
+                    None => u32::try_from((0..p.len()).fold(0, |best, k| if p[k] > p[best] { k } else { best }))
+                        .expect("few classes"),
+                };
+                let scores = match self.positive {
+                    Some(pos) => vec![p[pos as usize]],
+                    None => p,
+                };
+                Some((predicted, Some(scores)))
+            }
+        }
+    }
+}
+
 /// Parses `csv` and joins it with `truth`. `positive` names the positive
 /// class of a two-class task (default: `1` when a class is called so, else
 /// the last in sorted order); a probability at or above `threshold` predicts it.
@@ -189,10 +277,9 @@ pub fn join_labels(
     let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(csv);
     let header = reader.headers().map_err(|_| header_error("the first line is not a CSV header"))?.clone();
     let (id_column, columns) = columns(&header, &classes, classes.len() == 2)?;
-    // The other class of two (a one-class truth has only its own).
-    let other = |pos: u32| (pos + 1) % u32::try_from(classes.len()).expect("few classes");
     let class_index: HashMap<&str, u32> =
         classes.iter().enumerate().map(|(i, c)| (c.as_str(), u32::try_from(i).expect("few classes"))).collect();
+    let parser = RowParser { classes: &classes, class_index: &class_index, positive, threshold, columns: &columns };
 
     let mut problems = Problems(Vec::new(), 0);
     let mut seen: HashMap<String, u64> = HashMap::new();
@@ -228,61 +315,7 @@ pub fn join_labels(
             problems.add("unknown-id", line, Some(id), format!("id {id} on line {at} is not in the test split"));
             continue;
         }
-        let mut probability = |column: usize, name: &str| -> Option<f64> {
-            let text = &record[column];
-            match text.parse::<f64>() {
-                Ok(p) if (0.0..=1.0).contains(&p) => Some(p),
-                Ok(p) if p.is_finite() => {
-                    let message = format!("{name} {p} for id {id} on line {at} is not between 0 and 1");
-                    problems.add("out-of-range", line, Some(id), message);
-                    None
-                }
-                _ if text.is_empty() => {
-                    problems.add("empty-value", line, Some(id), format!("{name} for id {id} on line {at} is empty"));
-                    None
-                }
-                _ => {
-                    let message = format!("{name} for id {id} on line {at} is not a number");
-                    problems.add("non-numeric", line, Some(id), message);
-                    None
-                }
-            }
-        };
-        let prediction = match &columns {
-            Columns::Label(column) => match class_index.get(&record[*column]) {
-                Some(class) => Some((*class, None)),
-                None if record[*column].is_empty() => {
-                    problems.add("empty-value", line, Some(id), format!("label for id {id} on line {at} is empty"));
-                    None
-                }
-                None => {
-                    let message = format!("label for id {id} on line {at} is not one of the task's classes");
-                    problems.add("unknown-label", line, Some(id), message);
-                    None
-                }
-            },
-            Columns::Probability(column) => probability(*column, "probability").map(|p| {
-                let pos = positive.expect("two classes");
-                (if p >= threshold { pos } else { other(pos) }, Some(vec![p]))
-            }),
-            Columns::PerClass(columns) => {
-                let values: Vec<Option<f64>> =
-                    columns.iter().zip(&classes).map(|(c, k)| probability(*c, &format!("probability_{k}"))).collect();
-                values.into_iter().collect::<Option<Vec<f64>>>().map(|p| {
-                    let predicted = match positive {
-                        Some(pos) if p[pos as usize] >= threshold => pos,
-                        Some(pos) => other(pos),
-                        // The first of the largest, in class order.
-                        None => (0..p.len()).fold(0, |best, k| if p[k] > p[best] { k } else { best }) as u32,
-                    };
-                    let scores = match positive {
-                        Some(pos) => vec![p[pos as usize]],
-                        None => p,
-                    };
-                    (predicted, Some(scores))
-                })
-            }
-        };
+        let prediction = parser.prediction(&record, line, id, &mut problems);
         if let Some(prediction) = prediction {
             predictions.insert(id.to_owned(), prediction);
         }
