@@ -161,8 +161,10 @@ pub struct MaskComparison {
     pub voxels: [u64; 2],
 }
 
-/// Dice and HD95 of two masks on the same grid (the caller checks shapes).
+/// Dice and HD95 of two masks on the same grid (the caller checks shapes;
+/// different shapes panic).
 pub fn compare_masks(truth: &MaskVolume, prediction: &MaskVolume) -> MaskComparison {
+    assert_eq!(truth.dims, prediction.dims, "masks compared on different grids");
     let summary = Summary::of(truth, prediction);
     let [a, b] = summary.counts;
     let dice = dice_of(&summary);

@@ -274,6 +274,8 @@ pub fn join_labels(
     threshold: f64,
 ) -> Result<LabelPairs, SubmissionError> {
     let (classes, positive) = classes(truth, positive);
+    // Spreadsheets often start a UTF-8 CSV with a byte-order mark.
+    let csv = csv.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(csv);
     let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(csv);
     let header = reader.headers().map_err(|_| header_error("the first line is not a CSV header"))?.clone();
     let (id_column, columns) = columns(&header, &classes, classes.len() == 2)?;
@@ -409,9 +411,10 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_valid_submission_joins_in_id_order_with_sites_and_thresholded_classes() {
+    fn a_valid_submission_joins_in_id_order_with_sites_and_thresholded_classes_even_after_a_byte_order_mark() {
         let truth = truth(&[("B", "yes", "x"), ("A", "no", "y")]);
-        let pairs = join_labels(&truth, b"subject_id,probability\nB,0.5\nA,0.2\n", Some("yes"), 0.5).unwrap();
+        let pairs =
+            join_labels(&truth, b"\xEF\xBB\xBFsubject_id,probability\nB,0.5\nA,0.2\n", Some("yes"), 0.5).unwrap();
         assert_eq!(
             (pairs.ids.clone(), pairs.sites.clone()),
             (vec!["A".into(), "B".into()], vec!["y".into(), "x".into()])
