@@ -235,6 +235,11 @@ fn surface(mask: &MaskVolume, bounds: [[usize; 2]; 3]) -> Vec<[u32; 3]> {
     let mut points = Vec::new();
     for z in bounds[2][0]..=bounds[2][1] {
         for y in bounds[1][0]..=bounds[1][1] {
+            let row = nx * (y + ny * z);
+            // False islands stretch the box; most of its rows are empty.
+            if mask.voxels[row + bounds[0][0]..=row + bounds[0][1]].iter().all(|v| *v == 0) {
+                continue;
+            }
             for x in bounds[0][0]..=bounds[0][1] {
                 if !at(x, y, z) {
                     continue;
