@@ -49,6 +49,8 @@ pub mod opencohort;
 pub mod registry;
 /// Releases: re-pseudonymized DICOM, tables, signed manifests.
 pub mod release;
+/// Scoring of challenge submissions: label and mask metrics with bootstrap intervals.
+pub mod scoring;
 /// Secrets generated into the data dir.
 pub mod secrets;
 /// Object storage and its keys.
