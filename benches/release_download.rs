@@ -12,12 +12,15 @@
 //! object store, recorded with its size and SHA-256 like any release file.
 //! The service listens on a local port in this process. Per size, best of
 //! three rounds after one warm-up (so both read from the page cache):
-//! `cat` of the object's file to `/dev/null`, then `curl` of
+//! `cat` of the object's file to `/dev/null`; `curl` of the same file from a
+//! zero-copy HTTP server (Python's `socket.sendfile`, the kernel's
+//! `sendfile(2)`: the fastest any server can hand a file to a socket here,
+//! the ceiling of the loopback itself); then `curl` of
 //! `GET /api/v1/extracts/{id}/files/{path}` to `/dev/null`. The process's
 //! peak resident memory (VmHWM, reset before each download) is compared to
-//! its resident memory before it. Needs curl; Linux only.
+//! its resident memory before it. Needs curl and python3; Linux only.
 //!
-//! Prints `size_MiB local_MB/s curl_MB/s curl/local rss_before_MiB peak_growth_MiB`.
+//! Prints `size_MiB local_MB/s sendfile_MB/s curl_MB/s curl/local curl/sendfile rss_before_MiB peak_growth_MiB`.
 
 #![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)] // figures to print
 
@@ -87,7 +90,7 @@ async fn main() {
     let router = app.router.clone();
     tokio::spawn(async move { axum::serve(listener, router).await });
 
-    println!("size_MiB local_MB/s curl_MB/s curl/local rss_before_MiB peak_growth_MiB");
+    println!("size_MiB local_MB/s sendfile_MB/s curl_MB/s curl/local curl/sendfile rss_before_MiB peak_growth_MiB");
     for size in sizes {
         // The large file, written in parts as a builder writes a large file.
         let path = format!("bench/large-{size}.bin");
@@ -130,10 +133,14 @@ async fn main() {
         };
         // Warm-up: both read from the page cache afterwards.
         cat().unwrap();
+        let mut sendfile = SendfileServer::start(&local);
         let (mut best_local, mut best_curl, mut growth, mut before) = (f64::MAX, f64::MAX, 0_u64, 0_u64);
+        let mut best_sendfile = f64::MAX;
         for _ in 0..ROUNDS {
             best_local = best_local
                 .min(timed(Command::new("sh").arg("-c").arg(format!("cat '{}' > /dev/null", local.display()))));
+            best_sendfile =
+                best_sendfile.min(timed(Command::new("curl").args(["-sSf", "-o", "/dev/null", &sendfile.url])));
             before = status_kib("VmRSS:");
             std::fs::write("/proc/self/clear_refs", "5").expect("resetting the peak (run as the process's owner)");
             let mut command = curl();
@@ -142,15 +149,59 @@ async fn main() {
             best_curl = best_curl.min(seconds);
             growth = growth.max(status_kib("VmHWM:").saturating_sub(before));
         }
+        sendfile.child.kill().ok();
+        sendfile.child.wait().ok();
         let mb = (size * MIB) as f64 / 1e6;
         println!(
-            "{size} {:.0} {:.0} {:.2} {:.1} {:.1}",
+            "{size} {:.0} {:.0} {:.0} {:.2} {:.2} {:.1} {:.1}",
             mb / best_local,
+            mb / best_sendfile,
             mb / best_curl,
             best_local / best_curl,
+            best_sendfile / best_curl,
             before as f64 / 1024.0,
             growth as f64 / 1024.0
         );
         app.state.store.delete(&key).await.unwrap();
+    }
+}
+
+/// A minimal HTTP server handing one file to each client with `sendfile(2)`.
+struct SendfileServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl SendfileServer {
+    const SCRIPT: &'static str = r#"
+import os, socket, sys
+path = sys.argv[1]
+size = os.path.getsize(path)
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", 0))
+server.listen(4)
+print(server.getsockname()[1], flush=True)
+while True:
+    conn, _ = server.accept()
+    conn.recv(65536)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % size)
+    with open(path, "rb") as f:
+        conn.sendfile(f)
+    conn.close()
+"#;
+
+    fn start(file: &std::path::Path) -> Self {
+        use std::io::BufRead as _;
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(Self::SCRIPT)
+            .arg(file)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the sendfile server");
+        let mut port = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut port).unwrap();
+        Self { child, url: format!("http://127.0.0.1:{}/file", port.trim()) }
     }
 }

@@ -385,12 +385,12 @@ pub struct Landing {
     pub agreement: Option<String>,
     pub task: Option<Task>,
     /// Newest first; only published (ready or superseded) versions.
-    pub versions: Vec<Version>,
+    pub versions: Vec<PublishedVersion>,
 }
 
 /// One published version.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Version {
+pub struct PublishedVersion {
     pub version: i32,
     /// The release to download (`/extracts/{id}/…`, DRS, `custodian fetch`).
     pub extract_id: Uuid,
@@ -443,7 +443,7 @@ pub async fn landing(db: &PgPool, slug: &str) -> Result<Landing, ApiError> {
     }
     let versions = rows
         .into_iter()
-        .map(|r| Version {
+        .map(|r| PublishedVersion {
             version: r.version,
             extract_id: r.extract_id,
             state: r.state,
