@@ -401,6 +401,63 @@ pub struct PublishedVersion {
     pub splits: BTreeMap<String, i64>,
     pub files: Option<i64>,
     pub bytes: Option<i64>,
+    /// Subjects per split by site, scanner, sex and age band, a cell below the
+    /// cohort's suppression threshold shown without its count.
+    pub breakdowns: Vec<BreakdownCell>,
+}
+
+/// One cell of a version's breakdown.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BreakdownCell {
+    /// `site`, `scanner`, `sex` or `age_band`.
+    pub by: String,
+    /// The value (`null`: not recorded).
+    pub value: Option<String>,
+    pub split: String,
+    /// Subjects; `null` when fewer than the cohort's suppression threshold.
+    pub subjects: Option<i64>,
+    pub suppressed: bool,
+}
+
+/// A version's breakdowns: subjects per split by site (of the subject), scanner
+/// (of any of its series), sex and age band (at its first study, ten years
+/// wide), small cells suppressed as discovery suppresses them.
+async fn breakdowns(db: &PgPool, extract_id: Uuid, threshold: i32) -> Result<Vec<BreakdownCell>, ApiError> {
+    let rows = sqlx::query!(
+        r#"with members as (
+               select es.split, s.subject_id, s.sex, s.site_id,
+                      (select min(st.age_years) from study st where st.subject_id = s.subject_id) as age
+               from extract_subject es join subject s using (subject_id)
+               where es.extract_id = $1 and s.withdrawal_scope is distinct from 'full')
+           select 'site' as "by!", si.code as value, m.split as "split!", count(*) as "n!"
+           from members m join site si on si.site_id = m.site_id group by 2, 3
+           union all
+           select 'scanner', nullif(trim(sc.manufacturer || ' ' || sc.model), ''), m.split, count(distinct m.subject_id)
+           from members m join study st on st.subject_id = m.subject_id join series se on se.study_id = st.study_id
+           left join scanner sc on sc.scanner_id = se.scanner_id group by 2, 3
+           union all
+           select 'sex', m.sex, m.split, count(*) from members m group by 2, 3
+           union all
+           select 'age_band', (floor(m.age / 10) * 10)::int || '-' || ((floor(m.age / 10) * 10)::int + 9), m.split, count(*)
+           from members m group by 2, 3
+           order by 1, 3, 2"#,
+        extract_id
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let suppressed = r.n < i64::from(threshold);
+            BreakdownCell {
+                by: r.by,
+                value: r.value,
+                split: r.split,
+                subjects: if suppressed { None } else { Some(r.n) },
+                suppressed,
+            }
+        })
+        .collect())
 }
 
 /// Every published open cohort, by slug.
@@ -421,7 +478,8 @@ pub async fn published(db: &PgPool) -> Result<Vec<Landing>, ApiError> {
 /// The landing document of open cohort `slug`; not found until a version is published.
 pub async fn landing(db: &PgPool, slug: &str) -> Result<Landing, ApiError> {
     let cohort = sqlx::query!(
-        "select c.cohort_id, c.slug, c.title, c.description, c.license, c.citation, o.agreement, o.task
+        "select c.cohort_id, c.slug, c.title, c.description, c.license, c.citation, o.agreement, o.task,
+                c.suppression_threshold
          from cohort c join open_cohort o using (cohort_id) where c.slug = $1 and c.tier = 'open'",
         slug
     )
@@ -441,9 +499,9 @@ pub async fn landing(db: &PgPool, slug: &str) -> Result<Landing, ApiError> {
     if rows.is_empty() {
         return Err(ApiError::NotFound("open cohort"));
     }
-    let versions = rows
-        .into_iter()
-        .map(|r| PublishedVersion {
+    let mut versions = Vec::with_capacity(rows.len());
+    for r in rows {
+        versions.push(PublishedVersion {
             version: r.version,
             extract_id: r.extract_id,
             state: r.state,
@@ -452,8 +510,9 @@ pub async fn landing(db: &PgPool, slug: &str) -> Result<Landing, ApiError> {
             splits: serde_json::from_value(r.splits).unwrap_or_default(),
             files: r.total_files,
             bytes: r.total_bytes,
-        })
-        .collect();
+            breakdowns: breakdowns(db, r.extract_id, cohort.suppression_threshold).await?,
+        });
+    }
     Ok(Landing {
         slug: cohort.slug,
         title: cohort.title,

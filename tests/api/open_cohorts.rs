@@ -236,6 +236,26 @@ async fn a_published_version_is_downloaded_by_anyone_one_folder_per_split_with_t
     assert_eq!(landing["versions"][0]["extract_id"], id);
     let splits = &landing["versions"][0]["splits"];
     assert!(splits["train"].as_i64().unwrap() >= 10 && splits["test"].as_i64().unwrap() >= 10, "{landing}");
+    // Breakdowns by site, scanner, sex and age band per split, small cells without their count.
+    let cells = landing["versions"][0]["breakdowns"].as_array().unwrap();
+    for by in ["site", "scanner", "sex", "age_band"] {
+        assert!(cells.iter().any(|c| c["by"] == by), "{by}: {cells:?}");
+    }
+    for cell in cells {
+        match cell["subjects"].as_i64() {
+            Some(n) => assert!(n >= 10 && cell["suppressed"] == false, "{cell}"),
+            None => assert_eq!(cell["suppressed"], true, "{cell}"),
+        }
+    }
+    for split in ["train", "test"] {
+        let by_site: i64 = cells
+            .iter()
+            .filter(|c| c["by"] == "site" && c["split"] == split)
+            .filter_map(|c| c["subjects"].as_i64())
+            .sum();
+        assert!(by_site <= splits[split].as_i64().unwrap(), "{split}: {cells:?}");
+    }
+    assert!(cells.iter().any(|c| c["suppressed"] == true), "a 20-subject split has small cells: {cells:?}");
 
     // Anyone downloads it, manifest verified, every file by its digest.
     let manifest = anonymous_manifest(&app, id).await;
