@@ -403,12 +403,12 @@ pub struct PublishedVersion {
     pub bytes: Option<i64>,
     /// Subjects per split by site, scanner, sex and age band, a cell below the
     /// cohort's suppression threshold shown without its count.
-    pub breakdowns: Vec<BreakdownCell>,
+    pub breakdowns: Vec<VersionBreakdownCell>,
 }
 
 /// One cell of a version's breakdown.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct BreakdownCell {
+pub struct VersionBreakdownCell {
     /// `site`, `scanner`, `sex` or `age_band`.
     pub by: String,
     /// The value (`null`: not recorded).
@@ -422,7 +422,7 @@ pub struct BreakdownCell {
 /// A version's breakdowns: subjects per split by site (of the subject), scanner
 /// (of any of its series), sex and age band (at its first study, ten years
 /// wide), small cells suppressed as discovery suppresses them.
-async fn breakdowns(db: &PgPool, extract_id: Uuid, threshold: i32) -> Result<Vec<BreakdownCell>, ApiError> {
+async fn breakdowns(db: &PgPool, extract_id: Uuid, threshold: i32) -> Result<Vec<VersionBreakdownCell>, ApiError> {
     let rows = sqlx::query!(
         r#"with members as (
                select es.split, s.subject_id, s.sex, s.site_id,
@@ -449,7 +449,7 @@ async fn breakdowns(db: &PgPool, extract_id: Uuid, threshold: i32) -> Result<Vec
         .into_iter()
         .map(|r| {
             let suppressed = r.n < i64::from(threshold);
-            BreakdownCell {
+            VersionBreakdownCell {
                 by: r.by,
                 value: r.value,
                 split: r.split,
