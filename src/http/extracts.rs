@@ -34,10 +34,10 @@ use uuid::Uuid;
 use super::extract::{AppJson, AppPath, AppQuery};
 use crate::access::standing::{InProject, standing};
 use crate::app::AppState;
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::openapi::tags;
-use crate::release::extracts::{self, Extract, ExtractState, Served};
+use crate::release::extracts::{self, Extract, Served};
 use crate::release::limits;
 use crate::release::manifest::{MANIFEST_FILE, SIGNATURE_FILE};
 use crate::release::{archive, build};
@@ -152,9 +152,7 @@ pub async fn find_extract(
             return Err(ApiError::Unauthorized("a project's release is seen by its signed-in members".into()));
         }
         (None, _) => {
-            let curator = principal.as_ref().is_some_and(|p| p.has_role(Role::Organizer) || p.has_role(Role::Admin));
-            let published = matches!(extract.state, ExtractState::Ready | ExtractState::Superseded);
-            if !curator && !published {
+            if !extract.open_version_visible(principal.as_ref()) {
                 return Err(ApiError::NotFound("extract"));
             }
         }

@@ -12,13 +12,13 @@ use utoipa_axum::routes;
 
 use super::extract::{AppJson, AppPath};
 use crate::app::AppState;
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::openapi::tags;
 use crate::opencohort::curate::{self, Added, OpenCohort, Readiness, Selection, Settings};
 use crate::opencohort::publish::{self, Landing, PublishRequest};
 use crate::opencohort::splits::{SplitReport, SplitSpec};
-use crate::release::extracts::{Extract, ExtractState};
+use crate::release::extracts::Extract;
 use uuid::Uuid;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -292,9 +292,7 @@ pub async fn find_version(
     AppPath((slug, id)): AppPath<(String, Uuid)>,
 ) -> Result<AppJson<Extract>> {
     let version = publish::version(&state.db, &slug, id).await?;
-    let curator = principal.as_ref().is_some_and(|p| p.has_role(Role::Organizer) || p.has_role(Role::Admin));
-    let published = matches!(version.state, ExtractState::Ready | ExtractState::Superseded);
-    if !curator && !published {
+    if !version.open_version_visible(principal.as_ref()) {
         return Err(ApiError::NotFound("version"));
     }
     Ok(AppJson(version))

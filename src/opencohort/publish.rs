@@ -96,10 +96,10 @@ pub async fn publish(
     )
     .execute(&mut *tx)
     .await?;
-    let extract_id = sqlx::query_scalar!(
+    let inserted = sqlx::query!(
         "insert into extract (open_cohort_id, version, imaging, labels_revealed, created_by)
          values ($1, (select coalesce(max(version), 0) + 1 from extract where open_cohort_id = $1), $2, $3, $4)
-         returning extract_id",
+         returning extract_id, version",
         cohort.cohort_id,
         cohort.imaging,
         publication.reveal_labels,
@@ -107,6 +107,7 @@ pub async fn publish(
     )
     .fetch_one(&mut *tx)
     .await?;
+    let (extract_id, version) = (inserted.extract_id, inserted.version);
     let frozen = sqlx::query!(
         "insert into extract_subject (extract_id, subject_id, split)
          select $1, o.subject_id, o.split from open_cohort_split o join subject s using (subject_id)
@@ -118,9 +119,6 @@ pub async fn publish(
     .await?
     .rows_affected();
     crate::jobs::enqueue(&mut *tx, &build::job(extract_id)).await?;
-    let version = sqlx::query_scalar!("select version from extract where extract_id = $1", extract_id)
-        .fetch_one(&mut *tx)
-        .await?;
     audit::record(
         tx,
         NewEvent::new(&principal.username, "open_cohort.publish").target(format!("cohort:{slug}")).details(json!({

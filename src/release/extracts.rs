@@ -13,7 +13,7 @@ use super::build::{self, check_grant};
 use crate::access::grants::{self, GrantState};
 use crate::access::standing::Standing;
 use crate::audit::{self, NewEvent};
-use crate::auth::Principal;
+use crate::auth::{Principal, Role};
 use crate::config::AccessConfig;
 use crate::error::{ApiError, Refusal};
 
@@ -113,6 +113,13 @@ impl Extract {
     /// The project or open cohort it belongs to: its storage prefix and the key of its download limits.
     pub fn owner(&self) -> Uuid {
         self.project_id.or(self.open_cohort_id).unwrap_or_default()
+    }
+
+    /// Whether `principal` (none: anonymous) may see this open cohort's
+    /// version: anyone once it is published, its organizers and admins while it builds.
+    pub fn open_version_visible(&self, principal: Option<&Principal>) -> bool {
+        let curator = principal.is_some_and(|p| p.has_role(Role::Organizer) || p.has_role(Role::Admin));
+        curator || matches!(self.state, ExtractState::Ready | ExtractState::Superseded)
     }
 
     /// The audit target of what happens to it: `project:{id}` or `cohort:{slug}`.
