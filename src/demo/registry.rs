@@ -364,6 +364,7 @@ pub async fn generate(
     .await?;
     write_clinical(&mut tx, &mut rng, &people, import, &mut out).await?;
     write_annotations(&mut tx, &mut rng, &imaging[..neuro_series], &mut out).await?;
+    write_chest_labels(&mut tx, seed, &imaging[neuro_series..], &mut out).await?;
     // Ingested series became discoverable as their sessions committed.
     sqlx::query!(
         "insert into discovery_series (series_id, study_id, subject_id, cohort_id, site_id, modality, body_part,
@@ -641,9 +642,9 @@ async fn ingest_imaging(
     out.studies += plan.len() as u64;
     out.series += plan.iter().map(|s| s.series.len() as u64).sum::<u64>();
 
-    // The registry's UIDs of the neuro series, in plan order.
+    // The registry's UIDs of every series, in plan order.
     let uids: Vec<String> = (0..)
-        .zip(&plan[..neuro])
+        .zip(plan)
         .flat_map(|(index, study)| {
             (1..=study.series.len()).map(move |number| ingest.key.uid(&series_uid(seed, index, number)))
         })
@@ -914,6 +915,35 @@ async fn write_clinical(
         }
     }
     copy_text(tx, "copy genotype (variant_id, subject_id, alt_count, data_import_id) from stdin", &genotypes).await?;
+    Ok(())
+}
+
+/// One label per chest radiograph study, as a reporting radiologist gives
+/// it: ground-glass opacity (about a third) or normal. A separate stream of
+/// the seed, so the rest of the registry does not change with it.
+async fn write_chest_labels(tx: &mut PgConnection, seed: u64, series: &[SeriesRow], out: &mut Generated) -> Result<()> {
+    let mut rng = Rng::new(seed ^ 0x1abe_1500_0000_0000);
+    let mut text = String::new();
+    let mut studies = std::collections::BTreeSet::new();
+    for s in series.iter().filter(|s| studies.insert(s.study)) {
+        let (code, meaning) =
+            if rng.chance(0.35) { ("RID5352", "ground-glass opacity") } else { ("RID39148", "normal") };
+        let _ = writeln!(
+            text,
+            "{}\t{}\t{}\tstudy\thigh\tlabel\tjson\tRadLex\t{code}\t{meaning}\tradiologist\tmanual\tPACS report\tsystem:demo",
+            rng.uuid(),
+            s.subject,
+            s.study,
+        );
+        out.annotations += 1;
+    }
+    copy_text(
+        tx,
+        "copy annotation (annotation_id, subject_id, study_id, target, level, kind, source, coding_system, code,
+                          meaning, annotator_role, method, tool, created_by) from stdin",
+        &text,
+    )
+    .await?;
     Ok(())
 }
 

@@ -4,7 +4,10 @@
 //! What is in scope ([`plan`]):
 //!
 //! - an annotation of a kind the grant's scope lists (`annotation_kinds`;
-//!   none listed, none released), of a subject the release holds;
+//!   none listed, none released), of a subject the release holds, and, when
+//!   it annotates a study, series or instance, of a study in one of the
+//!   scope's cohorts (a subject in two cohorts brings only the granted
+//!   cohort's annotations);
 //! - if it is **imaging-derived** (on a study, series or instance, or carrying
 //!   geometry, a mask or a DICOM SEG/RTSTRUCT), only when the release holds
 //!   imaging (the grant covers it and its conditions allow downloading it),
@@ -202,12 +205,16 @@ pub async fn plan(
            left join series src_se on src_se.series_id = src.series_id
            left join study src_st on src_st.study_id = src_se.study_id
            where su.pseudonym = any($1) and a.kind = any($2)
+             and (a.target = 'subject'
+                  or exists (select 1 from study x join cohort c on c.cohort_id = x.cohort_id
+                             where x.study_id = coalesce(a.study_id, se.study_id) and c.slug = any($4)))
              and (a.instance_id is null or i.status = 'published')
              and (a.source_instance_id is null or src.status = 'published')
            order by su.pseudonym, a.created_at, a.annotation_id"#,
         &registry,
         kinds,
-        &scope.modalities
+        &scope.modalities,
+        &scope.cohorts
     )
     .fetch_all(db)
     .await?;

@@ -473,11 +473,13 @@ async fn write_release(
                  from instance i join series se using (series_id) join study st using (study_id)
                  join subject su using (subject_id)
                  where i.status = 'published' and su.pseudonym = any($1)
+                   and st.cohort_id in (select cohort_id from cohort where slug = any($4))
                    and (cardinality($2::text[]) = 0 or se.modality = any($2)) and i.sop_class_uid <> all($3)
                  order by i.object_key",
                 &imaged,
                 &source.scope.modalities,
-                &super::annotations::DICOM_CLASSES.map(String::from)
+                &super::annotations::DICOM_CLASSES.map(String::from),
+                &source.scope.cohorts
             )
             .fetch_all(db)
             .await?
