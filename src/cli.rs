@@ -141,6 +141,9 @@ async fn run_jobs(
                 }
                 crate::dictionary::db::COVERAGE_JOB => crate::dictionary::db::run_coverage_job(&db).await,
                 crate::release::build::BUILD_JOB => Box::pin(crate::release::build::run_job(&release, &job)).await,
+                crate::opencohort::challenge::SCORE_JOB => {
+                    Box::pin(crate::opencohort::challenge::run_job(&release, &job)).await
+                }
                 other => anyhow::bail!("this node has no handler for jobs of kind `{other}`"),
             }
         }

@@ -53,6 +53,9 @@ pub enum ApiError {
     /// A quota is used up; it allows another request after `retry_after` seconds.
     #[error("{message}")]
     TooManyRequests { message: String, retry_after: u64 },
+    /// A challenge's daily submission limit is reached.
+    #[error("{message}")]
+    SubmissionLimit { message: String, retry_after: u64 },
     /// A project asked for more of its releases' bytes than its rate allows.
     #[error("the project asked for downloads faster than its {per_minute} requests a minute; retry in {retry_after} s")]
     DownloadRateExceeded { per_minute: u32, retry_after: u64 },
@@ -90,9 +93,10 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::Refused { .. } => StatusCode::FORBIDDEN,
-            Self::TooManyRequests { .. } | Self::TooManyDownloads(_) | Self::DownloadRateExceeded { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            Self::TooManyRequests { .. }
+            | Self::SubmissionLimit { .. }
+            | Self::TooManyDownloads(_)
+            | Self::DownloadRateExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -119,6 +123,7 @@ impl ApiError {
             Self::Invalid { code, .. } => code,
             Self::Refused { code, .. } => code.as_str(),
             Self::TooManyRequests { .. } => "query-budget-exhausted",
+            Self::SubmissionLimit { .. } => "submission-limit",
             Self::TooManyDownloads(_) => "too-many-downloads",
             Self::DownloadRateExceeded { .. } => "download-rate-exceeded",
             Self::Conflict(_) => "conflict",
@@ -177,9 +182,9 @@ impl IntoResponse for ApiError {
         let code = self.code();
         let unauthorized = matches!(self, Self::Unauthorized(_));
         let retry_after = match &self {
-            Self::TooManyRequests { retry_after, .. } | Self::DownloadRateExceeded { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            Self::TooManyRequests { retry_after, .. }
+            | Self::SubmissionLimit { retry_after, .. }
+            | Self::DownloadRateExceeded { retry_after, .. } => Some(*retry_after),
             Self::TooManyDownloads(_) => Some(5),
             _ => None,
         };
@@ -280,11 +285,15 @@ pub enum Refusal {
     MustRecuse,
     /// An open cohort's click-through agreement is not accepted yet (or not by a signed-in user).
     AgreementRequired,
+    /// The challenge has closed: no more submissions.
+    ChallengeClosed,
+    /// The challenge's leaderboard is shown only once it has closed.
+    LeaderboardSealed,
 }
 
 impl Refusal {
     /// Every code, as the contract lists them.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 19] = [
         Self::NoGrant,
         Self::GrantPending,
         Self::GrantNotYetValid,
@@ -302,6 +311,8 @@ impl Refusal {
         Self::InvalidTransition,
         Self::MustRecuse,
         Self::AgreementRequired,
+        Self::ChallengeClosed,
+        Self::LeaderboardSealed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -323,6 +334,8 @@ impl Refusal {
             Self::InvalidTransition => "invalid-transition",
             Self::MustRecuse => "must-recuse",
             Self::AgreementRequired => "agreement-required",
+            Self::ChallengeClosed => "challenge-closed",
+            Self::LeaderboardSealed => "leaderboard-sealed",
         }
     }
 }

@@ -88,6 +88,14 @@ pub mod keys {
         Path::from(format!("{ANNOTATIONS}/{id}.{extension}"))
     }
 
+    /// Prefix of challenge submissions waiting to be scored.
+    pub const SUBMISSIONS: &str = "submissions";
+
+    /// The predictions of a challenge submission, kept only until scored.
+    pub fn submission(id: uuid::Uuid) -> Path {
+        Path::from(format!("{SUBMISSIONS}/{id}"))
+    }
+
     /// Prefix of Custodian's own bookkeeping objects; listed to prove the store answers.
     pub fn system_prefix() -> Path {
         Path::from("system")

@@ -43,6 +43,10 @@ pub async fn seed(db: &PgPool, key: &RegistryKey) -> Result<Option<Uuid>> {
         annotation_kinds: vec!["label".into()],
         imaging: true,
         reveal_at: None,
+        daily_submissions: Some(5),
+        closes_at: None,
+        leaderboard: crate::opencohort::challenge::LeaderboardVisibility::Public,
+        positive_class: Some("RID5352".into()),
     };
     let spec = SplitSpec::Random {
         seed: 2026,

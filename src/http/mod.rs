@@ -9,6 +9,7 @@ pub mod applications;
 pub mod audit;
 pub mod authorize;
 pub mod catalog;
+pub mod challenges;
 pub mod cohorts;
 pub mod deid;
 pub mod dicomweb;
@@ -52,6 +53,8 @@ use crate::config::Config;
 /// | the same | zip | `ingest.max_request_bytes` compressed | compressed whole, one inflated entry at a time |
 /// | the same | multipart | `ingest.max_request_bytes` streamed, `ingest.max_file_bytes` a part | at most `ingest.parallelism` files |
 /// | `POST /api/v1/annotations/masks` | multipart NIfTI | `ingest.max_file_bytes` | whole |
+/// | `POST /api/v1/open-cohorts/{slug}/versions/{id}/submissions` | CSV | `ingest.max_table_bytes` | whole |
+/// | the same | zip of masks | `ingest.max_request_bytes` | a part of `release.multipart_part_bytes` at a time |
 ///
 /// Routes that stream files switch axum's default limit off and enforce theirs
 /// while reading; JSON bodies are read (and checked for NUL) by [`nul::refuse`].
@@ -103,6 +106,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(publications::router())
             .merge(extracts::router())
             .merge(open_cohorts::router())
+            .merge(challenges::router())
             .merge(presigned::router())
             .merge(catalog::router()),
     )

@@ -65,7 +65,7 @@ async fn sweep(
         })
         .await??;
     }
-    for prefix in [keys::INSTANCES, keys::ANNOTATIONS] {
+    for prefix in [keys::INSTANCES, keys::ANNOTATIONS, keys::SUBMISSIONS] {
         let prefix = Path::from(prefix);
         let mut listing = store.list(Some(&prefix));
         let mut candidates = Vec::new();
@@ -103,7 +103,8 @@ async fn delete_unreferenced(db: &PgPool, store: &Store, keys: &[String]) -> any
     }
     let referenced: HashSet<String> = sqlx::query_scalar!(
         r#"select object_key as "object_key!" from instance where object_key = any($1)
-               union all select object_key from annotation where object_key = any($1)"#,
+               union all select object_key from annotation where object_key = any($1)
+               union all select object_key from challenge_submission where object_key = any($1)"#,
         keys
     )
     .fetch_all(db)

@@ -23,6 +23,7 @@ use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::challenge::LeaderboardVisibility;
 use super::splits::{self, Split, SplitReport, SplitSpec, SplitStudy, SplitSubject};
 use crate::audit::{self, NewEvent};
 use crate::auth::{Principal, Role};
@@ -126,6 +127,18 @@ pub struct Settings {
     pub imaging: bool,
     /// From this time on, a version may include the test split's labels.
     pub reveal_at: Option<DateTime<Utc>>,
+    /// Submissions per team (or per user outside a team) per UTC day, 1 to 100 (default 5).
+    pub daily_submissions: Option<i32>,
+    /// No submission is accepted from this time on.
+    pub closes_at: Option<DateTime<Utc>>,
+    /// Whether anyone sees the leaderboard while the challenge runs (default),
+    /// or only once it has closed (`after-close` needs `closes_at`).
+    #[serde(default)]
+    pub leaderboard: LeaderboardVisibility,
+    /// The positive class of a two-class task, for AUC and F1 (default: the
+    /// class `1` if there is one, else the last code in sorted order).
+    #[schema(max_length = 64)]
+    pub positive_class: Option<String>,
 }
 
 fn yes() -> bool {
@@ -149,6 +162,10 @@ pub struct OpenCohort {
     pub annotation_kinds: Vec<String>,
     pub imaging: bool,
     pub reveal_at: Option<DateTime<Utc>>,
+    pub daily_submissions: i32,
+    pub closes_at: Option<DateTime<Utc>>,
+    pub leaderboard: LeaderboardVisibility,
+    pub positive_class: Option<String>,
     /// Subjects in the cohort now (withdrawn ones not counted).
     pub subjects: i64,
     /// The split last applied and what it gave.
@@ -224,18 +241,34 @@ pub async fn configure(
             );
         }
     }
+    let daily = settings.daily_submissions.unwrap_or(5);
+    if !(1..=100).contains(&daily) {
+        problems.push("`daily_submissions` must be 1 to 100".to_owned());
+    }
+    if settings.leaderboard == LeaderboardVisibility::AfterClose && settings.closes_at.is_none() {
+        problems.push("a leaderboard shown `after-close` needs `closes_at`".to_owned());
+    }
+    if let Some(positive) = &settings.positive_class {
+        match &settings.task {
+            Some(Task::Classification { codes, .. }) if codes.len() == 2 && codes.contains(positive) => {}
+            _ => problems.push("`positive_class` must be one of the two codes of a two-class task".to_owned()),
+        }
+    }
     if let Some(first) = problems.first() {
         return Err(ApiError::BadRequest(if problems.len() == 1 { first.clone() } else { problems.join("; ") }));
     }
     let task = settings.task.as_ref().map(|t| serde_json::to_value(t).expect("a task serializes"));
     sqlx::query!(
         "insert into open_cohort (cohort_id, agreement, task, min_split_size, created_by, fields, modalities,
-                                  annotation_kinds, imaging, reveal_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                  annotation_kinds, imaging, reveal_at, daily_submissions, closes_at, leaderboard,
+                                  positive_class)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          on conflict (cohort_id) do update
             set agreement = excluded.agreement, task = excluded.task, min_split_size = excluded.min_split_size,
                 fields = excluded.fields, modalities = excluded.modalities,
-                annotation_kinds = excluded.annotation_kinds, imaging = excluded.imaging, reveal_at = excluded.reveal_at",
+                annotation_kinds = excluded.annotation_kinds, imaging = excluded.imaging, reveal_at = excluded.reveal_at,
+                daily_submissions = excluded.daily_submissions, closes_at = excluded.closes_at,
+                leaderboard = excluded.leaderboard, positive_class = excluded.positive_class",
         cohort_id,
         settings.agreement.as_deref().map(str::trim),
         task,
@@ -245,7 +278,11 @@ pub async fn configure(
         &settings.modalities,
         &settings.annotation_kinds,
         settings.imaging,
-        settings.reveal_at
+        settings.reveal_at,
+        daily,
+        settings.closes_at,
+        settings.leaderboard.as_str(),
+        settings.positive_class
     )
     .execute(&mut *tx)
     .await?;
@@ -255,6 +292,8 @@ pub async fn configure(
             "task": task, "min_split_size": min, "agreement": settings.agreement.is_some(),
             "fields": settings.fields, "modalities": settings.modalities,
             "annotation_kinds": settings.annotation_kinds, "imaging": settings.imaging, "reveal_at": settings.reveal_at,
+            "daily_submissions": daily, "closes_at": settings.closes_at, "leaderboard": settings.leaderboard,
+            "positive_class": settings.positive_class,
         })),
     )
     .await?;
@@ -266,7 +305,8 @@ pub async fn find(db: &mut PgConnection, principal: &Principal, slug: &str) -> R
     require_organizer(principal)?;
     let row = sqlx::query!(
         r#"select c.slug, c.title, c.description, c.license, c.citation, o.agreement, o.task, o.min_split_size,
-                  o.fields, o.modalities, o.annotation_kinds, o.imaging, o.reveal_at, o.split_spec, o.split_report, o.split_at, o.created_by, o.created_at, o.updated_at,
+                  o.fields, o.modalities, o.annotation_kinds, o.imaging, o.reveal_at, o.daily_submissions,
+                  o.closes_at, o.leaderboard, o.positive_class, o.split_spec, o.split_report, o.split_at, o.created_by, o.created_at, o.updated_at,
                   (select count(*) from cohort_subject cs join subject s using (subject_id)
                    where cs.cohort_id = c.cohort_id and s.withdrawn_at is null) as "subjects!"
            from cohort c join open_cohort o using (cohort_id)
@@ -291,6 +331,10 @@ pub async fn find(db: &mut PgConnection, principal: &Principal, slug: &str) -> R
         annotation_kinds: row.annotation_kinds,
         imaging: row.imaging,
         reveal_at: row.reveal_at,
+        daily_submissions: row.daily_submissions,
+        closes_at: row.closes_at,
+        leaderboard: LeaderboardVisibility::parse(&row.leaderboard),
+        positive_class: row.positive_class,
         subjects: row.subjects,
         split_spec: row.split_spec,
         split_at: row.split_at,

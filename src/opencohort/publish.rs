@@ -48,7 +48,7 @@ pub struct PublishRequest {
 }
 
 /// The authenticated data binding an open cohort's sealed key to it.
-fn key_owner(cohort_id: Uuid) -> Vec<u8> {
+pub(super) fn key_owner(cohort_id: Uuid) -> Vec<u8> {
     let mut owner = b"open-cohort:".to_vec();
     owner.extend_from_slice(cohort_id.as_bytes());
     owner
@@ -197,7 +197,16 @@ pub async fn source(
         published: extract.created_at,
         task: task.as_ref(),
         hidden: !hidden.is_empty(),
+        submissions: None,
     };
+    let submissions = match (&task, hidden.is_empty()) {
+        (Some(task), false) => {
+            let what = (cohort_id, cohort.slug.as_str());
+            Some(super::challenge::instructions(db, what, extract_id, extract.imaging, task).await?)
+        }
+        _ => None,
+    };
+    let about = About { submissions: submissions.as_deref(), ..about };
     let documents = documents(ctx, &about, &sizes, report.as_ref(), cohort.agreement.as_deref())?;
     Ok(Ok(Source {
         owner: cohort_id,
@@ -223,6 +232,8 @@ struct About<'a> {
     published: DateTime<Utc>,
     task: Option<&'a Task>,
     hidden: bool,
+    /// How teams submit, when the test labels are hidden.
+    submissions: Option<&'a str>,
 }
 
 /// DataCite-style metadata of a version (DataCite Metadata Schema 4 property names).
@@ -293,10 +304,15 @@ fn documents(
         published = about.published.format("%Y-%m-%d"),
         license = about.license,
         splits = sizes.iter().map(|(s, n)| format!("`{s}/` {n} subjects")).collect::<Vec<_>>().join(", "),
-        hidden = if about.hidden {
-            "The test split's labels are withheld: submissions are scored against them by the registry.\n\n"
-        } else {
-            ""
+        hidden = match (about.hidden, about.submissions) {
+            (true, Some(how)) => format!(
+                "The test split's labels are withheld: submissions are scored against them by the registry.\n\n\
+                 ## Submissions\n\n{how}\n\n"
+            ),
+            (true, None) => {
+                "The test split's labels are withheld: submissions are scored against them by the registry.\n\n".into()
+            }
+            (false, _) => String::new(),
         },
         citation = about.citation,
     );
@@ -382,6 +398,12 @@ pub struct Landing {
     /// The click-through agreement downloaders accept, when there is one.
     pub agreement: Option<String>,
     pub task: Option<Task>,
+    /// Submissions per team (or lone user) per UTC day.
+    pub daily_submissions: i32,
+    /// No submission is accepted from this time on.
+    pub closes_at: Option<DateTime<Utc>>,
+    /// Who sees the leaderboard while the challenge runs.
+    pub leaderboard: super::challenge::LeaderboardVisibility,
     /// Newest first; only published (ready or superseded) versions.
     pub versions: Vec<PublishedVersion>,
 }
@@ -477,7 +499,7 @@ pub async fn published(db: &PgPool) -> Result<Vec<Landing>, ApiError> {
 pub async fn landing(db: &PgPool, slug: &str) -> Result<Landing, ApiError> {
     let cohort = sqlx::query!(
         "select c.cohort_id, c.slug, c.title, c.description, c.license, c.citation, o.agreement, o.task,
-                c.suppression_threshold
+                c.suppression_threshold, o.daily_submissions, o.closes_at, o.leaderboard
          from cohort c join open_cohort o using (cohort_id) where c.slug = $1 and c.tier = 'open'",
         slug
     )
@@ -519,6 +541,9 @@ pub async fn landing(db: &PgPool, slug: &str) -> Result<Landing, ApiError> {
         citation: cohort.citation,
         agreement: cohort.agreement,
         task: cohort.task.and_then(|t| serde_json::from_value(t).ok()),
+        daily_submissions: cohort.daily_submissions,
+        closes_at: cohort.closes_at,
+        leaderboard: super::challenge::LeaderboardVisibility::parse(&cohort.leaderboard),
         versions,
     })
 }

@@ -49,6 +49,9 @@ async fn run_other(app: &TestApp, worker: &str, job: &jobs::Job) {
     let run = async {
         match job.kind.as_str() {
             custodian::dictionary::db::COVERAGE_JOB => custodian::dictionary::db::run_coverage_job(&app.db).await,
+            custodian::opencohort::challenge::SCORE_JOB => {
+                Box::pin(custodian::opencohort::challenge::run_job(&context(app), job)).await
+            }
             other => panic!("no handler for `{other}` in this test"),
         }
     };

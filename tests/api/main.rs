@@ -9,6 +9,7 @@ mod archive;
 mod audit;
 mod auth_jwt;
 mod catalog;
+mod challenges;
 mod cli;
 mod cohorts;
 mod contract;
