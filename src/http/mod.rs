@@ -9,6 +9,7 @@ pub mod applications;
 pub mod audit;
 pub mod authorize;
 pub mod catalog;
+pub mod client_ip;
 pub mod cohorts;
 pub mod deid;
 pub mod dicomweb;
@@ -25,6 +26,7 @@ pub mod imports;
 pub mod limits;
 pub mod me;
 pub mod nul;
+pub mod open_cohort_statistics;
 pub mod open_cohorts;
 pub mod ops;
 pub mod presigned;
@@ -103,6 +105,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(publications::router())
             .merge(extracts::router())
             .merge(open_cohorts::router())
+            .merge(open_cohort_statistics::router())
             .merge(presigned::router())
             .merge(catalog::router()),
     )

@@ -2,8 +2,10 @@
 //!
 //! - [`curate`]: challenge settings, subjects under consent, the split, readiness;
 //! - [`splits`]: the subject-level split engine and its leakage check;
-//! - [`publish`]: versions built by the release job, public landing and downloads.
+//! - [`publish`]: versions built by the release job, public landing and downloads;
+//! - [`statistics`]: downloads per version and split, for organizers.
 
 pub mod curate;
 pub mod publish;
 pub mod splits;
+pub mod statistics;

@@ -34,6 +34,7 @@ mod helpers;
 mod hostile;
 mod imports;
 mod jobs;
+mod open_cohort_statistics;
 mod open_cohorts;
 mod openapi;
 mod ops;
