@@ -7,9 +7,11 @@
 //! same content) and its media type. The grant is checked on every request,
 //! each range included: a suspended or revoked grant, an expired one or a
 //! closed project refuses the next request with the usual refusal codes.
-//! Bytes actually sent are counted per file, user, download session (the
-//! client's `X-Download-Session` header) and day, and audited once a download
-//! starts and once it completes ([`crate::release::extracts::record`]). A
+//! Bytes actually sent are counted per file, user (an anonymous visitor by a
+//! keyed hash of their address, [`crate::release::downloaders`]), download
+//! session (the client's `X-Download-Session` header) and day, and audited
+//! once a download starts and once it completes
+//! ([`crate::release::extracts::record`]). A
 //! project runs at most `release.max_concurrent_downloads` downloads at once
 //! on a node, and makes at most `release.max_requests_per_minute` requests
 //! ([`crate::release::limits`]); past either, `429` with `Retry-After`.
