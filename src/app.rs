@@ -1,6 +1,7 @@
 //! The application: shared state, the router with its middleware, and serving.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -117,7 +118,8 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight
-/// requests finish (up to `grace`).
+/// requests finish (up to `grace`). Handlers see each connection's peer
+/// address ([`crate::http::client_ip::ClientIp`]).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -125,7 +127,8 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });

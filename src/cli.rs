@@ -140,6 +140,7 @@ async fn run_jobs(
                     crate::ingest::sweep::run_job(&db, &store, local_root.as_deref(), sweep_interval, sweep_grace).await
                 }
                 crate::dictionary::db::COVERAGE_JOB => crate::dictionary::db::run_coverage_job(&db).await,
+                crate::release::downloaders::FORGET_JOB => crate::release::downloaders::run_forget_job(&db).await,
                 crate::release::build::BUILD_JOB => Box::pin(crate::release::build::run_job(&release, &job)).await,
                 crate::opencohort::challenge::SCORE_JOB => {
                     Box::pin(crate::opencohort::challenge::run_job(&release, &job)).await
@@ -364,6 +365,8 @@ async fn serve_with(
     if config.ingest.sweep_interval_secs > 0 {
         crate::jobs::enqueue(&db.pool, &crate::ingest::sweep::next_sweep(sweep_interval)).await?;
     }
+    // Past days' download keys go at every start, and then a minute into each UTC day.
+    crate::jobs::enqueue(&db.pool, &crate::release::downloaders::next_forget(Duration::ZERO)).await?;
     tokio::spawn(run_jobs(
         db.pool.clone(),
         store.clone(),

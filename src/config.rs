@@ -527,6 +527,9 @@ pub struct HttpConfig {
     pub bulk_timeout_secs: u64,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace_secs: u64,
+    /// Proxies (addresses or CIDR networks) whose `X-Forwarded-For` names the
+    /// client; from anyone else the header is ignored.
+    pub trusted_proxies: Vec<crate::http::client_ip::Network>,
 }
 
 impl Default for HttpConfig {
@@ -536,6 +539,7 @@ impl Default for HttpConfig {
             request_timeout_secs: 30,
             bulk_timeout_secs: 3600,
             shutdown_grace_secs: 30,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -848,6 +852,22 @@ mod tests {
             assert!(err.contains("guess"), "{err}");
             jail.set_env("CUSTODIAN_DEID__MISSING_PATIENT_ID", "fallback");
             assert_eq!(load_in_jail(jail, Some(file)).unwrap().deid.missing_patient_id, MissingPatientId::Fallback);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn trusted_proxies_are_none_by_default_and_read_from_file_and_environment() {
+        let listed = |config: &Config| config.http.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>();
+        Jail::expect_with(|jail| {
+            assert!(load_in_jail(jail, None).unwrap().http.trusted_proxies.is_empty());
+            let file = "[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n";
+            assert_eq!(listed(&load_in_jail(jail, Some(file)).unwrap()), ["10.0.0.0/8", "::1/128"]);
+            let bad = "[http]\ntrusted_proxies = [\"10.0.0.0/33\"]\n";
+            let err = load_in_jail(jail, Some(bad)).unwrap_err().to_string();
+            assert!(err.contains("10.0.0.0/33"), "{err}");
+            jail.set_env("CUSTODIAN_HTTP__TRUSTED_PROXIES", "[\"192.0.2.0/24\"]");
+            assert_eq!(listed(&load_in_jail(jail, Some(file)).unwrap()), ["192.0.2.0/24"]);
             Ok(())
         });
     }

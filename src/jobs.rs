@@ -5,8 +5,9 @@
 //! heartbeat extends while the job runs; when a worker dies, its lease runs out
 //! and another worker takes the job again. Failures are retried with
 //! exponential back-off up to `max_attempts`, then the job is `failed` with its
-//! last error kept for an operator. Recurring work (the orphan sweep) is a job
-//! that enqueues its own next run, deduplicated by key.
+//! last error kept for an operator. Recurring work (the orphan sweep, the
+//! deletion of past days' download keys) is a job that enqueues its own next
+//! run, deduplicated by key.
 
 use std::time::Duration;
 

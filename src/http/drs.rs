@@ -24,13 +24,14 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::client_ip::ClientIp;
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::tags;
 use crate::release::drs::{self, Folder, ListedFile, Node, ObjectId};
 use crate::release::extracts::{self, Extract};
-use crate::release::presign;
+use crate::release::{downloaders, presign};
 
 /// The access method through the API's own download route.
 pub const ACCESS_API: &str = "api";
@@ -426,6 +427,7 @@ fn no_store(mut response: Response) -> Response {
 pub async fn get_access_url(
     State(state): State<AppState>,
     principal: Option<Principal>,
+    ClientIp(client): ClientIp,
     Path((object_id, access_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> DrsResult<Response> {
@@ -451,7 +453,7 @@ pub async fn get_access_url(
         ACCESS_PRESIGNED if presign::enabled(&state.config) => {
             let stored =
                 extracts::file(&state.db, extract.id, &file.path).await?.ok_or(ApiError::NotFound("object"))?;
-            let username = super::extracts::downloader(principal.as_ref());
+            let username = downloaders::downloader(&state.db, principal.as_ref(), client).await?;
             let signed = presign::issue(&state.db, &state.config, &username, &extract, &file.path, &stored).await?;
             AccessUrl { url: signed.url, headers: Vec::new() }
         }

@@ -7,9 +7,11 @@
 //! same content) and its media type. The grant is checked on every request,
 //! each range included: a suspended or revoked grant, an expired one or a
 //! closed project refuses the next request with the usual refusal codes.
-//! Bytes actually sent are counted per file, user, download session (the
-//! client's `X-Download-Session` header) and day, and audited once a download
-//! starts and once it completes ([`crate::release::extracts::record`]). A
+//! Bytes actually sent are counted per file, user (an anonymous visitor by a
+//! keyed hash of their address, [`crate::release::downloaders`]), download
+//! session (the client's `X-Download-Session` header) and day, and audited
+//! once a download starts and once it completes
+//! ([`crate::release::extracts::record`]). A
 //! project runs at most `release.max_concurrent_downloads` downloads at once
 //! on a node, and makes at most `release.max_requests_per_minute` requests
 //! ([`crate::release::limits`]); past either, `429` with `Retry-After`.
@@ -31,6 +33,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::client_ip::ClientIp;
 use super::extract::{AppJson, AppPath, AppQuery};
 use crate::access::standing::{InProject, standing};
 use crate::app::AppState;
@@ -40,7 +43,7 @@ use crate::openapi::tags;
 use crate::release::extracts::{self, Extract, Served};
 use crate::release::limits;
 use crate::release::manifest::{MANIFEST_FILE, SIGNATURE_FILE};
-use crate::release::{archive, build};
+use crate::release::{archive, build, downloaders};
 
 /// The header naming a download session (1 to 64 of `A-Z a-z 0-9 . _ -`).
 pub const SESSION_HEADER: &str = "x-download-session";
@@ -184,10 +187,12 @@ pub async fn find_extract(
 pub async fn download_manifest(
     State(state): State<AppState>,
     principal: Option<Principal>,
+    ClientIp(client): ClientIp,
     AppPath(id): AppPath<Uuid>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    serve(&state, principal.as_ref(), id, MANIFEST_FILE, &headers).await
+    let caller = Caller { principal: principal.as_ref(), client };
+    serve(&state, caller, id, MANIFEST_FILE, &headers).await
 }
 
 /// Download the detached signature of a release's manifest (`manifest.json.sig`).
@@ -211,10 +216,12 @@ pub async fn download_manifest(
 pub async fn download_signature(
     State(state): State<AppState>,
     principal: Option<Principal>,
+    ClientIp(client): ClientIp,
     AppPath(id): AppPath<Uuid>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    serve(&state, principal.as_ref(), id, SIGNATURE_FILE, &headers).await
+    let caller = Caller { principal: principal.as_ref(), client };
+    serve(&state, caller, id, SIGNATURE_FILE, &headers).await
 }
 
 /// Download a file of a release (accepted members, grant in force).
@@ -254,10 +261,11 @@ pub async fn download_signature(
 pub async fn download_file(
     State(state): State<AppState>,
     principal: Option<Principal>,
+    ClientIp(client): ClientIp,
     AppPath((id, path)): AppPath<(Uuid, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    serve(&state, principal.as_ref(), id, &path, &headers).await
+    serve(&state, Caller { principal: principal.as_ref(), client }, id, &path, &headers).await
 }
 
 /// Which part of a release to put in an archive.
@@ -303,6 +311,7 @@ pub struct ArchiveQuery {
 pub async fn download_archive(
     State(state): State<AppState>,
     principal: Option<Principal>,
+    ClientIp(client): ClientIp,
     AppPath(id): AppPath<Uuid>,
     AppQuery(query): AppQuery<ArchiveQuery>,
     headers: HeaderMap,
@@ -348,7 +357,7 @@ pub async fn download_archive(
         target: extract.audit_target(),
         extract_id: id,
         path: if prefix.is_empty() { "archive.zip".to_owned() } else { format!("archive.zip:{prefix}") },
-        username: downloader(principal.as_ref()),
+        username: downloaders::downloader(&state.db, principal.as_ref(), client).await?,
         session,
         size: i64::try_from(size).unwrap_or(i64::MAX),
     };
@@ -437,19 +446,16 @@ pub async fn downloadable(state: &AppState, principal: Option<&Principal>, id: U
     Ok(extract)
 }
 
-/// Who a download is recorded for: the signed-in user, or `anonymous`.
-pub(crate) fn downloader(principal: Option<&Principal>) -> String {
-    principal.map_or_else(|| "anonymous".to_owned(), |p| p.username.clone())
+/// Who asks for a file: the signed-in user (none: anonymous) and the client's address.
+#[derive(Clone, Copy)]
+struct Caller<'a> {
+    principal: Option<&'a Principal>,
+    client: Option<std::net::IpAddr>,
 }
 
 /// Serves one file (or the manifest, or its signature) of a release.
-async fn serve(
-    state: &AppState,
-    principal: Option<&Principal>,
-    id: Uuid,
-    path: &str,
-    headers: &HeaderMap,
-) -> Result<Response> {
+async fn serve(state: &AppState, caller: Caller<'_>, id: Uuid, path: &str, headers: &HeaderMap) -> Result<Response> {
+    let principal = caller.principal;
     let session = session(headers)?;
     let extract = downloadable(state, principal, id).await?;
     let (size, sha256, media_type, key) = if path == MANIFEST_FILE || path == SIGNATURE_FILE {
@@ -506,7 +512,7 @@ async fn serve(
         target: extract.audit_target(),
         extract_id: id,
         path: path.to_owned(),
-        username: downloader(principal),
+        username: downloaders::downloader(&state.db, principal, caller.client).await?,
         session,
         size: i64::try_from(size).unwrap_or(i64::MAX),
     };

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod authorize;
 pub mod catalog;
 pub mod challenges;
+pub mod client_ip;
 pub mod cohorts;
 pub mod deid;
 pub mod dicomweb;
@@ -26,6 +27,7 @@ pub mod imports;
 pub mod limits;
 pub mod me;
 pub mod nul;
+pub mod open_cohort_statistics;
 pub mod open_cohorts;
 pub mod ops;
 pub mod presigned;
@@ -107,6 +109,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(extracts::router())
             .merge(open_cohorts::router())
             .merge(challenges::router())
+            .merge(open_cohort_statistics::router())
             .merge(presigned::router())
             .merge(catalog::router()),
     )

@@ -354,6 +354,7 @@ pub struct Served {
     pub target: String,
     pub extract_id: Uuid,
     pub path: String,
+    /// The signed-in user, or an anonymous visitor ([`super::downloaders::downloader`]).
     pub username: String,
     /// The client's download session (`-` without one).
     pub session: String,

@@ -8,6 +8,7 @@
 //! - [`tables`]: granted fields as CSV and Parquet, with their dictionary;
 //! - [`build`]: the job that writes a release from its grant's scope;
 //! - [`extracts`]: asking for a release, its state, the rules of every download;
+//! - [`downloaders`]: who a download is recorded for (anonymous visitors by a daily keyed hash);
 //! - [`limits`]: a project's download rate and concurrency on a node;
 //! - [`manifest`]: the file list with sizes and SHA-256, signed (Ed25519);
 //! - [`drs`]: a release as GA4GH DRS objects;
@@ -18,6 +19,7 @@ pub mod archive;
 pub mod build;
 pub mod dicom;
 pub mod dicomweb;
+pub mod downloaders;
 pub mod drs;
 pub mod extracts;
 pub mod limits;

@@ -173,6 +173,19 @@ async fn a_team_and_a_lone_user_are_scored_against_the_hidden_labels_and_ranked_
         assert!(!rows.contains(study.as_str()), "no unit id is kept with the scores");
         assert!(!board.to_string().contains(study.as_str()) && !board.to_string().contains(code.as_str()));
     }
+    // The organizers count submissions per team.
+    let olga = app.token("olga", &[Role::Organizer]);
+    let statistics = app.get(&format!("{CHALLENGE}/statistics"), Some(&olga)).await.json();
+    let version_stats = statistics["versions"].as_array().unwrap().iter().find(|v| v["extract_id"] == version.as_str());
+    let teams: Vec<(String, i64)> = version_stats.unwrap()["submissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (format!("{}:{}", t["kind"].as_str().unwrap(), t["name"].as_str().unwrap()), t["scored"].as_i64().unwrap())
+        })
+        .collect();
+    assert_eq!(teams, [("team:alpha".to_owned(), 1), ("user:carol".to_owned(), 1)], "{statistics}");
     let actions = app.audit_actions().await;
     for action in [
         "open_cohort.team_created",

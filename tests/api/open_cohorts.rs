@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::TestApp;
 
-const CHALLENGE: &str = "/api/v1/open-cohorts/demo-chest-xray-challenge";
+pub(crate) const CHALLENGE: &str = "/api/v1/open-cohorts/demo-chest-xray-challenge";
 
 /// The demo registry: 120 subjects at three sites, about a third of them in
 /// the open chest X-ray cohort (uploaded into it under its open-release consent).
@@ -188,7 +188,7 @@ async fn only_organizers_and_admins_curate_open_cohorts_and_only_open_ones() {
 /// The demo's chest X-ray cohort set up as a challenge on its labels,
 /// published, and its first version built: the app, the organizer's token,
 /// the version.
-async fn published() -> (TestApp, String, Value) {
+pub(crate) async fn published() -> (TestApp, String, Value) {
     let (app, olga) = demo().await;
     let settings = json!({"task": {"type": "classification", "system": "RadLex", "codes": ["RID5352", "RID39148"]},
                           "annotation_kinds": ["label"], "fields": ["sex"]});
