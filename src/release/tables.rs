@@ -73,7 +73,7 @@ pub async fn build(
     subjects: &[Subject<'_>],
 ) -> anyhow::Result<Vec<TableFile>> {
     let granted = Granted::of(coverage);
-    let tables = read(db, &granted, coverage.modalities(), subjects).await?;
+    let tables = read(db, &granted, (coverage.modalities(), &coverage.scope.cohorts), subjects).await?;
     let dictionary = dictionary(&granted.fields, &tables)?;
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || span.in_scope(|| encode(&tables, dictionary)))
@@ -200,7 +200,7 @@ fn required(name: &'static str, description: &'static str, values: Values) -> Co
 async fn read(
     db: &mut PgConnection,
     granted: &Granted<'_>,
-    modalities: Option<&[String]>,
+    studies: (Option<&[String]>, &[String]),
     subjects: &[Subject<'_>],
 ) -> anyhow::Result<Vec<Table>> {
     let registry: Vec<String> = subjects.iter().map(|s| s.registry.to_owned()).collect();
@@ -233,7 +233,7 @@ async fn read(
 
     let observed = granted.observations();
     if granted.has("age_at_study") || !observed.is_empty() {
-        tables.push(observations(db, granted, &observed, modalities, &ids, &pseudonym).await?);
+        tables.push(observations(db, granted, &observed, studies, &ids, &pseudonym).await?);
     }
     if granted.has("diagnosis") {
         let rows = sqlx::query!(
@@ -271,7 +271,7 @@ async fn observations(
     db: &mut PgConnection,
     granted: &Granted<'_>,
     observed: &[String],
-    modalities: Option<&[String]>,
+    (modalities, cohorts): (Option<&[String]>, &[String]),
     ids: &[Uuid],
     pseudonym: &impl Fn(i64) -> Option<String>,
 ) -> anyhow::Result<Table> {
@@ -296,15 +296,19 @@ async fn observations(
     .map(|r| Row { n: r.n, field: r.field_id, value: r.value, code: r.value_code, at: r.observed_at })
     .collect();
     if granted.has("age_at_study") {
-        // One age per study, from the published series of the granted modalities only.
+        // One age per study, from the published series of the granted
+        // modalities of the scope's cohorts only (a subject's studies in
+        // another cohort are not the release's).
         let modalities = modalities.unwrap_or_default();
         let ages = sqlx::query!(
             r#"select distinct w.n as "n!", d.study_id, d.age_years as "age!", d.study_date
                from unnest($1::uuid[]) with ordinality as w(subject_id, n)
                join discovery_series d using (subject_id)
-               where d.age_years is not null and (cardinality($2::text[]) = 0 or d.modality = any($2))"#,
+               where d.age_years is not null and (cardinality($2::text[]) = 0 or d.modality = any($2))
+                 and d.cohort_id in (select cohort_id from cohort where slug = any($3))"#,
             ids,
-            modalities
+            modalities,
+            cohorts
         )
         .fetch_all(&mut *db)
         .await?;

@@ -455,3 +455,50 @@ async fn custodian_fetch_downloads_a_published_version_without_a_token_and_a_drs
     served.stop().await;
     project_served.stop().await;
 }
+
+#[tokio::test]
+async fn a_version_holds_only_the_open_cohorts_own_studies_not_its_subjects_studies_elsewhere() {
+    let (app, olga) = demo().await;
+    let settings = json!({"task": {"type": "classification", "system": "RadLex", "codes": ["RID5352", "RID39148"]},
+                          "annotation_kinds": ["label"], "fields": ["age_at_study"]});
+    app.put_json(CHALLENGE, Some(&olga), &settings).await.assert_status(StatusCode::OK);
+    let all_train =
+        json!({"spec": {"method": "random", "seed": 3, "fractions": {"train": 0.5, "validation": 0, "test": 0.5}}});
+    app.put_json(&format!("{CHALLENGE}/split"), Some(&olga), &all_train).await.assert_status(StatusCode::OK);
+    let id = app.post_json(&format!("{CHALLENGE}/versions"), Some(&olga), &json!({})).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    crate::extracts::work(&app).await;
+    // Many of these subjects also have MR studies in the neuro cohort, whose consent is not to open release.
+    let (own, elsewhere): (i64, i64) = sqlx::query_as(
+        "select count(distinct st.study_id) filter (where c.slug = 'demo-chest-xray-challenge'),
+                count(distinct st.study_id) filter (where c.slug <> 'demo-chest-xray-challenge')
+         from extract_subject es join study st using (subject_id) join cohort c on c.cohort_id = st.cohort_id
+         where es.extract_id = $1::uuid and es.split = 'train'",
+    )
+    .bind(&id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(elsewhere > 0, "the demo's open subjects have studies in another cohort too");
+    let manifest = anonymous_manifest(&app, &id).await;
+    let mut studies: Vec<&str> = manifest
+        .files
+        .iter()
+        .filter_map(|f| f.path.strip_prefix("train/dicom/"))
+        .map(|p| p.split('/').next().unwrap())
+        .collect();
+    studies.dedup();
+    assert_eq!(i64::try_from(studies.len()).unwrap(), own, "only the open cohort's own studies are released");
+    let csv = app.get(&format!("/api/v1/extracts/{id}/files/train/tables/observations.csv"), None).await;
+    let ages = csv.assert_status(StatusCode::OK).text().lines().filter(|l| l.contains(",age_at_study,")).count();
+    assert_eq!(i64::try_from(ages).unwrap(), own, "one age per own study, none from the subjects' other studies");
+    let index = app.get(&format!("/api/v1/extracts/{id}/files/train/annotations/index.json"), None).await.json();
+    let codes: Vec<&str> =
+        index["annotations"].as_array().unwrap().iter().filter_map(|a| a["label"]["code"].as_str()).collect();
+    assert!(
+        !codes.is_empty() && codes.iter().all(|c| ["RID5352", "RID39148"].contains(c)),
+        "only chest labels: {codes:?}"
+    );
+}
