@@ -214,6 +214,7 @@ pub async fn run_job(db: &PgPool, config: &MailConfig, job: &Job) -> anyhow::Res
 #[serde(deny_unknown_fields)]
 pub struct NotificationKindPreference {
     /// e.g. `application.changes_requested`
+    #[schema(max_length = 80)]
     pub kind: String,
     pub email: bool,
 }
