@@ -145,6 +145,7 @@ async fn run_jobs(
                 crate::opencohort::challenge::SCORE_JOB => {
                     Box::pin(crate::opencohort::challenge::run_job(&release, &job)).await
                 }
+                crate::mail::DELIVER_JOB => crate::mail::run_job(&db, &release.config.mail, &job).await,
                 other => anyhow::bail!("this node has no handler for jobs of kind `{other}`"),
             }
         }

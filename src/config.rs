@@ -35,6 +35,7 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     pub access: AccessConfig,
     pub release: ReleaseConfig,
+    pub mail: MailConfig,
 }
 
 impl Default for Config {
@@ -53,7 +54,60 @@ impl Default for Config {
             discovery: DiscoveryConfig::default(),
             access: AccessConfig::default(),
             release: ReleaseConfig::default(),
+            mail: MailConfig::default(),
         }
+    }
+}
+
+/// E-mail: notifications delivered by SMTP (see `src/mail.rs`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    /// The SMTP server: `smtp://host:25` (plain), `smtp://host:587?tls=required`
+    /// (STARTTLS), `smtps://host:465` (TLS), with `user:password@` when it asks
+    /// for them. Unset: e-mail is off and notifications stay in the API.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub smtp_url: Option<SecretString>,
+    /// The sender, e.g. `Custodian <registry@example.org>`.
+    pub from: String,
+    /// The URL people open the registry at; messages link to pages under it.
+    pub public_url: String,
+    /// Attempts to deliver one message before it is recorded as failed (1 to
+    /// 20); a permanent refusal (an SMTP 5xx) is not retried.
+    pub max_attempts: u32,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            from: "Custodian <custodian@localhost>".into(),
+            public_url: "http://localhost:8080".into(),
+            max_attempts: 8,
+        }
+    }
+}
+
+impl MailConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| Err(ConfigError::Invalid { key, problem: problem.to_owned() });
+        if let Some(url) = &self.smtp_url
+            && crate::mail::transport(url.expose_secret()).is_err()
+        {
+            return invalid("mail.smtp_url", "must be an smtp:// or smtps:// URL");
+        }
+        if self.from.parse::<lettre::message::Mailbox>().is_err() {
+            return invalid("mail.from", "must be an e-mail address, optionally with a name: `Name <a@b.org>`");
+        }
+        if !url::Url::parse(&self.public_url)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        {
+            return invalid("mail.public_url", "must be an http:// or https:// URL");
+        }
+        if !(1..=20).contains(&self.max_attempts) {
+            return invalid("mail.max_attempts", "must be 1 to 20");
+        }
+        Ok(())
     }
 }
 
@@ -720,6 +774,7 @@ impl Config {
         self.ingest.validate()?;
         self.dicom.validate()?;
         self.release.validate()?;
+        self.mail.validate()?;
         if self.release.presigned_urls && self.storage.kind != StorageKind::S3 {
             return invalid("release.presigned_urls", "needs storage.kind \"s3\": only S3 signs URLs");
         }

@@ -39,6 +39,8 @@ pub mod http;
 pub mod ingest;
 /// Background jobs: a PostgreSQL queue claimed under leases.
 pub mod jobs;
+/// E-mail notifications: the outbox delivered by SMTP.
+pub mod mail;
 /// Prometheus metrics.
 pub mod metrics;
 /// The OpenAPI contract.

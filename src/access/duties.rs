@@ -17,7 +17,8 @@ use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::registry::Tier;
 
-/// Leaves a notification for `recipient` (a username, or `role:steward`).
+/// Leaves a notification for `recipient` (a username, or `role:steward`), and
+/// queues its e-mail deliveries ([`crate::mail::enqueue`]).
 pub async fn notify(
     tx: &mut PgConnection,
     recipient: &str,
@@ -25,16 +26,17 @@ pub async fn notify(
     subject: &str,
     target: &str,
 ) -> Result<(), ApiError> {
-    sqlx::query!(
-        "insert into notification (recipient, kind, subject, target) values ($1, $2, $3, $4)",
+    let notification = sqlx::query_scalar!(
+        "insert into notification (recipient, kind, subject, target) values ($1, $2, $3, $4)
+         returning notification_id",
         recipient,
         kind,
         subject,
         target
     )
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
-    Ok(())
+    crate::mail::enqueue(tx, notification, recipient, kind).await
 }
 
 /// The PI of a project.

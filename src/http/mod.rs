@@ -26,6 +26,7 @@ pub mod grants;
 pub mod imports;
 pub mod limits;
 pub mod me;
+pub mod notification_preferences;
 pub mod nul;
 pub mod open_cohort_statistics;
 pub mod open_cohorts;
@@ -104,6 +105,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(reviews::router())
             .merge(grants::router())
             .merge(duties::router())
+            .merge(notification_preferences::router())
             .merge(withdrawals::router())
             .merge(publications::router())
             .merge(extracts::router())

@@ -20,7 +20,12 @@ pub(crate) struct World {
 
 /// Two stewards with profiles at other institutions, and a PI with a profile.
 pub(crate) async fn world() -> World {
-    let app = TestApp::new().await;
+    world_with(|_| {}).await
+}
+
+/// [`world`] on a registry configured by `adjust`.
+pub(crate) async fn world_with(adjust: impl FnOnce(&mut custodian::config::Config)) -> World {
+    let app = TestApp::with_config(adjust).await;
     let admin = app.token("alice", &[Role::Admin]);
     let pi = app.token("rita", &[Role::Researcher]);
     let sam = app.token("sam", &[Role::Steward]);

@@ -547,6 +547,14 @@ fn matrix() -> Vec<Row> {
             pi_manages_p1,
         ),
         row(M::GET, "/api/v1/me/notifications", Target::NoId, Empty, anyone),
+        row(M::GET, "/api/v1/me/notification-preferences", Target::NoId, Empty, anyone),
+        row(
+            M::PUT,
+            "/api/v1/me/notification-preferences",
+            Target::NoId,
+            body(json!({"email": true, "kinds": [{"kind": "grant.renewal", "email": false}]})),
+            anyone,
+        ),
         row(M::POST, "/api/v1/notifications/{id}/read", Target::N1, body(json!({})), only_rita),
         // grants: withdrawal of consent
         row(

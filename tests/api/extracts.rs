@@ -52,6 +52,7 @@ async fn run_other(app: &TestApp, worker: &str, job: &jobs::Job) {
             custodian::opencohort::challenge::SCORE_JOB => {
                 Box::pin(custodian::opencohort::challenge::run_job(&context(app), job)).await
             }
+            custodian::mail::DELIVER_JOB => custodian::mail::run_job(&app.db, &app.state.config.mail, job).await,
             other => panic!("no handler for `{other}` in this test"),
         }
     };

@@ -35,6 +35,7 @@ mod helpers;
 mod hostile;
 mod imports;
 mod jobs;
+mod mail;
 mod open_cohort_statistics;
 mod open_cohorts;
 mod openapi;
