@@ -29,8 +29,10 @@ const DIMENSIONS: [(&str, &str); 4] = [
     ("age_band", "By age band (years, at the first study)"),
 ];
 
-const WIDTH: u32 = 640;
-const LABEL_WIDTH: u32 = 220;
+const WIDTH: u32 = 720;
+const LABEL_WIDTH: u32 = 300;
+/// Longer labels are cut in the chart (the table beside it has them whole).
+const LABEL_CHARS: usize = 40;
 const BAR_SPACE: u32 = 340;
 const BAR: u32 = 16;
 const GAP: u32 = 10;
@@ -73,7 +75,7 @@ fn chart(id: &str, title: &'static str, cells: &[&VersionBreakdownCell]) -> Char
             let y = top + u32::try_from(s).unwrap_or(0) * BAR;
             let cell = find(value, split);
             let text_y = y + BAR - 4;
-            let name = format!("{} · {split}", label(value.as_deref()));
+            let name = format!("{} · {split}", shortened(&label(value.as_deref())));
             let _ = write!(
                 svg,
                 r#"<text class="chart-label" x="{}" y="{text_y}" text-anchor="end">{}</text>"#,
@@ -89,14 +91,21 @@ fn chart(id: &str, title: &'static str, cells: &[&VersionBreakdownCell]) -> Char
                     row.push("suppressed".to_owned());
                 }
                 _ => {
+                    // A value without subjects in a split has no cell: zero, drawn as no bar.
                     let n = cell.and_then(|c| c.subjects).unwrap_or(0);
-                    let width = u32::try_from(n.saturating_mul(i64::from(BAR_SPACE)) / max).unwrap_or(0).max(1);
+                    let width = u32::try_from(n.saturating_mul(i64::from(BAR_SPACE)) / max).unwrap_or(0);
+                    if width > 0 {
+                        let _ = write!(
+                            svg,
+                            r#"<rect class="bar bar-{}" x="{LABEL_WIDTH}" y="{}" width="{width}" height="{}"/>"#,
+                            split_class(split),
+                            y + 2,
+                            BAR - 4,
+                        );
+                    }
                     let _ = write!(
                         svg,
-                        r#"<rect class="bar bar-{}" x="{LABEL_WIDTH}" y="{}" width="{width}" height="{}"/><text class="chart-value" x="{}" y="{text_y}">{n}</text>"#,
-                        split_class(split),
-                        y + 2,
-                        BAR - 4,
+                        r#"<text class="chart-value" x="{}" y="{text_y}">{n}</text>"#,
                         LABEL_WIDTH + width + 6
                     );
                     row.push(n.to_string());
@@ -107,6 +116,15 @@ fn chart(id: &str, title: &'static str, cells: &[&VersionBreakdownCell]) -> Char
     }
     svg.push_str("</svg>");
     Chart { id: id.to_owned(), title, svg, splits, rows }
+}
+
+fn shortened(text: &str) -> String {
+    if text.chars().count() <= LABEL_CHARS {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(LABEL_CHARS - 1).collect();
+    cut.push('…');
+    cut
 }
 
 /// A CSS class suffix for a split: the known ones, else `other`.
