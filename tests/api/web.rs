@@ -322,3 +322,57 @@ async fn a_user_signs_in_with_a_token_sees_it_and_signs_out_and_a_post_without_t
     assert!(!api.headers().contains_key("content-security-policy"));
     served.stop().await;
 }
+
+/// The cookie a response sets, as a request sends it back.
+fn session_cookie(response: &crate::helpers::TestResponse) -> String {
+    let set = response.headers[axum::http::header::SET_COOKIE].to_str().unwrap();
+    set.split(';').next().unwrap().to_owned()
+}
+
+fn csrf_token_of(page: &str) -> String {
+    let marker = r#"name="csrf_token" value=""#;
+    let start = page.find(marker).expect("the page has a form with a CSRF token") + marker.len();
+    page[start..].split('"').next().unwrap().to_owned()
+}
+
+async fn page(app: &TestApp, method: &str, path: &str, cookie: &str, body: &str) -> crate::helpers::TestResponse {
+    let request = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(axum::body::Body::from(body.to_owned()))
+        .unwrap();
+    app.call(request).await
+}
+
+#[tokio::test]
+async fn signing_in_gives_a_new_session_that_ends_when_its_api_token_is_revoked_and_only_a_hash_is_stored() {
+    let app = TestApp::new().await;
+    let jwt = app.token("rita", &[Role::Researcher]);
+    let created = app.post_json("/api/v1/tokens", Some(&jwt), &json!({"name": "web"})).await;
+    let created = created.assert_status(axum::http::StatusCode::CREATED).json();
+    let (secret, id) = (created["token"].as_str().unwrap(), created["id"].as_str().unwrap());
+
+    let form_page = page(&app, "GET", "/ui/sign-in", "", "").await;
+    let visitor = session_cookie(&form_page);
+    let csrf = csrf_token_of(&form_page.text());
+    let signed_in =
+        page(&app, "POST", "/ui/sign-in", &visitor, &form(&[("csrf_token", &csrf), ("token", secret)])).await;
+    assert_eq!(signed_in.status, axum::http::StatusCode::SEE_OTHER, "{}", signed_in.text());
+    let session = session_cookie(&signed_in);
+    assert_ne!(session, visitor, "signing in gives a new session id");
+    // The visitor's session is gone: its form token no longer works.
+    let stale = page(&app, "POST", "/ui/sign-out", &visitor, &form(&[("csrf_token", &csrf)])).await;
+    assert_eq!(stale.status, axum::http::StatusCode::FORBIDDEN);
+
+    let home = page(&app, "GET", "/", &session, "").await;
+    assert!(home.text().contains("Signed in as <strong>rita</strong>"), "{}", home.text());
+    let id_in_cookie = session.split_once('=').unwrap().1;
+    let stored = app.rows_as_text(&["web_session"]).await;
+    assert!(!stored.contains(id_in_cookie) && !stored.contains(secret), "only hashes are stored: {stored}");
+
+    app.delete(&format!("/api/v1/tokens/{id}"), Some(&jwt)).await.assert_status(axum::http::StatusCode::NO_CONTENT);
+    let home = page(&app, "GET", "/", &session, "").await;
+    assert!(!home.text().contains("Signed in as"), "the revoked token's session has ended");
+}
