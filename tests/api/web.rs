@@ -123,6 +123,14 @@ impl Browser {
         self.command(reqwest::Method::POST, &format!("/element/{id}/click"), Some(json!({}))).await;
     }
 
+    /// Presses a key (a WebDriver key code such as `\u{E004}` for Tab).
+    pub(crate) async fn press(&self, key: &str) {
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key},
+        ]}]});
+        self.command(reqwest::Method::POST, "/actions", Some(actions)).await;
+    }
+
     pub(crate) async fn script(&self, script: &str) -> Value {
         self.command(reqwest::Method::POST, "/execute/sync", Some(json!({"script": script, "args": []}))).await
     }
@@ -202,6 +210,15 @@ async fn an_anonymous_visitor_browses_a_published_challenge_with_its_chart_and_l
     browser.wait_for_text("h1", "Custodian").await;
     assert!(browser.text(".account").await.contains("Sign in"), "nobody is signed in");
     browser.screenshot("home").await;
+    // The keyboard reaches the skip link first, and it leads to the content.
+    browser.press("\u{E004}").await;
+    assert_eq!(browser.script("return document.activeElement.className;").await, "skip-link");
+    browser.press("\u{E007}").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while browser.script("return document.activeElement.id;").await != "main" {
+        assert!(Instant::now() < deadline, "the skip link moves the focus to the main content");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     browser.click("a[href='/ui/open-cohorts']").await;
     browser.wait_for_text("h1", "Open cohorts").await;
@@ -371,6 +388,11 @@ async fn signing_in_gives_a_new_session_that_ends_when_its_api_token_is_revoked_
     let id_in_cookie = session.split_once('=').unwrap().1;
     let stored = app.rows_as_text(&["web_session"]).await;
     assert!(!stored.contains(id_in_cookie) && !stored.contains(secret), "only hashes are stored: {stored}");
+
+    let missing = page(&app, "GET", "/ui/open-cohorts/no-such-cohort", &session, "").await;
+    assert_eq!(missing.status, axum::http::StatusCode::NOT_FOUND);
+    assert!(missing.text().contains("<h1>Not found</h1>"), "a page, not JSON: {}", missing.text());
+    assert!(missing.headers.contains_key("content-security-policy"));
 
     app.delete(&format!("/api/v1/tokens/{id}"), Some(&jwt)).await.assert_status(axum::http::StatusCode::NO_CONTENT);
     let home = page(&app, "GET", "/", &session, "").await;
