@@ -352,6 +352,29 @@ fn csrf_token_of(page: &str) -> String {
     page[start..].split('"').next().unwrap().to_owned()
 }
 
+/// Signs in through the web form of the server at `base` with `token`, and
+/// returns the home page as the signed-in browser then sees it.
+pub(crate) async fn sign_in_over_http(base: &str, token: &str) -> String {
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let cookie_of = |response: &reqwest::Response| {
+        response.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned()
+    };
+    let form_page = http.get(format!("{base}/ui/sign-in")).send().await.unwrap();
+    let visitor = cookie_of(&form_page);
+    let csrf = csrf_token_of(&form_page.text().await.unwrap());
+    let signed_in = http
+        .post(format!("{base}/ui/sign-in"))
+        .header("cookie", &visitor)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("csrf_token", &csrf), ("token", token)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), reqwest::StatusCode::SEE_OTHER);
+    let session = cookie_of(&signed_in);
+    http.get(format!("{base}/")).header("cookie", session).send().await.unwrap().text().await.unwrap()
+}
+
 async fn page(app: &TestApp, method: &str, path: &str, cookie: &str, body: &str) -> crate::helpers::TestResponse {
     let request = axum::http::Request::builder()
         .method(method)
