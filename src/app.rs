@@ -56,6 +56,7 @@ pub fn build_router(state: AppState) -> Router {
 
     let router = api
         .merge(crate::http::ops::router())
+        .merge(crate::web::router(state.clone()))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -421,7 +421,9 @@ async fn serve_with(
     if demo {
         print_demo_tokens(&auth, config);
     }
-    println!("Custodian is listening on http://{address} (API docs: http://{address}/docs)");
+    println!(
+        "Custodian is listening on http://{address} (web pages: http://{address}/, API docs: http://{address}/docs)"
+    );
     let dicom = match dicom_listener {
         Some(listener) => {
             println!("DICOM C-STORE SCP listening on {} as {}", listener.local_addr()?, config.dicom.ae_title);

@@ -61,3 +61,5 @@ pub mod storage;
 pub mod telemetry;
 /// The shared vocabulary: code systems, diagnosis codes, variants, annotation kinds, sex.
 pub mod vocabulary;
+/// The web interface: server-rendered pages over the same services, sessions, CSRF.
+pub mod web;

@@ -81,7 +81,8 @@ pub struct FieldListQuery {
     pub category: Option<String>,
 }
 
-async fn entries(state: &AppState, principal: Option<&Principal>, only: Option<&str>) -> Result<FieldListResponse> {
+/// The dictionary as `principal` may see it, every field or one category's (the web pages list it too).
+pub async fn entries(state: &AppState, principal: Option<&Principal>, only: Option<&str>) -> Result<FieldListResponse> {
     let exact = principal.is_some_and(|p| p.has_role(Role::Steward) || p.has_role(Role::Admin));
     let cohorts: Vec<_> = registry::list_cohorts(&state.db)
         .await?

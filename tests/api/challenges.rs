@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestResponse};
 
-const CHALLENGE: &str = "/api/v1/open-cohorts/demo-chest-xray-challenge";
+pub(crate) const CHALLENGE: &str = "/api/v1/open-cohorts/demo-chest-xray-challenge";
 const CODES: [&str; 2] = ["RID5352", "RID39148"];
 
 fn settings(extra: &Value) -> Value {
@@ -33,7 +33,7 @@ fn settings(extra: &Value) -> Value {
 /// labels hidden and version 2 with them revealed: the app, the organizer's
 /// token, version 1's id, and the test split's truth per released study as
 /// version 2 publishes it.
-async fn challenge(extra: Value) -> (TestApp, String, String, BTreeMap<String, String>) {
+pub(crate) async fn challenge(extra: Value) -> (TestApp, String, String, BTreeMap<String, String>) {
     let app = TestApp::new().await;
     custodian::demo::seed_all(&app.state.ingest, &app.state.config, 120, 7).await.unwrap().unwrap();
     let olga = app.token("olga", &[Role::Organizer]);
@@ -65,7 +65,13 @@ async fn challenge(extra: Value) -> (TestApp, String, String, BTreeMap<String, S
     (app, olga, hidden, truth)
 }
 
-async fn submit(app: &TestApp, version: &str, token: Option<&str>, kind: &str, body: Vec<u8>) -> TestResponse {
+pub(crate) async fn submit(
+    app: &TestApp,
+    version: &str,
+    token: Option<&str>,
+    kind: &str,
+    body: Vec<u8>,
+) -> TestResponse {
     let mut request = Request::post(format!("{CHALLENGE}/versions/{version}/submissions?description=baseline"))
         .header(header::CONTENT_TYPE, kind);
     if let Some(token) = token {
@@ -84,7 +90,7 @@ fn csv(header: &str, rows: impl IntoIterator<Item = String>) -> Vec<u8> {
 }
 
 /// A perfect probability for each study.
-fn perfect(truth: &BTreeMap<String, String>) -> Vec<u8> {
+pub(crate) fn perfect(truth: &BTreeMap<String, String>) -> Vec<u8> {
     csv("study_id,probability", truth.iter().map(|(s, c)| format!("{s},{}", if c == CODES[0] { "0.9" } else { "0.1" })))
 }
 

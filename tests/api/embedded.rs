@@ -124,6 +124,9 @@ async fn serve_demo_leaves_the_tokens_as_shell_variables_a_newcomer_can_use_at_o
         let me: serde_json::Value = me.json().await.unwrap();
         assert_eq!(me["roles"], json!([role]), "{variable}");
     }
+    // The same token signs the researcher in to the web pages.
+    let home = crate::web::sign_in_over_http(&server.base, &token("RESEARCHER")).await;
+    assert!(home.contains("Signed in as") && home.contains("researcher"), "{home}");
     signal(server.child.id(), "TERM");
     assert!(wait_exit(&mut server.child).success());
 }

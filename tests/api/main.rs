@@ -55,3 +55,4 @@ mod schemathesis;
 mod storage_s3;
 mod stow;
 mod uploads;
+mod web;
