@@ -47,12 +47,17 @@ enum BodyFormat {
     Vcf,
 }
 
-fn body_format(kind: ImportKind, headers: &HeaderMap) -> Result<BodyFormat> {
-    let content_type = headers
+/// The media type of a request's body, lowercase and without parameters (empty without one).
+pub(crate) fn media_type(headers: &HeaderMap) -> String {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn body_format(kind: ImportKind, headers: &HeaderMap) -> Result<BodyFormat> {
+    let content_type = media_type(headers);
     let vcf = matches!(content_type.as_str(), "text/vcf" | "text/x-vcf" | "application/gzip" | "application/x-gzip");
     let format = match content_type.as_str() {
         _ if vcf && kind == ImportKind::Variants => BodyFormat::Vcf,

@@ -1234,7 +1234,10 @@ async fn score_mask_zip(ctx: &Context, location: &Path, masks: Vec<HiddenMask>) 
             let prediction = {
                 let mut archive = archive.lock().expect("archive");
                 let mut bytes = Vec::new();
-                match archive.by_index(index).map(|mut e| std::io::copy(&mut e, &mut bytes)) {
+                // One byte past the reader's limit at most: an entry that inflates
+                // beyond it is refused as too large, never held whole.
+                let limit = MaskOptions::default().prediction.byte_limit + 1;
+                match archive.by_index(index).map(|e| std::io::copy(&mut std::io::Read::take(e, limit), &mut bytes)) {
                     Ok(Ok(_)) => Bytes::from(bytes),
                     _ => Bytes::new(),
                 }
