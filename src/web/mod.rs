@@ -11,9 +11,14 @@
 //! is signed in. Every POST must carry the session's CSRF token
 //! ([`session`]); one without it is refused with a page saying so.
 
+mod admin;
 mod chart;
+mod organizer;
 mod pages;
+mod researcher;
 pub mod session;
+mod steward;
+mod uploader;
 
 use std::sync::LazyLock;
 
@@ -43,21 +48,50 @@ const FORM_LIMIT: usize = 64 * 1024;
 /// A compiled-in file served under a name carrying its content hash.
 pub struct Asset {
     pub url: String,
-    bytes: &'static [u8],
+    bytes: Vec<u8>,
     content_type: &'static str,
 }
 
 impl Asset {
-    fn new(stem: &str, extension: &str, bytes: &'static [u8], content_type: &'static str) -> Self {
-        let hash = hex::encode(&digest(&SHA256, bytes).as_ref()[..8]);
+    /// One asset made of `parts` in order (each area of the interface keeps
+    /// its own stylesheet and script; the browser fetches one of each).
+    fn new(stem: &str, extension: &str, parts: &[&str], content_type: &'static str) -> Self {
+        let bytes = parts.join("\n").into_bytes();
+        let hash = hex::encode(&digest(&SHA256, &bytes).as_ref()[..8]);
         Self { url: format!("/ui/assets/{stem}.{hash}.{extension}"), bytes, content_type }
     }
 }
 
-pub static STYLESHEET: LazyLock<Asset> =
-    LazyLock::new(|| Asset::new("style", "css", include_bytes!("assets/style.css"), "text/css; charset=utf-8"));
-pub static SCRIPT: LazyLock<Asset> =
-    LazyLock::new(|| Asset::new("app", "js", include_bytes!("assets/app.js"), "text/javascript; charset=utf-8"));
+pub static STYLESHEET: LazyLock<Asset> = LazyLock::new(|| {
+    Asset::new(
+        "style",
+        "css",
+        &[
+            include_str!("assets/style.css"),
+            include_str!("assets/researcher.css"),
+            include_str!("assets/steward.css"),
+            include_str!("assets/organizer.css"),
+            include_str!("assets/uploader.css"),
+            include_str!("assets/admin.css"),
+        ],
+        "text/css; charset=utf-8",
+    )
+});
+pub static SCRIPT: LazyLock<Asset> = LazyLock::new(|| {
+    Asset::new(
+        "app",
+        "js",
+        &[
+            include_str!("assets/app.js"),
+            include_str!("assets/researcher.js"),
+            include_str!("assets/steward.js"),
+            include_str!("assets/organizer.js"),
+            include_str!("assets/uploader.js"),
+            include_str!("assets/admin.js"),
+        ],
+        "text/javascript; charset=utf-8",
+    )
+});
 
 /// The routes of the web interface, with their security layer.
 pub fn router(state: AppState) -> Router<AppState> {
@@ -70,6 +104,11 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/sign-in", get(pages::sign_in_form).post(pages::sign_in))
         .route("/ui/sign-out", post(pages::sign_out))
         .route("/ui/assets/{name}", get(asset))
+        .merge(researcher::routes())
+        .merge(steward::routes())
+        .merge(organizer::routes())
+        .merge(uploader::routes())
+        .merge(admin::routes())
         .route("/ui/{*rest}", get(not_found))
         .layer(middleware::from_fn_with_state(state, guard))
 }
@@ -82,7 +121,7 @@ async fn asset(Path(name): Path<String>) -> Response {
                     (header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type)),
                     (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable")),
                 ],
-                asset.bytes,
+                asset.bytes.clone(),
             )
                 .into_response();
         }
@@ -103,6 +142,11 @@ pub struct Visitor {
 impl Visitor {
     pub fn principal(&self) -> Option<&Principal> {
         self.session.as_ref().and_then(|s| s.principal.as_ref())
+    }
+
+    /// The signed-in principal, or a refusal that sends the visitor to sign in.
+    pub fn signed_in(&self) -> Result<&Principal, WebError> {
+        self.principal().ok_or(WebError::SignInRequired)
     }
 }
 
@@ -171,6 +215,8 @@ pub struct Chrome {
     pub script: &'static str,
     pub username: Option<String>,
     pub roles: String,
+    /// The signed-in principal's role names, for the navigation.
+    pub role_names: Vec<&'static str>,
     pub csrf_token: String,
     /// The navigation entry of the current page.
     pub current: &'static str,
@@ -186,9 +232,15 @@ impl Chrome {
             roles: principal
                 .map(|p| p.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "))
                 .unwrap_or_default(),
+            role_names: principal.map(|p| p.roles.iter().map(|r| r.as_str()).collect()).unwrap_or_default(),
             csrf_token: visitor.session.as_ref().map(|s| s.csrf_token.clone()).unwrap_or_default(),
             current,
         }
+    }
+
+    /// Whether the signed-in principal holds `role` (by its name).
+    pub fn has_role(&self, role: &str) -> bool {
+        self.role_names.contains(&role)
     }
 }
 
@@ -205,6 +257,9 @@ struct ErrorPage {
 #[derive(Debug)]
 pub enum WebError {
     NotFound(&'static str),
+    /// A page for signed-in users, asked for without a session: answered
+    /// with a redirect to the sign-in page.
+    SignInRequired,
     /// A POST without the session's CSRF token.
     Csrf,
     TooLarge,
@@ -228,6 +283,7 @@ impl From<sqlx::Error> for WebError {
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         let (status, title, message) = match self {
+            Self::SignInRequired => return axum::response::Redirect::to("/ui/sign-in").into_response(),
             Self::NotFound(what) => (StatusCode::NOT_FOUND, "Not found", format!("There is no such {what} here.")),
             Self::Csrf => (
                 StatusCode::FORBIDDEN,

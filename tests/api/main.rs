@@ -56,3 +56,8 @@ mod storage_s3;
 mod stow;
 mod uploads;
 mod web;
+mod web_admin;
+mod web_organizer;
+mod web_researcher;
+mod web_steward;
+mod web_uploader;

@@ -1,0 +1,1 @@
+// The admin pages: progressive enhancement only.

@@ -1,0 +1,1 @@
+// The organizer pages: progressive enhancement only.

@@ -1,0 +1,1 @@
+// The researcher pages: progressive enhancement only.

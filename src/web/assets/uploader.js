@@ -1,0 +1,1 @@
+// The uploader pages: progressive enhancement only.

@@ -1,0 +1,1 @@
+//! Browser and HTTP tests of the researcher pages.
