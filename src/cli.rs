@@ -141,6 +141,7 @@ async fn run_jobs(
                 }
                 crate::dictionary::db::COVERAGE_JOB => crate::dictionary::db::run_coverage_job(&db).await,
                 crate::release::downloaders::FORGET_JOB => crate::release::downloaders::run_forget_job(&db).await,
+                crate::access::reminders::REMIND_JOB => crate::access::reminders::run_job(&db).await,
                 crate::release::build::BUILD_JOB => Box::pin(crate::release::build::run_job(&release, &job)).await,
                 crate::opencohort::challenge::SCORE_JOB => {
                     Box::pin(crate::opencohort::challenge::run_job(&release, &job)).await
@@ -368,6 +369,8 @@ async fn serve_with(
     }
     // Past days' download keys go at every start, and then a minute into each UTC day.
     crate::jobs::enqueue(&db.pool, &crate::release::downloaders::next_forget(Duration::ZERO)).await?;
+    // Reminders of duties coming due: at every start, then daily.
+    crate::jobs::enqueue(&db.pool, &crate::access::reminders::next_remind(Duration::ZERO)).await?;
     tokio::spawn(run_jobs(
         db.pool.clone(),
         store.clone(),

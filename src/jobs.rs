@@ -244,3 +244,15 @@ where
         }
     }
 }
+
+/// How long until a minute into the next UTC day, by the database's clock
+/// (which dates what the daily jobs act on).
+pub async fn until_next_utc_day(db: &PgPool) -> Result<Duration, sqlx::Error> {
+    let seconds = sqlx::query_scalar!(
+        r#"select extract(epoch from date_trunc('day', now() at time zone 'utc') + interval '1 day 1 minute'
+                                     - (now() at time zone 'utc'))::float8 as "seconds!""#
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(Duration::from_secs_f64(seconds.max(1.0)))
+}

@@ -47,6 +47,10 @@ pub const KINDS: &[&str] = &[
     "grant.renewal.decided",
     "publication.notified",
     "withdrawal.notice",
+    "project.invitation",
+    "challenge.team.invitation",
+    "agreement.published",
+    "duty.due",
 ];
 
 /// The job queue's backstop: the handler stops earlier, at `mail.max_attempts`.
@@ -57,36 +61,44 @@ pub fn transport(url: &str) -> Result<AsyncSmtpTransportBuilder, lettre::transpo
     AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
 }
 
-/// The page a notification's target is acted on at, under `public_url`:
+/// The page of the web interface a notification's target is acted on at,
+/// under `public_url`:
 ///
 /// | target | page |
 /// |---|---|
-/// | `application:<id>` | `/applications/<id>` |
-/// | `grant:<id>` | `/grants/<id>` |
-/// | `project:<id>` | `/projects/<id>` |
-/// | anything else, or none | `/notifications` |
-pub fn link(public_url: &str, target: Option<&str>) -> String {
+/// | `application:<id>` | `/ui/applications/<id>`, or `/ui/steward/applications/<id>` for stewards |
+/// | `grant:<id>` | `/ui/grants/<id>` |
+/// | `project:<id>` | `/ui/projects/<id>` |
+/// | `open-cohort:<slug>` | `/ui/open-cohorts/<slug>` |
+/// | anything else, or none | `/ui/notifications` |
+pub fn link(public_url: &str, to_stewards: bool, target: Option<&str>) -> String {
     let base = public_url.trim_end_matches('/');
     let page = target.and_then(|t| t.split_once(':')).and_then(|(kind, id)| {
+        if kind == "open-cohort" {
+            let slug_like =
+                !id.is_empty() && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            return slug_like.then(|| format!("/ui/open-cohorts/{id}"));
+        }
         let section = match kind {
+            "application" if to_stewards => "steward/applications",
             "application" => "applications",
             "grant" => "grants",
             "project" => "projects",
             _ => return None,
         };
-        Uuid::parse_str(id).ok().map(|id| format!("/{section}/{id}"))
+        Uuid::parse_str(id).ok().map(|id| format!("/ui/{section}/{id}"))
     });
-    format!("{base}{}", page.as_deref().unwrap_or("/notifications"))
+    format!("{base}{}", page.as_deref().unwrap_or("/ui/notifications"))
 }
 
 /// The text of a message: the subject, the link and the preferences footer.
-fn body(public_url: &str, subject: &str, target: Option<&str>) -> String {
+fn body(public_url: &str, to_stewards: bool, subject: &str, target: Option<&str>) -> String {
     let base = public_url.trim_end_matches('/');
     format!(
         "{subject}\n\nOpen it: {}\n\n-- \nYou receive this because of your role in the registry. \
-         Change which notifications reach you by e-mail at {base}/notifications \
+         Change which notifications reach you by e-mail at {base}/ui/account \
          (or PUT /api/v1/me/notification-preferences).\n",
-        link(public_url, target),
+        link(public_url, to_stewards, target),
     )
 }
 
@@ -156,7 +168,7 @@ pub async fn run_job(db: &PgPool, config: &MailConfig, job: &Job) -> anyhow::Res
     let delivery: Uuid =
         serde_json::from_value(job.payload["delivery"].clone()).context("the job names no delivery")?;
     let Some(row) = sqlx::query!(
-        "select d.state, n.subject, n.target, p.email as \"email?\"
+        "select d.state, n.recipient, n.subject, n.target, p.email as \"email?\"
          from mail_delivery d
          join notification n on n.notification_id = d.notification_id
          left join researcher_profile p on p.username = d.username
@@ -184,7 +196,7 @@ pub async fn run_job(db: &PgPool, config: &MailConfig, job: &Job) -> anyhow::Res
         .to(to)
         .subject(&row.subject)
         .header(ContentType::TEXT_PLAIN)
-        .body(body(&config.public_url, &row.subject, row.target.as_deref()))?;
+        .body(body(&config.public_url, row.recipient == "role:steward", &row.subject, row.target.as_deref()))?;
     let mailer = transport(url.expose_secret())?.build();
     match mailer.send(message).await {
         Ok(_) => settle(db, delivery, "sent", job.attempt, None).await.map(|()| None),
@@ -279,24 +291,34 @@ mod tests {
     #[test]
     fn links_point_at_the_page_of_the_target() {
         let id = "0b7d1c8e-8a57-4c1e-9d49-2b7a4f0e6a11";
+        let base = "https://r.example.org";
         assert_eq!(
-            link("https://r.example.org/", Some(&format!("application:{id}"))),
-            format!("https://r.example.org/applications/{id}")
+            link("https://r.example.org/", false, Some(&format!("application:{id}"))),
+            format!("{base}/ui/applications/{id}")
         );
         assert_eq!(
-            link("https://r.example.org", Some(&format!("grant:{id}"))),
-            format!("https://r.example.org/grants/{id}")
+            link(base, true, Some(&format!("application:{id}"))),
+            format!("{base}/ui/steward/applications/{id}"),
+            "stewards review it on their page"
         );
-        assert_eq!(link("https://r.example.org", Some("cohort:x")), "https://r.example.org/notifications");
-        assert_eq!(link("https://r.example.org", Some("application:../../x")), "https://r.example.org/notifications");
-        assert_eq!(link("https://r.example.org", None), "https://r.example.org/notifications");
+        assert_eq!(link(base, false, Some(&format!("grant:{id}"))), format!("{base}/ui/grants/{id}"));
+        assert_eq!(
+            link(base, false, Some("open-cohort:brain-mri-2027")),
+            format!("{base}/ui/open-cohorts/brain-mri-2027")
+        );
+        assert_eq!(link(base, false, Some("open-cohort:../x")), format!("{base}/ui/notifications"));
+        assert_eq!(link(base, false, Some("cohort:x")), format!("{base}/ui/notifications"));
+        assert_eq!(link(base, false, Some("application:../../x")), format!("{base}/ui/notifications"));
+        assert_eq!(link(base, false, None), format!("{base}/ui/notifications"));
     }
 
     #[test]
     fn the_body_names_the_subject_the_link_and_the_preferences() {
-        let text = body("https://r.example.org", "Changes asked", Some("project:0b7d1c8e-8a57-4c1e-9d49-2b7a4f0e6a11"));
+        let text =
+            body("https://r.example.org", false, "Changes asked", Some("project:0b7d1c8e-8a57-4c1e-9d49-2b7a4f0e6a11"));
         assert!(text.starts_with("Changes asked\n"));
-        assert!(text.contains("https://r.example.org/projects/0b7d1c8e-8a57-4c1e-9d49-2b7a4f0e6a11"));
+        assert!(text.contains("https://r.example.org/ui/projects/0b7d1c8e-8a57-4c1e-9d49-2b7a4f0e6a11"));
+        assert!(text.contains("https://r.example.org/ui/account"), "where preferences are changed");
         assert!(text.contains("/api/v1/me/notification-preferences"));
     }
 }

@@ -104,7 +104,47 @@ pub async fn publish(
             .details(json!({ "title": saved.title, "sha256": saved.sha256 })),
     )
     .await?;
+    announce(tx, &saved).await?;
     Ok(saved)
+}
+
+/// Tells the PIs a new version concerns: of approved applications, who must
+/// accept it to activate them, and of grants in force, which stay under the
+/// version they accepted.
+async fn announce(tx: &mut PgConnection, saved: &Agreement) -> Result<(), ApiError> {
+    let concerned = sqlx::query!(
+        r#"select a.application_id, a.state, p.pi_username,
+                  (select g.grant_id from access_grant g where g.application_id = a.application_id
+                   order by g.version desc limit 1) as grant_id
+           from application a join project p on p.project_id = a.project_id
+           where a.state = 'approved'
+              or (a.state = 'active'
+                  and (select g.state from access_grant g where g.application_id = a.application_id
+                       order by g.version desc limit 1) = 'active')
+           order by a.application_id"#
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in concerned {
+        let (subject, target) = match row.grant_id {
+            Some(grant) if row.state == "active" => (
+                format!(
+                    "The data use agreement “{}” ({}) is now in force; your grant stays under the version you accepted",
+                    saved.title, saved.version
+                ),
+                format!("grant:{grant}"),
+            ),
+            _ => (
+                format!(
+                    "The data use agreement “{}” ({}) is now in force: accept it to activate your approved application",
+                    saved.title, saved.version
+                ),
+                format!("application:{}", row.application_id),
+            ),
+        };
+        super::duties::notify(tx, &row.pi_username, "agreement.published", &subject, &target).await?;
+    }
+    Ok(())
 }
 
 /// The SHA-256 (hex) of a text, as recorded for a version.

@@ -613,12 +613,19 @@ pub struct Notification {
     pub read_at: Option<DateTime<Utc>>,
 }
 
-/// The caller's notifications, newest first (stewards also see those to every steward).
+/// The caller's notifications, newest first (stewards also see those to every
+/// steward). An invitation to a project the caller has since left, or was
+/// removed from, is no longer shown: it names a project they may not see.
 pub async fn notifications(db: impl PgExecutor<'_>, principal: &Principal) -> Result<Vec<Notification>, ApiError> {
     Ok(sqlx::query_as!(
         Notification,
-        "select notification_id as id, recipient, kind, subject, target, created_at, read_at from notification
-         where recipient = $1 or ($2 and recipient = 'role:steward') order by created_at desc limit 200",
+        "select notification_id as id, recipient, kind, subject, target, created_at, read_at from notification n
+         where (recipient = $1 or ($2 and recipient = 'role:steward'))
+           and (kind <> 'project.invitation'
+                or exists (select 1 from project_member m
+                           where n.target = 'project:' || m.project_id and m.username = n.recipient
+                             and m.removed_at is null))
+         order by created_at desc limit 200",
         principal.username,
         super::projects::is_steward(principal)
     )

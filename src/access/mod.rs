@@ -13,6 +13,7 @@ pub mod duties;
 pub mod grants;
 pub mod projects;
 pub mod publications;
+pub mod reminders;
 pub mod renewals;
 pub mod review;
 pub mod review_comments;

@@ -784,6 +784,16 @@ pub async fn invite_member(
             .details(json!({ "username": username, "role": MemberRole::Collaborator, "reinvited": reinvited })),
     )
     .await?;
+    let title =
+        sqlx::query_scalar!("select title from project where project_id = $1", project_id).fetch_one(&mut *tx).await?;
+    super::duties::notify(
+        &mut tx,
+        username,
+        "project.invitation",
+        &format!("{} invites you to join the project “{title}”", principal.username),
+        &format!("project:{project_id}"),
+    )
+    .await?;
     let member = find_member(&mut *tx, project_id, username).await?.ok_or(ApiError::NotFound("member"))?;
     tx.commit().await?;
     Ok(member)

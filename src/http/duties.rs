@@ -373,7 +373,8 @@ pub async fn close_project(
     Ok(AppJson(closed))
 }
 
-/// The caller's notifications, newest first (stewards also see those to every steward).
+/// The caller's notifications, newest first (stewards also see those to every steward;
+/// an invitation to a project the caller was removed from or left is no longer shown).
 #[utoipa::path(
     get,
     path = "/me/notifications",

@@ -310,7 +310,7 @@ pub async fn invite(
     if username.is_empty() || username.len() > 128 || username.chars().any(char::is_control) {
         return Err(ApiError::BadRequest("`username` is 1 to 128 printable characters".into()));
     }
-    sqlx::query!(
+    let invited = sqlx::query!(
         "insert into challenge_team_member (team_id, cohort_id, username, invited_by) values ($1, $2, $3, $4)
          on conflict (team_id, username) do nothing",
         team_id,
@@ -320,6 +320,16 @@ pub async fn invite(
     )
     .execute(&mut *tx)
     .await?;
+    if invited.rows_affected() > 0 {
+        crate::access::duties::notify(
+            tx,
+            username,
+            "challenge.team.invitation",
+            &format!("{} invites you to join team “{name}” in the challenge “{slug}”", principal.username),
+            &format!("open-cohort:{slug}"),
+        )
+        .await?;
+    }
     team_audit(tx, principal, slug, "open_cohort.team_invited", json!({ "team": name, "username": username })).await?;
     team_view(tx, team_id).await
 }

@@ -96,13 +96,7 @@ pub fn next_forget(after: Duration) -> NewJob {
 pub async fn run_forget_job(db: &PgPool) -> anyhow::Result<Option<NewJob>> {
     let forgotten = forget_past_keys(db).await?;
     tracing::info!(forgotten, "past days' download keys deleted");
-    let seconds = sqlx::query_scalar!(
-        r#"select extract(epoch from date_trunc('day', now() at time zone 'utc') + interval '1 day 1 minute'
-                                     - (now() at time zone 'utc'))::float8 as "seconds!""#
-    )
-    .fetch_one(db)
-    .await?;
-    Ok(Some(next_forget(Duration::from_secs_f64(seconds.max(1.0)))))
+    Ok(Some(next_forget(crate::jobs::until_next_utc_day(db).await?)))
 }
 
 #[cfg(test)]

@@ -53,6 +53,7 @@ async fn run_other(app: &TestApp, worker: &str, job: &jobs::Job) {
                 Box::pin(custodian::opencohort::challenge::run_job(&context(app), job)).await
             }
             custodian::mail::DELIVER_JOB => custodian::mail::run_job(&app.db, &app.state.config.mail, job).await,
+            custodian::access::reminders::REMIND_JOB => custodian::access::reminders::run_job(&app.db).await,
             other => panic!("no handler for `{other}` in this test"),
         }
     };

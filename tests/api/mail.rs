@@ -190,7 +190,7 @@ async fn a_request_for_changes_reaches_the_pi_by_email_with_a_link_to_the_applic
     let to_rita: Vec<_> = messages.iter().filter(|m| m.starts_with("X-Envelope-To: rita@example.org\r\n")).collect();
     assert_eq!(to_rita.len(), 1, "{messages:?}");
     assert!(to_rita[0].contains("Subject: The committee asks for changes to your application"), "{}", to_rita[0]);
-    assert!(to_rita[0].contains(&format!("{PUBLIC_URL}/applications/{id}")), "{}", to_rita[0]);
+    assert!(to_rita[0].contains(&format!("{PUBLIC_URL}/ui/applications/{id}")), "{}", to_rita[0]);
     assert!(to_rita[0].contains("/api/v1/me/notification-preferences"), "the footer says how to change them");
     assert!(!to_rita[0].contains("data management plan"), "only the notification's subject goes out");
     let submissions: Vec<_> =
@@ -242,4 +242,129 @@ async fn an_unknown_kind_of_notification_is_refused() {
     let body = json!({"email": true, "kinds": [{"kind": "weather.report", "email": false}]});
     let refused = app.put_json("/api/v1/me/notification-preferences", Some(&rita), &body).await;
     refused.assert_error(StatusCode::BAD_REQUEST, "bad-request");
+}
+
+/// The messages `server` delivered to `email` so far.
+fn to(server: &SmtpServer, email: &str) -> Vec<String> {
+    let envelope = format!("X-Envelope-To: {email}\r\n");
+    server.messages().into_iter().filter(|m| m.starts_with(&envelope)).collect()
+}
+
+#[tokio::test]
+async fn an_invitation_reaches_the_invitee_by_email_and_leaves_their_list_once_they_are_removed() {
+    let server = SmtpServer::start();
+    let w = mailing_world(&server, 3).await;
+    let carl = w.app.token("carl", &[custodian::auth::Role::Researcher]);
+    let profile =
+        json!({"name": "Carl", "institution": "Institute of Carl", "email": "carl@example.org", "position": "Student"});
+    w.app.put_json("/api/v1/me/profile", Some(&carl), &profile).await.assert_status(StatusCode::CREATED);
+    let project = crate::access::project(&w).await;
+    let members = format!("/api/v1/projects/{project}/members");
+    w.app.post_json(&members, Some(&w.pi), &json!({"username": "carl"})).await.assert_status(StatusCode::CREATED);
+
+    work_until(&w, async || !to(&server, "carl@example.org").is_empty()).await;
+    let message = &to(&server, "carl@example.org")[0];
+    assert!(message.contains("Subject: rita invites you to join the project"), "{message}");
+    assert!(message.contains(&format!("{PUBLIC_URL}/ui/projects/{project}")), "a link to the project: {message}");
+    let listed = w.app.get("/api/v1/me/notifications", Some(&carl)).await.assert_status(StatusCode::OK).json();
+    assert_eq!(listed[0]["kind"], "project.invitation", "{listed}");
+
+    // Removed, Carl no longer sees an invitation naming a project closed to him.
+    w.app.delete(&format!("{members}/carl"), Some(&w.pi)).await.assert_status(StatusCode::NO_CONTENT);
+    let listed = w.app.get("/api/v1/me/notifications", Some(&carl)).await.assert_status(StatusCode::OK).json();
+    assert!(!listed.to_string().contains(&project), "{listed}");
+    // Invited again, he sees the new invitation.
+    w.app.post_json(&members, Some(&w.pi), &json!({"username": "carl"})).await.assert_status(StatusCode::CREATED);
+    let listed = w.app.get("/api/v1/me/notifications", Some(&carl)).await.assert_status(StatusCode::OK).json();
+    let invitations = listed.as_array().unwrap().iter().filter(|n| n["kind"] == "project.invitation").count();
+    assert!(invitations >= 1, "{listed}");
+}
+
+#[tokio::test]
+async fn a_new_agreement_version_tells_the_pis_it_concerns_what_it_means_for_them() {
+    let server = SmtpServer::start();
+    let w = mailing_world(&server, 3).await;
+    address(&w, &w.pi, "rita", "rita@example.org").await;
+    // One grant in force, and one application approved but not yet activated.
+    let (_, grant) = crate::access::active_grant(&w).await;
+    let project = crate::access::project(&w).await;
+    let waiting = crate::access::application(&w, &project, &crate::access::content(&["chest-ct"], "HMB")).await;
+    let submitted =
+        w.app.post_json(&format!("/api/v1/applications/{waiting}/submit"), Some(&w.pi), &json!({})).await.json();
+    assert_eq!(submitted["state"], "approved", "{submitted}");
+    work_until(&w, async || !deliveries(&w, "rita").await.iter().any(|d| d.0 == "queued")).await;
+    let before = to(&server, "rita@example.org").len();
+
+    let agreement =
+        json!({"version": "custodian-dua-2027-1", "title": "Data use agreement 2027", "body": "Terms of 2027."});
+    w.app.post_json("/api/v1/dua", Some(&w.admin), &agreement).await.assert_status(StatusCode::CREATED);
+    work_until(&w, async || to(&server, "rita@example.org").len() >= before + 2).await;
+    let messages = to(&server, "rita@example.org");
+    let about = |link: &str| messages.iter().find(|m| m.contains(link)).cloned().unwrap_or_default();
+    let to_accept = about(&format!("{PUBLIC_URL}/ui/applications/{waiting}"));
+    assert!(to_accept.contains("accept it to activate your approved application"), "{messages:?}");
+    let in_force = about(&format!("{PUBLIC_URL}/ui/grants/{grant}"));
+    assert!(in_force.contains("your grant stays under the version you accepted"), "{messages:?}");
+    assert!(in_force.contains("Data use agreement 2027"), "{in_force}");
+}
+
+#[tokio::test]
+async fn a_duty_coming_due_is_reminded_once_at_each_stage_by_email_and_in_the_audit_log() {
+    use custodian::access::reminders;
+    let server = SmtpServer::start();
+    let w = mailing_world(&server, 3).await;
+    address(&w, &w.pi, "rita", "rita@example.org").await;
+    let (_, grant) = crate::access::active_grant(&w).await;
+    let grant_id: uuid::Uuid = grant.parse().unwrap();
+    // Time passes: the grant's first duty is five days off, the others far.
+    let duties: Vec<uuid::Uuid> =
+        sqlx::query_scalar("select obligation_id from obligation where grant_id = $1 order by due_on")
+            .bind(grant_id)
+            .fetch_all(&w.app.db)
+            .await
+            .unwrap();
+    assert!(!duties.is_empty(), "an active grant has duties");
+    sqlx::query("update obligation set due_on = current_date + case when obligation_id = $1 then 5 else 400 end where grant_id = $2")
+        .bind(duties[0])
+        .bind(grant_id)
+        .execute(&w.app.db)
+        .await
+        .unwrap();
+
+    custodian::jobs::enqueue(&w.app.db, &reminders::next_remind(Duration::ZERO)).await.unwrap();
+    work_until(&w, async || to(&server, "rita@example.org").iter().any(|m| m.contains("within 7 days"))).await;
+    let reminder = to(&server, "rita@example.org").into_iter().find(|m| m.contains("within 7 days")).unwrap();
+    assert!(reminder.contains(&format!("{PUBLIC_URL}/ui/grants/{grant}")), "{reminder}");
+    assert_eq!(reminders::reminded(&w.app.db, 7).await.unwrap(), [duties[0]]);
+
+    // Again the same day: nothing new. Overdue: one more, then nothing.
+    assert_eq!(reminders::remind(&w.app.db).await.unwrap(), 0);
+    sqlx::query("update obligation set due_on = current_date - 1 where obligation_id = $1")
+        .bind(duties[0])
+        .execute(&w.app.db)
+        .await
+        .unwrap();
+    assert_eq!(reminders::remind(&w.app.db).await.unwrap(), 1);
+    assert_eq!(reminders::remind(&w.app.db).await.unwrap(), 0);
+    let listed = w.app.get("/api/v1/me/notifications", Some(&w.pi)).await.assert_status(StatusCode::OK).json();
+    assert!(listed[0]["subject"].as_str().unwrap().contains("is overdue"), "{listed}");
+    assert_eq!(listed[0]["kind"], "duty.due");
+    let audited: Vec<serde_json::Value> =
+        sqlx::query_scalar("select details from audit_event where action = 'obligation.reminded' order by seq")
+            .fetch_all(&w.app.db)
+            .await
+            .unwrap();
+    let stages: Vec<&serde_json::Value> = audited.iter().map(|d| &d["stage_days"]).collect();
+    assert_eq!(stages, [&json!(7), &json!(0)], "{audited:?}");
+
+    // A fulfilled duty is not reminded.
+    let report = json!({"statement": "Year one: done."});
+    let fulfil = format!("/api/v1/obligations/{}/fulfil", duties[0]);
+    w.app.post_json(&fulfil, Some(&w.pi), &report).await.assert_status(StatusCode::OK);
+    sqlx::query("update obligation set due_on = current_date + 3, reminded_within = null where obligation_id = $1")
+        .bind(duties[0])
+        .execute(&w.app.db)
+        .await
+        .unwrap();
+    assert_eq!(reminders::remind(&w.app.db).await.unwrap(), 0, "fulfilled duties are not reminded");
 }
