@@ -14,6 +14,12 @@
 //! - `tables/variants.{csv,parquet}` when `genotype` is granted;
 //! - `tables/dictionary.{json,csv}`: the granted fields and every column.
 //!
+//! A subject may be in several cohorts (one patient of one site, in a knee
+//! study and a chest study). Only what came in for the scope's cohorts is
+//! released: observations, diagnoses and genotypes imported for another
+//! cohort, whose consent the grant does not cover, are left out, as are ages
+//! at studies of other cohorts.
+//!
 //! Dates are written as stored: already shifted by each subject's offset.
 //! CSV follows RFC 4180 (header row, CRLF, quotes where needed); a text cell
 //! a spreadsheet would run as a formula gets a leading `'` (OWASP CSV
@@ -240,8 +246,11 @@ async fn read(
             r#"select w.n as "n!", d.system, d.code, d.diagnosed_on
                from unnest($1::uuid[]) with ordinality as w(subject_id, n)
                join diagnosis d using (subject_id)
+               join data_import i on i.data_import_id = d.data_import_id
+               where i.cohort_id in (select cohort_id from cohort where slug = any($2))
                order by w.n, d.diagnosed_on nulls last, d.system, d.code"#,
-            &ids
+            &ids,
+            studies.1
         )
         .fetch_all(&mut *db)
         .await?;
@@ -260,7 +269,7 @@ async fn read(
         });
     }
     if granted.has("genotype") {
-        tables.push(variants(db, &ids, &pseudonym).await?);
+        tables.push(variants(db, studies.1, &ids, &pseudonym).await?);
     }
     Ok(tables)
 }
@@ -286,9 +295,11 @@ async fn observations(
         r#"select w.n as "n!", o.field_id, o.value, o.value_code, o.observed_at
            from unnest($1::uuid[]) with ordinality as w(subject_id, n)
            join observation o using (subject_id)
-           where o.field_id = any($2)"#,
+           join data_import i on i.data_import_id = o.data_import_id
+           where o.field_id = any($2) and i.cohort_id in (select cohort_id from cohort where slug = any($3))"#,
         ids,
-        observed
+        observed,
+        cohorts
     )
     .fetch_all(&mut *db)
     .await?
@@ -357,6 +368,7 @@ async fn observations(
 /// One row per subject and biallelic variant called.
 async fn variants(
     db: &mut PgConnection,
+    cohorts: &[String],
     ids: &[Uuid],
     pseudonym: &impl Fn(i64) -> Option<String>,
 ) -> anyhow::Result<Table> {
@@ -365,8 +377,11 @@ async fn variants(
            from unnest($1::uuid[]) with ordinality as w(subject_id, n)
            join genotype g using (subject_id)
            join variant v using (variant_id)
+           join data_import i on i.data_import_id = g.data_import_id
+           where i.cohort_id in (select cohort_id from cohort where slug = any($2))
            order by w.n, v.assembly, v.chrom, v.pos, v.ref, v.alt"#,
-        ids
+        ids,
+        cohorts
     )
     .fetch_all(&mut *db)
     .await?;

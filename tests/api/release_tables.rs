@@ -185,6 +185,46 @@ async fn release_tables_carry_exactly_the_granted_fields_of_the_released_subject
 }
 
 #[tokio::test]
+async fn what_was_imported_for_another_cohort_stays_out_of_a_release_of_this_one() {
+    let (app, registry) = registry().await;
+    // The same three patients are in a second cohort of the site, with data of its own.
+    let admin = app.token("alice", &[Role::Admin]);
+    let cohort = json!({"slug": "cardiac", "title": "Cardiac", "tier": "registered", "design": "retrospective", "source": "registry"});
+    app.post_json("/api/v1/cohorts", Some(&admin), &cohort).await.assert_status(StatusCode::CREATED);
+    let token = app.token("ulrich", &[Role::Uploader]);
+    let p1: String = Instance::ct(1, 1, 1, 1).patient_id;
+    let imports = [
+        ("observations", "text/csv", format!("patient_id,code,value,unit,time\n{p1},glucose,9.75,mmol/L,2022-03-04\n")),
+        (
+            "diagnoses",
+            "application/json",
+            json!([{"patient_id": p1, "system": "ICD-10", "code": "I25.10"}]).to_string(),
+        ),
+        ("variants", "text/csv", format!("patient_id,variant,gene,genotype\n{p1},7-117559590-G-A,CFTR,1\n")),
+    ];
+    for (kind, content_type, body) in imports {
+        let path = format!("/api/v1/imports/{kind}?issuer_of_patient_id=CNRY-ISSUER&cohort=cardiac");
+        post(&app, &token, &path, content_type, body).await.assert_status(StatusCode::CREATED);
+    }
+    let granted = scope(&["glucose", "diagnosis", "genotype"], &[], &[]);
+
+    let files = build(&app, &granted, &Conditions::default(), &registry).await;
+    let all: String = files.values().map(|f| String::from_utf8_lossy(&f.bytes).into_owned()).collect();
+    for other in ["9.75", "I25.10", "CFTR", "117559590"] {
+        assert!(!all.contains(other), "the default cohort's release holds the cardiac cohort's `{other}`");
+    }
+    assert!(all.contains("E11.9") && all.contains("APOE") && all.contains("5.5"), "its own data is there");
+
+    // A grant on both cohorts releases both.
+    let both = Scope { cohorts: vec!["default".into(), "cardiac".into()], ..granted };
+    let files = build(&app, &both, &Conditions::default(), &registry).await;
+    let all: String = files.values().map(|f| String::from_utf8_lossy(&f.bytes).into_owned()).collect();
+    for other in ["9.75", "I25.10", "CFTR"] {
+        assert!(all.contains(other), "a grant on both cohorts releases `{other}`");
+    }
+}
+
+#[tokio::test]
 async fn the_committees_allowed_fields_narrow_the_tables_and_withdrawn_subjects_are_left_out() {
     let (app, registry) = registry().await;
     sqlx::query("update subject set withdrawn_at = now() where pseudonym = $1")
