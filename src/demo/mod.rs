@@ -5,6 +5,7 @@ pub mod challenge;
 pub mod dicom;
 pub mod project;
 pub mod registry;
+pub mod waiting;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -165,7 +166,8 @@ pub async fn seed(pool: &PgPool) -> Result<()> {
 /// Everything `serve --demo` seeds, whatever is missing: [`seed`]; on a
 /// registry without one, a synthetic registry of `subjects` subjects from
 /// `seed`, its imaging sent through `ingest` like any upload; and the approved
-/// project ([`project`]). Returns what was generated, when anything was.
+/// project ([`project`]) and what waits for people ([`waiting`]). Returns what
+/// was generated, when anything was.
 pub async fn seed_all(
     ingest: &Arc<Ingestor>,
     config: &Config,
@@ -181,6 +183,7 @@ pub async fn seed_all(
         None
     };
     project::seed(&ingest.db, config, &ingest.key).await?;
+    waiting::seed(ingest, config, &ingest.key).await?;
     Ok(made)
 }
 

@@ -37,6 +37,26 @@ pub async fn find(db: &PgPool) -> Result<Option<Uuid>> {
     .await?)
 }
 
+/// Creates `content` as an application of `project` and submits it as
+/// `pi`; returns its id and the transaction of the submission, still open.
+pub(super) async fn submit(
+    db: &PgPool,
+    config: &Config,
+    key: &RegistryKey,
+    pi: &Principal,
+    project: Uuid,
+    content: &crate::access::db::ApplicationContent,
+) -> Result<(Uuid, sqlx::Transaction<'static, sqlx::Postgres>)> {
+    let mut tx = db.begin().await?;
+    let id = applications::create(&mut tx, pi, project, content).await?.application.id;
+    tx.commit().await?;
+    let index = Arc::new(crate::discovery::memory::Index::disabled());
+    let checked = applications::check_submission(db, &index, config, pi, id).await?;
+    let mut tx = db.begin().await?;
+    applications::submit(&mut tx, pi, &config.access, key, checked).await?;
+    Ok((id, tx))
+}
+
 /// Creates the approved project unless it exists; `None` when it did. Needs
 /// the generated registry, so that its grant's snapshot holds the cohort's
 /// subjects. A run cut short leaves at most a project without an active
@@ -68,14 +88,7 @@ pub async fn seed(db: &PgPool, config: &Config, key: &RegistryKey) -> Result<Opt
         "public_interest": "Earlier detection of diabetes-related cognitive decline."
     }))
     .context("the demo application")?;
-    let mut tx = db.begin().await?;
-    let id = applications::create(&mut tx, &rita, project, &content).await?.application.id;
-    tx.commit().await?;
-
-    let index = Arc::new(crate::discovery::memory::Index::disabled());
-    let checked = applications::check_submission(db, &index, config, &rita, id).await?;
-    let mut tx = db.begin().await?;
-    applications::submit(&mut tx, &rita, &config.access, key, checked).await?;
+    let (id, mut tx) = submit(db, config, key, &rita, project, &content).await?;
     review::start(&mut tx, &sam, &config.access, id).await?;
     review::assign(&mut tx, &sam, &config.access, id, "stella").await?;
     for steward in [&sam, &stella] {

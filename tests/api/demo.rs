@@ -360,3 +360,40 @@ async fn in_the_demo_anyone_finds_the_published_challenge_and_downloads_its_spli
     let readme = String::from_utf8(readme.assert_status(axum::http::StatusCode::OK).body.to_vec()).unwrap();
     assert!(readme.contains("The test split's labels are withheld"), "{readme}");
 }
+
+/// After `serve --demo`, each kind of user finds something waiting for them.
+#[tokio::test]
+async fn in_the_demo_stewards_find_an_application_and_a_quarantined_image_waiting_and_the_researcher_a_release() {
+    use axum::http::StatusCode;
+    let app = TestApp::new().await;
+    serve_demo(&app, 60).await.unwrap();
+    let (rita, sam) = (app.token("rita", &[Role::Researcher]), app.token("sam", &[Role::Steward]));
+
+    let queue = app.get("/api/v1/reviews/queue", Some(&sam)).await.assert_status(StatusCode::OK).text();
+    assert!(queue.contains("Scanner harmonisation for brain volumetry"), "the waiting application: {queue}");
+
+    let held = app.get("/api/v1/quarantine", Some(&sam)).await.assert_status(StatusCode::OK).json();
+    let held = held["instances"].as_array().unwrap();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["code"], "burned-in-annotation");
+    assert_eq!(held[0]["modality"], "US");
+    // The ultrasound patient's identifiers were removed at the door like any other's.
+    let stored = app.rows_as_text(&["subject", "study", "series", "instance", "audit_event"]).await;
+    for identifier in ["SYN00", "Doe^Jane", "19570314", "CMC-US-000117"] {
+        assert!(!stored.contains(identifier), "`{identifier}` reached the database");
+    }
+
+    // Rita's approved project has a release, built by the job worker.
+    let project = custodian::demo::project::find(&app.db).await.unwrap().expect("the approved project");
+    crate::extracts::work(&app).await;
+    let releases = app.get(&format!("/api/v1/projects/{project}/extracts"), Some(&rita)).await;
+    let releases = releases.assert_status(StatusCode::OK).json();
+    assert_eq!(releases["extracts"][0]["state"], "ready", "{releases}");
+
+    // Seeding again adds nothing.
+    serve_demo(&app, 60).await;
+    let held = app.get("/api/v1/quarantine", Some(&sam)).await.json();
+    assert_eq!(held["instances"].as_array().unwrap().len(), 1);
+    let projects: i64 = scalar(&app, "select count(*) from project").await;
+    assert_eq!(projects, 2, "the approved project and the waiting one");
+}
