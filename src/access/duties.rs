@@ -347,6 +347,22 @@ pub async fn fees(db: impl PgExecutor<'_>, application_id: Uuid) -> Result<Vec<F
     .collect()
 }
 
+/// Every fee still owed, oldest first (stewards and admins).
+pub async fn unsettled(db: impl PgExecutor<'_>, principal: &Principal) -> Result<Vec<Fee>, ApiError> {
+    principal.require_any(&[Role::Steward, Role::Admin])?;
+    sqlx::query_as!(
+        FeeRow,
+        r#"select fee_id as id, application_id, grant_id, kind as "kind: FeeKind", amount, currency, basis,
+                  settlement as "settlement: FeeSettlement", settlement_note, settled_by, settled_at, created_at
+           from fee where settlement is null order by created_at"#,
+    )
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .map(Fee::try_from)
+    .collect()
+}
+
 /// Records that a fee is paid or waived (stewards and admins); returns the settled fee.
 pub async fn settle(
     tx: &mut PgConnection,

@@ -173,11 +173,23 @@ fn grant(row: GrantRow, now: DateTime<Utc>) -> Result<Grant, ApiError> {
 
 /// The latest version of every grant of a project, newest grant first.
 pub async fn of_project(db: impl PgExecutor<'_>, project_id: Uuid) -> Result<Vec<Grant>, ApiError> {
+    in_force(db, Some(project_id)).await
+}
+
+/// The version in force of every grant of every project, newest grant first
+/// (stewards and admins).
+pub async fn all(db: impl PgExecutor<'_>, principal: &Principal) -> Result<Vec<Grant>, ApiError> {
+    principal.require_any(&[Role::Steward, Role::Admin])?;
+    in_force(db, None).await
+}
+
+/// The latest version of every grant, of one project or of all.
+async fn in_force(db: impl PgExecutor<'_>, project_id: Option<Uuid>) -> Result<Vec<Grant>, ApiError> {
     let rows = sqlx::query_as!(
         GrantRow,
         r#"select distinct on (grant_id) grant_id, version, project_id, application_id, state as "state: GrantState",
                   scope, conditions, not_before, not_after, reason, created_by, created_at
-           from access_grant where project_id = $1
+           from access_grant where $1::uuid is null or project_id = $1
            order by grant_id, version desc"#,
         project_id
     )

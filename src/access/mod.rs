@@ -2,7 +2,7 @@
 //! applications with a consent check against each cohort's DUO terms,
 //! committee review (assignments, recusal, declarations of interest, votes
 //! with a quorum per cohort tier, threaded comments), and versioned grants
-//! checked on every request.
+//! checked on every request, and the steward's inbox of what waits for them.
 
 pub mod applications;
 pub mod closure;
@@ -11,6 +11,7 @@ pub mod db;
 pub mod dua;
 pub mod duties;
 pub mod grants;
+pub mod inbox;
 pub mod projects;
 pub mod publications;
 pub mod reminders;

@@ -2,6 +2,8 @@
 //! instances of a cohort, and the quarantine. Only de-identified values live here.
 
 pub mod db;
+pub mod preview;
+pub mod quarantine;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;

@@ -22,7 +22,7 @@ const READERS: &[Role] = &[Role::Steward, Role::Admin];
 const MAX_LIMIT: i64 = 1000;
 
 /// Filters for the audit log; all optional, all combined.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
@@ -68,6 +68,12 @@ pub async fn list_audit_events(
     principal: Principal,
     AppQuery(query): AppQuery<AuditQuery>,
 ) -> Result<AppJson<AuditEventListResponse>> {
+    Ok(AppJson(events(&state.db, &principal, query).await?))
+}
+
+/// One page of the audit events matching `query` (stewards and admins):
+/// what `GET /audit` answers and the audit page shows.
+pub async fn events(db: &sqlx::PgPool, principal: &Principal, query: AuditQuery) -> Result<AuditEventListResponse> {
     principal.require_any(READERS)?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_LIMIT).contains(&limit) {
@@ -87,14 +93,14 @@ pub async fn list_audit_events(
         after_seq: query.after_seq,
         limit: limit + 1,
     };
-    let mut events = audit::list_events(&state.db, &filter).await?;
+    let mut events = audit::list_events(db, &filter).await?;
     let next_after_seq = if events.len() > usize::try_from(limit).unwrap_or(usize::MAX) {
         events.pop();
         events.last().map(|e| e.seq)
     } else {
         None
     };
-    Ok(AppJson(AuditEventListResponse { events, next_after_seq }))
+    Ok(AuditEventListResponse { events, next_after_seq })
 }
 
 /// Verify the whole hash chain.
@@ -114,6 +120,11 @@ pub async fn list_audit_events(
     )
 )]
 pub async fn verify_audit_chain(State(state): State<AppState>, principal: Principal) -> Result<AppJson<VerifyReport>> {
+    Ok(AppJson(verify(&state.db, &principal).await?))
+}
+
+/// The whole chain verified (stewards and admins).
+pub async fn verify(db: &sqlx::PgPool, principal: &Principal) -> Result<VerifyReport> {
     principal.require_any(READERS)?;
-    Ok(AppJson(audit::verify_chain(&state.db).await?))
+    Ok(audit::verify_chain(db).await?)
 }

@@ -3,16 +3,14 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{AppJson, AppPath, AppQuery};
 use crate::app::AppState;
-use crate::audit::{self, NewEvent};
 use crate::auth::{Principal, Role};
-use crate::catalog::{InstanceSummary, QuarantinedInstance, StudyDetail, StudySummary, db};
+use crate::catalog::{InstanceSummary, QuarantinedInstance, StudyDetail, StudySummary, db, quarantine};
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::openapi::tags;
 
@@ -27,7 +25,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 const READERS: &[Role] = &[Role::Uploader, Role::Steward, Role::Admin];
-const DECIDERS: &[Role] = &[Role::Steward, Role::Admin];
 
 /// Paging of study lists.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -170,8 +167,7 @@ pub async fn list_quarantine(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<AppJson<QuarantineListResponse>> {
-    principal.require_any(DECIDERS)?;
-    Ok(AppJson(QuarantineListResponse { instances: db::list_quarantine(&state.db).await? }))
+    Ok(AppJson(QuarantineListResponse { instances: quarantine::list(&state.db, &principal).await? }))
 }
 
 /// Release a quarantined instance after checking it carries no burned-in identifiers.
@@ -192,16 +188,8 @@ pub async fn release_quarantined(
     principal: Principal,
     AppPath(sop_uid): AppPath<String>,
 ) -> Result<AppJson<ReleaseResponse>> {
-    principal.require_any(DECIDERS)?;
     let mut tx = state.db.begin().await?;
-    let status = db::release_quarantined(&mut tx, &sop_uid).await?.ok_or(ApiError::NotFound("quarantined instance"))?;
-    audit::record(
-        &mut tx,
-        NewEvent::new(&principal.username, "quarantine.release")
-            .target(format!("instance:{sop_uid}"))
-            .details(json!({ "status": status })),
-    )
-    .await?;
+    let status = quarantine::release(&mut tx, &principal, &sop_uid).await?;
     tx.commit().await?;
     Ok(AppJson(ReleaseResponse { sop_uid, status }))
 }
@@ -224,17 +212,9 @@ pub async fn delete_quarantined(
     principal: Principal,
     AppPath(sop_uid): AppPath<String>,
 ) -> Result<StatusCode> {
-    principal.require_any(DECIDERS)?;
     let mut tx = state.db.begin().await?;
-    let key = db::delete_quarantined(&mut tx, &sop_uid).await?.ok_or(ApiError::NotFound("quarantined instance"))?;
-    audit::record(
-        &mut tx,
-        NewEvent::new(&principal.username, "quarantine.delete").target(format!("instance:{sop_uid}")),
-    )
-    .await?;
+    let key = quarantine::delete(&mut tx, &principal, &sop_uid).await?;
     tx.commit().await?;
-    if let Err(e) = object_store::ObjectStoreExt::delete(state.store.as_ref(), &key.into()).await {
-        tracing::warn!(error = %e, "deleting a quarantined object; the sweep will retry");
-    }
+    quarantine::delete_object(state.store.as_ref(), key).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,4 +1,4 @@
-//! The access committee over REST: the review queue, starting a review,
+//! The access committee over REST: the review queue, the steward's inbox, starting a review,
 //! assignments with recusal, declarations of interest, votes that decide at
 //! their quorum, and threaded comments whose edits keep every revision.
 //!
@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::extract::{AppJson, AppPath};
 use crate::access::grants::Conditions;
+use crate::access::inbox::{self, Inbox};
 use crate::access::review::{self, Assignment, Ballot, Comment, NewComment, QueueItem, Vote, VoteKind};
 use crate::app::AppState;
 use crate::auth::Principal;
@@ -24,6 +25,7 @@ use crate::openapi::tags;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(queue))
+        .routes(routes!(steward_inbox))
         .routes(routes!(start_review))
         .routes(routes!(assign))
         .routes(routes!(unassign))
@@ -55,6 +57,25 @@ pub async fn queue(State(state): State<AppState>, principal: Principal) -> Resul
     let mut conn = state.db.acquire().await?;
     let items = review::queue(&mut conn, &principal).await?;
     Ok(AppJson(Queue { items }))
+}
+
+/// Everything waiting for a steward, in one answer (stewards and admins): applications by
+/// due date, renewals, unpaid fees, overdue duties, unacknowledged withdrawal notices, the
+/// quarantine and profiles to verify. The web inbox shows the same.
+#[utoipa::path(
+    get,
+    path = "/steward/inbox",
+    tag = tags::REVIEW,
+    security(("bearer" = ["admin"]), ("bearer" = ["steward"])),
+    responses(
+        (status = 200, description = "What waits, per kind", body = Inbox),
+        (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = "5XX", description = "Server error", body = ErrorBody),
+    )
+)]
+pub async fn steward_inbox(State(state): State<AppState>, principal: Principal) -> Result<AppJson<Inbox>> {
+    let mut conn = state.db.acquire().await?;
+    Ok(AppJson(inbox::gather(&mut conn, &principal).await?))
 }
 
 /// Take a submitted application under review and assign oneself (stewards).

@@ -9,7 +9,7 @@ use crate::dicom_gen::Instance;
 use crate::helpers::TestApp;
 
 /// Uploads `files` in one committed session as `ulrich`.
-async fn upload(app: &TestApp, files: &[Instance]) -> Value {
+pub(crate) async fn upload(app: &TestApp, files: &[Instance]) -> Value {
     let token = app.token("ulrich", &[Role::Uploader]);
     let session =
         app.post_json("/api/v1/uploads", Some(&token), &json!({})).await.json()["id"].as_str().unwrap().to_owned();
