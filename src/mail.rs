@@ -61,10 +61,12 @@ pub fn transport(url: &str) -> Result<AsyncSmtpTransportBuilder, lettre::transpo
 ///
 /// | target | page |
 /// |---|---|
-/// | `application:<id>` | `/applications/<id>` |
-/// | `grant:<id>` | `/grants/<id>` |
-/// | `project:<id>` | `/projects/<id>` |
-/// | anything else, or none | `/notifications` |
+/// | `application:<id>` | `/ui/applications/<id>` |
+/// | `grant:<id>` | `/ui/grants/<id>` |
+/// | `project:<id>` | `/ui/projects/<id>` |
+/// | anything else, or none | `/ui/notifications` |
+///
+/// With an empty `public_url` it is the path alone, as the notifications page links it.
 pub fn link(public_url: &str, target: Option<&str>) -> String {
     let base = public_url.trim_end_matches('/');
     let page = target.and_then(|t| t.split_once(':')).and_then(|(kind, id)| {
@@ -74,9 +76,9 @@ pub fn link(public_url: &str, target: Option<&str>) -> String {
             "project" => "projects",
             _ => return None,
         };
-        Uuid::parse_str(id).ok().map(|id| format!("/{section}/{id}"))
+        Uuid::parse_str(id).ok().map(|id| format!("/ui/{section}/{id}"))
     });
-    format!("{base}{}", page.as_deref().unwrap_or("/notifications"))
+    format!("{base}{}", page.as_deref().unwrap_or("/ui/notifications"))
 }
 
 /// The text of a message: the subject, the link and the preferences footer.
@@ -84,7 +86,7 @@ fn body(public_url: &str, subject: &str, target: Option<&str>) -> String {
     let base = public_url.trim_end_matches('/');
     format!(
         "{subject}\n\nOpen it: {}\n\n-- \nYou receive this because of your role in the registry. \
-         Change which notifications reach you by e-mail at {base}/notifications \
+         Change which notifications reach you by e-mail at {base}/ui/account \
          (or PUT /api/v1/me/notification-preferences).\n",
         link(public_url, target),
     )
@@ -281,22 +283,26 @@ mod tests {
         let id = "0b7d1c8e-8a57-4c1e-9d49-2b7a4f0e6a11";
         assert_eq!(
             link("https://r.example.org/", Some(&format!("application:{id}"))),
-            format!("https://r.example.org/applications/{id}")
+            format!("https://r.example.org/ui/applications/{id}")
         );
         assert_eq!(
             link("https://r.example.org", Some(&format!("grant:{id}"))),
-            format!("https://r.example.org/grants/{id}")
+            format!("https://r.example.org/ui/grants/{id}")
         );
-        assert_eq!(link("https://r.example.org", Some("cohort:x")), "https://r.example.org/notifications");
-        assert_eq!(link("https://r.example.org", Some("application:../../x")), "https://r.example.org/notifications");
-        assert_eq!(link("https://r.example.org", None), "https://r.example.org/notifications");
+        assert_eq!(link("https://r.example.org", Some("cohort:x")), "https://r.example.org/ui/notifications");
+        assert_eq!(
+            link("https://r.example.org", Some("application:../../x")),
+            "https://r.example.org/ui/notifications"
+        );
+        assert_eq!(link("https://r.example.org", None), "https://r.example.org/ui/notifications");
+        assert_eq!(link("", Some(&format!("project:{id}"))), format!("/ui/projects/{id}"));
     }
 
     #[test]
     fn the_body_names_the_subject_the_link_and_the_preferences() {
         let text = body("https://r.example.org", "Changes asked", Some("project:0b7d1c8e-8a57-4c1e-9d49-2b7a4f0e6a11"));
         assert!(text.starts_with("Changes asked\n"));
-        assert!(text.contains("https://r.example.org/projects/0b7d1c8e-8a57-4c1e-9d49-2b7a4f0e6a11"));
+        assert!(text.contains("https://r.example.org/ui/projects/0b7d1c8e-8a57-4c1e-9d49-2b7a4f0e6a11"));
         assert!(text.contains("/api/v1/me/notification-preferences"));
     }
 }

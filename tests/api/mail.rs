@@ -190,7 +190,7 @@ async fn a_request_for_changes_reaches_the_pi_by_email_with_a_link_to_the_applic
     let to_rita: Vec<_> = messages.iter().filter(|m| m.starts_with("X-Envelope-To: rita@example.org\r\n")).collect();
     assert_eq!(to_rita.len(), 1, "{messages:?}");
     assert!(to_rita[0].contains("Subject: The committee asks for changes to your application"), "{}", to_rita[0]);
-    assert!(to_rita[0].contains(&format!("{PUBLIC_URL}/applications/{id}")), "{}", to_rita[0]);
+    assert!(to_rita[0].contains(&format!("{PUBLIC_URL}/ui/applications/{id}")), "{}", to_rita[0]);
     assert!(to_rita[0].contains("/api/v1/me/notification-preferences"), "the footer says how to change them");
     assert!(!to_rita[0].contains("data management plan"), "only the notification's subject goes out");
     let submissions: Vec<_> =
