@@ -182,6 +182,14 @@ struct Shown {
     value: String,
 }
 
+/// A breakdown's chart, with the total over its dimension as shown.
+struct ChartView {
+    chart: Chart,
+    total: String,
+    /// No subject has a value of the dimension (subjects without imaging have no scanner).
+    empty: bool,
+}
+
 /// The answers, as the page shows them.
 struct Results {
     exact: bool,
@@ -194,8 +202,7 @@ struct Results {
     anchored: bool,
     /// Units spent by this run, units left, allowance, window in days.
     budget: Option<(i64, i64, u32, u32)>,
-    /// Each chart with the total over its dimension, as shown.
-    charts: Vec<(Chart, String)>,
+    charts: Vec<ChartView>,
     /// Cells suppressed across the charts.
     suppressed_cells: usize,
     /// The request body of the count, for the API.
@@ -226,7 +233,7 @@ fn threshold_of(disclosure: &Disclosure) -> i64 {
 }
 
 /// A breakdown's cells as a chart (one split, `subjects`) and its total, as shown.
-fn breakdown_chart(id: &str, title: &'static str, result: &BreakdownResult, threshold: i64) -> (Chart, String, usize) {
+fn breakdown_chart(id: &str, title: &'static str, result: &BreakdownResult, threshold: i64) -> (ChartView, usize) {
     let cells: Vec<VersionBreakdownCell> = result
         .cells
         .iter()
@@ -241,12 +248,13 @@ fn breakdown_chart(id: &str, title: &'static str, result: &BreakdownResult, thre
         .collect();
     let hidden = cells.iter().filter(|c| c.suppressed).count();
     let words = format!("fewer than {threshold}, or hidden to shield a small cell");
-    let total = result
-        .cells
-        .iter()
-        .find(|c| c.total)
-        .map_or_else(String::new, |c| c.counts.subjects.map_or_else(|| fewer_than(threshold), |n| n.to_string()));
-    (chart::one(id, title, &cells, &words), total, hidden)
+    let total = result.cells.iter().find(|c| c.total).map_or_else(String::new, |c| {
+        c.counts
+            .subjects
+            .map_or_else(|| format!("fewer than {threshold} subjects (suppressed)"), |n| format!("{n} subjects"))
+    });
+    let empty = cells.is_empty();
+    (ChartView { chart: chart::one(id, title, &cells, &words), total, empty }, hidden)
 }
 
 async fn answer(
@@ -269,8 +277,8 @@ async fn answer(
     let mut charts = Vec::new();
     let mut suppressed_cells = 0;
     for (id, title, result) in [("site", "By site", &by_site), ("second", second.1, &by_second)] {
-        let (chart, total, hidden) = breakdown_chart(id, title, result, threshold);
-        charts.push((chart, total));
+        let (chart, hidden) = breakdown_chart(id, title, result, threshold);
+        charts.push(chart);
         suppressed_cells += hidden;
     }
     let spent: i64 = [&count.disclosure, &by_site.disclosure, &by_second.disclosure]
