@@ -71,6 +71,8 @@ pub fn transport(url: &str) -> Result<AsyncSmtpTransportBuilder, lettre::transpo
 /// | `project:<id>` | `/ui/projects/<id>` |
 /// | `open-cohort:<slug>` | `/ui/open-cohorts/<slug>` |
 /// | anything else, or none | `/ui/notifications` |
+///
+/// With an empty `public_url` it is the path alone, as the notifications page links it.
 pub fn link(public_url: &str, to_stewards: bool, target: Option<&str>) -> String {
     let base = public_url.trim_end_matches('/');
     let page = target.and_then(|t| t.split_once(':')).and_then(|(kind, id)| {
@@ -310,6 +312,7 @@ mod tests {
         assert_eq!(link(base, false, Some("cohort:x")), format!("{base}/ui/notifications"));
         assert_eq!(link(base, false, Some("application:../../x")), format!("{base}/ui/notifications"));
         assert_eq!(link(base, false, None), format!("{base}/ui/notifications"));
+        assert_eq!(link("", false, Some(&format!("project:{id}"))), format!("/ui/projects/{id}"));
     }
 
     #[test]

@@ -325,6 +325,20 @@ pub async fn has_profile(db: impl PgExecutor<'_>, username: &str) -> sqlx::Resul
     .await
 }
 
+/// Checks and saves `principal`'s profile (the REST API and the account
+/// page), and records the roles they hold as of it (who may be assigned to
+/// review); `true` when it was created.
+pub async fn save_profile(
+    db: &PgPool,
+    principal: &Principal,
+    request: &ProfileRequest,
+) -> Result<(Profile, bool), ApiError> {
+    let valid = validate_profile(request)?;
+    let saved = put_profile(db, &principal.username, &valid).await?;
+    crate::auth::api_tokens::upsert_user(db, &principal.username, &principal.roles).await?;
+    Ok(saved)
+}
+
 /// Creates or replaces the caller's profile; `true` when it was created.
 ///
 /// A change to any field clears a verification. Replacing a profile with

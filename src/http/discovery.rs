@@ -165,9 +165,14 @@ pub async fn count(
     principal: Principal,
     AppJson(request): AppJson<CountRequest>,
 ) -> Result<AppJson<CountResult>> {
+    Ok(AppJson(count_for(&state, &principal, &request).await?))
+}
+
+/// A count as `principal` may see it (the REST API and the discovery page).
+pub async fn count_for(state: &AppState, principal: &Principal, request: &CountRequest) -> Result<CountResult> {
     let query = discovery::prepare(&state.db, request.criteria.as_ref()).await?;
-    let caller = caller(&state, &principal, request.project, &query, &[], false).await?;
-    Ok(AppJson(discovery::count(&state.db, &state.discovery, &caller, &query).await?))
+    let caller = caller(state, principal, request.project, &query, &[], false).await?;
+    discovery::count(&state.db, &state.discovery, &caller, &query).await
 }
 
 /// Break the matching data down by site, scanner, sex or age band: the site effect at a glance.
@@ -192,6 +197,15 @@ pub async fn breakdown(
     principal: Principal,
     AppJson(request): AppJson<BreakdownRequest>,
 ) -> Result<AppJson<BreakdownResult>> {
+    Ok(AppJson(breakdown_for(&state, &principal, &request).await?))
+}
+
+/// A breakdown as `principal` may see it (the REST API and the discovery page).
+pub async fn breakdown_for(
+    state: &AppState,
+    principal: &Principal,
+    request: &BreakdownRequest,
+) -> Result<BreakdownResult> {
     if request.by.is_empty() || request.by.len() > 2 {
         return Err(ApiError::BadRequest("`by` names one or two dimensions".into()));
     }
@@ -199,6 +213,6 @@ pub async fn breakdown(
         return Err(ApiError::BadRequest("the two dimensions of `by` differ".into()));
     }
     let query = discovery::prepare(&state.db, request.criteria.as_ref()).await?;
-    let caller = caller(&state, &principal, request.project, &query, &request.by, true).await?;
-    Ok(AppJson(discovery::breakdown(&state.db, &state.discovery, &caller, &query, &request.by).await?))
+    let caller = caller(state, principal, request.project, &query, &request.by, true).await?;
+    discovery::breakdown(&state.db, &state.discovery, &caller, &query, &request.by).await
 }

@@ -108,10 +108,7 @@ pub async fn put_my_profile(
     principal: Principal,
     AppJson(request): AppJson<ProfileRequest>,
 ) -> Result<(StatusCode, AppJson<Profile>)> {
-    let valid = projects::validate_profile(&request)?;
-    let (profile, created) = projects::put_profile(&state.db, &principal.username, &valid).await?;
-    // The roles the person holds, as of their profile: who may be assigned to review.
-    crate::auth::api_tokens::upsert_user(&state.db, &principal.username, &principal.roles).await?;
+    let (profile, created) = projects::save_profile(&state.db, &principal, &request).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, AppJson(profile)))
 }
 

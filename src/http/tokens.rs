@@ -114,6 +114,16 @@ pub async fn create_token(
     principal: Principal,
     AppJson(request): AppJson<CreateTokenRequest>,
 ) -> Result<(StatusCode, AppJson<CreateTokenResponse>)> {
+    Ok((StatusCode::CREATED, AppJson(create(&state, &principal, request).await?)))
+}
+
+/// Makes a token for `principal` (the REST API and the account page); the
+/// secret is in the answer and nowhere else.
+pub async fn create(
+    state: &AppState,
+    principal: &Principal,
+    request: CreateTokenRequest,
+) -> Result<CreateTokenResponse> {
     if principal.credential != Credential::Jwt {
         return Err(ApiError::Forbidden(
             "API tokens can only be created with a JWT, not with another API token".into(),
@@ -155,7 +165,7 @@ pub async fn create_token(
     .await?;
     tx.commit().await?;
 
-    Ok((StatusCode::CREATED, AppJson(CreateTokenResponse { token: token.secret, details: record.into() })))
+    Ok(CreateTokenResponse { token: token.secret, details: record.into() })
 }
 
 /// List the caller's API tokens (never their secrets).
@@ -196,6 +206,13 @@ pub async fn revoke_token(
     principal: Principal,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<StatusCode> {
+    revoke(&state, &principal, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes token `id` of `principal` (any token, for admins); other people's
+/// tokens are not found. Revoking a revoked token changes nothing.
+pub async fn revoke(state: &AppState, principal: &Principal, id: Uuid) -> Result<()> {
     let mut tx = state.db.begin().await?;
     let (owner, revoked) = api_tokens::token_owner(&mut *tx, id).await?.ok_or(ApiError::NotFound("token"))?;
     if owner != principal.username && !principal.has_role(Role::Admin) {
@@ -213,5 +230,5 @@ pub async fn revoke_token(
         .await?;
     }
     tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }

@@ -43,16 +43,24 @@ pub fn breakdowns(cells: &[VersionBreakdownCell]) -> Vec<Chart> {
         .iter()
         .filter_map(|(id, title)| {
             let of: Vec<&VersionBreakdownCell> = cells.iter().filter(|c| c.by == *id).collect();
-            (!of.is_empty()).then(|| chart(id, title, &of))
+            (!of.is_empty()).then(|| chart(id, title, &of, ("suppressed (too few to show)", "suppressed")))
         })
         .collect()
+}
+
+/// One chart of any breakdown's cells; a suppressed cell is described by
+/// `suppressed`, in the chart and in the table alike.
+pub fn one(id: &str, title: &'static str, cells: &[VersionBreakdownCell], suppressed: &str) -> Chart {
+    let of: Vec<&VersionBreakdownCell> = cells.iter().collect();
+    chart(id, title, &of, (suppressed, suppressed))
 }
 
 fn label(value: Option<&str>) -> String {
     value.map_or_else(|| "not recorded".to_owned(), str::to_owned)
 }
 
-fn chart(id: &str, title: &'static str, cells: &[&VersionBreakdownCell]) -> Chart {
+/// `suppressed`: the words of a suppressed cell in the chart and in the table.
+fn chart(id: &str, title: &'static str, cells: &[&VersionBreakdownCell], suppressed: (&str, &str)) -> Chart {
     let splits: Vec<String> = cells.iter().map(|c| c.split.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     let values: Vec<Option<String>> =
         cells.iter().map(|c| c.value.clone()).collect::<BTreeSet<_>>().into_iter().collect();
@@ -86,9 +94,10 @@ fn chart(id: &str, title: &'static str, cells: &[&VersionBreakdownCell]) -> Char
                 Some(c) if c.suppressed => {
                     let _ = write!(
                         svg,
-                        r#"<text class="chart-suppressed" x="{LABEL_WIDTH}" y="{text_y}">suppressed (too few to show)</text>"#
+                        r#"<text class="chart-suppressed" x="{LABEL_WIDTH}" y="{text_y}">{}</text>"#,
+                        escape(suppressed.0)
                     );
-                    row.push("suppressed".to_owned());
+                    row.push(suppressed.1.to_owned());
                 }
                 _ => {
                     // A value without subjects in a split has no cell: zero, drawn as no bar.

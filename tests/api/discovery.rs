@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, TestResponse};
 
 #[derive(Debug, Clone)]
-struct Series {
+pub(crate) struct Series {
     study: usize,
     modality: &'static str,
     manufacturer: &'static str,
@@ -25,7 +25,7 @@ struct Series {
 }
 
 #[derive(Debug, Clone)]
-struct Person {
+pub(crate) struct Person {
     id: String,
     site: &'static str,
     sex: &'static str,
@@ -39,7 +39,7 @@ struct Person {
 
 /// 80 people at two sites with a deterministic mix of everything discovery filters on.
 #[allow(clippy::manual_is_multiple_of)]
-fn people() -> Vec<Person> {
+pub(crate) fn people() -> Vec<Person> {
     (0..80_u32)
         .map(|i| {
             let site = if i % 3 == 0 { "north" } else { "local" };
@@ -126,7 +126,7 @@ async fn post_csv(app: &TestApp, path: &str, csv: String, content_type: &str) {
 }
 
 /// Loads the people: tables through the import API, imaging as catalog rows.
-async fn registry(app: &TestApp, people: &[Person]) {
+pub(crate) async fn registry(app: &TestApp, people: &[Person]) {
     sqlx::query("insert into site (code, name) values ('north', 'North hospital')").execute(&app.db).await.unwrap();
     for site in ["local", "north"] {
         let here: Vec<&Person> = people.iter().filter(|p| p.site == site).collect();
