@@ -63,6 +63,15 @@ pub(super) fn parse_id(text: &str, what: &'static str) -> Result<Uuid, WebError>
     text.parse().map_err(|_| WebError::NotFound(what))
 }
 
+/// The signed-in principal acting on the page's `what` named by `id`.
+pub(super) fn acting<'a>(
+    visitor: &'a Visitor,
+    id: &str,
+    what: &'static str,
+) -> Result<(&'a Principal, Uuid), WebError> {
+    Ok((visitor.signed_in()?, parse_id(id, what)?))
+}
+
 /// A state name in words (`changes_requested` → `changes requested`).
 pub(super) fn words(text: &str) -> String {
     text.replace('_', " ")
@@ -566,7 +575,7 @@ async fn create(
     let mut tx = state.db.begin().await?;
     let created = applications::create(&mut tx, principal, project_id, &content).await?;
     tx.commit().await?;
-    Ok(Redirect::to(&format!("/ui/applications/{}", created.application.id)).into_response())
+    Ok(back(created.application.id, "created"))
 }
 
 // ------------------------------------------------------------------ one application
@@ -775,9 +784,9 @@ struct DetailPage {
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct DoneQuery {
+pub(super) struct DoneQuery {
     #[serde(default)]
-    done: String,
+    pub done: String,
 }
 
 fn done_message(key: &str) -> Option<&'static str> {
@@ -858,8 +867,7 @@ async fn edit(
     Path(id): Path<String>,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> PageResult {
-    let principal = visitor.signed_in()?;
-    let id = parse_id(&id, "application")?;
+    let (principal, id) = acting(&visitor, &id, "application")?;
     if value(&pairs, "action") == "check" {
         applications::visible(&mut *state.db.acquire().await?, principal, id).await?;
         let mut extras = Extras::default();
@@ -890,8 +898,7 @@ async fn edit(
 }
 
 async fn submit(State(state): State<AppState>, visitor: Visitor, Path(id): Path<String>) -> PageResult {
-    let principal = visitor.signed_in()?;
-    let id = parse_id(&id, "application")?;
+    let (principal, id) = acting(&visitor, &id, "application")?;
     let outcome = async {
         // As the API does: the check runs before the transaction, its feasibility counts commit on their own.
         let checked = applications::check_submission(&state.db, &state.discovery, &state.config, principal, id).await?;
@@ -919,8 +926,7 @@ async fn withdraw(
     Path(id): Path<String>,
     Form(form): Form<WithdrawForm>,
 ) -> PageResult {
-    let principal = visitor.signed_in()?;
-    let id = parse_id(&id, "application")?;
+    let (principal, id) = acting(&visitor, &id, "application")?;
     let mut tx = state.db.begin().await?;
     applications::withdraw(&mut tx, principal, id, Some(&form.reason)).await?;
     tx.commit().await?;
@@ -949,8 +955,7 @@ async fn comment(
     Path(id): Path<String>,
     Form(form): Form<CommentForm>,
 ) -> PageResult {
-    let principal = visitor.signed_in()?;
-    let id = parse_id(&id, "application")?;
+    let (principal, id) = acting(&visitor, &id, "application")?;
     add_comment(&state, principal, id, &form).await?;
     Ok(back(id, "commented"))
 }
@@ -1031,8 +1036,7 @@ fn reviewed(id: Uuid, done: &str) -> Response {
 }
 
 async fn start_review(State(state): State<AppState>, visitor: Visitor, Path(id): Path<String>) -> PageResult {
-    let principal = visitor.signed_in()?;
-    let id = parse_id(&id, "application")?;
+    let (principal, id) = acting(&visitor, &id, "application")?;
     let mut tx = state.db.begin().await?;
     review::start(&mut tx, principal, &state.config.access, id).await?;
     tx.commit().await?;
@@ -1051,8 +1055,7 @@ async fn assign(
     Path(id): Path<String>,
     Form(form): Form<AssignForm>,
 ) -> PageResult {
-    let principal = visitor.signed_in()?;
-    let id = parse_id(&id, "application")?;
+    let (principal, id) = acting(&visitor, &id, "application")?;
     let mut tx = state.db.begin().await?;
     review::assign(&mut tx, principal, &state.config.access, id, &form.steward).await?;
     tx.commit().await?;
@@ -1073,8 +1076,7 @@ async fn declare(
     Path(id): Path<String>,
     Form(form): Form<DeclareForm>,
 ) -> PageResult {
-    let principal = visitor.signed_in()?;
-    let id = parse_id(&id, "application")?;
+    let (principal, id) = acting(&visitor, &id, "application")?;
     let mut tx = state.db.begin().await?;
     review::declare(&mut tx, principal, id, form.conflict.is_some(), &form.statement).await?;
     tx.commit().await?;
@@ -1127,8 +1129,7 @@ async fn vote(
     Path(id): Path<String>,
     Form(form): Form<VoteForm>,
 ) -> PageResult {
-    let principal = visitor.signed_in()?;
-    let id = parse_id(&id, "application")?;
+    let (principal, id) = acting(&visitor, &id, "application")?;
     let kind = ballot_kind(&form.vote)?;
     let conditions = if kind == VoteKind::ApproveWithConditions { Some(ballot_conditions(&form)?) } else { None };
     let ballot = Ballot { vote: kind, conditions, comment: Some(&form.comment) };

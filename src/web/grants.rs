@@ -20,7 +20,7 @@ use axum::{Form, Router};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::applications::{condition_lines, parse_id, project_title, readable_projects, when, words};
+use super::applications::{DoneQuery, acting, condition_lines, project_title, readable_projects, when, words};
 use super::pages::{human_bytes, server_url};
 use super::{Chrome, Visitor, WebError, render};
 use crate::access::duties;
@@ -43,12 +43,6 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/releases", get(list_releases))
         .route("/ui/releases/{id}", get(release_page))
         .route("/ui/releases/{id}/files/{*path}", get(download))
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct DoneQuery {
-    #[serde(default)]
-    done: String,
 }
 
 fn state_text(grant: &Grant) -> String {
@@ -157,8 +151,7 @@ async fn grant_page(
     Path(id): Path<String>,
     Query(query): Query<DoneQuery>,
 ) -> PageResult {
-    let principal = visitor.signed_in()?;
-    let id = parse_id(&id, "grant")?;
+    let (principal, id) = acting(&visitor, &id, "grant")?;
     let history = grants::visible(&state.db, principal, id).await?;
     let grant = history.last().cloned().ok_or(WebError::NotFound("grant"))?;
     let duties = duties::obligations(&state.db, Some(grant.project_id), false)
@@ -263,8 +256,7 @@ async fn accept_agreement(
     Path(id): Path<String>,
     Form(form): Form<AcceptForm>,
 ) -> PageResult {
-    let principal = visitor.signed_in()?;
-    let id = parse_id(&id, "grant")?;
+    let (principal, id) = acting(&visitor, &id, "grant")?;
     let history = grants::visible(&state.db, principal, id).await?;
     let grant = history.last().ok_or(WebError::NotFound("grant"))?;
     if form.read.is_none() {
@@ -282,8 +274,7 @@ async fn accept_agreement(
 
 /// A release of the grant, asked for exactly as `POST /projects/{id}/extracts`.
 async fn request_release(State(state): State<AppState>, visitor: Visitor, Path(id): Path<String>) -> PageResult {
-    let principal = visitor.signed_in()?;
-    let id = parse_id(&id, "grant")?;
+    let (principal, id) = acting(&visitor, &id, "grant")?;
     let history = grants::visible(&state.db, principal, id).await?;
     let project_id = history.last().ok_or(WebError::NotFound("grant"))?.project_id;
     let standing = standing(&state.db, project_id, principal).await?;
@@ -368,8 +359,7 @@ async fn release_page(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> PageResult {
-    let principal = visitor.signed_in()?;
-    let id = parse_id(&id, "release")?;
+    let (principal, id) = acting(&visitor, &id, "release")?;
     let extract = crate::http::extracts::visible(&state, Some(principal), id).await?;
     let project_id = extract.project_id.ok_or(WebError::NotFound("release"))?;
     let building = matches!(extract.state, ExtractState::Queued | ExtractState::Building);
@@ -430,8 +420,7 @@ async fn download(
     Path((id, path)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> PageResult {
-    let principal = visitor.signed_in()?;
-    let id = parse_id(&id, "release")?;
+    let (principal, id) = acting(&visitor, &id, "release")?;
     let mut response = crate::http::extracts::serve_file(&state, Some(principal), client, id, &path, &headers).await?;
     let name: String = path
         .rsplit('/')
