@@ -106,6 +106,7 @@ async fn waive_the_access_fee(app: &TestApp, sam: &str, id: &str) {
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // one journey, read from top to bottom
 async fn a_researcher_applies_a_steward_asks_for_changes_two_approve_and_the_pi_downloads_a_release_file() {
     let (app, _, rita) = demo_with(|_| {}).await;
     let sam = app.token("sam", &[Role::Steward]);
@@ -143,6 +144,8 @@ async fn a_researcher_applies_a_steward_asks_for_changes_two_approve_and_the_pi_
     let review = format!("/ui/steward/applications/{id}");
     browser.go(&review).await;
     browser.wait_for_text("#check-result", "demo-neuro-mri").await;
+    let check = browser.text("#check-result").await;
+    assert!(check.contains("Ready to submit"), "the PI's bona fides count, not the steward's: {check}");
     browser.click("#start-review").await;
     browser.wait_for_text("#state", "under review").await;
     declare_no_interests(&browser).await;
@@ -184,7 +187,7 @@ async fn a_researcher_applies_a_steward_asks_for_changes_two_approve_and_the_pi_
     browser.screenshot("steward-review").await;
 
     sign_in_as(&browser, &stella, "stella").await;
-    browser.go(&review).await;
+    browser.go(&review).await; // stella's review: a declaration, then the second approval
     declare_no_interests(&browser).await;
     browser.click("#vote-approve").await;
     browser.click("#cast-vote").await;
