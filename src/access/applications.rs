@@ -301,9 +301,22 @@ pub async fn check(
     principal: &Principal,
     content: &ApplicationContent,
 ) -> Result<CheckResult, ApiError> {
+    check_of(db, index, config, principal, &principal.username, content).await
+}
+
+/// [`check`] of a draft whose PI is `pi`: the bona fides checked are the
+/// PI's, whoever asks (a steward reviewing it included).
+async fn check_of(
+    db: &PgPool,
+    index: &Arc<discovery::memory::Index>,
+    config: &Config,
+    principal: &Principal,
+    pi: &str,
+    content: &ApplicationContent,
+) -> Result<CheckResult, ApiError> {
     let dictionary = crate::dictionary::db::dictionary(db).await?;
     let mut problems = completeness(content, &dictionary);
-    if config.access.require_verified_profiles && !db::profile_verified(db, &principal.username).await? {
+    if config.access.require_verified_profiles && !db::profile_verified(db, pi).await? {
         problems.push(problem(
             "/pi",
             "unverified-profile",
@@ -375,7 +388,8 @@ pub async fn check(
     Ok(CheckResult { can_submit: problems.is_empty(), cohorts, problems, auto_approval })
 }
 
-/// Checks the draft of an application the caller may see (its readers).
+/// Checks the draft of an application the caller may see (its readers), with
+/// the bona fides of its project's PI.
 pub async fn check_draft(
     db: &PgPool,
     index: &Arc<discovery::memory::Index>,
@@ -383,8 +397,13 @@ pub async fn check_draft(
     principal: &Principal,
     id: Uuid,
 ) -> Result<CheckResult, ApiError> {
-    let app = visible(&mut *db.acquire().await?, principal, id).await?;
-    check(db, index, config, principal, &app.draft).await
+    let (app, pi) = {
+        let mut conn = db.acquire().await?;
+        let app = visible(&mut conn, principal, id).await?;
+        let pi = duties::pi_of(&mut *conn, app.project_id).await?;
+        (app, pi)
+    };
+    check_of(db, index, config, principal, &pi, &app.draft).await
 }
 
 /// A draft checked for its submission by the project's PI: made only by

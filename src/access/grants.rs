@@ -171,6 +171,15 @@ fn grant(row: GrantRow, now: DateTime<Utc>) -> Result<Grant, ApiError> {
     })
 }
 
+/// Every version of grant `id`, oldest first, if the caller may read it (the
+/// project's members, stewards and admins); for anyone else it does not exist.
+pub async fn visible(db: &sqlx::PgPool, principal: &Principal, id: Uuid) -> Result<Vec<Grant>, ApiError> {
+    let history = history(db, id).await?;
+    let Some(first) = history.first() else { return Err(ApiError::NotFound("grant")) };
+    super::standing::standing(db, first.project_id, principal).await?.require_reader("grant")?;
+    Ok(history)
+}
+
 /// The latest version of every grant of a project, newest grant first.
 pub async fn of_project(db: impl PgExecutor<'_>, project_id: Uuid) -> Result<Vec<Grant>, ApiError> {
     in_force(db, Some(project_id)).await

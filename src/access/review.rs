@@ -287,6 +287,18 @@ pub struct Assignment {
     pub declared: bool,
 }
 
+/// The assignments of application `id` with whether each steward declared
+/// (stewards and admins).
+pub async fn assignments_of(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    id: Uuid,
+) -> Result<Vec<Assignment>, ApiError> {
+    steward(principal)?;
+    readable(conn, principal, id).await?;
+    assignments(conn, id).await
+}
+
 /// The assignments of application `id`, first assigned first.
 async fn assignments(conn: &mut PgConnection, id: Uuid) -> Result<Vec<Assignment>, ApiError> {
     Ok(sqlx::query_as!(

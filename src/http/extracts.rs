@@ -146,8 +146,15 @@ pub async fn find_extract(
     principal: Option<Principal>,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<AppJson<Extract>> {
+    Ok(AppJson(visible(&state, principal.as_ref(), id).await?))
+}
+
+/// The release `id` if `principal` may see it: a project's release by the
+/// project's readers (members, stewards, admins), an open cohort's version as
+/// [`Extract::open_version_visible`] says; for anyone else it does not exist.
+pub async fn visible(state: &AppState, principal: Option<&Principal>, id: Uuid) -> Result<Extract> {
     let extract = extracts::get(&state.db, id).await?.ok_or(ApiError::NotFound("extract"))?;
-    match (extract.project_id, &principal) {
+    match (extract.project_id, principal) {
         (Some(project_id), Some(principal)) => {
             standing(&state.db, project_id, principal).await?.require_reader("extract")?;
         }
@@ -155,12 +162,12 @@ pub async fn find_extract(
             return Err(ApiError::Unauthorized("a project's release is seen by its signed-in members".into()));
         }
         (None, _) => {
-            if !extract.open_version_visible(principal.as_ref()) {
+            if !extract.open_version_visible(principal) {
                 return Err(ApiError::NotFound("extract"));
             }
         }
     }
-    Ok(AppJson(extract))
+    Ok(extract)
 }
 
 /// Download a release's `manifest.json` (accepted members, grant in force).
@@ -265,7 +272,7 @@ pub async fn download_file(
     AppPath((id, path)): AppPath<(Uuid, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    serve(&state, Caller { principal: principal.as_ref(), client }, id, &path, &headers).await
+    serve_file(&state, principal.as_ref(), client, id, &path, &headers).await
 }
 
 /// Which part of a release to put in an archive.
@@ -444,6 +451,21 @@ pub async fn downloadable(state: &AppState, principal: Option<&Principal>, id: U
     let extract = extracts::for_download(&state.db, &state.config.access, grace, username, id).await?;
     limits::count_request(extract.owner(), &state.config.release)?;
     Ok(extract)
+}
+
+/// Serves one file (or the manifest, or its signature) of release `id` to
+/// `principal` (none: anonymous) at `client`: the one path every download of
+/// a file takes, the web pages' included, with its grant check, limits and
+/// byte audit.
+pub async fn serve_file(
+    state: &AppState,
+    principal: Option<&Principal>,
+    client: Option<std::net::IpAddr>,
+    id: Uuid,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<Response> {
+    serve(state, Caller { principal, client }, id, path, headers).await
 }
 
 /// Who asks for a file: the signed-in user (none: anonymous) and the client's address.

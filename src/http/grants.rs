@@ -57,10 +57,7 @@ pub async fn list_grants(State(state): State<AppState>, caller: InProject) -> Re
 }
 
 async fn visible_grant(state: &AppState, principal: &Principal, id: Uuid) -> Result<Vec<Grant>> {
-    let history = grants::history(&state.db, id).await?;
-    let Some(first) = history.first() else { return Err(ApiError::NotFound("grant")) };
-    crate::access::standing::standing(&state.db, first.project_id, principal).await?.require_reader("grant")?;
-    Ok(history)
+    grants::visible(&state.db, principal, id).await
 }
 
 /// Every version of a grant, oldest first (members and stewards).

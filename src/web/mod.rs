@@ -12,7 +12,9 @@
 //! ([`session`]); one without it is refused with a page saying so.
 
 mod admin;
+mod applications;
 mod chart;
+mod grants;
 mod organizer;
 mod pages;
 mod researcher;
@@ -109,6 +111,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .merge(organizer::routes())
         .merge(uploader::routes())
         .merge(admin::routes())
+        .merge(applications::routes())
+        .merge(grants::routes())
         .route("/ui/{*rest}", get(not_found))
         .layer(middleware::from_fn_with_state(state, guard))
 }

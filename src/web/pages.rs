@@ -92,7 +92,7 @@ struct LandingPage {
     leaderboard: LeaderboardView,
 }
 
-fn server_url(state: &AppState, headers: &HeaderMap) -> String {
+pub(super) fn server_url(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(url) = &state.config.release.public_url {
         return url.trim_end_matches('/').to_owned();
     }
@@ -100,7 +100,7 @@ fn server_url(state: &AppState, headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
-fn human_bytes(bytes: Option<i64>) -> String {
+pub(super) fn human_bytes(bytes: Option<i64>) -> String {
     let Some(bytes) = bytes else { return "size not known yet".to_owned() };
     #[allow(clippy::cast_precision_loss)]
     let value = bytes as f64;
