@@ -13,6 +13,7 @@
 
 mod admin;
 mod chart;
+mod oidc;
 mod organizer;
 mod pages;
 mod researcher;
@@ -103,6 +104,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/deid", get(pages::deid))
         .route("/ui/sign-in", get(pages::sign_in_form).post(pages::sign_in))
         .route("/ui/sign-out", post(pages::sign_out))
+        .merge(oidc::routes())
         .route("/ui/assets/{name}", get(asset))
         .merge(researcher::routes())
         .merge(steward::routes())

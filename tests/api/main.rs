@@ -57,6 +57,7 @@ mod stow;
 mod uploads;
 mod web;
 mod web_admin;
+mod web_oidc;
 mod web_organizer;
 mod web_researcher;
 mod web_steward;
