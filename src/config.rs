@@ -549,6 +549,83 @@ pub struct AuthConfig {
     pub default_token_ttl: String,
     /// Longest lifetime a personal API token may have, in days.
     pub max_api_token_days: u32,
+    /// Sign-in to the web pages through the OIDC issuer (`oidc_issuer`).
+    pub oidc: OidcConfig,
+}
+
+/// Web sign-in with the OIDC authorization-code flow and PKCE (S256), offered
+/// on the sign-in page when `client_id` is set. The provider is found by
+/// discovery at `<auth.oidc_issuer>/.well-known/openid-configuration`; its ID
+/// tokens are verified with the JWKS of `auth.jwks_url` (or `auth.jwks_file`),
+/// and the user and roles are read from `auth.username_claim` and
+/// `auth.roles_claim`, as for a bearer token. The local token sign-in stays.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OidcConfig {
+    /// The client id Custodian is registered under at the provider; the ID
+    /// token's `aud` must name it. Unset: no single sign-on.
+    pub client_id: Option<String>,
+    /// The client's secret (sent with HTTP Basic to the token endpoint).
+    /// Unset: a public client, protected by PKCE alone.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub client_secret: Option<SecretString>,
+    /// Where the provider sends the browser back, registered with the client.
+    /// Unset: `<release.public_url>/ui/sign-in/oidc/callback`, or from the
+    /// request's `Host` when `release.public_url` is unset too.
+    pub redirect_url: Option<String>,
+    /// Scopes asked for; must include `openid`, and whatever scope makes the
+    /// provider put the username and roles claims into the ID token.
+    pub scopes: Vec<String>,
+    /// The provider's name on the sign-in button ("Sign in with …").
+    pub provider_name: String,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        Self {
+            client_id: None,
+            client_secret: None,
+            redirect_url: None,
+            scopes: vec!["openid".into()],
+            provider_name: "your organisation's account".into(),
+        }
+    }
+}
+
+impl OidcConfig {
+    fn validate(&self, auth: &AuthConfig) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| Err(ConfigError::Invalid { key, problem: problem.to_owned() });
+        let http_url =
+            |u: &str| url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+        if let Some(url) = &self.redirect_url
+            && !http_url(url)
+        {
+            return invalid("auth.oidc.redirect_url", "must be an http:// or https:// URL");
+        }
+        if !self.scopes.iter().any(|s| s == "openid") {
+            return invalid("auth.oidc.scopes", "must include \"openid\"");
+        }
+        if self.scopes.iter().any(|s| s.is_empty() || s.contains(char::is_whitespace)) {
+            return invalid("auth.oidc.scopes", "each scope is one word");
+        }
+        let Some(client_id) = &self.client_id else { return Ok(()) };
+        if client_id.is_empty() {
+            return invalid("auth.oidc.client_id", "must not be empty");
+        }
+        if !auth.oidc_issuer.as_deref().is_some_and(http_url) {
+            return invalid(
+                "auth.oidc_issuer",
+                "must be the provider's http:// or https:// issuer URL for web sign-in (auth.oidc.client_id is set)",
+            );
+        }
+        if auth.jwks_url.is_none() && auth.jwks_file.is_none() {
+            return invalid(
+                "auth.jwks_url",
+                "is needed to verify the provider's ID tokens (auth.oidc.client_id is set)",
+            );
+        }
+        Ok(())
+    }
 }
 
 impl Default for AuthConfig {
@@ -566,6 +643,7 @@ impl Default for AuthConfig {
             leeway_secs: 30,
             default_token_ttl: "12h".into(),
             max_api_token_days: 365,
+            oidc: OidcConfig::default(),
         }
     }
 }
@@ -736,6 +814,7 @@ impl Config {
         if self.auth.max_api_token_days == 0 {
             return invalid("auth.max_api_token_days", "must be at least 1");
         }
+        self.auth.oidc.validate(&self.auth)?;
         if self.http.body_limit_bytes < 1024 {
             return invalid("http.body_limit_bytes", "must be at least 1024");
         }
@@ -998,6 +1077,9 @@ mod tests {
             ("CUSTODIAN_RELEASE__MULTIPART_THRESHOLD_BYTES", "0", "release.multipart_threshold_bytes"),
             ("CUSTODIAN_RELEASE__MULTIPART_PART_BYTES", "1024", "release.multipart_part_bytes"),
             ("CUSTODIAN_RELEASE__PUBLIC_URL", "ftp://x", "release.public_url"),
+            ("CUSTODIAN_AUTH__OIDC__CLIENT_ID", "custodian-web", "auth.oidc_issuer"),
+            ("CUSTODIAN_AUTH__OIDC__REDIRECT_URL", "not a url", "auth.oidc.redirect_url"),
+            ("CUSTODIAN_AUTH__OIDC__SCOPES", "[\"profile\"]", "auth.oidc.scopes"),
         ];
         for (var, value, key) in cases {
             Jail::expect_with(|jail| {
@@ -1032,6 +1114,23 @@ mod tests {
             let printed = format!("{config:?}");
             assert!(!printed.contains("hunter2"), "{printed}");
             assert!(!printed.contains("a-very-long-shared-secret"), "{printed}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn web_sign_in_is_read_from_the_environment_and_its_secret_never_prints() {
+        Jail::expect_with(|jail| {
+            assert!(load_in_jail(jail, None).unwrap().auth.oidc.client_id.is_none(), "no single sign-on by default");
+            jail.set_env("CUSTODIAN_AUTH__OIDC_ISSUER", "https://idp.example.org/realms/hospital");
+            jail.set_env("CUSTODIAN_AUTH__JWKS_URL", "https://idp.example.org/realms/hospital/certs");
+            jail.set_env("CUSTODIAN_AUTH__OIDC__CLIENT_ID", "custodian-web");
+            jail.set_env("CUSTODIAN_AUTH__OIDC__CLIENT_SECRET", "a-client-secret-nobody-reads");
+            jail.set_env("CUSTODIAN_AUTH__OIDC__SCOPES", "[\"openid\", \"roles\"]");
+            let config = load_in_jail(jail, None).unwrap();
+            assert_eq!(config.auth.oidc.client_id.as_deref(), Some("custodian-web"));
+            assert_eq!(config.auth.oidc.scopes, ["openid", "roles"]);
+            assert!(!format!("{config:?}").contains("a-client-secret"), "the secret never prints");
             Ok(())
         });
     }

@@ -9,6 +9,10 @@
 //! "signed" with HS256 using a public RSA key (key confusion) finds no HS256
 //! secret to match. `alg: none` is refused before any key is consulted. `iss`,
 //! `aud`, `exp` and `nbf` are required and checked.
+//!
+//! The web sign-in's ID tokens ([`Authenticator::verify_id_token`]) take the
+//! OIDC path only, with the client id as audience and their nonce checked,
+//! and give the same [`Principal`] a bearer token with those claims would.
 
 use std::path::Path;
 use std::time::Duration;
@@ -49,6 +53,17 @@ pub enum TokenError {
     MissingClaim(String),
     #[error("the identity provider's keys are unavailable")]
     KeysUnavailable,
+    #[error("token nonce does not match this sign-in")]
+    Nonce,
+}
+
+/// Who signed a token that verified.
+#[derive(Clone, Copy)]
+enum Issuer {
+    /// Custodian itself (HS256).
+    Custodian,
+    /// The OIDC issuer (its JWKS).
+    Oidc,
 }
 
 impl From<jsonwebtoken::errors::Error> for TokenError {
@@ -172,17 +187,42 @@ impl Authenticator {
 
     /// Verifies a JWT and returns who it speaks for.
     pub async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        let (claims, issuer) = self.decode(token, &self.audience, true).await?;
+        self.principal(&claims, issuer)
+    }
+
+    /// Verifies an ID token the OIDC issuer gave the web sign-in: signed with
+    /// the issuer's keys (never Custodian's own secret), `iss` the issuer,
+    /// `aud` the sign-in's `client_id`, unexpired, and its `nonce` the one the
+    /// sign-in sent (`nonce_is_expected` compares). Returns the same
+    /// [`Principal`] a bearer token with these claims gives.
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        client_id: &str,
+        nonce_is_expected: impl FnOnce(&str) -> bool,
+    ) -> Result<Principal, TokenError> {
+        let (claims, issuer) = self.decode(token, client_id, false).await?;
+        let nonce =
+            claims.get("nonce").and_then(Value::as_str).ok_or_else(|| TokenError::MissingClaim("nonce".into()))?;
+        if !nonce_is_expected(nonce) {
+            return Err(TokenError::Nonce);
+        }
+        self.principal(&claims, issuer)
+    }
+
+    /// Checks the signature, issuer, audience and validity period of `token`,
+    /// and returns its claims and who signed it.
+    async fn decode(&self, token: &str, audience: &str, own_tokens: bool) -> Result<(Value, Issuer), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => TokenError::Algorithm,
             _ => TokenError::Malformed,
         })?;
-        // Custodian's own tokens always carry `sub` and `roles`; the configured
-        // claims name where an OIDC issuer puts them.
-        let (claims, username_claim, roles_claim): (Value, &str, &str) = match header.alg {
-            Algorithm::HS256 => {
+        match header.alg {
+            Algorithm::HS256 if own_tokens => {
                 let hs256 = self.hs256.as_ref().ok_or(TokenError::Algorithm)?;
-                let validation = self.validation(Algorithm::HS256, &self.issuer);
-                (jsonwebtoken::decode::<Value>(token, &hs256.decoding, &validation)?.claims, "sub", "roles")
+                let validation = self.validation(Algorithm::HS256, &self.issuer, audience);
+                Ok((jsonwebtoken::decode::<Value>(token, &hs256.decoding, &validation)?.claims, Issuer::Custodian))
             }
             Algorithm::RS256 | Algorithm::ES256 => {
                 let jwks = self.jwks.as_ref().ok_or(TokenError::Algorithm)?;
@@ -191,17 +231,26 @@ impl Authenticator {
                 if key_alg != header.alg {
                     return Err(TokenError::Algorithm);
                 }
-                let validation = self.validation(header.alg, &self.oidc_issuer);
-                let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)?.claims;
-                (claims, self.username_claim.as_str(), self.roles_claim.as_str())
+                let validation = self.validation(header.alg, &self.oidc_issuer, audience);
+                Ok((jsonwebtoken::decode::<Value>(token, &key, &validation)?.claims, Issuer::Oidc))
             }
-            _ => return Err(TokenError::Algorithm),
+            _ => Err(TokenError::Algorithm),
+        }
+    }
+
+    /// The principal a verified token speaks for. Custodian's own tokens
+    /// always carry `sub` and `roles`; the configured claims name where an
+    /// OIDC issuer puts them.
+    fn principal(&self, claims: &Value, issuer: Issuer) -> Result<Principal, TokenError> {
+        let (username_claim, roles_claim) = match issuer {
+            Issuer::Custodian => ("sub", "roles"),
+            Issuer::Oidc => (self.username_claim.as_str(), self.roles_claim.as_str()),
         };
-        let username = claim_at(&claims, username_claim)
+        let username = claim_at(claims, username_claim)
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
             .ok_or_else(|| TokenError::MissingClaim(username_claim.to_owned()))?;
-        let roles = match claim_at(&claims, roles_claim) {
+        let roles = match claim_at(claims, roles_claim) {
             Some(Value::Array(items)) => roles_from_names(items.iter().filter_map(Value::as_str)),
             Some(Value::String(s)) => roles_from_names(s.split([' ', ','])),
             _ => Vec::new(),
@@ -209,10 +258,15 @@ impl Authenticator {
         Ok(Principal { username: username.to_owned(), roles, credential: Credential::Jwt })
     }
 
-    fn validation(&self, alg: Algorithm, issuer: &str) -> Validation {
+    /// Where the configured claims name the user's roles (for messages).
+    pub fn roles_claim(&self) -> &str {
+        &self.roles_claim
+    }
+
+    fn validation(&self, alg: Algorithm, issuer: &str, audience: &str) -> Validation {
         let mut validation = Validation::new(alg);
         validation.set_issuer(&[issuer]);
-        validation.set_audience(&[&self.audience]);
+        validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.validate_exp = true;
         validation.validate_nbf = true;

@@ -133,6 +133,12 @@ pub async fn create_cohort(
     principal: Principal,
     AppJson(request): AppJson<CreateCohortRequest>,
 ) -> Result<(StatusCode, AppJson<Cohort>)> {
+    Ok((StatusCode::CREATED, AppJson(register_cohort(&state, &principal, &request).await?)))
+}
+
+/// Creates a cohort (admins; organizers for `open` cohorts), audited: the
+/// REST API and the admin page both come here.
+pub async fn register_cohort(state: &AppState, principal: &Principal, request: &CreateCohortRequest) -> Result<Cohort> {
     principal.require_any(&[Role::Admin, Role::Organizer])?;
     if !principal.has_role(Role::Admin) && request.tier != Tier::Open {
         return Err(ApiError::Forbidden("organizers may only create open cohorts".into()));
@@ -180,7 +186,7 @@ pub async fn create_cohort(
     )
     .await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, AppJson(cohort)))
+    Ok(cohort)
 }
 
 /// List sites.
@@ -217,6 +223,11 @@ pub async fn create_site(
     principal: Principal,
     AppJson(request): AppJson<CreateSiteRequest>,
 ) -> Result<(StatusCode, AppJson<Site>)> {
+    Ok((StatusCode::CREATED, AppJson(register_site(&state, &principal, &request).await?)))
+}
+
+/// Registers a site (admins), audited: the REST API and the admin page both come here.
+pub async fn register_site(state: &AppState, principal: &Principal, request: &CreateSiteRequest) -> Result<Site> {
     principal.require_any(&[Role::Admin])?;
     if !valid_site_code(&request.code) {
         return Err(ApiError::BadRequest("`code` must be 1–63 lowercase letters, digits, `-` or `_`".into()));
@@ -242,5 +253,5 @@ pub async fn create_site(
     )
     .await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, AppJson(site)))
+    Ok(site)
 }

@@ -15,6 +15,7 @@ mod admin;
 mod applications;
 mod chart;
 mod grants;
+mod oidc;
 mod organizer;
 mod pages;
 mod researcher;
@@ -105,6 +106,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/deid", get(pages::deid))
         .route("/ui/sign-in", get(pages::sign_in_form).post(pages::sign_in))
         .route("/ui/sign-out", post(pages::sign_out))
+        .merge(oidc::routes())
         .route("/ui/assets/{name}", get(asset))
         .merge(researcher::routes())
         .merge(steward::routes())

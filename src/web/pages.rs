@@ -327,33 +327,50 @@ pub async fn deid(State(state): State<AppState>, visitor: Visitor) -> PageResult
 struct SignInPage {
     chrome: Chrome,
     problem: Option<String>,
+    /// The OIDC provider's name, when single sign-on is configured.
+    provider: Option<String>,
 }
 
-fn secure_cookies(state: &AppState) -> bool {
-    state.config.release.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
-}
-
-fn set_cookie(response: &mut Response, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
-}
-
-/// The sign-in form; a visitor without a session gets one holding the form's CSRF token.
-pub async fn sign_in_form(State(state): State<AppState>, mut visitor: Visitor) -> PageResult {
+/// The sign-in page, saying why the last attempt signed nobody in (when
+/// `problem` is given), answered with `status`. A visitor without a session
+/// gets one holding the form's CSRF token.
+pub(super) async fn sign_in_page(
+    state: &AppState,
+    visitor: &Visitor,
+    status: StatusCode,
+    problem: Option<String>,
+) -> PageResult {
+    let mut visitor = visitor.clone();
     let mut cookie = None;
     if visitor.session.is_none() {
         let mut tx = state.db.begin().await?;
         let started = session::start_visit(&mut tx).await?;
         tx.commit().await?;
-        cookie = Some(session::cookie(&started, secure_cookies(&state)));
+        cookie = Some(session::cookie(&started, secure_cookies(state)));
         visitor.session = session::find(&state.db, &started.id).await?;
     }
-    let mut response = render(&SignInPage { chrome: Chrome::new(&visitor, "sign-in"), problem: None });
+    let page =
+        SignInPage { chrome: Chrome::new(&visitor, "sign-in"), problem, provider: super::oidc::provider_name(state) };
+    let mut response = (status, render(&page)).into_response();
     if let Some(cookie) = cookie {
         set_cookie(&mut response, &cookie);
     }
     Ok(response)
+}
+
+pub(super) fn secure_cookies(state: &AppState) -> bool {
+    state.config.release.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
+}
+
+pub(super) fn set_cookie(response: &mut Response, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+/// The sign-in form.
+pub async fn sign_in_form(State(state): State<AppState>, visitor: Visitor) -> PageResult {
+    sign_in_page(&state, &visitor, StatusCode::OK, None).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -367,12 +384,12 @@ pub async fn sign_in(State(state): State<AppState>, visitor: Visitor, Form(form)
         Ok(found) => found,
         Err(problem) => {
             let problem = if form.token.trim().is_empty() { "Paste a token to sign in.".to_owned() } else { problem };
-            let page = SignInPage { chrome: Chrome::new(&visitor, "sign-in"), problem: Some(problem) };
-            return Ok((StatusCode::UNAUTHORIZED, render(&page)).into_response());
+            return sign_in_page(&state, &visitor, StatusCode::UNAUTHORIZED, Some(problem)).await;
         }
     };
     let mut tx = state.db.begin().await?;
-    let started = session::sign_in(&mut tx, visitor.session.as_ref(), &principal, expiry).await?;
+    let started =
+        session::sign_in(&mut tx, visitor.session.as_ref(), &principal, expiry, session::SignInMethod::Token).await?;
     tx.commit().await?;
     let mut response = Redirect::to("/").into_response();
     set_cookie(&mut response, &session::cookie(&started, secure_cookies(&state)));

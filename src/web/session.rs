@@ -12,8 +12,9 @@
 //! `data/demo-tokens.env`; `custodian token issue` makes more) or a personal
 //! API token. The token itself is not kept: a JWT session ends when the JWT
 //! would have (at most [`SESSION_HOURS`]), an API token session also ends
-//! when its token is revoked. Sign-in through the OIDC issuer's
-//! authorization-code flow is still to come.
+//! when its token is revoked. When an OIDC issuer is configured, the visitor
+//! may sign in there instead ([`super::oidc`]): the session then lasts
+//! [`SESSION_HOURS`].
 //!
 //! Every form carries a synchronizer token bound to the session; every POST
 //! must bring it back (field `csrf_token`, or the `X-CSRF-Token` header for
@@ -53,6 +54,22 @@ pub struct Session {
     hash: Vec<u8>,
 }
 
+impl Session {
+    /// The SHA-256 of the session's id, as stored.
+    pub fn id_hash(&self) -> &[u8] {
+        &self.hash
+    }
+}
+
+/// How a visitor signed in, as the audit log records it.
+#[derive(Debug, Clone, Copy)]
+pub enum SignInMethod {
+    /// A token pasted into the sign-in form.
+    Token,
+    /// The OIDC issuer's authorization-code flow.
+    Oidc,
+}
+
 /// A new session's id, for the cookie.
 pub struct NewSession {
     pub id: String,
@@ -60,13 +77,13 @@ pub struct NewSession {
     pub expires_at: DateTime<Utc>,
 }
 
-fn random_token() -> String {
+pub(super) fn random_token() -> String {
     let mut bytes = [0_u8; 32];
     aws_lc_rs::rand::fill(&mut bytes).expect("the system random generator failed");
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn hash(id: &str) -> Vec<u8> {
+pub(super) fn hash(id: &str) -> Vec<u8> {
     digest(&SHA256, id.as_bytes()).as_ref().to_vec()
 }
 
@@ -143,12 +160,13 @@ fn hours(h: u64) -> chrono::Duration {
 
 /// Signs `principal` in: the visitor's session (if any) is replaced by a new
 /// one, with a new id and CSRF token, lasting until `credential_expiry` (at
-/// most [`SESSION_HOURS`]). Audited.
+/// most [`SESSION_HOURS`]). Audited, with `method`.
 pub async fn sign_in(
     tx: &mut PgConnection,
     previous: Option<&Session>,
     principal: &Principal,
     credential_expiry: Option<DateTime<Utc>>,
+    method: SignInMethod,
 ) -> Result<NewSession, sqlx::Error> {
     if let Some(previous) = previous {
         sqlx::query!("delete from web_session where session_hash = $1", previous.hash).execute(&mut *tx).await?;
@@ -165,10 +183,15 @@ pub async fn sign_in(
         Credential::ApiToken(id) => Some(id),
         Credential::Jwt => None,
     };
+    let method = match method {
+        SignInMethod::Token => "token",
+        SignInMethod::Oidc => "oidc",
+    };
     audit::record(
         tx,
-        NewEvent::new(&principal.username, "web.signed_in")
-            .details(json!({ "credential": how, "api_token_id": token, "expires_at": session.expires_at })),
+        NewEvent::new(&principal.username, "web.signed_in").details(
+            json!({ "method": method, "credential": how, "api_token_id": token, "expires_at": session.expires_at }),
+        ),
     )
     .await?;
     Ok(session)

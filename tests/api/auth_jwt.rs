@@ -24,13 +24,13 @@ fn claims(sub: &str) -> Value {
     json!({ "iss": IDP, "aud": "custodian", "sub": sub, "roles": ["steward"], "iat": now(), "nbf": now(), "exp": now() + 600 })
 }
 
-fn sign(alg: Algorithm, kid: Option<&str>, key: &EncodingKey, claims: &Value) -> String {
+pub(crate) fn sign(alg: Algorithm, kid: Option<&str>, key: &EncodingKey, claims: &Value) -> String {
     let mut header = Header::new(alg);
     header.kid = kid.map(str::to_owned);
     jsonwebtoken::encode(&header, claims, key).unwrap()
 }
 
-fn rsa_key(name: &str) -> EncodingKey {
+pub(crate) fn rsa_key(name: &str) -> EncodingKey {
     let pem = std::fs::read(format!("{}/tests/api/fixtures/{name}.pem", env!("CARGO_MANIFEST_DIR"))).unwrap();
     EncodingKey::from_rsa_pem(&pem).unwrap()
 }
@@ -40,7 +40,7 @@ fn ec_key(name: &str) -> EncodingKey {
     EncodingKey::from_ec_pem(&pem).unwrap()
 }
 
-fn jwk(name: &str) -> Value {
+pub(crate) fn jwk(name: &str) -> Value {
     let text =
         std::fs::read_to_string(format!("{}/tests/api/fixtures/{name}.jwk.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
     serde_json::from_str(&text).unwrap()

@@ -58,6 +58,7 @@ mod uploads;
 mod web;
 mod web_admin;
 mod web_journey;
+mod web_oidc;
 mod web_organizer;
 mod web_researcher;
 mod web_steward;
