@@ -133,6 +133,18 @@ pub async fn create_cohort(
     principal: Principal,
     AppJson(request): AppJson<CreateCohortRequest>,
 ) -> Result<(StatusCode, AppJson<Cohort>)> {
+    let mut tx = state.db.begin().await?;
+    let cohort = create(&mut tx, &principal, &request).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, AppJson(cohort)))
+}
+
+/// Creates a cohort (admins; organizers only of tier `open`), audited.
+pub async fn create(
+    tx: &mut sqlx::PgConnection,
+    principal: &Principal,
+    request: &CreateCohortRequest,
+) -> Result<Cohort> {
     principal.require_any(&[Role::Admin, Role::Organizer])?;
     if !principal.has_role(Role::Admin) && request.tier != Tier::Open {
         return Err(ApiError::Forbidden("organizers may only create open cohorts".into()));
@@ -166,12 +178,11 @@ pub async fn create_cohort(
         citation: request.citation.as_deref(),
         suppression_threshold: threshold,
     };
-    let mut tx = state.db.begin().await?;
-    let cohort = db::insert_cohort(&mut tx, &new).await.on_constraint("cohort_slug_key", || {
+    let cohort = db::insert_cohort(&mut *tx, &new).await.on_constraint("cohort_slug_key", || {
         ApiError::Conflict(format!("a cohort with slug `{}` exists", request.slug))
     })?;
     audit::record(
-        &mut tx,
+        tx,
         NewEvent::new(&principal.username, "cohort.create").target(format!("cohort:{}", cohort.slug)).details(json!({
             "tier": cohort.tier,
             "source": cohort.source,
@@ -179,8 +190,7 @@ pub async fn create_cohort(
         })),
     )
     .await?;
-    tx.commit().await?;
-    Ok((StatusCode::CREATED, AppJson(cohort)))
+    Ok(cohort)
 }
 
 /// List sites.
