@@ -48,6 +48,12 @@ pub fn breakdowns(cells: &[VersionBreakdownCell]) -> Vec<Chart> {
         .collect()
 }
 
+/// One chart of any counts shaped as cells: a group of bars per value, one
+/// bar per series (the cells' `split`); `by` is not read.
+pub fn bars(id: &str, title: &'static str, cells: &[VersionBreakdownCell]) -> Chart {
+    chart(id, title, &cells.iter().collect::<Vec<_>>())
+}
+
 fn label(value: Option<&str>) -> String {
     value.map_or_else(|| "not recorded".to_owned(), str::to_owned)
 }

@@ -182,7 +182,7 @@ impl Browser {
     }
 }
 
-fn form(fields: &[(&str, &str)]) -> String {
+pub(crate) fn form(fields: &[(&str, &str)]) -> String {
     url::form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish()
 }
 
@@ -341,12 +341,12 @@ async fn a_user_signs_in_with_a_token_sees_it_and_signs_out_and_a_post_without_t
 }
 
 /// The cookie a response sets, as a request sends it back.
-fn session_cookie(response: &crate::helpers::TestResponse) -> String {
+pub(crate) fn session_cookie(response: &crate::helpers::TestResponse) -> String {
     let set = response.headers[axum::http::header::SET_COOKIE].to_str().unwrap();
     set.split(';').next().unwrap().to_owned()
 }
 
-fn csrf_token_of(page: &str) -> String {
+pub(crate) fn csrf_token_of(page: &str) -> String {
     let marker = r#"name="csrf_token" value=""#;
     let start = page.find(marker).expect("the page has a form with a CSRF token") + marker.len();
     page[start..].split('"').next().unwrap().to_owned()
@@ -375,7 +375,13 @@ pub(crate) async fn sign_in_over_http(base: &str, token: &str) -> String {
     http.get(format!("{base}/")).header("cookie", session).send().await.unwrap().text().await.unwrap()
 }
 
-async fn page(app: &TestApp, method: &str, path: &str, cookie: &str, body: &str) -> crate::helpers::TestResponse {
+pub(crate) async fn page(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    cookie: &str,
+    body: &str,
+) -> crate::helpers::TestResponse {
     let request = axum::http::Request::builder()
         .method(method)
         .uri(path)
