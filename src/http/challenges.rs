@@ -87,7 +87,23 @@ pub async fn submit(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, AppJson<Submission>)> {
-    let content_type = super::imports::media_type(&headers);
+    let submission = submit_body(&state, &principal, &slug, id, &meta, &headers, body).await?;
+    Ok((StatusCode::ACCEPTED, AppJson(submission)))
+}
+
+/// Submits a request body as predictions for version `id` of challenge
+/// `slug`: its media type says which format it is, read within the
+/// configured limits while it streams.
+pub async fn submit_body(
+    state: &AppState,
+    principal: &Principal,
+    slug: &str,
+    id: Uuid,
+    meta: &SubmissionMeta,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Submission> {
+    let content_type = super::imports::media_type(headers);
     let format = match content_type.as_str() {
         "text/csv" => SubmissionFormat::LabelsCsv,
         "application/zip" => SubmissionFormat::MasksZip,
@@ -105,9 +121,7 @@ pub async fn submit(
         max_zip_bytes: state.config.ingest.max_request_bytes as u64,
         part_bytes: usize::try_from(state.config.release.multipart_part_bytes).unwrap_or(usize::MAX),
     };
-    let submission =
-        challenge::submit(&services, &principal, &slug, id, format, &meta, body.into_data_stream()).await?;
-    Ok((StatusCode::ACCEPTED, AppJson(submission)))
+    challenge::submit(&services, principal, slug, id, format, meta, body.into_data_stream()).await
 }
 
 /// Submissions.

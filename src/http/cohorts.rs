@@ -136,9 +136,21 @@ pub async fn create_cohort(
     Ok((StatusCode::CREATED, AppJson(register_cohort(&state, &principal, &request).await?)))
 }
 
-/// Creates a cohort (admins; organizers for `open` cohorts), audited: the
-/// REST API and the admin page both come here.
+/// Creates a cohort in a transaction of its own: the REST API and the admin
+/// page both come here.
 pub async fn register_cohort(state: &AppState, principal: &Principal, request: &CreateCohortRequest) -> Result<Cohort> {
+    let mut tx = state.db.begin().await?;
+    let cohort = create(&mut tx, principal, request).await?;
+    tx.commit().await?;
+    Ok(cohort)
+}
+
+/// Creates a cohort (admins; organizers only of tier `open`), audited, in `tx`.
+pub async fn create(
+    tx: &mut sqlx::PgConnection,
+    principal: &Principal,
+    request: &CreateCohortRequest,
+) -> Result<Cohort> {
     principal.require_any(&[Role::Admin, Role::Organizer])?;
     if !principal.has_role(Role::Admin) && request.tier != Tier::Open {
         return Err(ApiError::Forbidden("organizers may only create open cohorts".into()));
@@ -172,12 +184,11 @@ pub async fn register_cohort(state: &AppState, principal: &Principal, request: &
         citation: request.citation.as_deref(),
         suppression_threshold: threshold,
     };
-    let mut tx = state.db.begin().await?;
-    let cohort = db::insert_cohort(&mut tx, &new).await.on_constraint("cohort_slug_key", || {
+    let cohort = db::insert_cohort(&mut *tx, &new).await.on_constraint("cohort_slug_key", || {
         ApiError::Conflict(format!("a cohort with slug `{}` exists", request.slug))
     })?;
     audit::record(
-        &mut tx,
+        tx,
         NewEvent::new(&principal.username, "cohort.create").target(format!("cohort:{}", cohort.slug)).details(json!({
             "tier": cohort.tier,
             "source": cohort.source,
@@ -185,7 +196,6 @@ pub async fn register_cohort(state: &AppState, principal: &Principal, request: &
         })),
     )
     .await?;
-    tx.commit().await?;
     Ok(cohort)
 }
 

@@ -112,8 +112,21 @@ pub async fn import_table(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, AppJson<ImportReport>)> {
+    Ok((StatusCode::CREATED, AppJson(import(&state, &principal, kind, query, &headers, body).await?)))
+}
+
+/// Imports a table of `kind` from a request body (uploaders, admins): every
+/// problem found first, and nothing written unless there is none.
+pub async fn import(
+    state: &AppState,
+    principal: &Principal,
+    kind: ImportKind,
+    query: ImportQuery,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<ImportReport> {
     principal.require_any(&[Role::Uploader, Role::Admin])?;
-    let format = body_format(kind, &headers)?;
+    let format = body_format(kind, headers)?;
     let cohort_slug = query.cohort.unwrap_or_else(|| "default".into());
     let site_code = query.site.unwrap_or_else(|| "local".into());
     let cohort = registry::get_cohort_by_slug(&state.db, &cohort_slug).await?;
@@ -201,7 +214,7 @@ pub async fn import_table(
     let mut tx = state.db.begin().await?;
     let report = tables::db::write(&mut tx, &context, parsed).await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, AppJson(report)))
+    Ok(report)
 }
 
 /// Why a table body was refused while it was read.

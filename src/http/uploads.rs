@@ -108,12 +108,64 @@ pub async fn create_upload(
     principal: Principal,
     AppJson(request): AppJson<CreateUploadRequest>,
 ) -> Result<(StatusCode, AppJson<Session>)> {
+    Ok((StatusCode::CREATED, AppJson(open(&state, &principal, &request.cohort, &request.site).await?)))
+}
+
+/// Opens an upload session for `cohort` and `site` (uploaders, admins).
+pub async fn open(state: &AppState, principal: &Principal, cohort: &str, site: &str) -> Result<Session> {
     principal.require_any(UPLOADERS)?;
-    let session =
-        state.ingest.open_session(&principal.username, &request.cohort, &request.site, &json!({})).await?.ok_or_else(
-            || ApiError::BadRequest(format!("no cohort `{}` with a site `{}`", request.cohort, request.site)),
-        )?;
-    Ok((StatusCode::CREATED, AppJson(session)))
+    state
+        .ingest
+        .open_session(&principal.username, cohort, site, &json!({}))
+        .await?
+        .ok_or_else(|| ApiError::BadRequest(format!("no cohort `{cohort}` with a site `{site}`")))
+}
+
+/// The upload sessions `principal` may see, newest first: their own, or
+/// every one for admins and stewards (who read sessions, as [`report`] lets them).
+pub async fn visible(state: &AppState, principal: &Principal) -> Result<Vec<Session>> {
+    let everyone = principal.has_role(Role::Admin) || principal.has_role(Role::Steward);
+    if !everyone && !principal.has_role(Role::Uploader) {
+        return Err(ApiError::Forbidden("upload sessions are for uploaders, stewards and admins".into()));
+    }
+    Ok(sessions::list_sessions(&state.db, (!everyone).then_some(principal.username.as_str())).await?)
+}
+
+/// A session with its per-file report, for its uploader, admins and stewards.
+pub async fn report(state: &AppState, principal: &Principal, id: Uuid) -> Result<UploadResponse> {
+    let session = load_session(state, principal, id, false).await?;
+    let files = sessions::list_file_reports(&state.db, id).await?;
+    Ok(UploadResponse { session, counts: Counts::of(&files), files })
+}
+
+/// Adds the files of a request body to an open session of `principal`'s.
+pub async fn add_files(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<UploadFilesResponse> {
+    let session = load_session(state, principal, id, true).await?;
+    if session.state != "open" {
+        return Err(ApiError::Conflict(format!("the upload session is {}, not open", session.state)));
+    }
+    let files = received_files(state, headers, body).await?;
+    let files = state.ingest.ingest_batch(&principal.username, &session.target(), files).await?;
+    Ok(UploadFilesResponse { counts: Counts::of(&files), files })
+}
+
+/// Commits (`commit`) or aborts an open session of `principal`'s.
+pub async fn close(state: &AppState, principal: &Principal, id: Uuid, commit: bool) -> Result<CommitResponse> {
+    load_session(state, principal, id, true).await?;
+    let closed = state
+        .ingest
+        .close_session(&principal.username, id, commit, &json!({}))
+        .await?
+        .map_err(|s| ApiError::Conflict(format!("the upload session is {s}, not open")))?;
+    let (published, counts) = (closed.published, closed.counts);
+    let session = sessions::get_session(&state.db, id).await?.ok_or(ApiError::NotFound("upload session"))?;
+    Ok(CommitResponse { session, published, counts })
 }
 
 /// Get a session and its per-file report.
@@ -134,9 +186,7 @@ pub async fn find_upload(
     principal: Principal,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<AppJson<UploadResponse>> {
-    let session = load_session(&state, &principal, id, false).await?;
-    let files = sessions::list_file_reports(&state.db, id).await?;
-    Ok(AppJson(UploadResponse { session, counts: Counts::of(&files), files }))
+    Ok(AppJson(report(&state, &principal, id).await?))
 }
 
 /// Add files to an open session.
@@ -174,13 +224,7 @@ pub async fn add_upload_files(
     headers: HeaderMap,
     body: Body,
 ) -> Result<AppJson<UploadFilesResponse>> {
-    let session = load_session(&state, &principal, id, true).await?;
-    if session.state != "open" {
-        return Err(ApiError::Conflict(format!("the upload session is {}, not open", session.state)));
-    }
-    let files = received_files(&state, &headers, body).await?;
-    let files = state.ingest.ingest_batch(&principal.username, &session.target(), files).await?;
-    Ok(AppJson(UploadFilesResponse { counts: Counts::of(&files), files }))
+    Ok(AppJson(add_files(&state, &principal, id, &headers, body).await?))
 }
 
 /// Commit a session: its stored instances become visible, all at once.
@@ -201,15 +245,7 @@ pub async fn commit_upload(
     principal: Principal,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<AppJson<CommitResponse>> {
-    load_session(&state, &principal, id, true).await?;
-    let closed = state
-        .ingest
-        .close_session(&principal.username, id, true, &json!({}))
-        .await?
-        .map_err(|s| ApiError::Conflict(format!("the upload session is {s}, not open")))?;
-    let (published, counts) = (closed.published, closed.counts);
-    let session = sessions::get_session(&state.db, id).await?.ok_or(ApiError::NotFound("upload session"))?;
-    Ok(AppJson(CommitResponse { session, published, counts }))
+    Ok(AppJson(close(&state, &principal, id, true).await?))
 }
 
 /// Abort a session: nothing of it is ever published, its objects are deleted.
@@ -230,12 +266,7 @@ pub async fn abort_upload(
     principal: Principal,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<StatusCode> {
-    load_session(&state, &principal, id, true).await?;
-    state
-        .ingest
-        .close_session(&principal.username, id, false, &json!({}))
-        .await?
-        .map_err(|s| ApiError::Conflict(format!("the upload session is {s}, not open")))?;
+    close(&state, &principal, id, false).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

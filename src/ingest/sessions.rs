@@ -80,6 +80,21 @@ pub async fn get_session(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Ses
     .await
 }
 
+/// Upload sessions, newest first: those `created_by` opened, or every one.
+pub async fn list_sessions(db: impl PgExecutor<'_>, created_by: Option<&str>) -> Result<Vec<Session>, sqlx::Error> {
+    sqlx::query_as!(
+        Session,
+        "select u.upload_session_id as id, c.slug as cohort, s.code as site, u.created_by, u.state, u.file_count,
+                u.created_at, u.closed_at, u.cohort_id, u.site_id
+         from upload_session u join cohort c using (cohort_id) join site s using (site_id)
+         where $1::text is null or u.created_by = $1
+         order by u.created_at desc limit 500",
+        created_by
+    )
+    .fetch_all(db)
+    .await
+}
+
 /// The per-file report of a session, in order.
 pub async fn list_file_reports(db: impl PgExecutor<'_>, id: Uuid) -> Result<Vec<FileReport>, sqlx::Error> {
     let rows = sqlx::query!(

@@ -747,3 +747,37 @@ pub async fn readiness(tx: &mut PgConnection, principal: &Principal, slug: &str)
     }
     Ok(Readiness { ready: problems.is_empty(), problems })
 }
+
+/// An open cohort as its organizers' list shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Curated {
+    pub slug: String,
+    pub title: String,
+    /// Whether its challenge settings are set.
+    pub configured: bool,
+    /// Subjects in it now (withdrawn ones not counted).
+    pub subjects: i64,
+    pub split_at: Option<DateTime<Utc>>,
+    /// Versions published (any state).
+    pub versions: i64,
+    /// The state of its newest version.
+    pub latest_state: Option<String>,
+}
+
+/// Every cohort of tier `open`, configured or not (organizers, admins).
+pub async fn list(db: &mut PgConnection, principal: &Principal) -> Result<Vec<Curated>, ApiError> {
+    require_organizer(principal)?;
+    Ok(sqlx::query_as!(
+        Curated,
+        r#"select c.slug, c.title, o.cohort_id is not null as "configured!", o.split_at,
+                  (select count(*) from cohort_subject cs join subject s using (subject_id)
+                   where cs.cohort_id = c.cohort_id and s.withdrawn_at is null) as "subjects!",
+                  (select count(*) from extract e where e.open_cohort_id = c.cohort_id) as "versions!",
+                  (select e.state::text from extract e where e.open_cohort_id = c.cohort_id
+                   order by e.version desc limit 1) as latest_state
+           from cohort c left join open_cohort o using (cohort_id)
+           where c.tier = 'open' order by c.slug"#
+    )
+    .fetch_all(&mut *db)
+    .await?)
+}

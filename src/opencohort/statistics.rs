@@ -95,7 +95,7 @@ pub enum DownloadPart {
 impl DownloadPart {
     const ALL: [Self; 5] = [Self::Train, Self::Validation, Self::Test, Self::Documents, Self::Archive];
 
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Train => "train",
             Self::Validation => "validation",

@@ -55,6 +55,12 @@ pub fn one(id: &str, title: &'static str, cells: &[VersionBreakdownCell], suppre
     chart(id, title, &of, (suppressed, suppressed))
 }
 
+/// One chart of any counts shaped as cells: a group of bars per value, one
+/// bar per series (the cells' `split`); `by` is not read.
+pub fn bars(id: &str, title: &'static str, cells: &[VersionBreakdownCell]) -> Chart {
+    chart(id, title, &cells.iter().collect::<Vec<_>>(), ("suppressed (too few to show)", "suppressed"))
+}
+
 fn label(value: Option<&str>) -> String {
     value.map_or_else(|| "not recorded".to_owned(), str::to_owned)
 }

@@ -194,13 +194,27 @@ async fn checked(state: &AppState, request: Request) -> Result<Request, WebError
     let body = if safe {
         body
     } else {
-        let bytes = axum::body::to_bytes(body, FORM_LIMIT).await.map_err(|_| WebError::TooLarge)?;
-        let presented =
-            parts.headers.get(session::CSRF_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned).or_else(|| {
-                url::form_urlencoded::parse(&bytes)
-                    .find(|(name, _)| name == session::CSRF_FIELD)
-                    .map(|(_, value)| value.into_owned())
-            });
+        let header = parts.headers.get(session::CSRF_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let form = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|v| v.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+        // A file sent by a page's script (its token in the header, its body
+        // not a form) streams on to its route, which holds it to that
+        // route's own limits as the REST API does; forms are read here.
+        let (body, presented) = match header {
+            Some(presented) if !form => (body, Some(presented)),
+            header => {
+                let bytes = axum::body::to_bytes(body, FORM_LIMIT).await.map_err(|_| WebError::TooLarge)?;
+                let presented = header.or_else(|| {
+                    url::form_urlencoded::parse(&bytes)
+                        .find(|(name, _)| name == session::CSRF_FIELD)
+                        .map(|(_, value)| value.into_owned())
+                });
+                (Body::from(bytes), presented)
+            }
+        };
         let valid = match (&session, &presented) {
             (Some(session), Some(presented)) => session::csrf_matches(session, presented),
             _ => false,
@@ -208,7 +222,7 @@ async fn checked(state: &AppState, request: Request) -> Result<Request, WebError
         if !valid {
             return Err(WebError::Csrf);
         }
-        Body::from(bytes)
+        body
     };
     parts.extensions.insert(Visitor { session });
     Ok(Request::from_parts(parts, body))
