@@ -50,6 +50,8 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/organize/{slug}/statistics", get(statistics))
         .route("/ui/open-cohorts/{slug}/submit", get(submit_page))
         .route("/ui/open-cohorts/{slug}/team", post(create_team))
+        .route("/ui/open-cohorts/{slug}/team/invitations", post(invite_to_team))
+        .route("/ui/open-cohorts/{slug}/team/join", post(join_team))
         .merge(submissions)
 }
 
@@ -815,10 +817,60 @@ async fn create_team(
         Ok::<_, ApiError>(())
     }
     .await;
+    team_outcome(&state, &visitor, &slug, outcome).await
+}
+
+/// Back to the submission page after a team action, or the page with the refusal.
+async fn team_outcome(state: &AppState, visitor: &Visitor, slug: &str, outcome: Result<(), ApiError>) -> PageResult {
     match outcome {
         Ok(()) => Ok(Redirect::to(&format!("/ui/open-cohorts/{slug}/submit")).into_response()),
-        Err(error) => submit_page_of(&state, &visitor, &slug, Some(Refusal::of(error)?)).await,
+        Err(error) => submit_page_of(state, visitor, slug, Some(Refusal::of(error)?)).await,
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct InviteForm {
+    #[serde(default)]
+    team: String,
+    #[serde(default)]
+    username: String,
+}
+
+/// A member invites someone into their team (`challenge::invite`, as the API).
+async fn invite_to_team(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    Path(slug): Path<String>,
+    Form(form): Form<InviteForm>,
+) -> PageResult {
+    let principal = visitor.signed_in()?;
+    let outcome = async {
+        let mut tx = state.db.begin().await?;
+        let invitation = challenge::Invitation { username: form.username.trim().to_owned() };
+        challenge::invite(&mut tx, principal, &slug, &form.team, &invitation).await?;
+        tx.commit().await?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    team_outcome(&state, &visitor, &slug, outcome).await
+}
+
+/// An invited user joins the team (`challenge::join`, as the API).
+async fn join_team(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    Path(slug): Path<String>,
+    Form(form): Form<TeamForm>,
+) -> PageResult {
+    let principal = visitor.signed_in()?;
+    let outcome = async {
+        let mut tx = state.db.begin().await?;
+        challenge::join(&mut tx, principal, &slug, &form.name).await?;
+        tx.commit().await?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    team_outcome(&state, &visitor, &slug, outcome).await
 }
 
 #[derive(Debug, Deserialize)]

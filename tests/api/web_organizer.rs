@@ -217,6 +217,26 @@ async fn an_organizer_publishes_an_open_cohort_through_the_pages_a_visitor_downl
     browser.type_into("#team-name", "gamma").await;
     browser.click("#team-form button[type='submit']").await;
     browser.wait_for_text("#my-team", "gamma").await;
+    // Rita invites Colin from the page; Colin joins from his.
+    browser.type_into("#invitee", "colin").await;
+    browser.click("#invite-form button[type='submit']").await;
+    browser.wait_for_text("h1", "Submit predictions").await;
+    let (colin, colin_csrf) = signed_in(&app, &app.token("colin", &[Role::Researcher])).await;
+    let submit_page = page(&app, "GET", &format!("/ui/open-cohorts/{SLUG}/submit"), &colin, "").await.text();
+    assert!(submit_page.contains("Team <strong>gamma</strong> invited you"), "{submit_page}");
+    let join = form(&[("csrf_token", &colin_csrf), ("name", "gamma")]);
+    let joined = page(&app, "POST", &format!("/ui/open-cohorts/{SLUG}/team/join"), &colin, &join).await;
+    assert_eq!(joined.status, StatusCode::SEE_OTHER, "{}", joined.text());
+    let team = app.get(&format!("/api/v1/open-cohorts/{SLUG}/teams/mine"), Some(&rita)).await.json();
+    let mut members: Vec<String> = serde_json::from_value(team["team"]["members"].clone()).unwrap();
+    members.sort();
+    assert_eq!(members, ["colin", "rita"], "{team}");
+    // Someone outside the team cannot invite into it.
+    let (pat, pat_csrf) = signed_in(&app, &app.token("pat", &[Role::Researcher])).await;
+    let invite = form(&[("csrf_token", &pat_csrf), ("team", "gamma"), ("username", "mallory")]);
+    let refused = page(&app, "POST", &format!("/ui/open-cohorts/{SLUG}/team/invitations"), &pat, &invite).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text());
+    assert!(refused.text().contains("only members of team"), "{}", refused.text());
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("predictions.csv");
     std::fs::write(&file, &csv).unwrap();
