@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use serde_json::json;
 
 use crate::app::{self, AppState};
-use crate::audit::{self, NewEvent};
+use crate::audit;
 use crate::auth::{Authenticator, Role};
 use crate::config::{self, Config, Overrides};
 use crate::db::Database;
@@ -186,7 +185,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                     cohort: "default".into(),
                 });
             }
-            serve(config, args.demo).await
+            Box::pin(serve(config, args.demo)).await
         }
         Command::Migrate => {
             let db = Database::open(&config).await?;
@@ -297,16 +296,8 @@ async fn issue_token(config: &Config, user: &str, role_names: &[String], ttl: Op
     }
     let (db, auth) = open_for_admin(config).await?;
     let result = async {
-        let token = auth.issue(user, &roles, ttl)?;
         let mut tx = db.pool.begin().await?;
-        audit::record(
-            &mut tx,
-            NewEvent::new("system:cli", "token.issue").target(format!("user:{user}")).details(json!({
-                "roles": crate::auth::role_names(&roles),
-                "ttl_seconds": ttl.as_secs(),
-            })),
-        )
-        .await?;
+        let token = crate::auth::users::issue(&mut tx, &auth, "system:cli", user, &roles, ttl).await?;
         tx.commit().await?;
         anyhow::Ok(token)
     }
@@ -340,6 +331,7 @@ async fn seed_demo(ingest: &Arc<crate::ingest::Ingestor>, config: &Config) -> Re
         let slug = crate::demo::challenge::SLUG;
         println!("Published the open challenge `{slug}`, version 1 (built in the background).");
     }
+    crate::demo::waiting::seed(ingest, config, &ingest.key).await?;
     Ok(())
 }
 

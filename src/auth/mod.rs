@@ -9,6 +9,7 @@
 pub mod api_tokens;
 mod jwks;
 pub mod jwt;
+pub mod users;
 
 use std::fmt;
 use std::sync::Arc;

@@ -166,8 +166,9 @@ pub async fn seed(pool: &PgPool) -> Result<()> {
 /// Everything `serve --demo` seeds, whatever is missing: [`seed`]; on a
 /// registry without one, a synthetic registry of `subjects` subjects from
 /// `seed`, its imaging sent through `ingest` like any upload; and the approved
-/// project ([`project`]) and what waits for people ([`waiting`]). Returns what
-/// was generated, when anything was.
+/// project ([`project`]). Returns what was generated, when anything was.
+/// `serve --demo` then publishes the challenge ([`challenge`]) and seeds
+/// what waits for people ([`waiting`]).
 pub async fn seed_all(
     ingest: &Arc<Ingestor>,
     config: &Config,
@@ -183,7 +184,6 @@ pub async fn seed_all(
         None
     };
     project::seed(&ingest.db, config, &ingest.key).await?;
-    waiting::seed(ingest, config, &ingest.key).await?;
     Ok(made)
 }
 

@@ -1,5 +1,6 @@
 //! The administrator's pages: sites, cohorts and their consent terms, the fee
-//! schedule and data use agreement versions. The pages are for admins; each
+//! schedule, data use agreement versions, and the people the registry has
+//! seen, with sign-in tokens issued to them in the embedded mode. The pages are for admins; each
 //! form posts to the service function its REST twin calls
 //! (`POST /sites`, `POST /cohorts`, `PUT /cohorts/{slug}/consent`,
 //! `PUT /fees/{tier}`, `POST /dua`), with the session's principal, so the
@@ -35,6 +36,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/admin/fees", get(fees))
         .route("/ui/admin/fees/{tier}", post(set_fees))
         .route("/ui/admin/agreements", get(agreements).post(publish_agreement))
+        .route("/ui/admin/users", get(users).post(issue_token))
 }
 
 /// The signed-in admin; anyone else is refused as the API refuses them.
@@ -428,4 +430,55 @@ async fn publish_agreement(State(state): State<AppState>, visitor: Visitor, form
     dua::publish(&mut tx, principal, &fields.text("version"), &fields.text("title"), &body).await?;
     tx.commit().await?;
     Ok(done("/ui/admin/agreements"))
+}
+
+// ------------------------------------------------------------------ people and their tokens
+
+#[derive(Template)]
+#[template(path = "admin_users.html", config = "src/web/askama.toml")]
+struct UsersPage {
+    chrome: Chrome,
+    users: Vec<crate::auth::users::User>,
+    /// Whether this node signs tokens (no: roles come from the OpenID provider).
+    issues: bool,
+    default_ttl: String,
+    /// A token just issued: shown once, in the answer to the form.
+    issued: Option<(String, String)>,
+}
+
+async fn users_page(state: &AppState, visitor: &Visitor, issued: Option<(String, String)>) -> PageResult {
+    let principal = admin(visitor)?;
+    let users = crate::auth::users::list(&state.db, principal).await?;
+    Ok(render(&UsersPage {
+        chrome: Chrome::new(visitor, "admin"),
+        users,
+        issues: state.auth.can_issue(),
+        default_ttl: state.config.auth.default_token_ttl.clone(),
+        issued,
+    }))
+}
+
+async fn users(State(state): State<AppState>, visitor: Visitor) -> PageResult {
+    users_page(&state, &visitor, None).await
+}
+
+/// Issues a sign-in token (`auth::users::issue`, as `custodian token issue`);
+/// the answer is the page with the token, shown this once.
+async fn issue_token(State(state): State<AppState>, visitor: Visitor, form: RawForm) -> PageResult {
+    let principal = admin(&visitor)?;
+    let fields = Fields::parse(&form);
+    let mut roles = Vec::new();
+    for name in fields.all("role") {
+        roles.push(Role::parse(&name).ok_or_else(|| bad_request(format!("`{name}` is not a role")))?);
+    }
+    roles.sort();
+    roles.dedup();
+    let ttl_text = fields.optional("ttl").unwrap_or_else(|| state.config.auth.default_token_ttl.clone());
+    let ttl = crate::config::parse_duration(&ttl_text)
+        .map_err(|_| bad_request(format!("`{ttl_text}` is not a duration such as 12h or 30d")))?;
+    let username = fields.text("username");
+    let mut tx = state.db.begin().await?;
+    let token = crate::auth::users::issue(&mut tx, &state.auth, &principal.username, &username, &roles, ttl).await?;
+    tx.commit().await?;
+    users_page(&state, &visitor, Some((username, token))).await
 }

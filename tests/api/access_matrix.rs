@@ -455,6 +455,7 @@ fn matrix() -> Vec<Row> {
         ),
         // review
         row(M::GET, "/api/v1/reviews/queue", Target::NoId, Empty, stewards),
+        row(M::GET, "/api/v1/steward/inbox", Target::NoId, Empty, stewards),
         row(M::GET, "/api/v1/renewals", Target::NoId, Empty, stewards),
         row(M::POST, "/api/v1/applications/{id}/review", Target::Fresh(Fresh::Submitted), body(json!({})), stewards),
         row(

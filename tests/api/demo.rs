@@ -366,7 +366,12 @@ async fn in_the_demo_anyone_finds_the_published_challenge_and_downloads_its_spli
 async fn in_the_demo_stewards_find_an_application_and_a_quarantined_image_waiting_and_the_researcher_a_release() {
     use axum::http::StatusCode;
     let app = TestApp::new().await;
-    serve_demo(&app, 60).await.unwrap();
+    let waiting = async || {
+        serve_demo(&app, 60).await;
+        let (ingest, config) = (&app.state.ingest, &app.state.config);
+        custodian::demo::waiting::seed(ingest, config, &ingest.key).await.unwrap();
+    };
+    waiting().await;
     let (rita, sam) = (app.token("rita", &[Role::Researcher]), app.token("sam", &[Role::Steward]));
 
     let queue = app.get("/api/v1/reviews/queue", Some(&sam)).await.assert_status(StatusCode::OK).text();
@@ -391,7 +396,7 @@ async fn in_the_demo_stewards_find_an_application_and_a_quarantined_image_waitin
     assert_eq!(releases["extracts"][0]["state"], "ready", "{releases}");
 
     // Seeding again adds nothing.
-    serve_demo(&app, 60).await;
+    waiting().await;
     let held = app.get("/api/v1/quarantine", Some(&sam)).await.json();
     assert_eq!(held["instances"].as_array().unwrap().len(), 1);
     let projects: i64 = scalar(&app, "select count(*) from project").await;

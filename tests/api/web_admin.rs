@@ -135,3 +135,59 @@ async fn a_researcher_is_refused_on_the_admin_pages_and_their_forms_and_a_visito
     assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
     assert_eq!(anonymous.headers["location"], "/ui/sign-in");
 }
+
+#[tokio::test]
+async fn an_admin_issues_a_sign_in_token_shown_once_that_carries_its_roles_and_a_researcher_cannot() {
+    let app = TestApp::new().await;
+    let rita_token = app.token("rita", &[Role::Researcher]);
+    let profile = serde_json::json!({"name": "Rita Rossi", "institution": "University of Bologna", "email": "rita@example.org", "position": "Professor"});
+    app.put_json("/api/v1/me/profile", Some(&rita_token), &profile).await.assert_status(StatusCode::CREATED);
+    let (rita, rita_csrf) = session_of(&app, &rita_token).await;
+    let (alice, alice_csrf) = session_of(&app, &app.token("alice", &[Role::Admin])).await;
+    let listed = page(&app, "GET", "/ui/admin/users", &alice, "").await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert!(listed.text().contains("<th scope=\"row\">rita</th>"), "rita has been seen: {}", listed.text());
+    assert!(listed.text().contains("researcher"), "with her roles");
+
+    // A researcher may neither list people nor issue a token, not even for herself as admin.
+    let wanted = [("username", "rita"), ("role", "admin"), ("ttl", "1h")];
+    let mut fields = wanted.to_vec();
+    fields.push(("csrf_token", &rita_csrf));
+    let refused = page(&app, "POST", "/ui/admin/users", &rita, &form(&fields)).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text());
+    assert_eq!(page(&app, "GET", "/ui/admin/users", &rita, "").await.status, StatusCode::FORBIDDEN);
+    assert!(!app.audit_actions().await.iter().any(|a| a == "token.issue"), "nothing was issued");
+
+    // The admin issues one for Nora: shown in the answer, working, audited, not shown again.
+    let issue = [("username", "nora"), ("role", "researcher"), ("role", "uploader"), ("ttl", "2h")];
+    let mut fields = issue.to_vec();
+    fields.push(("csrf_token", &alice_csrf));
+    let issued = page(&app, "POST", "/ui/admin/users", &alice, &form(&fields)).await;
+    assert_eq!(issued.status, StatusCode::OK, "{}", issued.text());
+    let text = issued.text();
+    let start = text.find("<pre id=\"issued-token\">").expect("the token is shown") + "<pre id=\"issued-token\">".len();
+    let token = text[start..].split('<').next().unwrap().trim().to_owned();
+    let me: Value = app.get("/api/v1/me", Some(&token)).await.json();
+    assert_eq!(me["username"], "nora", "{me}");
+    assert_eq!(me["roles"], serde_json::json!(["uploader", "researcher"]), "{me}");
+    let event: (String, String, Value) = sqlx::query_as(
+        "select actor, target, details from audit_event where action = 'token.issue' order by seq desc limit 1",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!((event.0.as_str(), event.1.as_str()), ("alice", "user:nora"));
+    assert_eq!(event.2["ttl_seconds"], 7200);
+    assert!(!event.2.to_string().contains(&token), "the token is not in the audit log");
+    let again = page(&app, "GET", "/ui/admin/users", &alice, "").await.text();
+    assert!(!again.contains(&token), "the token is shown once");
+
+    // No role, or a bad duration: refused with the reason.
+    let bad = form(&[("username", "nora"), ("ttl", "soon"), ("role", "researcher"), ("csrf_token", &alice_csrf)]);
+    let refused = page(&app, "POST", "/ui/admin/users", &alice, &bad).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.text().contains("is not a duration"), "{}", refused.text());
+    let none = form(&[("username", "nora"), ("csrf_token", &alice_csrf)]);
+    let refused = page(&app, "POST", "/ui/admin/users", &alice, &none).await;
+    assert!(refused.text().contains("at least one role"), "{}", refused.text());
+}
