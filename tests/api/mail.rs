@@ -300,7 +300,10 @@ async fn a_new_agreement_version_tells_the_pis_it_concerns_what_it_means_for_the
     w.app.post_json("/api/v1/dua", Some(&w.admin), &agreement).await.assert_status(StatusCode::CREATED);
     work_until(&w, async || to(&server, "rita@example.org").len() >= before + 2).await;
     let messages = to(&server, "rita@example.org");
-    let about = |link: &str| messages.iter().find(|m| m.contains(link)).cloned().unwrap_or_default();
+    // The agreement's message about a target (the approval went to the same link before it).
+    let about = |link: &str| {
+        messages.iter().find(|m| m.contains(link) && m.contains("Data use agreement 2027")).cloned().unwrap_or_default()
+    };
     let to_accept = about(&format!("{PUBLIC_URL}/ui/applications/{waiting}"));
     assert!(to_accept.contains("accept it to activate your approved application"), "{messages:?}");
     let in_force = about(&format!("{PUBLIC_URL}/ui/grants/{grant}"));
